@@ -1,0 +1,54 @@
+"""What every stage receives: the run's config and a place to leave side outputs."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    from curator.config import CurateConfig
+
+
+class Progress:
+    """Progress reporting for long work; silent when `enabled` is false (`--quiet`)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        """Yield an `advance(n)` callable; shows a rich progress bar when enabled."""
+        if not self.enabled:
+            yield lambda n=1: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+        with RichProgress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
+            tid = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(tid, n)
+
+
+@dataclass
+class StageContext:
+    """Shared by the stages of one run.
+
+    - `config`: the resolved CurateConfig; a stage reads its own sub-config.
+    - `artifacts`: extra output files, name -> bytes (e.g. "duplicates.jsonl"); the
+      pipeline writes them atomically into OUT with the split.
+    - `manifest`: per-stage metadata for manifest.json (e.g. the MinHash scheme and seed),
+      stored under manifest["stages"][stage name].
+    - `summaries`: per-stage figures for report.json, stored under report["stages"][stage name].
+    """
+
+    config: "CurateConfig"
+    progress: Progress = field(default_factory=lambda: Progress(False))
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -1,0 +1,21 @@
+"""Selection of the best examples up to the target size (issue 4).
+
+Placeholder: passes rows through until the stage is built.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from curator.stages.base import StageContext
+
+NAME = "select"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
+    return df
