@@ -35,6 +35,7 @@ REF = "ref"  # Utf8, "source_file:source_line", how people and rejects point at 
 # --- the verdict ---------------------------------------------------------------------------
 REJECT_REASONS = "reject_reasons"  # List(Utf8) of stable reason codes, empty = alive
 REJECT_DETAILS = "reject_details"  # List(Utf8), one human-readable detail per reason
+WARNINGS = "warnings"  # List(Utf8) of "code: message" notes that do not reject the row (io.bom, schema.extra_field)
 
 # --- the split -------------------------------------------------------------------------------
 SPLIT_KEY = "split_key"  # Utf8, rows with the same key land on the same side (a cluster id)

@@ -13,21 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curator.errors import CurateError
-from curator.stages import (
-    code_language,
-    dedup_exact,
-    dedup_minhash,
-    language,
-    normalize,
-    quality,
-    secrets,
-    select,
-    split,
-    tokens,
-    validate,
+from curator.stages import (  # aliased: the fields below are named after the stages
+    code_language as _code_language,
+    dedup_exact as _dedup_exact,
+    dedup_minhash as _dedup_minhash,
+    language as _language,
+    normalize as _normalize,
+    quality as _quality,
+    secrets as _secrets,
+    select as _select,
+    split as _split,
+    tokens as _tokens,
+    validate as _validate,
 )
 
 
@@ -37,7 +37,9 @@ class InputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = Field("auto", description="auto | chat | alpaca | sharegpt | gpteacher")
     max_line_bytes: int = Field(
-        50_000_000, description="lines longer than this are rejected (io.line_too_long) without parsing"
+        4_000_000,
+        description="lines longer than this many bytes are rejected (io.line_too_long) without parsing; "
+        "4 MB is hundreds of times an 8K-token example",
     )
 
 
@@ -53,21 +55,35 @@ class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, description="one seed for every random choice of the run")
+    skip_stages: list[str] = Field(
+        default_factory=list,
+        description="stages not to run (their columns and gates are then absent), e.g. [dedup_minhash]; "
+        "validate, normalize and split always run",
+    )
     input: InputConfig = InputConfig()
-    validate_: validate.Config = Field(default_factory=validate.Config, alias="validate")
-    normalize: normalize.Config = Field(default_factory=normalize.Config)
-    dedup_exact: dedup_exact.Config = Field(default_factory=dedup_exact.Config)
-    secrets: secrets.Config = Field(default_factory=secrets.Config)
-    language: language.Config = Field(default_factory=language.Config)
-    code_language: code_language.Config = Field(default_factory=code_language.Config)
-    tokens: tokens.Config = Field(default_factory=tokens.Config)
-    quality: quality.Config = Field(default_factory=quality.Config)
-    dedup_minhash: dedup_minhash.Config = Field(default_factory=dedup_minhash.Config)
-    select: select.Config = Field(default_factory=select.Config)
-    split: split.Config = Field(default_factory=split.Config)
+    validate_: _validate.Config = Field(default_factory=_validate.Config, alias="validate")
+    normalize: _normalize.Config = Field(default_factory=_normalize.Config)
+    dedup_exact: _dedup_exact.Config = Field(default_factory=_dedup_exact.Config)
+    secrets: _secrets.Config = Field(default_factory=_secrets.Config)
+    language: _language.Config = Field(default_factory=_language.Config)
+    code_language: _code_language.Config = Field(default_factory=_code_language.Config)
+    tokens: _tokens.Config = Field(default_factory=_tokens.Config)
+    quality: _quality.Config = Field(default_factory=_quality.Config)
+    dedup_minhash: _dedup_minhash.Config = Field(default_factory=_dedup_minhash.Config)
+    select: _select.Config = Field(default_factory=_select.Config)
+    split: _split.Config = Field(default_factory=_split.Config)
     gates: GateConfig = GateConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("skip_stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        allowed = ("dedup_exact", "secrets", "language", "code_language", "tokens", "quality", "dedup_minhash", "select")
+        for name in value:
+            if name not in allowed:
+                raise ValueError(f"unknown or required stage {name!r}; stages that can be skipped: {', '.join(allowed)}")
+        return value
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain data, as written to manifest.json."""

@@ -1,10 +1,16 @@
-"""(being written by the lead)"""
+"""Exact dedup: the first occurrence of each normalised conversation is kept.
+
+Reads `content_hash`, `row`, `ref`. Rejects later copies as `dup.exact` with the kept row's
+ref in the detail, so a person can find the original.
+"""
 
 from __future__ import annotations
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from curator import columns as C
+from curator.columns import with_reject
 from curator.stages.base import StageContext
 
 NAME = "dedup_exact"
@@ -12,7 +18,16 @@ NAME = "dedup_exact"
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="reject exact duplicates of the normalised conversation")
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    return df
+    if not ctx.config.dedup_exact.enabled or df.height == 0:
+        return df
+    first_row = pl.col(C.ROW).min().over(C.CONTENT_HASH)
+    first_ref = pl.col(C.REF).sort_by(C.ROW).first().over(C.CONTENT_HASH)
+    df = df.with_columns(first_ref.alias("_first_ref"), (pl.col(C.ROW) != first_row).alias("_is_copy"))
+    n_copies = int(df.get_column("_is_copy").sum())
+    ctx.summaries[NAME] = {"exact_duplicates": n_copies}
+    df = with_reject(df, pl.col("_is_copy"), "dup.exact", pl.lit("duplicate of ") + pl.col("_first_ref"))
+    return df.drop("_first_ref", "_is_copy")

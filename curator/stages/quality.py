@@ -1,21 +1,183 @@
 """Quality score from declarative rules, and the high-quality gate (issue 4).
 
-Placeholder: passes rows through until the stage is built.
+Reads: `messages`, and the columns the enabled rules need from earlier stages:
+`n_assistant_tokens` (tokens), `user_lang`/`assistant_lang` (language), `code_parse_error_frac`
+(code_language), `secret_findings` (secrets).
+Writes: `quality_score` Float64 in [0, 1], `quality_flags` List(Struct{rule, value, action}) (every
+rule that fired, with its measured value and action), `high_quality` Boolean
+(`quality_score >= high_quality_threshold`); rejects `quality.<rule>` for rules whose action is
+`reject`.
+
+The rules live in a YAML file (rules/default.yaml unless `quality.rules` / `--rules` names another;
+curator/rules.py documents the format and how the score is formed). ctx.summaries["quality"] holds
+each rule's hit count and rate, the score histogram and the high-quality rate; ctx.manifest["quality"]
+holds the resolved rule file and its sha256.
+
+The gate (`gates`): the high-quality rate of the kept set must be at least `min_high_quality_rate`
+(default 0.60, the bar the project's brief sets: "at least 60% of the dataset is high quality").
 """
 
 from __future__ import annotations
 
-import polars as pl
-from pydantic import BaseModel, ConfigDict
+import math
 
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curator.columns import with_reject
+from curator.errors import CurateError
+from curator.gates import Gate
+from curator.rules import DEFAULT_RULES, CompiledRules, RuleSet, compile_rules, load_rules
+from curator.signals import CODE_ANALYSIS, SIGNALS, code_analysis, turn_contents
 from curator.stages.base import StageContext
 
 NAME = "quality"
+
+QUALITY_SCORE = "quality_score"
+QUALITY_FLAGS = "quality_flags"
+HIGH_QUALITY = "high_quality"
+
+HISTOGRAM_BINS = 10
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    rules: str = Field(
+        DEFAULT_RULES,
+        description="rule file (YAML); a relative path is read from the working directory, else from the "
+        "package source tree, where rules/default.yaml lives; `--rules` sets it",
+    )
+    high_quality_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="high_quality = quality_score >= this; 0.7 means one rule of weight above 0.3 (or two "
+        "of 0.17) takes an example out of the high-quality set, while a single minor rule does not",
+    )
+    min_high_quality_rate: float | None = Field(
+        0.60,
+        ge=0.0,
+        le=1.0,
+        description="gate: share of the kept set that must be high quality (the brief's 60%); null disables",
+    )
+
+
+def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: bool = False) -> pl.DataFrame:
+    """Add `quality_score` and `quality_flags` to `df` (no rejects, no `high_quality`).
+
+    With `keep_signals`, the measured value of every rule (`__value_<signal>__<turns>`) and its
+    fired flag (`__fired_<rule>`) stay in the frame (benchmarks and tuning read them).
+    """
+    compiled = rules if isinstance(rules, CompiledRules) else compile_rules(rules)
+    missing = sorted({c for r in compiled.rules for c in SIGNALS[r.signal].needs} - set(df.columns))
+    if missing:
+        raise CurateError(
+            f"quality: rules need column(s) {', '.join(missing)} from an earlier stage; "
+            "run language, code_language, tokens and secrets before quality, or disable the rules reading them"
+        )
+    helpers = dict(compiled.scope.columns)
+    out = df.with_columns(**helpers) if helpers else df
+    for turns in sorted(compiled.scope.code_scopes):
+        # one Python pass per scope over the turn texts: fences need the project's parser
+        analysis = turn_contents(turns).map_batches(code_analysis, return_dtype=CODE_ANALYSIS)
+        out = out.with_columns(analysis.alias(f"__code_{turns}"))
+    out = out.with_columns(**compiled.values)
+    out = out.with_columns(compiled.fired_exprs())
+    out = out.with_columns(
+        compiled.score_expr().alias(QUALITY_SCORE),
+        compiled.flags_expr().alias(QUALITY_FLAGS),
+    )
+    if keep_signals:
+        return out.drop([c for c in out.columns if c.startswith(("__text_", "__last_", "__code_"))])
+    return out.drop([c for c in out.columns if c.startswith("__")])
+
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    return df
+    cfg: Config = ctx.config.quality
+    ruleset = load_rules(cfg.rules)
+    compiled = compile_rules(ruleset)
+    with ctx.progress.task("quality", total=1) as advance:
+        out = evaluate(df, compiled, keep_signals=True)
+        advance(1)
+    out = out.with_columns((pl.col(QUALITY_SCORE) >= cfg.high_quality_threshold).alias(HIGH_QUALITY))
+    for r in compiled.rules:
+        if r.action == "reject":
+            value = pl.col(compiled.value_col(r))
+            detail = pl.format(f"{r.signal}={{}} ({r.threshold_text()}, turns={r.turns})", value.round(4))
+            out = with_reject(out, pl.col(compiled.fired_col(r)), f"quality.{r.id}", detail)
+    ctx.summaries[NAME] = _summary(out, compiled, cfg)
+    ctx.manifest[NAME] = {
+        "rules_file": str(ruleset.path),
+        "rules_sha256": ruleset.sha256,
+        "rules": [r.id for r in ruleset.rules],
+        "enabled_rules": [r.id for r in compiled.rules],
+        "high_quality_threshold": cfg.high_quality_threshold,
+    }
+    return out.drop([c for c in out.columns if c.startswith("__")])
+
+
+def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
+    n = out.height
+    hits = (
+        out.select([pl.col(compiled.fired_col(r)).sum().alias(r.id) for r in compiled.rules]).row(0, named=True)
+        if compiled.rules and n
+        else {r.id: 0 for r in compiled.rules}
+    )
+    rules = [
+        {
+            "rule": r.id,
+            "signal": r.signal,
+            "turns": r.turns,
+            "action": r.action,
+            "weight": r.weight,
+            "thresholds": r.threshold_text(),
+            "hits": int(hits[r.id] or 0),
+            "rate": (int(hits[r.id] or 0) / n) if n else 0.0,
+        }
+        for r in compiled.rules
+    ]
+    scores = out.get_column(QUALITY_SCORE)
+    edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
+    # bin i holds edges[i] <= score < edges[i+1]; the last bin also holds 1.0
+    bins = (scores * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int64)
+    counts = bins.value_counts().sort(bins.name) if n else None
+    per_bin = [0] * HISTOGRAM_BINS
+    if counts is not None:
+        for b, c in counts.iter_rows():
+            per_bin[b] = int(c)
+    n_high = int(out.get_column(HIGH_QUALITY).sum()) if n else 0
+    return {
+        "rows": n,
+        "high_quality_threshold": cfg.high_quality_threshold,
+        "high_quality": n_high,
+        "high_quality_rate": (n_high / n) if n else 0.0,
+        "mean_score": float(scores.mean()) if n else None,
+        "rules": rules,
+        "score_histogram": {"edges": edges, "counts": per_bin},
+    }
+
+
+def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
+    """The high-quality rate of the kept set against `min_high_quality_rate`."""
+    cfg: Config = ctx.config.quality
+    if cfg.min_high_quality_rate is None:
+        return []
+    n = kept_df.height
+    n_high = int(kept_df.get_column(HIGH_QUALITY).sum()) if n and HIGH_QUALITY in kept_df.columns else 0
+    rate = n_high / n if n else 0.0
+    need = cfg.min_high_quality_rate
+    passed = rate >= need
+    margin = (rate - need) * 100
+    if passed:
+        message = (
+            f"high-quality rate {rate:.1%} ({n_high:,} of {n:,} kept) meets the minimum {need:.0%} "
+            f"by {margin:.1f} points"
+        )
+    else:
+        short = max(0, math.ceil(need * n - 1e-9) - n_high)
+        message = (
+            f"high-quality rate {rate:.1%} ({n_high:,} of {n:,} kept) is under the minimum {need:.0%} "
+            f"by {-margin:.1f} points ({short:,} more high-quality examples needed)"
+        )
+    return [Gate(name="quality.high_quality_rate", passed=passed, value=rate, threshold=need, message=message)]

@@ -1,0 +1,220 @@
+"""The `curate` command line: parse options, call the library, turn errors into one line.
+
+Commands are imported only when they run, so `curate validate` (a pre-commit hook) starts
+without loading polars, the pipeline's stages or the trainer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from curator.errors import CurateError, GateFailed
+
+EXIT_ERROR = 1
+EXIT_GATE = 3
+
+# name -> "module:attribute" of commands that live beside the library they drive
+LAZY_COMMANDS = {
+    "report": "curator.report.commands:report",
+    "sample": "curator.report.commands:sample",
+    "train": "finetune.commands:train",
+    "export": "finetune.commands:export",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module_name, attr = LAZY_COMMANDS[name].split(":")
+            try:
+                return getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                message = f"command {name!r} is unavailable: {exc}"
+                return click.Command(name, help=message, callback=lambda: _fail(message))
+        return super().get_command(ctx, name)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class CuratorGroup(LazyGroup):
+    """Turns CurateError into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GateFailed as exc:
+            _fail(str(exc), EXIT_GATE)
+        except CurateError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written", 130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug, not bad input: one line, the traceback on request
+            if os.environ.get("CURATE_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set CURATE_DEBUG=1 for the traceback)")
+
+
+@click.group(cls=CuratorGroup)
+@click.version_option(package_name="curator")
+def cli() -> None:
+    """Curate chat fine-tuning data into a dataset a team can trust.
+
+    \b
+    Example:
+      curate validate data/*.jsonl
+      curate run raw/ out/
+    """
+
+
+@cli.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output for people or for machines.")
+@click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after this many errors.")
+@click.option("--input-format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default="auto", show_default=True, help="Shape of the records.")
+@click.option("--strict", is_flag=True, help="Treat warnings (unknown fields, BOM) as errors.")
+def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | None, input_format: str, strict: bool) -> None:
+    """Check chat-JSONL files against the schema and structure rules (pre-commit hook).
+
+    Prints one line per problem as `file:line: field: message [code]` and exits 1 when
+    anything is wrong. Reads .jsonl, .jsonl.gz and .json arrays, streaming.
+
+    \b
+    Example:
+      curate validate data/train.jsonl data/extra.jsonl.gz --max-errors 50
+    """
+    from curator.validation import validate_file
+
+    n_records = n_errors = n_warnings = 0
+    findings = []
+    stopped = False
+    for path in files:
+        if not path.is_file():
+            raise CurateError(f"{path}: no such file")
+        for count, found in validate_file(path, input_format, "reject" if strict else "warn"):
+            n_records += count
+            for finding in found:
+                is_error = not finding.problem.warning or strict
+                n_errors += is_error
+                n_warnings += not is_error
+                if output_format == "text":
+                    prefix = "" if is_error else "warning: "
+                    click.echo(prefix + finding.format())
+                else:
+                    findings.append(finding.to_dict())
+            if max_errors is not None and n_errors >= max_errors:
+                stopped = True
+                break
+        if stopped:
+            break
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "files": len(files),
+                    "records": n_records,
+                    "errors": n_errors,
+                    "warnings": n_warnings,
+                    "stopped_at_max_errors": stopped,
+                    "problems": findings,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif n_errors or n_warnings:
+        note = f" (stopped after {max_errors} errors)" if stopped else ""
+        click.echo(f"{n_records} records checked: {n_errors} errors, {n_warnings} warnings{note}", err=True)
+    sys.exit(EXIT_ERROR if n_errors else 0)
+
+
+@cli.command("run")
+@click.argument("raw", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML or TOML config file.")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. -s tokens.policy=truncate.")
+@click.option("--format", "input_format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default=None, help="Shape of the input records (default: detected per record).")
+@click.option("--rules", type=click.Path(path_type=Path), default=None, help="Quality rule file (default: rules/default.yaml).")
+@click.option("--model", default=None, help="Model profile or tokenizer folder for the token budget.")
+@click.option("--force", is_flag=True, help="Replace OUT if it is not empty.")
+@click.option("--no-gate", is_flag=True, help="Report failed gates but exit 0.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: str | None, rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
+    """Curate RAW (a file or folder of .jsonl/.jsonl.gz/.json) into OUT.
+
+    Writes train.jsonl, val.jsonl, rejects.jsonl, annotations.parquet, manifest.json and
+    report.{json,md,html}. Every input line ends in exactly one of them. Exits 3 when a
+    dataset gate fails (after writing everything), unless --no-gate.
+
+    \b
+    Example:
+      curate run raw/ out/ --config curate.yaml -s split.val_fraction=0.05
+    """
+    from curator.config import load_config
+    from curator.pipeline import run
+
+    extra = list(overrides)
+    if input_format:
+        extra.append(f"input.format={input_format}")
+    if rules:
+        extra.append(f"quality.rules={rules}")
+    if model:
+        extra.append(f"tokens.model={model}")
+    config = load_config(config_path, extra)
+    result = run(raw, out, config, force=force, progress=not quiet)
+    if not quiet:
+        _print_summary(result)
+    failed = [g for g in result.gates if not g.passed]
+    if failed and not no_gate:
+        raise GateFailed("gate failed: " + "; ".join(f"{g.name}: {g.message}" for g in failed) + f" (outputs written to {out})")
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    c = result.counts
+    console.print(f"[bold]{c['read']:,}[/] read, [bold]{c['kept']:,}[/] kept ({c['train']:,} train, {c['val']:,} val), [bold]{c['rejected']:,}[/] rejected -> {result.out}")
+    if result.gates:
+        table = Table("gate", "result", "detail", title="gates", title_justify="left")
+        for g in result.gates:
+            table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.message)
+        console.print(table)
+    timing = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.timings)
+    console.print(f"[dim]{timing}[/]")
+
+
+@cli.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of a chat record.
+
+    \b
+    Example:
+      curate schema > chat_record.schema.json
+    """
+    from curator.schema import json_schema_text
+
+    click.echo(json_schema_text(), nl=False)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""Readers for the shapes public chat data is published in, converted to the chat record.
+
+The chat record is `{"messages": [{"role", "content", ...}], "meta": {...} | None}` (curator/schema.py).
+Three other shapes cover most public instruction data:
+
+- **Alpaca** (`instruction`, `input`, `output`, optional `system` and `history`), as documented by
+  LLaMA-Factory (data/README.md, "alpaca format"; converter: src/llamafactory/data/converter.py,
+  `AlpacaDatasetConverter`). `history` is a list of `[prompt, response]` pairs that come first.
+- **ShareGPT** (`conversations`: `[{"from", "value"}]`, optional top-level `system` and `tools`), as
+  documented by LLaMA-Factory ("sharegpt format") and used by FastChat: `human`/`user` -> user,
+  `gpt`/`assistant` -> assistant, `system` -> system, `function_call` -> an assistant turn carrying the
+  call, `observation` -> a tool turn. Turns written OpenAI-style (`role`/`content`) are read too.
+- **GPTeacher** (`instruction`, `input`, `response`), as published in teknium1/GPTeacher.
+
+What this module guarantees:
+
+- Nothing is dropped. Every field that is not part of the conversation goes under `meta` (a record's
+  own `meta` object is kept and the other fields are added beside it); unknown keys on a ShareGPT turn
+  stay on the message, where the schema reports them and keeps them (`meta._extra`). Empty strings are
+  converted as they are, so the schema, not the reader, rejects an empty turn with its own reason.
+- Bad input raises `FormatError(field, message, code)` where `field` is a dotted path in the record as
+  the user wrote it (`conversations[2].from`), never a crash and never a guess.
+
+Only the standard library is imported here: `curate validate` (the pre-commit hook) uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from curator.errors import CurateError
+
+FORMATS = ("chat", "alpaca", "sharegpt", "gpteacher")
+
+# Stable reason codes of conversion failures; they become reject reasons like any schema code.
+CODE_NOT_OBJECT = "schema.not_object"  # same code as curator/schema.py gives a non-object line
+CODE_UNKNOWN_SHAPE = "format.unknown_shape"
+CODE_AMBIGUOUS_SHAPE = "format.ambiguous_shape"
+CODE_MISSING_FIELD = "format.missing_field"
+CODE_BAD_TYPE = "format.bad_type"
+CODE_UNKNOWN_ROLE = "format.unknown_role"
+CODE_FIELD_CONFLICT = "format.field_conflict"
+CODE_BAD_JSON = "io.bad_json"  # an element of a .json array that is not valid JSON
+CODE_BAD_UTF8 = "io.bad_utf8"  # an element of a .json array whose bytes are not valid UTF-8
+
+# Stanford Alpaca's prompt puts the input in its own paragraph below the instruction
+# ("{instruction}\n\n### Input:\n{input}"), and the chat-JSONL conversions of Alpaca, CodeAlpaca and
+# GPTeacher data in ../shared/data/chat join them with a blank line; LLaMA-Factory joins with a single
+# "\n". We follow the blank line so that the same example read from either shape has the same
+# content hash (and exact dedup sees it as one).
+INPUT_SEPARATOR = "\n\n"
+
+# ShareGPT speaker tags -> chat roles (LLaMA-Factory's default tags: human, gpt, observation,
+# function_call, system; FastChat uses human and gpt). OpenAI role names are accepted as themselves.
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "function_call": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+}
+
+
+class FormatError(ValueError):
+    """A record that cannot be converted: which field, what is wrong, and a stable reason code."""
+
+    def __init__(self, field: str, message: str, code: str = CODE_BAD_TYPE) -> None:
+        self.field = field
+        self.message = message
+        self.code = code
+        super().__init__(f"{field}: {message} [{code}]" if field else f"{message} [{code}]")
+
+    def format(self, file: str, line: int) -> str:
+        """`file:line: field: message [code]`, the line `curate validate` prints."""
+        where = f"{self.field}: " if self.field else ""
+        return f"{file}:{line}: {where}{self.message} [{self.code}]"
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+
+def detect_format(obj: Any) -> str:
+    """Which shape a parsed record is in: chat, alpaca, sharegpt or gpteacher.
+
+    Decided by keys alone (`messages`; `conversations`; `instruction` with `output`; `instruction` with
+    `response`); a record matching none or several raises FormatError naming the keys it has.
+    """
+    if not isinstance(obj, dict):
+        raise FormatError("", f"Input should be a JSON object, not {_kind(obj)}", CODE_NOT_OBJECT)
+    matches = []
+    if "messages" in obj:
+        matches.append("chat")
+    if "conversations" in obj:
+        matches.append("sharegpt")
+    if "instruction" in obj and "output" in obj:
+        matches.append("alpaca")
+    if "instruction" in obj and "response" in obj:
+        matches.append("gpteacher")
+    keys = ", ".join(sorted(obj)) or "none"
+    if not matches:
+        raise FormatError(
+            "",
+            f"unrecognised record shape (keys: {keys}); expected messages (chat), conversations (sharegpt), "
+            "instruction+output (alpaca) or instruction+response (gpteacher)",
+            CODE_UNKNOWN_SHAPE,
+        )
+    if len(matches) > 1:
+        raise FormatError(
+            "",
+            f"ambiguous record shape (keys: {keys}) matches {' and '.join(matches)}; choose one with --format",
+            CODE_AMBIGUOUS_SHAPE,
+        )
+    return matches[0]
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+
+def to_chat(obj: Any, fmt: str, *, input_separator: str = INPUT_SEPARATOR) -> dict[str, Any]:
+    """Convert one parsed record in shape `fmt` to a chat record dict `{"messages", "meta"}`.
+
+    `chat` records are returned as they are (the schema validates them). The result is new dicts;
+    `obj` is not modified. Raises FormatError on input that does not have the shape.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "chat":
+        if not isinstance(obj, dict):
+            raise FormatError("", f"Input should be a JSON object, not {_kind(obj)}", CODE_NOT_OBJECT)
+        return obj
+    if not isinstance(obj, dict):
+        raise FormatError("", f"Input should be a JSON object, not {_kind(obj)}", CODE_NOT_OBJECT)
+    if fmt == "alpaca":
+        return _from_instruction(obj, "output", history=True, input_separator=input_separator)
+    if fmt == "gpteacher":
+        return _from_instruction(obj, "response", history=False, input_separator=input_separator)
+    return _from_sharegpt(obj)
+
+
+def convert(obj: Any, fmt: str = "auto", *, input_separator: str = INPUT_SEPARATOR) -> tuple[dict[str, Any], str]:
+    """Detect the shape (when `fmt` is "auto") and convert; return the chat record and the shape."""
+    shape = detect_format(obj) if fmt == "auto" else fmt
+    return to_chat(obj, shape, input_separator=input_separator), shape
+
+
+def _string(obj: dict[str, Any], key: str, *, required: bool, path: str | None = None) -> str | None:
+    """obj[key] as a string; absent or null is None when not required, anything else a FormatError."""
+    where = path or key
+    if key not in obj:
+        if required:
+            raise FormatError(where, "Field required", CODE_MISSING_FIELD)
+        return None
+    value = obj[key]
+    if isinstance(value, str):
+        return value
+    if value is None and not required:
+        return None
+    raise FormatError(where, f"Input should be a string, not {_kind(value)}", CODE_BAD_TYPE)
+
+
+def _meta(obj: dict[str, Any], consumed: tuple[str, ...]) -> dict[str, Any] | None:
+    """The record's own `meta` object plus every field that is not part of the conversation."""
+    own = obj.get("meta")
+    if own is not None and not isinstance(own, dict):
+        raise FormatError("meta", f"Input should be an object, not {_kind(own)}", CODE_BAD_TYPE)
+    meta = dict(own) if own else {}
+    for key, value in obj.items():
+        if key in consumed or key == "meta":
+            continue
+        if key in meta and meta[key] != value:
+            raise FormatError(key, "also present in meta with another value; rename one of them", CODE_FIELD_CONFLICT)
+        meta[key] = value
+    return meta or None
+
+
+def _from_instruction(obj: dict[str, Any], response_key: str, *, history: bool, input_separator: str) -> dict[str, Any]:
+    """Alpaca (`output`, with optional `system`/`history`) and GPTeacher (`response`) records."""
+    instruction = _string(obj, "instruction", required=True)
+    extra_input = _string(obj, "input", required=False)
+    response = _string(obj, response_key, required=True)
+
+    messages: list[dict[str, Any]] = []
+    consumed = ("instruction", "input", response_key)
+    if history:
+        consumed += ("system", "history")
+        system = _string(obj, "system", required=False)
+        # An empty system prompt means "no system prompt" (LLaMA-Factory's default is "").
+        if system:
+            messages.append({"role": "system", "content": system})
+        past = obj.get("history")
+        if past is not None:
+            if not isinstance(past, list):
+                raise FormatError("history", f"Input should be an array of [prompt, response] pairs, not {_kind(past)}")
+            for i, pair in enumerate(past):
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise FormatError(f"history[{i}]", "Input should be a [prompt, response] pair")
+                for j, text in enumerate(pair):
+                    if not isinstance(text, str):
+                        raise FormatError(f"history[{i}][{j}]", f"Input should be a string, not {_kind(text)}")
+                messages.append({"role": "user", "content": pair[0]})
+                messages.append({"role": "assistant", "content": pair[1]})
+
+    # Like LLaMA-Factory, an empty instruction or input adds nothing; if both are empty the user turn
+    # is empty and the schema rejects it (structure.empty_content).
+    prompt = input_separator.join(part for part in (instruction, extra_input) if part)
+    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "assistant", "content": response})
+    return {"messages": messages, "meta": _meta(obj, consumed)}
+
+
+def _tool_calls(value: str) -> list[dict[str, Any]] | None:
+    """OpenAI-style tool calls from a ShareGPT `function_call` value, or None when it is not a call.
+
+    The value is `{"name": ..., "arguments": ...}` or a list of them (parallel calls, as LLaMA-Factory
+    writes them). `arguments` is kept in the form the data has it: the OpenAI API sends a JSON string,
+    Hugging Face chat templates take an object, and the schema accepts both.
+    """
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    calls = parsed if isinstance(parsed, list) else [parsed]
+    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return None
+    out = []
+    for call in calls:
+        function: dict[str, Any] = {"name": call["name"], "arguments": call.get("arguments", {})}
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
+    turns = obj.get("conversations")
+    if not isinstance(turns, list):
+        raise FormatError("conversations", f"Input should be an array of turns, not {_kind(turns)}")
+    messages: list[dict[str, Any]] = []
+    system = _string(obj, "system", required=False)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, turn in enumerate(turns):
+        where = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise FormatError(where, f"Input should be an object with from and value, not {_kind(turn)}")
+        # ShareGPT writes from/value; some exports put OpenAI role/content under `conversations`.
+        role_key = "from" if "from" in turn or "role" not in turn else "role"
+        text_key = "value" if "value" in turn or "content" not in turn else "content"
+        tag = _string(turn, role_key, required=True, path=f"{where}.{role_key}")
+        text = _string(turn, text_key, required=True, path=f"{where}.{text_key}")
+        role = SHAREGPT_ROLES.get(tag)
+        if role is None:
+            allowed = ", ".join(f"'{t}'" for t in SHAREGPT_ROLES)
+            raise FormatError(f"{where}.{role_key}", f"unknown speaker {tag!r}; expected one of {allowed}", CODE_UNKNOWN_ROLE)
+        message: dict[str, Any] = {"role": role, "content": text}
+        if tag == "function_call":
+            calls = _tool_calls(text)
+            if calls is not None:
+                message["tool_calls"] = calls
+        # Keep whatever else the turn carries (weight, tool_call_id, names ...): the schema checks it.
+        for key, value in turn.items():
+            if key in (role_key, text_key):
+                continue
+            if key in message and message[key] != value:
+                raise FormatError(f"{where}.{key}", f"conflicts with the turn's {role_key}/{text_key}", CODE_FIELD_CONFLICT)
+            message[key] = value
+        messages.append(message)
+    return {"messages": messages, "meta": _meta(obj, ("conversations", "system"))}
+
+
+# --- .json files holding an array of records ---------------------------------------------------
+
+_WS = re.compile(r"[ \t\n\r]*")
+_LONE_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    data: bytes
+
+
+def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> _Source:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _Source(name or "<bytes>", bytes(source))
+    path = os.fspath(source)
+    try:
+        with open(path, "rb") as fh:
+            return _Source(name or path, fh.read())
+    except OSError as exc:
+        raise CurateError(f"{name or path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def iter_json_array(
+    source: str | os.PathLike[str] | bytes, *, name: str | None = None, with_raw: bool = False
+) -> Iterator[tuple]:
+    """Yield `(n, value_or_error)` for each element of a .json file holding a JSON array.
+
+    `n` is the element's index + 1 (what `file:N` points at). A value is whatever JSON the element
+    holds (converting a non-object is the caller's FormatError); an element that cannot be decoded is a
+    FormatError instead: `io.bad_utf8` when its bytes are not UTF-8, `io.bad_json` when it is not JSON.
+    A JSON syntax error leaves no reliable element boundary, so that element's FormatError carries
+    the whole rest of the file and iteration ends: nothing is lost and the counts still add up.
+    Text after the closing bracket is one more erroneous element.
+
+    With `with_raw=True` the tuples are `(n, value_or_error, raw)` where `raw` is the element's exact
+    bytes, for the rejects file. A file that is not a JSON array (an object, a scalar, empty) raises
+    CurateError naming it; a UTF-8 byte order mark is ignored, as RFC 8259 section 8.1 allows.
+    """
+    src = _load(source, name)
+    # surrogateescape maps each invalid byte to one lone surrogate, so decoding never fails and
+    # encoding a slice back gives the exact original bytes.
+    text = src.data.decode("utf-8", "surrogateescape")
+    pos = 1 if text.startswith("\ufeff") else 0
+    pos = _WS.match(text, pos).end()
+    if pos == len(text):
+        raise CurateError(f"{src.name}: empty file; expected a JSON array of records")
+    if text[pos] != "[":
+        try:
+            kind = _kind(_DECODER.raw_decode(text, pos)[0])
+        except ValueError:
+            kind = "invalid JSON"
+        raise CurateError(
+            f"{src.name}: expected a JSON array of records, found {kind}; "
+            "a file with one record per line should be named .jsonl"
+        )
+
+    def out(n: int, value: Any, start: int, end: int) -> tuple:
+        if with_raw:
+            return (n, value, text[start:end].encode("utf-8", "surrogateescape"))
+        return (n, value)
+
+    pos = _WS.match(text, pos + 1).end()
+    n = 0
+    if pos < len(text) and text[pos] == "]":
+        end = pos + 1
+    else:
+        while True:
+            n += 1
+            start = pos
+            try:
+                value, end = _DECODER.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                yield out(n, _bad_json(text, exc, n), start, len(text))
+                return
+            if _LONE_SURROGATE.search(text, start, end):
+                bad_at = len(text[:_LONE_SURROGATE.search(text, start, end).start()].encode("utf-8", "surrogateescape"))
+                value = FormatError("", f"invalid UTF-8 at byte offset {bad_at} of the file", CODE_BAD_UTF8)
+            yield out(n, value, start, end)
+            pos = _WS.match(text, end).end()
+            if pos < len(text) and text[pos] == ",":
+                pos = _WS.match(text, pos + 1).end()
+                continue
+            if pos < len(text) and text[pos] == "]":
+                end = pos + 1
+                break
+            where = "end of file" if pos >= len(text) else f"{text[pos]!r}"
+            err = FormatError(
+                "", f"expected ',' or ']' after array element {n}, found {where}; the rest of the file is unreadable", CODE_BAD_JSON
+            )
+            yield out(n + 1, err, pos, len(text))
+            return
+    trailing = _WS.match(text, end).end()
+    if trailing < len(text):
+        err = FormatError("", "unexpected text after the closing ']' of the array", CODE_BAD_JSON)
+        yield out(n + 1, err, trailing, len(text))
+
+
+def _bad_json(text: str, exc: json.JSONDecodeError, n: int) -> FormatError:
+    return FormatError(
+        "",
+        f"array element {n} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
+        "the rest of the file is unreadable",
+        CODE_BAD_JSON,
+    )

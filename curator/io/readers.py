@@ -1,0 +1,185 @@
+"""Readers: every input line, with its provenance, and nothing lost.
+
+`discover(raw)` lists the input files under RAW in a deterministic order; `iter_lines(path)`
+yields one `RawLine` per line of a .jsonl / .jsonl.gz file, or per element of a .json array.
+A line that cannot be read (invalid UTF-8, a truncated gzip tail, an overlong line) is still
+yielded, with the reason it failed, so the pipeline rejects it instead of losing it.
+Only a file that cannot be opened at all raises, with an error that names it.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from curator.errors import CurateError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class RawLine:
+    """One input line (or .json array element) and what reading it found."""
+
+    source_file: str
+    source_line: int  # 1-based
+    text: str  # the line as text (invalid UTF-8 replaced), without the newline
+    raw_b64: str | None = None  # base64 of the bytes when they were not valid UTF-8
+    obj: Any = None  # the parsed JSON value when `parsed`
+    parsed: bool = False
+    error: tuple[str, str] | None = None  # (reason code, message) when the line could not be read
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), not fatal
+
+
+def is_input_file(path: Path) -> bool:
+    return path.name.endswith(SUFFIXES)
+
+
+def discover(raw: str | Path) -> list[Path]:
+    """RAW itself when it is a file; else every input file under it, recursively, sorted by path."""
+    raw = Path(raw)
+    if raw.is_file():
+        return [raw]
+    if not raw.exists():
+        raise CurateError(f"{raw}: no such file or folder")
+    if not raw.is_dir():
+        raise CurateError(f"{raw}: not a file or folder")
+    files = []
+    for root, dirs, names in os.walk(raw):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            path = Path(root) / name
+            if not name.startswith(".") and is_input_file(path):
+                files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(raw).as_posix())
+
+
+def _decode(data: bytes, source: str, number: int, max_bytes: int) -> RawLine:
+    if len(data) > max_bytes:
+        preview = data[:200].decode("utf-8", errors="replace")
+        return RawLine(source, number, preview, error=("io.line_too_long", f"line is {len(data):,} bytes, over the limit of {max_bytes:,}"))
+    warnings = []
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+        warnings.append(("io.bom", "UTF-8 byte order mark removed"))
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawLine(
+            source,
+            number,
+            data.decode("utf-8", errors="replace"),
+            raw_b64=base64.b64encode(data).decode("ascii"),
+            error=("io.bad_utf8", f"invalid UTF-8 at byte {exc.start}"),
+            warnings=warnings,
+        )
+    if not text.strip():
+        return RawLine(source, number, text, error=("io.blank_line", "blank line"), warnings=warnings)
+    return RawLine(source, number, text, warnings=warnings)
+
+
+def _read_bytes(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes, and an error message when a gzip file was cut short."""
+    try:
+        if not path.name.endswith(".gz"):
+            return path.read_bytes(), None
+        chunks = []
+        with gzip.open(path, "rb") as fh:
+            try:
+                while chunk := fh.read(1 << 20):
+                    chunks.append(chunk)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                if not chunks and isinstance(exc, gzip.BadGzipFile):
+                    raise CurateError(f"{path}: not a gzip file ({exc})") from exc
+                return b"".join(chunks), f"gzip stream is truncated or corrupt ({exc})"
+        return b"".join(chunks), None
+    except OSError as exc:
+        if isinstance(exc, gzip.BadGzipFile):
+            raise CurateError(f"{path}: not a gzip file ({exc})") from exc
+        raise CurateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _open(path: Path):
+    try:
+        return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    except OSError as exc:
+        raise CurateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def iter_jsonl(path: Path, source: str | None = None, max_line_bytes: int = 4_000_000) -> Iterator[RawLine]:
+    """One RawLine per line of a .jsonl or .jsonl.gz file (JSON not yet parsed), streamed."""
+    source = source or str(path)
+    number = 0
+    with _open(path) as fh:
+        try:
+            for chunk in fh:
+                number += 1
+                if chunk.endswith(b"\n"):
+                    chunk = chunk[:-1]
+                yield _decode(chunk, source, number, max_line_bytes)
+        except gzip.BadGzipFile as exc:
+            if number == 0:
+                raise CurateError(f"{source}: not a gzip file ({exc})") from exc
+            yield _truncated(source, number + 1, exc)
+        except (EOFError, zlib.error) as exc:
+            yield _truncated(source, number + 1, exc)
+        except OSError as exc:
+            raise CurateError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _truncated(source: str, number: int, exc: Exception) -> RawLine:
+    return RawLine(
+        source,
+        number,
+        "",
+        error=("io.truncated_gzip", f"gzip stream is truncated or corrupt ({exc}); the rest of the file is lost"),
+    )
+
+
+def iter_json_array(path: Path, source: str | None = None) -> Iterator[RawLine]:
+    """One RawLine per element of a .json file holding an array of records."""
+    source = source or str(path)
+    data, truncated = _read_bytes(path)
+    if truncated:
+        raise CurateError(f"{source}: {truncated}")
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CurateError(f"{source}: not valid JSON ({exc}); a .json input holds an array of records") from exc
+    if isinstance(value, dict):
+        value = [value]  # a single record
+    if not isinstance(value, list):
+        raise CurateError(f"{source}: a .json input holds an array of records, not {type(value).__name__}")
+    for i, element in enumerate(value, start=1):
+        yield RawLine(source, i, json.dumps(element, ensure_ascii=False), obj=element, parsed=True)
+
+
+def iter_file(path: Path, source: str | None = None, max_line_bytes: int = 4_000_000) -> Iterator[RawLine]:
+    if path.name.endswith((".json", ".json.gz")):
+        return iter_json_array(path, source)
+    return iter_jsonl(path, source, max_line_bytes)
+
+
+def parse(line: RawLine) -> RawLine:
+    """Parse the line's JSON in place; a failure becomes the line's error."""
+    if line.parsed or line.error:
+        return line
+    try:
+        line.obj = json.loads(line.text)
+        line.parsed = True
+    except RecursionError:
+        line.error = ("io.bad_json", "JSON nested too deeply to parse")
+    except ValueError as exc:
+        line.error = ("io.bad_json", f"invalid JSON: {exc}")
+    return line

@@ -1,0 +1,306 @@
+"""run(raw, out, config): compose the stages, account for every line, write atomically.
+
+Every input line ends in exactly one place: train.jsonl, val.jsonl or rejects.jsonl (with
+every reason code and its source file:line). Stages only see the rows still alive; rows
+leave the frame here, once, at the end, and `read == kept + rejected` is checked before
+anything is written. Outputs go to a temporary folder beside OUT and are moved into place,
+so an interrupted run never leaves a half-written split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from itertools import chain
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import polars as pl
+
+from curator import __version__, columns as C
+from curator.config import CurateConfig
+from curator.errors import CurateError
+from curator.gates import Gate
+from curator.io.readers import RawLine, discover, iter_file
+from curator.stages import (
+    code_language,
+    dedup_exact,
+    dedup_minhash,
+    language,
+    normalize,
+    quality,
+    secrets,
+    select,
+    split,
+    tokens,
+    validate,
+)
+from curator.stages.base import Progress, StageContext
+
+MANIFEST_VERSION = 1
+
+# The order matters: quality reads language, code and token columns; near-dup clustering keeps
+# the best copy by quality score; selection sees the deduplicated set; the split comes last.
+STAGES = [normalize, dedup_exact, secrets, language, code_language, tokens, quality, dedup_minhash, select, split]
+
+# Columns that stay out of annotations.parquet: the text itself lives in the JSONL outputs.
+_TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES)
+
+VERSIONED_PACKAGES = (
+    "polars",
+    "pydantic",
+    "datasketch",
+    "xxhash",
+    "langdetect",
+    "tree-sitter",
+    "tokenizers",
+    "mistral-common",
+)
+
+
+@dataclass
+class RunResult:
+    out: Path
+    counts: dict[str, int]
+    gates: list[Gate]
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an OUT that holds anything, unless --force (which replaces it whole, atomically)."""
+    if out.exists():
+        if not out.is_dir():
+            raise CurateError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()) and not force:
+            raise CurateError(f"{out}: folder is not empty; use --force to replace it")
+
+
+def _source_name(path: Path) -> str:
+    return path.as_posix()
+
+
+def read_lines(files: list[Path], cfg: CurateConfig, progress: Progress) -> Iterator[RawLine]:
+    with progress.task("read + validate", total=len(files)) as advance:
+        for path in files:
+            yield from iter_file(path, _source_name(path), cfg.input.max_line_bytes)
+            advance(1)
+
+
+def _alive_mask(df: pl.DataFrame) -> pl.Series:
+    return df.select(C.alive()).to_series()
+
+
+def run_stages(frame: pl.DataFrame, ctx: StageContext, stages: Iterable = STAGES) -> tuple[pl.DataFrame, list, list]:
+    """Run each stage on the rows still alive; return (all rows sorted by `row`, funnel, timings)."""
+    mask = _alive_mask(frame)
+    live = frame.filter(mask)
+    dead_parts = [frame.filter(~mask)]
+    funnel = [{"stage": "read", "alive_after": frame.height}, {"stage": "validate", "alive_after": live.height}]
+    timings = []
+    for stage in stages:
+        started = time.perf_counter()
+        before = live.height
+        live = stage.run(live, ctx)
+        if live.height != before:
+            raise RuntimeError(f"stage {stage.NAME} changed the number of rows ({before} -> {live.height})")
+        mask = _alive_mask(live)
+        if not mask.all():
+            dead_parts.append(live.filter(~mask))
+            live = live.filter(mask)
+        timings.append((stage.NAME, time.perf_counter() - started))
+        funnel.append({"stage": stage.NAME, "alive_after": live.height})
+    everything = pl.concat([live, *dead_parts], how="diagonal_relaxed").sort(C.ROW)
+    return everything, funnel, timings
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    versions = {"curator": __version__, "python": ".".join(map(str, sys.version_info[:3]))}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _output_record(row: dict[str, Any]) -> dict[str, Any]:
+    messages = []
+    for m in row[C.MESSAGES]:
+        msg: dict[str, Any] = {"role": m["role"], "content": m["content"]}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = json.loads(m["tool_calls"])
+        if m.get("tool_call_id") is not None:
+            msg["tool_call_id"] = m["tool_call_id"]
+        if m.get("weight") is not None:
+            msg["weight"] = m["weight"]
+        messages.append(msg)
+    record: dict[str, Any] = {"id": row[C.CONTENT_HASH], "messages": messages}
+    if row[C.META] is not None:
+        record["meta"] = json.loads(row[C.META])
+    return record
+
+
+def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _reject_record(row: dict[str, Any]) -> dict[str, Any]:
+    record = {
+        "source_file": row[C.SOURCE_FILE],
+        "source_line": row[C.SOURCE_LINE],
+        "ref": row[C.REF],
+        "reasons": row[C.REJECT_REASONS],
+        "details": row[C.REJECT_DETAILS],
+    }
+    if row[C.RAW_B64] is not None:
+        record["raw_b64"] = row[C.RAW_B64]
+    else:
+        record["raw"] = row[C.RAW]
+    return record
+
+
+def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext, manifest: dict[str, Any]) -> dict[str, str]:
+    """Write the split, the rejects, the annotations and the stage artifacts; return their sha256s."""
+    alive = _alive_mask(frame)
+    kept = frame.filter(alive)
+    rejected = frame.filter(~alive)
+    out_cols = [C.CONTENT_HASH, C.MESSAGES, C.META]
+    for side in ("train", "val"):
+        part = kept.filter(pl.col(C.SPLIT) == side).select(out_cols)
+        _write_jsonl(tmp / f"{side}.jsonl", (_output_record(r) for r in part.iter_rows(named=True)))
+    reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
+    _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
+    frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")
+    for name, data in sorted(ctx.artifacts.items()):
+        (tmp / name).write_bytes(data)
+    names = ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", *sorted(ctx.artifacts)]
+    return {name: _sha256_file(tmp / name) for name in names}
+
+
+def size_gate(kept: pl.DataFrame, cfg: CurateConfig) -> list[Gate]:
+    minimum = cfg.gates.min_examples
+    if minimum is None:
+        return []
+    n = kept.height
+    if n >= minimum:
+        message = f"{n:,} examples kept, {n - minimum:,} above the minimum of {minimum:,}"
+    else:
+        message = f"{n:,} examples kept, {minimum - n:,} short of the minimum of {minimum:,}"
+    return [Gate("size.min_examples", n >= minimum, float(n), float(minimum), message)]
+
+
+def active_stages(cfg: CurateConfig) -> list:
+    return [stage for stage in STAGES if stage.NAME not in cfg.skip_stages]
+
+
+def evaluate_gates(kept: pl.DataFrame, ctx: StageContext) -> list[Gate]:
+    gates = size_gate(kept, ctx.config)
+    for stage in active_stages(ctx.config):
+        check = getattr(stage, "gates", None)
+        if check is not None:
+            gates.extend(check(kept, ctx))
+    return gates
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def run(
+    raw: str | Path,
+    out: str | Path,
+    config: CurateConfig | None = None,
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> RunResult:
+    """Curate everything under `raw` into `out`. Gates are evaluated, not enforced: see RunResult."""
+    config = config or CurateConfig()
+    out = Path(out)
+    check_out_dir(out, force)
+    files = discover(raw)
+    if not files:
+        raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found")
+    ctx = StageContext(config=config, progress=Progress(progress))
+
+    started = time.perf_counter()
+    frame = validate.build_frame(read_lines(files, config, ctx.progress), ctx)
+    read_time = time.perf_counter() - started
+    n_read = frame.height
+
+    frame, funnel, timings = run_stages(frame, ctx, active_stages(config))
+    timings.insert(0, ("read + validate", read_time))
+
+    alive = _alive_mask(frame)
+    kept = frame.filter(alive)
+    n_kept, n_rejected = kept.height, frame.height - kept.height
+    if frame.height != n_read or n_kept + n_rejected != n_read or frame.get_column(C.ROW).n_unique() != n_read:
+        raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
+
+    gates = evaluate_gates(kept, ctx)
+    n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
+    counts = {
+        "read": n_read,
+        "kept": n_kept,
+        "rejected": n_rejected,
+        "train": n_kept - n_val,
+        "val": n_val,
+        "with_warnings": int((frame.get_column(C.WARNINGS).list.len() > 0).sum()),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
+        outputs = write_outputs(tmp, frame, ctx, manifest)
+        manifest.update(
+            {
+                "config": config.resolved(),
+                "versions": _versions(),
+                "inputs": {_source_name(p): _sha256_file(p) for p in files},
+                "outputs": outputs,
+                "counts": counts,
+                "funnel": funnel,
+                "gates": [g.to_dict() for g in gates],
+                "stages": ctx.manifest,
+                "summaries": ctx.summaries,
+            }
+        )
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        from curator.report import write_reports
+
+        write_reports(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RunResult(out, counts, gates, timings)

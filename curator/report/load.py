@@ -1,0 +1,139 @@
+"""Read a finished run folder (OUT) back: the only inputs of every report.
+
+A report never recomputes a figure differently from the pipeline (issue 7): it reads what the run
+wrote and nothing else.
+
+- `manifest.json`: counts, funnel, gates, stage metadata and summaries, config, versions, sha256s.
+- `annotations.parquet`: one row per input line with every column the stages wrote (no raw text).
+- `rejects.jsonl`: the original line of every rejected row, its source and its reason codes.
+- `train.jsonl` / `val.jsonl`: the kept records, in input (`row`) order; line i of train.jsonl is the
+  i-th row of the annotations whose `split` is "train" (the pipeline writes both in `row` order).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curator.errors import CurateError
+
+REQUIRED_FILES = ("manifest.json", "annotations.parquet", "rejects.jsonl", "train.jsonl", "val.jsonl")
+
+# rejects.jsonl lines, read with an explicit schema so a file whose first lines all lack `raw_b64`
+# (the usual case) still reads it later, and keys added by later versions are ignored.
+REJECTS_SCHEMA = {
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+    "ref": pl.Utf8,
+    "raw": pl.Utf8,
+    "raw_b64": pl.Utf8,
+    "reasons": pl.List(pl.Utf8),
+    "details": pl.List(pl.Utf8),
+}
+
+
+@dataclass
+class Run:
+    """The files of one run folder, loaded once."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    ann: pl.DataFrame
+    _rejects: pl.DataFrame | None = field(default=None, repr=False)
+
+    def has(self, column: str) -> bool:
+        """True when a stage wrote `column` (a stage not built yet writes nothing)."""
+        return column in self.ann.columns
+
+    @property
+    def rejects(self) -> pl.DataFrame:
+        """rejects.jsonl as a frame (read on first use: only samples need the raw lines)."""
+        if self._rejects is None:
+            path = self.out_dir / "rejects.jsonl"
+            if path.stat().st_size == 0:
+                self._rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
+            else:
+                try:
+                    self._rejects = pl.read_ndjson(path, schema=REJECTS_SCHEMA)
+                except Exception as exc:  # polars raises ComputeError with the offending line inside
+                    raise CurateError(f"{path}: not valid JSON lines: {exc}") from exc
+        return self._rejects
+
+    def kept_records(self, refs: set[str]) -> dict[str, dict]:
+        """The kept records (parsed train/val lines) of the given refs, read from train/val.jsonl."""
+        out: dict[str, dict] = {}
+        if not refs:
+            return out
+        for split in ("train", "val"):
+            order = self.ann.filter(pl.col("split") == split).sort("row")["ref"].to_list() if self.has("split") else []
+            wanted = {i: ref for i, ref in enumerate(order) if ref in refs}
+            if not wanted:
+                continue
+            path = self.out_dir / f"{split}.jsonl"
+            with path.open(encoding="utf-8") as fh:
+                for i, line in enumerate(fh):
+                    if i in wanted:
+                        out[wanted[i]] = _parse_line(line, path, i + 1)
+                        if len(out) == len(refs):
+                            return out
+        return out
+
+    def rejected_records(self, refs: set[str]) -> dict[str, dict]:
+        """{ref: {"record": parsed JSON or None, "raw": original text, "reasons", "details"}}."""
+        if not refs:
+            return {}
+        rows = self.rejects.filter(pl.col("ref").is_in(list(refs))).to_dicts()
+        out = {}
+        for r in rows:
+            raw = r["raw"]
+            if raw is None and r["raw_b64"] is not None:
+                raw = base64.b64decode(r["raw_b64"]).decode("utf-8", errors="replace")
+            try:
+                record = json.loads(raw) if raw is not None else None
+            except json.JSONDecodeError:
+                record = None
+            out[r["ref"]] = {
+                "record": record,
+                "raw": raw or "",
+                "reasons": r["reasons"] or [],
+                "details": r["details"] or [],
+            }
+        return out
+
+
+def _parse_line(line: str, path: Path, lineno: int) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CurateError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
+
+
+def load_run(out_dir: str | Path) -> Run:
+    """Load OUT; a missing file or a manifest that is not JSON is a one-line CurateError."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise CurateError(f"{out_dir}: not a run folder (no such directory)")
+    missing = [name for name in REQUIRED_FILES if not (out_dir / name).is_file()]
+    if missing:
+        raise CurateError(f"{out_dir}: not a finished run folder, missing {', '.join(missing)}")
+    manifest_path = out_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CurateError(f"{manifest_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    if not isinstance(manifest, dict):
+        raise CurateError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
+    ann_path = out_dir / "annotations.parquet"
+    try:
+        ann = pl.read_parquet(ann_path)
+    except Exception as exc:
+        raise CurateError(f"{ann_path}: cannot read parquet: {exc}") from exc
+    for col in ("row", "ref", "reject_reasons"):
+        if col not in ann.columns:
+            raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(ann.columns)})")
+    return Run(out_dir=out_dir, manifest=manifest, ann=ann.sort("row"))

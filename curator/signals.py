@@ -1,0 +1,359 @@
+"""Per-row quality signals as Polars expressions, tuned for assistant answers.
+
+A *signal* is one number per row measured over the turns a rule selects (`assistant`, `user`,
+`system` or `all`); a rule in rules/*.yaml (curator/rules.py) compares it to `min_<signal>` /
+`max_<signal>` thresholds. The classic web-text heuristics (Gopher, C4, RefinedWeb) are written
+for pages; here they are measured on what a chat model is trained to produce:
+
+- the text of a scope is its turns joined with a blank line, so repetition *across* turns counts;
+- prose signals (symbols, alphabetic words, unfenced code) read the text with fenced code blocks and
+  inline code removed (`curator.code_blocks.strip_code`), so an answer made of code is not judged
+  as a page of gibberish;
+- signals another stage owns are read from its column: `n_assistant_tokens` (tokens),
+  `user_lang`/`assistant_lang` (language), `code_parse_error_frac` (code_language),
+  `secret_findings` (secrets).
+
+A signal that does not apply to a row (no turn in the scope, too few words to judge repetition, no
+code) is null, and a rule never fires on null.
+
+Sources of the measures and their web-text defaults:
+- Gopher: Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training
+  Gopher", appendix A.1.1 (word count 50..100,000, mean word length 3..10, symbol-to-word ratio
+  <= 0.1 for `#` and `...`, >= 80% of words with an alphabetic character, duplicate-line fraction
+  <= 0.30, duplicate-paragraph fraction <= 0.30, top 2/3/4-gram character fraction <= 0.20/0.18/0.16).
+- C4: Raffel et al. 2020, section 2.2 (drop pages with "lorem ipsum", with `{`, lines without
+  terminal punctuation).
+- RefinedWeb: Penedo et al. 2023, appendix G (line-wise corrections, URL-heavy lines).
+- data-juicer (modelscope/data-juicer) and NeMo Curator (NVIDIA) heuristic filters: the same
+  measures as operators (`word_repetition_filter`, `special_characters_filter`,
+  `RepeatingTopNGramsFilter`, `UrlsFilter`, `BoilerPlateStringFilter`), used here as references
+  for how they are counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import polars as pl
+
+from curator.code_blocks import extract_code_blocks, strip_code
+
+TURN_SCOPES = ("assistant", "user", "system", "all")
+_ROLES = {"assistant": ("assistant",), "user": ("user",), "system": ("system",), "all": None}
+
+# Answers shorter than this many words are not judged for n-gram repetition: Gopher applies
+# its repetition filters to documents of at least 50 words, where one repeated phrase is not
+# already a large share of the text.
+MIN_WORDS_FOR_NGRAMS = 50
+
+# --- phrase lists ------------------------------------------------------------------------------
+# Refusals: the assistant declines the task. Collected from the phrase lists the open SFT sets
+# were cleaned with (the "unfiltered" ShareGPT/WizardLM releases by ehartford, and the
+# refusal lists of the OpenHermes/Dolphin cleaning scripts): an answer built around one of these
+# teaches the model to decline.
+REFUSAL_PATTERN = (
+    r"(?i)(?:"
+    r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can(?:'t|not)|am (?:not able|unable)|won't)\b"
+    r"|\bI (?:can(?:'t|not)|am unable to|am not able to|won't) (?:help|assist|comply|fulfil+|provide|do that|"
+    r"create|generate|write|answer|engage|support|complete) (?:with )?(?:that|this|your|you|such|the|it)\b"
+    r"|\bI must (?:decline|refuse)\b"
+    r"|\bI(?:'m| am) not (?:able|allowed|permitted) to (?:help|assist|provide|do)\b"
+    r"|\bas an AI(?: language model| assistant)?,? I (?:can(?:'t|not)|am (?:not able|unable)|won't|must decline)\b"
+    r"|\b(?:it|this) (?:is|would be) (?:not appropriate|inappropriate|unethical) (?:for me )?to\b"
+    r"|\bagainst (?:my|OpenAI's) (?:programming|guidelines|policies|policy|content policy)\b"
+    r")"
+)
+# Disclaimers: boilerplate that talks about the model instead of answering ("As an AI language
+# model, I don't have personal opinions ..."). Same sources as above.
+DISCLAIMER_PATTERN = (
+    r"(?i)(?:"
+    r"\bas an? (?:AI|artificial intelligence)(?: language model| model| assistant| chatbot)?\b"
+    r"|\bI(?:'m| am) (?:just |only )?an? (?:AI|artificial intelligence)(?: language model| model| assistant)?\b"
+    r"|\bI (?:do not|don't) have (?:personal )?(?:opinions|feelings|emotions|beliefs|preferences|"
+    r"personal experiences|the ability to browse|access to real-time|real-time)\b"
+    r"|\bmy (?:knowledge|training data) (?:cutoff|cut-off)\b"
+    r"|\bas of my (?:last )?(?:knowledge|training) (?:update|cutoff|cut-off)\b"
+    r")"
+)
+# Placeholder text: lorem ipsum (C4 drops any page containing it), unfilled template variables
+# such as `{{name}}` (LLaMA-Factory's identity sets ship them), and fill-in markers.
+PLACEHOLDER_PATTERN = (
+    r"(?i)(?:"
+    r"\blorem ipsum\b"
+    r"|\{\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}\}"
+    r"|\[(?:insert|your|add|enter|put) [^\]\n]{1,40}\]"
+    r"|<(?:insert|your|add|enter) [^>\n]{1,40}>"
+    r")"
+)
+# A line that looks like source code (statement ends, block openers, declarations, imports,
+# comments). Used on prose only, to find code an answer did not put in a fence.
+CODE_LINE_PATTERN = (
+    r"(?m)^[ \t]*(?:"
+    r"(?:def|class|import|from \S+ import|return|if|elif|else|for|while|try|except|catch|switch|case|"
+    r"public|private|protected|static|func|fn|let|const|var|int|void|package|using|struct|impl|#include|"
+    r"SELECT|INSERT|UPDATE|CREATE|console\.log|print)\b[^\n]*"
+    r"|[^\n]*[;{}][ \t]*"
+    r"|[^\n]*\)[ \t]*:[ \t]*"
+    r"|//[^\n]*"
+    r")$"
+)
+URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+"
+EMAIL_PATTERN = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+# What a finished answer may end with: sentence punctuation (ASCII and CJK), closing brackets
+# and quotes, emphasis markers, a closing code fence, a number (GSM8K's "#### 72"), an emoji or
+# symbol. Anything else after the last word means the answer stopped mid-sentence.
+_TERMINAL_END = r"(?:[.!?:;)\]}\"'`*>_~…。！？）」』%°\d]|\p{So}|[A-Z]{2,})\s*$"
+# A last line that is a list item, a heading, a table row or a key: value pair ends without a
+# period by convention, so it is not taken as cut off.
+_STRUCTURED_LAST_LINE = r"^\s*(?:[-*+•]\s|\d+[.)]\s|#{1,6}\s|\||[A-Za-z][\w ]{0,30}:\s)"
+
+
+@dataclass
+class Scope:
+    """Helper columns a set of signals needs, materialised once before the rules are evaluated."""
+
+    columns: dict[str, pl.Expr] = field(default_factory=dict)
+    code_scopes: set[str] = field(default_factory=set)
+
+    def text(self, turns: str) -> pl.Expr:
+        """The turns of `turns` joined with a blank line; null when the row has no such turn."""
+        name = f"__text_{turns}"
+        if name not in self.columns:
+            contents = turn_contents(turns)
+            self.columns[name] = pl.when(contents.list.len() > 0).then(contents.list.join("\n\n")).otherwise(None)
+        return pl.col(name)
+
+    def last(self, turns: str) -> pl.Expr:
+        """The content of the last turn of `turns`."""
+        name = f"__last_{turns}"
+        if name not in self.columns:
+            self.columns[name] = turn_contents(turns).list.last()
+        return pl.col(name)
+
+    def code(self, turns: str, item: str) -> pl.Expr:
+        """A field of the fenced-code analysis of the turns (see `code_analysis`)."""
+        self.code_scopes.add(turns)
+        return pl.col(f"__code_{turns}").struct.field(item)
+
+    def prose(self, turns: str) -> pl.Expr:
+        """The text of the turns without fenced code blocks and inline code."""
+        return self.code(turns, "prose")
+
+
+def turn_contents(turns: str) -> pl.Expr:
+    roles = _ROLES[turns]
+    msgs = pl.col("messages")
+    if roles is None:
+        return msgs.list.eval(pl.element().struct.field("content").fill_null(""))
+    return msgs.list.eval(
+        pl.element().filter(pl.element().struct.field("role").is_in(list(roles))).struct.field("content").fill_null("")
+    )
+
+
+CODE_ANALYSIS = pl.Struct(
+    {"prose": pl.Utf8, "n_blocks": pl.Int64, "n_unclosed": pl.Int64, "n_todo_only": pl.Int64}
+)
+# A code body made only of these lines is a stub: comments, TODO/FIXME markers, `pass`, `...`,
+# empty braces. "TODO-only code" in the issue; an answer that hands back a stub did not do the task.
+_STUB_LINE = (
+    r"^\s*(?:(?:#|//|--|/\*|\*|<!--)\s*.*|pass|\.\.\.|\{\s*\}|\}|\{|"
+    r"(?:raise NotImplementedError|throw new Error|todo!|unimplemented!|panic!)\b.*|)\s*$"
+)
+
+
+def code_analysis(turn_texts: pl.Series) -> pl.Series:
+    """Per row, over its list of turn texts: prose without code, and counts of code blocks.
+
+    Runs `curator.code_blocks.extract_code_blocks` (the project's one fence parser) per turn, so an
+    unclosed fence in one turn is not closed by the next turn's opening fence.
+    """
+    import re
+
+    stub_line = re.compile(_STUB_LINE)
+    todo = re.compile(r"(?i)\b(?:TODO|FIXME|XXX|implement (?:me|this|here)|your code here)\b")
+    out = []
+    for turns in turn_texts.to_list():
+        if turns is None:
+            out.append(None)
+            continue
+        prose_parts, n_blocks, n_unclosed, n_todo = [], 0, 0, 0
+        for text in turns:
+            text = text or ""
+            blocks = extract_code_blocks(text)
+            if not blocks:
+                prose_parts.append(_strip_inline(text))
+                continue
+            n_blocks += len(blocks)
+            for b in blocks:
+                n_unclosed += not b.closed
+                lines = [ln for ln in b.code.split("\n") if ln.strip()]
+                if lines and todo.search(b.code) and all(stub_line.match(ln) or todo.search(ln) for ln in lines):
+                    n_todo += 1
+            prose_parts.append(strip_code(text, blocks))
+        out.append(
+            {"prose": "\n\n".join(prose_parts), "n_blocks": n_blocks, "n_unclosed": n_unclosed, "n_todo_only": n_todo}
+        )
+    return pl.Series(out, dtype=CODE_ANALYSIS)
+
+
+def _strip_inline(text: str) -> str:
+    return strip_code(text, blocks=[]) if "`" in text else text
+
+
+# --- the signals -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One measure. `build(scope, turns)` returns a Float64 expression (null = not applicable)."""
+
+    name: str
+    description: str
+    turns: tuple[str, ...]
+    build: Callable[[Scope, str], pl.Expr]
+    needs: tuple[str, ...] = ()  # columns written by earlier stages
+
+
+def _words(text: pl.Expr) -> pl.Expr:
+    return text.str.count_matches(r"\S+").cast(pl.Float64)
+
+
+def _dup_frac(text: pl.Expr, sep: str, min_chars: int) -> pl.Expr:
+    """Fraction of the units (lines or paragraphs) that repeat an earlier unit (Gopher).
+
+    Only units with at least `min_chars` non-space characters count: a closing brace or a blank
+    line repeats in every piece of code and says nothing about a looping answer.
+    """
+    units = text.str.split(sep).list.eval(
+        pl.element().str.strip_chars().filter(pl.element().str.strip_chars().str.len_chars() >= min_chars)
+    )
+    n = units.list.len()
+    return pl.when(n >= 2).then((n - units.list.n_unique()).cast(pl.Float64) / n).otherwise(None)
+
+
+def _top_ngram_frac(text: pl.Expr, n: int) -> pl.Expr:
+    """Share of the words covered by the most frequent word n-gram (Gopher's top n-gram fraction,
+    counted in words rather than characters). Null under MIN_WORDS_FOR_NGRAMS words.
+
+    The n-grams are read with `n` non-overlapping regex passes, pass k starting at word k, so
+    together they list every n-gram once.
+    """
+    norm = text.str.to_lowercase().str.replace_all(r"[^\w\s]+", " ").str.replace_all(r"\s+", " ").str.strip_chars()
+    words = norm.str.count_matches(r"\S+")
+    gram = r"\S+(?: \S+){" + str(n - 1) + "}"
+    passes = [norm.str.extract_all(gram)]
+    for k in range(1, n):
+        passes.append(norm.str.replace(r"^(?:\S+ ){" + str(k) + "}", "").str.extract_all(gram))
+    grams = pl.concat_list(passes)
+    top = grams.list.eval(pl.element().unique_counts().max()).list.first()
+    return (
+        pl.when(words >= MIN_WORDS_FOR_NGRAMS).then(top.cast(pl.Float64) * n / words.cast(pl.Float64)).otherwise(None)
+    )
+
+
+def _ends_mid_sentence(last: pl.Expr) -> pl.Expr:
+    """1.0 when the last turn stops after a word with no terminal mark (C4 keeps only lines that
+    end in terminal punctuation; here only the answer's end is judged, since a cut-off answer is
+    the defect). A structured last line (list item, heading, table row) is not judged."""
+    stripped = last.str.strip_chars_end()
+    last_line = stripped.str.extract(r"([^\n]*)$", 1)
+    cut = ~stripped.str.contains(_TERMINAL_END) & ~last_line.str.contains(_STRUCTURED_LAST_LINE)
+    return pl.when(stripped.str.len_chars() > 0).then(cut.cast(pl.Float64)).otherwise(None)
+
+
+def _echo(scope: Scope) -> pl.Expr:
+    """Jaccard similarity of the word sets of the assistant turns and the user turns: 1.0 when the
+    answer repeats the question (after data-juicer's and NeMo Curator's copy/echo checks)."""
+    def bag(text: pl.Expr) -> pl.Expr:
+        return text.str.to_lowercase().str.extract_all(r"\w+").list.unique()
+
+    a, u = bag(scope.text("assistant")), bag(scope.text("user"))
+    inter = a.list.set_intersection(u).list.len()
+    union = a.list.set_union(u).list.len()
+    return pl.when(union > 0).then(inter.cast(pl.Float64) / union).otherwise(None)
+
+
+def _per_100_words(count: pl.Expr, text: pl.Expr) -> pl.Expr:
+    words = _words(text)
+    return pl.when(words > 0).then(count.cast(pl.Float64) * 100.0 / words).otherwise(None)
+
+
+def _lang_mismatch(scope: Scope, turns: str) -> pl.Expr:
+    u, a = pl.col("user_lang"), pl.col("assistant_lang")
+    known = u.is_not_null() & a.is_not_null() & (u != "und") & (a != "und")
+    return pl.when(known).then((u != a).cast(pl.Float64)).otherwise(None)
+
+
+def _symbol_ratio(prose: pl.Expr) -> pl.Expr:
+    # Gopher counts the hash symbol and the ellipsis per word.
+    symbols = prose.str.count_matches(r"#+|\.\.\.|…")
+    return pl.when(_words(prose) > 0).then(symbols.cast(pl.Float64) / _words(prose)).otherwise(None)
+
+
+def _alpha_word_frac(prose: pl.Expr) -> pl.Expr:
+    n = _words(prose)
+    alpha = prose.str.count_matches(r"\S*\p{L}\S*").cast(pl.Float64)
+    return pl.when(n > 0).then(alpha / n).otherwise(None)
+
+
+def _unfenced_code_frac(prose: pl.Expr) -> pl.Expr:
+    lines = prose.str.count_matches(r"(?m)^[ \t]*\S[^\n]*$")
+    code = prose.str.count_matches(CODE_LINE_PATTERN)
+    return pl.when(lines >= 3).then(code.cast(pl.Float64) / lines.cast(pl.Float64)).otherwise(None)
+
+
+SIGNALS: dict[str, Signal] = {
+    s.name: s
+    for s in [
+        Signal("words", "number of whitespace-separated words", TURN_SCOPES, lambda sc, t: _words(sc.text(t)).fill_null(0.0)),
+        Signal(
+            "tokens",
+            "trained tokens of the example (n_assistant_tokens, Mistral-7B-Instruct-v0.2 tokenizer)",
+            ("assistant",),
+            lambda sc, t: pl.col("n_assistant_tokens").cast(pl.Float64),
+            ("n_assistant_tokens",),
+        ),
+        Signal("dup_line_frac", "fraction of lines (>= 10 characters) repeating an earlier line", TURN_SCOPES,
+               lambda sc, t: _dup_frac(sc.text(t), "\n", 10)),
+        Signal("dup_para_frac", "fraction of paragraphs (>= 10 characters) repeating an earlier one", TURN_SCOPES,
+               lambda sc, t: _dup_frac(sc.text(t), "\n\n", 10)),
+        Signal("top_2gram_frac", "share of words in the most frequent word 2-gram", TURN_SCOPES,
+               lambda sc, t: _top_ngram_frac(sc.text(t), 2)),
+        Signal("top_3gram_frac", "share of words in the most frequent word 3-gram", TURN_SCOPES,
+               lambda sc, t: _top_ngram_frac(sc.text(t), 3)),
+        Signal("top_4gram_frac", "share of words in the most frequent word 4-gram", TURN_SCOPES,
+               lambda sc, t: _top_ngram_frac(sc.text(t), 4)),
+        Signal("symbol_ratio", "'#' runs and ellipses per word of prose", TURN_SCOPES,
+               lambda sc, t: _symbol_ratio(sc.prose(t))),
+        Signal("alpha_word_frac", "fraction of prose words holding a letter", TURN_SCOPES,
+               lambda sc, t: _alpha_word_frac(sc.prose(t))),
+        Signal("refusals", "refusal phrases", TURN_SCOPES,
+               lambda sc, t: sc.text(t).str.count_matches(REFUSAL_PATTERN).cast(pl.Float64)),
+        Signal("disclaimers", "'as an AI language model' style disclaimers", TURN_SCOPES,
+               lambda sc, t: sc.text(t).str.count_matches(DISCLAIMER_PATTERN).cast(pl.Float64)),
+        Signal("ends_mid_sentence", "1 when the last turn stops after a word without a terminal mark", TURN_SCOPES,
+               lambda sc, t: _ends_mid_sentence(sc.last(t))),
+        Signal("unclosed_fences", "code fences never closed", TURN_SCOPES,
+               lambda sc, t: sc.code(t, "n_unclosed").cast(pl.Float64)),
+        Signal("echo_jaccard", "Jaccard similarity of assistant and user word sets", ("assistant",),
+               lambda sc, t: _echo(sc)),
+        Signal("placeholders", "lorem ipsum, {{template}} variables, [insert ...] markers", TURN_SCOPES,
+               lambda sc, t: sc.text(t).str.count_matches(PLACEHOLDER_PATTERN).cast(pl.Float64)),
+        Signal("todo_only_blocks", "code blocks holding only comments, TODO and stubs", TURN_SCOPES,
+               lambda sc, t: sc.code(t, "n_todo_only").cast(pl.Float64)),
+        Signal("unfenced_code_frac", "fraction of prose lines that look like source code (code outside a fence)",
+               TURN_SCOPES, lambda sc, t: _unfenced_code_frac(sc.prose(t))),
+        Signal("lang_mismatch", "1 when user and assistant languages are known and differ", ("assistant",),
+               _lang_mismatch, ("user_lang", "assistant_lang")),
+        Signal("code_parse_error_frac", "largest share of error nodes in an assistant code block (tree-sitter)",
+               ("assistant",), lambda sc, t: pl.col("code_parse_error_frac").cast(pl.Float64),
+               ("code_parse_error_frac",)),
+        Signal("urls_per_100_words", "URLs per 100 words", TURN_SCOPES,
+               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(URL_PATTERN), sc.text(t))),
+        Signal("emails_per_100_words", "e-mail addresses per 100 words", TURN_SCOPES,
+               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(EMAIL_PATTERN), sc.text(t))),
+        Signal("secret_findings", "secrets and PII found by the secrets stage (any action)", ("all",),
+               lambda sc, t: pl.col("secret_findings").list.len().cast(pl.Float64), ("secret_findings",)),
+    ]
+}

@@ -1,0 +1,82 @@
+"""Validate lines and files without the pipeline's machinery (no polars): `curate validate`.
+
+The pre-commit hook imports only this module, the schema (pydantic) and the readers, so a
+small file is answered in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from curator.io.readers import RawLine, iter_file, parse
+from curator.schema import Problem, check_record, to_plain
+
+
+def check_line(line: RawLine, fmt: str = "auto", extra_fields: str = "warn") -> tuple[dict | None, list[Problem], str]:
+    """Parse and validate one line: (plain record or None, problems, detected source format).
+
+    Lines in Alpaca, ShareGPT or GPTeacher shape are converted to chat records first
+    (curator/io/formats.py) unless `fmt` is "chat".
+    """
+    problems = [Problem("", msg, code, warning=True) for code, msg in line.warnings]
+    parse(line)
+    if line.error:
+        code, msg = line.error
+        return None, problems + [Problem("", msg, code)], "unknown"
+    obj = line.obj
+    source_format = "chat"
+    if isinstance(obj, dict) and (fmt not in ("auto", "chat") or (fmt == "auto" and "messages" not in obj)):
+        obj, source_format, problem = _convert(obj, fmt)
+        if problem:
+            return None, problems + [problem], source_format
+    record, found = check_record(obj)
+    if extra_fields == "reject":
+        found = [Problem(p.field, p.message, p.code) if p.code == "schema.extra_field" else p for p in found]
+    problems += found
+    if record is None or any(not p.warning for p in problems):
+        return None, problems, source_format
+    return to_plain(record), problems, source_format
+
+
+def _convert(obj: dict, fmt: str) -> tuple[Any, str, Problem | None]:
+    from curator.io.formats import FormatError, detect_format, to_chat
+
+    try:
+        shape = detect_format(obj) if fmt == "auto" else fmt
+        if shape == "chat":
+            return obj, shape, None
+        return to_chat(obj, shape), shape, None
+    except FormatError as exc:
+        field = getattr(exc, "field", "") or ""
+        message = getattr(exc, "message", None) or str(exc)
+        return obj, fmt, Problem(field, message, getattr(exc, "code", "format.invalid"))
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    problem: Problem
+
+    def format(self) -> str:
+        return self.problem.format(self.file, self.line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "field": self.problem.field,
+            "message": self.problem.message,
+            "code": self.problem.code,
+            "severity": "warning" if self.problem.warning else "error",
+        }
+
+
+def validate_file(path: Path, fmt: str = "auto", extra_fields: str = "warn") -> Iterator[tuple[int, list[Finding]]]:
+    """For each record of `path`: (1, its findings). Streams; raises CurateError if unreadable."""
+    source = str(path)
+    for line in iter_file(path, source):
+        _, problems, _ = check_line(line, fmt, extra_fields)
+        yield 1, [Finding(source, line.source_line, p) for p in problems]

@@ -1,0 +1,431 @@
+"""Alpaca / ShareGPT / GPTeacher readers (curator/io/formats.py): small exact cases, then the real files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curator.errors import CurateError
+from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat
+from curator.schema import check_record
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NATIVE = SHARED / "native"
+CHAT = SHARED / "chat"
+
+
+def _error(fn, *args) -> FormatError:
+    with pytest.raises(FormatError) as info:
+        fn(*args)
+    return info.value
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"messages": []}, "chat"),
+        ({"conversations": [], "id": "x"}, "sharegpt"),
+        ({"instruction": "a", "input": "", "output": "b"}, "alpaca"),
+        ({"instruction": "a", "output": "b"}, "alpaca"),
+        ({"instruction": "a", "input": "", "response": "b"}, "gpteacher"),
+    ],
+)
+def test_detect_format(record, expected):
+    assert detect_format(record) == expected
+
+
+def test_detect_format_unknown_names_the_keys():
+    err = _error(detect_format, {"prompt": "a", "completion": "b"})
+    assert (err.field, err.code) == ("", "format.unknown_shape")
+    assert "keys: completion, prompt" in err.message
+
+
+def test_detect_format_ambiguous():
+    err = _error(detect_format, {"messages": [], "conversations": []})
+    assert err.code == "format.ambiguous_shape"
+    assert "chat and sharegpt" in err.message
+
+
+@pytest.mark.parametrize(("value", "kind"), [([1], "array"), ("x", "string"), (None, "null"), (3, "number")])
+def test_detect_format_not_an_object(value, kind):
+    err = _error(detect_format, value)
+    assert (err.code, err.message) == ("schema.not_object", f"Input should be a JSON object, not {kind}")
+
+
+# --- Alpaca and GPTeacher -----------------------------------------------------------------------
+
+
+def test_alpaca_instruction_and_input_joined_by_a_blank_line():
+    record = {"instruction": "Sort these.", "input": "3, 1, 2", "output": "1, 2, 3"}
+    assert to_chat(record, "alpaca") == {
+        "messages": [
+            {"role": "user", "content": "Sort these.\n\n3, 1, 2"},
+            {"role": "assistant", "content": "1, 2, 3"},
+        ],
+        "meta": None,
+    }
+
+
+def test_alpaca_separator_can_follow_llamafactory():
+    record = {"instruction": "Sort these.", "input": "3, 1, 2", "output": "1, 2, 3"}
+    assert to_chat(record, "alpaca", input_separator="\n")["messages"][0]["content"] == "Sort these.\n3, 1, 2"
+
+
+def test_alpaca_system_history_and_other_fields_under_meta():
+    record = {
+        "instruction": "And now?",
+        "input": "",
+        "output": "Done.",
+        "system": "Be brief.",
+        "history": [["First?", "One."], ["Second?", "Two."]],
+        "id": 7,
+        "meta": {"source": "x"},
+    }
+    before = copy.deepcopy(record)
+    assert to_chat(record, "alpaca") == {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "First?"},
+            {"role": "assistant", "content": "One."},
+            {"role": "user", "content": "Second?"},
+            {"role": "assistant", "content": "Two."},
+            {"role": "user", "content": "And now?"},
+            {"role": "assistant", "content": "Done."},
+        ],
+        "meta": {"source": "x", "id": 7},
+    }
+    assert record == before  # the input is not modified
+
+
+def test_alpaca_empty_parts():
+    # An empty input adds nothing; empty instruction and output are kept so the schema rejects them.
+    assert to_chat({"instruction": "", "input": "only input", "output": ""}, "alpaca")["messages"] == [
+        {"role": "user", "content": "only input"},
+        {"role": "assistant", "content": ""},
+    ]
+    converted = to_chat({"instruction": "", "input": None, "output": "x", "system": ""}, "alpaca")
+    assert converted["messages"] == [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}]
+    _, problems = check_record(converted)
+    assert [(p.field, p.code) for p in problems] == [("messages[0].content", "structure.empty_content")]
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "code"),
+    [
+        ({"instruction": "a", "input": ""}, "output", "format.missing_field"),
+        ({"output": "b"}, "instruction", "format.missing_field"),
+        ({"instruction": "a", "output": None}, "output", "format.bad_type"),
+        ({"instruction": 5, "output": "b"}, "instruction", "format.bad_type"),
+        ({"instruction": "a", "input": ["x"], "output": "b"}, "input", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "system": 1}, "system", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "history": "q"}, "history", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "history": [["q"]]}, "history[0]", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "history": [["q", "r"], ["q", 2]]}, "history[1][1]", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "meta": [1]}, "meta", "format.bad_type"),
+        ({"instruction": "a", "output": "b", "id": 1, "meta": {"id": 2}}, "id", "format.field_conflict"),
+    ],
+)
+def test_alpaca_bad_input(record, field, code):
+    err = _error(to_chat, record, "alpaca")
+    assert (err.field, err.code) == (field, code)
+
+
+def test_alpaca_error_line():
+    err = _error(to_chat, {"instruction": "a", "output": 3}, "alpaca")
+    assert err.format("data.json", 4) == "data.json:4: output: Input should be a string, not number [format.bad_type]"
+
+
+def test_gpteacher():
+    record = {"instruction": "Write hello in C.", "input": "", "response": 'puts("hello");', "output": "kept"}
+    assert to_chat(record, "gpteacher") == {
+        "messages": [
+            {"role": "user", "content": "Write hello in C."},
+            {"role": "assistant", "content": 'puts("hello");'},
+        ],
+        "meta": {"output": "kept"},  # not a GPTeacher field: kept, not dropped
+    }
+    assert _error(to_chat, {"instruction": "a", "input": "b"}, "gpteacher").field == "response"
+
+
+# --- ShareGPT ---------------------------------------------------------------------------------------
+
+GLAIVE_LIKE = {
+    "conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+        {"from": "observation", "value": '{"temp_c": 21}'},
+        {"from": "gpt", "value": "It is 21 C."},
+    ],
+    "tools": '[{"name": "get_weather"}]',
+    "system": "You can call tools.",
+}
+
+
+def test_sharegpt_tool_call_and_observation():
+    assert to_chat(GLAIVE_LIKE, "sharegpt") == {
+        "messages": [
+            {"role": "system", "content": "You can call tools."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
+            {"role": "tool", "content": '{"temp_c": 21}'},
+            {"role": "assistant", "content": "It is 21 C."},
+        ],
+        "meta": {"tools": '[{"name": "get_weather"}]'},
+    }
+    record, problems = check_record(to_chat(GLAIVE_LIKE, "sharegpt"))
+    assert record is not None and problems == []
+
+
+def test_sharegpt_parallel_calls_and_unparsable_call():
+    calls = '[{"name": "a", "arguments": "{}"}, {"name": "b"}]'
+    turns = [{"from": "human", "value": "q"}, {"from": "function_call", "value": calls}]
+    assert to_chat({"conversations": turns}, "sharegpt")["messages"][1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "a", "arguments": "{}"}},
+        {"type": "function", "function": {"name": "b", "arguments": {}}},
+    ]
+    # Not JSON: the text stays the assistant's content and no call is made up; the schema then
+    # rejects a tool turn that follows it.
+    turns = [
+        {"from": "human", "value": "q"},
+        {"from": "function_call", "value": "get_weather(Paris)"},
+        {"from": "observation", "value": "21"},
+        {"from": "gpt", "value": "21 C"},
+    ]
+    converted = to_chat({"conversations": turns}, "sharegpt")
+    assert converted["messages"][1] == {"role": "assistant", "content": "get_weather(Paris)"}
+    _, problems = check_record(converted)
+    assert [(p.field, p.code) for p in problems] == [("messages[2].role", "structure.tool_without_call")]
+
+
+def test_sharegpt_fastchat_roles_ids_and_extra_turn_keys():
+    record = {
+        "id": "identity_0",
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "user", "value": "Hi"},
+            {"from": "assistant", "value": "Hello", "weight": 0},
+            {"from": "human", "value": "Bye"},
+            {"from": "gpt", "value": "Bye!"},
+        ],
+    }
+    assert to_chat(record, "sharegpt") == {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello", "weight": 0},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Bye!"},
+        ],
+        "meta": {"id": "identity_0"},
+    }
+
+
+def test_sharegpt_openai_style_turns():
+    record = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert to_chat(record, "sharegpt")["messages"] == [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("conversations", "field", "code"),
+    [
+        ("hi", "conversations", "format.bad_type"),
+        (None, "conversations", "format.bad_type"),
+        ([{"from": "human", "value": "q"}, "a"], "conversations[1]", "format.bad_type"),
+        ([{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}], "conversations[1].from", "format.unknown_role"),
+        ([{"value": "q"}], "conversations[0].from", "format.missing_field"),
+        ([{"from": "human"}], "conversations[0].value", "format.missing_field"),
+        ([{"from": "human", "value": None}], "conversations[0].value", "format.bad_type"),
+        ([{"from": "human", "value": ["q"]}], "conversations[0].value", "format.bad_type"),
+        ([{"from": "human", "value": "q", "role": "assistant"}], "conversations[0].role", "format.field_conflict"),
+    ],
+)
+def test_sharegpt_bad_input(conversations, field, code):
+    err = _error(to_chat, {"conversations": conversations}, "sharegpt")
+    assert (err.field, err.code) == (field, code)
+
+
+def test_sharegpt_unknown_role_line():
+    record = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "bing", "value": "b"}]}
+    err = _error(to_chat, record, "sharegpt")
+    assert err.format("chats.json", 3).startswith(
+        "chats.json:3: conversations[2].from: unknown speaker 'bing'; expected one of 'human', 'user', 'gpt',"
+    )
+    assert err.format("chats.json", 3).endswith(" [format.unknown_role]")
+
+
+def test_chat_passes_through_and_convert_detects():
+    record = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert to_chat(record, "chat") is record
+    assert convert({"instruction": "q", "response": "a"}) == (
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": None},
+        "gpteacher",
+    )
+    # An explicit format is not second-guessed: this is not a ShareGPT record.
+    assert _error(convert, {"instruction": "q", "response": "a"}, "sharegpt").field == "conversations"
+    with pytest.raises(ValueError, match="unknown format 'csv'"):
+        to_chat(record, "csv")
+
+
+# --- .json arrays -----------------------------------------------------------------------------------
+
+
+def test_iter_json_array_numbers_elements_and_keeps_raw_bytes():
+    data = b'\xef\xbb\xbf[\n  {"a": 1},\n  [2],\n  "x" ,null\n]\n'
+    assert list(iter_json_array(data)) == [(1, {"a": 1}), (2, [2]), (3, "x"), (4, None)]
+    raws = [raw for _, _, raw in iter_json_array(data, with_raw=True)]
+    assert raws == [b'{"a": 1}', b"[2]", b'"x"', b"null"]
+    assert list(iter_json_array(b" [ ] ")) == []
+
+
+def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
+    data = b'[{"a": "ok"}, {"a": "\xff\xfe"}, {"a": "after"}]'
+    items = list(iter_json_array(data, with_raw=True))
+    assert [n for n, _, _ in items] == [1, 2, 3]
+    assert items[0][1] == {"a": "ok"} and items[2][1] == {"a": "after"}
+    err = items[1][1]
+    assert isinstance(err, FormatError)
+    assert (err.code, err.message) == ("io.bad_utf8", "invalid UTF-8 at byte offset 21 of the file")
+    assert items[1][2] == b'{"a": "\xff\xfe"}'  # the exact original bytes
+
+
+def test_iter_json_array_syntax_error_keeps_the_rest_of_the_file():
+    data = b'[{"a": 1}, {"a": 2,, "b": 3}, {"a": 4}]'
+    items = list(iter_json_array(data, with_raw=True))
+    assert [(n, v) for n, v, _ in items[:1]] == [(1, {"a": 1})]
+    n, err, raw = items[1]
+    assert n == 2 and err.code == "io.bad_json"
+    assert err.message.startswith("array element 2 is not valid JSON: Expecting property name enclosed in double quotes")
+    assert raw == b'{"a": 2,, "b": 3}, {"a": 4}]'
+    assert len(items) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "raw", "message"),
+    [
+        (b'[{"a": 1}', b"", "expected ',' or ']' after array element 1, found end of file"),
+        (b'[{"a": 1} {"a": 2}]', b'{"a": 2}]', "expected ',' or ']' after array element 1, found '{'"),
+        (b'[{"a": 1}] {"b": 2}', b'{"b": 2}', "unexpected text after the closing ']' of the array"),
+    ],
+)
+def test_iter_json_array_unterminated_or_trailing(data, raw, message):
+    items = list(iter_json_array(data, with_raw=True))
+    assert items[0][:2] == (1, {"a": 1})
+    assert len(items) == 2
+    n, err, got_raw = items[1]
+    assert (n, err.code, got_raw) == (2, "io.bad_json", raw)
+    assert err.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (b'{"instruction": "a", "output": "b"}', "expected a JSON array of records, found object"),
+        (b"42", "expected a JSON array of records, found number"),
+        (b"{oops", "expected a JSON array of records, found invalid JSON"),
+        (b"  \n", "empty file; expected a JSON array of records"),
+    ],
+)
+def test_iter_json_array_not_an_array_is_a_file_error(data, found):
+    with pytest.raises(CurateError, match=rf"^data/x\.json: {found}"):
+        list(iter_json_array(data, name="data/x.json"))
+
+
+def test_iter_json_array_names_a_missing_file(tmp_path):
+    with pytest.raises(CurateError, match=r"missing\.json: cannot read: No such file"):
+        list(iter_json_array(tmp_path / "missing.json"))
+
+
+def test_formats_module_imports_no_heavy_packages():
+    # curate validate (pre-commit) reads .json arrays through this module; it must stay light.
+    code = "import sys, curator.io.formats; print(sorted(m for m in ('polars', 'torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- the real files in ../shared/data/native ------------------------------------------------------
+
+
+def _native(path: Path) -> list[tuple[dict, str]]:
+    converted = []
+    for n, value in iter_json_array(path):
+        assert not isinstance(value, FormatError), f"{path.name}:{n}: {value}"
+        converted.append(convert(value))
+    return converted
+
+
+def _chat_lines(name: str) -> list[dict]:
+    with open(CHAT / name, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.mark.parametrize(
+    ("native", "chat", "shape", "count"),
+    [
+        ("llamafactory/alpaca_en_demo.json", "llamafactory_alpaca_en_demo.jsonl", "alpaca", 999),
+        ("codealpaca/code_alpaca_2k.json", "codealpaca_2k.jsonl", "alpaca", 2017),
+        ("gpteacher/codegen-instruct.json", "gpteacher_codegen.jsonl", "gpteacher", 4535),
+        ("fastchat/dummy_conversation.json", "fastchat_dummy_conversation.jsonl", "sharegpt", 500),
+    ],
+)
+def test_real_files_match_their_chat_conversion(native, chat, shape, count):
+    converted = _native(NATIVE / native)
+    expected = _chat_lines(chat)
+    assert len(converted) == len(expected) == count
+    assert {fmt for _, fmt in converted} == {shape}
+    for i, ((record, _), line) in enumerate(zip(converted, expected), start=1):
+        assert record["messages"] == line["messages"], f"{chat}:{i}"
+        # Native fields beyond the conversation (FastChat's id) land in meta like the chat files have them.
+        for key, value in (record["meta"] or {}).items():
+            assert line["meta"][key] == value, f"{chat}:{i}: meta.{key}"
+
+
+def test_real_glaive_toolcalls():
+    converted = _native(NATIVE / "llamafactory" / "glaive_toolcall_en_demo.json")
+    expected = _chat_lines("llamafactory_glaive_toolcall_en_demo.jsonl")
+    assert len(converted) == len(expected) == 300
+    n_calls = 0
+    for i, ((record, fmt), line) in enumerate(zip(converted, expected), start=1):
+        assert fmt == "sharegpt"
+        # The chat file keeps the call only as the assistant's text; we add tool_calls beside it.
+        for ours, theirs in zip(record["messages"], line["messages"], strict=True):
+            calls = ours.pop("tool_calls", None)
+            assert ours == theirs, f"line {i}"
+            if calls is not None:
+                n_calls += 1
+                assert calls == [{"type": "function", "function": json.loads(ours["content"])}]
+        assert record["meta"] == {"tools": line["meta"]["tools"]}
+    assert n_calls == 211  # every function_call turn of the file parses
+
+
+@pytest.mark.parametrize(
+    ("native", "problems"),
+    [
+        ("llamafactory/alpaca_en_demo.json", {}),
+        ("llamafactory/glaive_toolcall_en_demo.json", {}),
+        ("fastchat/dummy_conversation.json", {}),
+        ("gpteacher/codegen-instruct.json", {}),
+        ("codealpaca/code_alpaca_2k.json", {"structure.empty_content": 2}),  # the 2 known empty answers
+    ],
+)
+def test_real_files_pass_the_schema(native, problems):
+    found: dict[str, int] = {}
+    for record, _ in _native(NATIVE / native):
+        _, record_problems = check_record(record)
+        for p in record_problems:
+            found[p.code] = found.get(p.code, 0) + 1
+    assert found == problems
