@@ -113,7 +113,8 @@ _STRUCTURED_LAST_LINE = r"^\s*(?:[-*+•]\s|\d+[.)]\s|#{1,6}\s|\||[A-Za-z][\w ]{
 class Scope:
     """Helper columns a set of signals needs, materialised once before the rules are evaluated."""
 
-    columns: dict[str, pl.Expr] = field(default_factory=dict)
+    columns: dict[str, pl.Expr] = field(default_factory=dict)  # from `messages`
+    derived: dict[str, pl.Expr] = field(default_factory=dict)  # from `columns`, added after them
     code_scopes: set[str] = field(default_factory=set)
 
     def text(self, turns: str) -> pl.Expr:
@@ -129,6 +130,14 @@ class Scope:
         name = f"__last_{turns}"
         if name not in self.columns:
             self.columns[name] = turn_contents(turns).list.last()
+        return pl.col(name)
+
+    def words(self, turns: str) -> pl.Expr:
+        """The lowercased words (`\\w+`) of the text, hashed to UInt64, in order."""
+        name = f"__words_{turns}"
+        if name not in self.derived:
+            text = self.text(turns)
+            self.derived[name] = text.str.to_lowercase().str.extract_all(r"\w+").list.eval(pl.element().hash(seed=0))
         return pl.col(name)
 
     def code(self, turns: str, item: str) -> pl.Expr:
@@ -166,24 +175,23 @@ def code_analysis(turn_texts: pl.Series) -> pl.Series:
     """Per row, over its list of turn texts: prose without code, and counts of code blocks.
 
     Runs `curator.code_blocks.extract_code_blocks` (the project's one fence parser) per turn, so an
-    unclosed fence in one turn is not closed by the next turn's opening fence.
+    unclosed fence in one turn is not closed by the next turn's opening fence. Rows whose turns hold
+    no backtick or tilde fence are answered without Python: their prose is their text.
     """
     import re
 
     stub_line = re.compile(_STUB_LINE)
     todo = re.compile(r"(?i)\b(?:TODO|FIXME|XXX|implement (?:me|this|here)|your code here)\b")
-    out = []
-    for turns in turn_texts.to_list():
-        if turns is None:
-            out.append(None)
-            continue
+    frame = turn_texts.to_frame("t").with_columns(
+        has=pl.col("t").list.join("\n").str.contains(r"`|~~~").fill_null(False),
+    )
+    python: list[dict | None] = [None] * frame.height
+    idx = frame.get_column("has").arg_true().to_list()
+    for i, turns in zip(idx, frame.get_column("t").gather(idx).to_list()):
         prose_parts, n_blocks, n_unclosed, n_todo = [], 0, 0, 0
         for text in turns:
             text = text or ""
             blocks = extract_code_blocks(text)
-            if not blocks:
-                prose_parts.append(_strip_inline(text))
-                continue
             n_blocks += len(blocks)
             for b in blocks:
                 n_unclosed += not b.closed
@@ -191,14 +199,19 @@ def code_analysis(turn_texts: pl.Series) -> pl.Series:
                 if lines and todo.search(b.code) and all(stub_line.match(ln) or todo.search(ln) for ln in lines):
                     n_todo += 1
             prose_parts.append(strip_code(text, blocks))
-        out.append(
-            {"prose": "\n\n".join(prose_parts), "n_blocks": n_blocks, "n_unclosed": n_unclosed, "n_todo_only": n_todo}
+        python[i] = {"prose": "\n\n".join(prose_parts), "n_blocks": n_blocks, "n_unclosed": n_unclosed, "n_todo_only": n_todo}
+    t = pl.col("t")
+    native = pl.when(t.list.len() > 0).then(
+        pl.struct(
+            t.list.join("\n\n").alias("prose"),
+            pl.lit(0, pl.Int64).alias("n_blocks"),
+            pl.lit(0, pl.Int64).alias("n_unclosed"),
+            pl.lit(0, pl.Int64).alias("n_todo_only"),
         )
-    return pl.Series(out, dtype=CODE_ANALYSIS)
-
-
-def _strip_inline(text: str) -> str:
-    return strip_code(text, blocks=[]) if "`" in text else text
+    )
+    return frame.with_columns(py=pl.Series(python, dtype=CODE_ANALYSIS)).select(
+        pl.when(pl.col("has")).then(pl.col("py")).otherwise(native).alias(turn_texts.name)
+    ).to_series()
 
 
 # --- the signals -----------------------------------------------------------------------------
@@ -232,24 +245,23 @@ def _dup_frac(text: pl.Expr, sep: str, min_chars: int) -> pl.Expr:
     return pl.when(n >= 2).then((n - units.list.n_unique()).cast(pl.Float64) / n).otherwise(None)
 
 
-def _top_ngram_frac(text: pl.Expr, n: int) -> pl.Expr:
+def _top_ngram_frac(words: pl.Expr, n: int) -> pl.Expr:
     """Share of the words covered by the most frequent word n-gram (Gopher's top n-gram fraction,
     counted in words rather than characters). Null under MIN_WORDS_FOR_NGRAMS words.
 
-    The n-grams are read with `n` non-overlapping regex passes, pass k starting at word k, so
-    together they list every n-gram once.
+    `words` are hashed words (`Scope.words`); an n-gram is the polynomial hash of n consecutive
+    word hashes, so the n-grams of all rows are counted in one vectorised pass.
     """
-    norm = text.str.to_lowercase().str.replace_all(r"[^\w\s]+", " ").str.replace_all(r"\s+", " ").str.strip_chars()
-    words = norm.str.count_matches(r"\S+")
-    gram = r"\S+(?: \S+){" + str(n - 1) + "}"
-    passes = [norm.str.extract_all(gram)]
+    gram = pl.element()
     for k in range(1, n):
-        passes.append(norm.str.replace(r"^(?:\S+ ){" + str(k) + "}", "").str.extract_all(gram))
-    grams = pl.concat_list(passes)
-    top = grams.list.eval(pl.element().unique_counts().max()).list.first()
-    return (
-        pl.when(words >= MIN_WORDS_FOR_NGRAMS).then(top.cast(pl.Float64) * n / words.cast(pl.Float64)).otherwise(None)
-    )
+        gram = gram * _NGRAM_BASE + pl.element().shift(-k)
+    top = words.list.eval(gram.drop_nulls().unique_counts().max()).list.first()
+    count = words.list.len()
+    return pl.when(count >= MIN_WORDS_FOR_NGRAMS).then(top.cast(pl.Float64) * n / count).otherwise(None)
+
+
+# odd multiplier for combining word hashes into n-gram hashes (wrapping u64 arithmetic)
+_NGRAM_BASE = 1_000_003
 
 
 def _ends_mid_sentence(last: pl.Expr) -> pl.Expr:
@@ -264,11 +276,9 @@ def _ends_mid_sentence(last: pl.Expr) -> pl.Expr:
 
 def _echo(scope: Scope) -> pl.Expr:
     """Jaccard similarity of the word sets of the assistant turns and the user turns: 1.0 when the
-    answer repeats the question (after data-juicer's and NeMo Curator's copy/echo checks)."""
-    def bag(text: pl.Expr) -> pl.Expr:
-        return text.str.to_lowercase().str.extract_all(r"\w+").list.unique()
-
-    a, u = bag(scope.text("assistant")), bag(scope.text("user"))
+    answer repeats the question (the check behind data-juicer's and NeMo Curator's copy/echo
+    filters, done on hashed word sets)."""
+    a, u = scope.words("assistant").list.unique(), scope.words("user").list.unique()
     inter = a.list.set_intersection(u).list.len()
     union = a.list.set_union(u).list.len()
     return pl.when(union > 0).then(inter.cast(pl.Float64) / union).otherwise(None)
@@ -319,11 +329,11 @@ SIGNALS: dict[str, Signal] = {
         Signal("dup_para_frac", "fraction of paragraphs (>= 10 characters) repeating an earlier one", TURN_SCOPES,
                lambda sc, t: _dup_frac(sc.text(t), "\n\n", 10)),
         Signal("top_2gram_frac", "share of words in the most frequent word 2-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.text(t), 2)),
+               lambda sc, t: _top_ngram_frac(sc.words(t), 2)),
         Signal("top_3gram_frac", "share of words in the most frequent word 3-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.text(t), 3)),
+               lambda sc, t: _top_ngram_frac(sc.words(t), 3)),
         Signal("top_4gram_frac", "share of words in the most frequent word 4-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.text(t), 4)),
+               lambda sc, t: _top_ngram_frac(sc.words(t), 4)),
         Signal("symbol_ratio", "'#' runs and ellipses per word of prose", TURN_SCOPES,
                lambda sc, t: _symbol_ratio(sc.prose(t))),
         Signal("alpha_word_frac", "fraction of prose words holding a letter", TURN_SCOPES,

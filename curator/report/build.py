@@ -112,6 +112,8 @@ def _funnel(run: Run, counts: dict) -> list[dict]:
     steps = [{"step": "read", "count": read, "removed": None, "share_of_read": 1.0 if read else 0.0}]
     prev = read
     for item in run.manifest.get("funnel") or []:
+        if item.get("stage") == "read":  # the pipeline's own first entry; "read" is already the first step
+            continue
         alive = int(item.get("alive_after", 0))
         steps.append({"step": str(item.get("stage")), "count": alive, "removed": prev - alive,
                       "share_of_read": _share(alive, read)})
@@ -203,25 +205,35 @@ def _quality(run: Run) -> dict:
     if run.has("high_quality"):
         kept_all = ann.filter(pl.col("_kept"))
         hq_rate = _share(kept_all["high_quality"].fill_null(False).sum(), kept_all.height)
-    rules: list[dict] = []
+    # Rows each rule fired on, counted from `quality_flags`; the pipeline's own per-rule figures
+    # (summaries.quality.rules, which also list rules that never fired) take precedence.
+    counted: dict[str, dict] = {}
     if run.has("quality_flags") and scored.height:
         flags = (
             scored.select("row", "_kept", "quality_flags").explode("quality_flags")
             .filter(pl.col("quality_flags").is_not_null()).unnest("quality_flags")
         )
         if flags.height:
-            per_rule = (
-                flags.group_by("rule").agg(
-                    pl.col("action").mode().sort().first().alias("action"),
-                    pl.col("row").n_unique().alias("hits"),
-                    pl.col("row").filter(pl.col("_kept")).n_unique().alias("kept_hits"),
-                ).sort(["hits", "rule"], descending=[True, False])
+            per_rule = flags.group_by("rule").agg(
+                pl.col("action").mode().sort().first().alias("action"),
+                pl.col("row").n_unique().alias("hits"),
+                pl.col("row").filter(pl.col("_kept")).n_unique().alias("kept_hits"),
             )
-            rules = [
-                {"rule": r["rule"], "action": r["action"], "hits": r["hits"],
-                 "hit_rate": _share(r["hits"], scored.height), "kept_hits": r["kept_hits"]}
-                for r in per_rule.iter_rows(named=True)
-            ]
+            counted = {r["rule"]: r for r in per_rule.iter_rows(named=True)}
+    summary_rules = ((run.manifest.get("summaries") or {}).get("quality") or {}).get("rules")
+    rules: list[dict] = []
+    if isinstance(summary_rules, list) and all(isinstance(r, dict) and "rule" in r for r in summary_rules):
+        for r in summary_rules:
+            c = counted.get(r["rule"], {})
+            hits = r.get("hits", c.get("hits", 0))
+            rate = r.get("rate", r.get("hit_rate"))
+            rules.append({"rule": str(r["rule"]), "action": r.get("action", c.get("action")), "hits": int(hits),
+                          "hit_rate": _r(rate) if rate is not None else _share(hits, scored.height),
+                          "kept_hits": int(c.get("kept_hits", 0))})
+    else:
+        rules = [{"rule": k, "action": c["action"], "hits": c["hits"], "hit_rate": _share(c["hits"], scored.height),
+                  "kept_hits": c["kept_hits"]} for k, c in counted.items()]
+    rules.sort(key=lambda r: (-r["hits"], r["rule"]))
     return {
         "measured": True,
         "scored_rows": scored.height,
@@ -480,7 +492,7 @@ def build_report(out_dir_or_run: Any) -> dict:
     missing += [f"languages.{k}" for k in ("natural", "code") if not report["languages"][k]["measured"]]
     if not report["duplicates"]["near_measured"]:
         missing.append("duplicates.near")
-    if not run.manifest.get("funnel"):
+    if not [f for f in run.manifest.get("funnel") or [] if f.get("stage") != "read"]:
         missing.append("funnel.stages")
     missing += [f"gates.{g['family']}" for g in report["gates"]["not_measured"]]
     report["not_measured"] = missing

@@ -7,11 +7,14 @@ Where the field comes from, first match wins:
 3. the turn the reason is about by its code family: `quality.*` and `tokens.no_trainable` judge the
    answer (last assistant turn); `dup.prompt_conflict` is about the prompt (first user turn);
    `tokens.over_budget` points at the longest turn; whole-record reasons (`dup.exact`, `dup.near`)
-   mark nothing, their detail names the kept copy.
+   mark nothing, their detail names the kept copy;
+4. `io.*` reasons (bad UTF-8, bad JSON, blank line, truncated file) and lines that are not a chat record
+   show the raw line itself, highlighted.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -73,7 +76,7 @@ def excerpt(code: str, detail: str, record: Any, raw: str) -> tuple[dict | None,
     """(highlight, turns): each turn {"role", "text", "highlight"}; unparseable lines come back whole."""
     where = locate(code, detail, record)
     messages = record.get("messages") if isinstance(record, dict) else None
-    if not isinstance(messages, list) or not messages:
+    if code.startswith("io.") or not isinstance(messages, list) or not messages:
         # Not a chat record (bad JSON, wrong shape): the raw line itself is the offending field.
         return ({"path": where["path"] if where else "(line)", "turn": None, "field": None},
                 [{"role": None, "text": _clip(raw, RAW_CHARS), "highlight": True, "field": None}])
@@ -82,8 +85,8 @@ def excerpt(code: str, detail: str, record: Any, raw: str) -> tuple[dict | None,
         if isinstance(msg, dict):
             role = msg.get("role")
             content = msg.get("content")
-            text = content if isinstance(content, str) else repr(content)
-            role_text = role if isinstance(role, str) else repr(role)
+            text = content if isinstance(content, str) else ("(null)" if content is None else json.dumps(content))
+            role_text = role if isinstance(role, str) else ("(missing)" if role is None else json.dumps(role))
         else:
             role_text, text = "?", repr(msg)
         hit = where is not None and where["turn"] == i

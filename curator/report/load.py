@@ -65,22 +65,33 @@ class Run:
         return self._rejects
 
     def kept_records(self, refs: set[str]) -> dict[str, dict]:
-        """The kept records (parsed train/val lines) of the given refs, read from train/val.jsonl."""
+        """The kept records (parsed train/val lines) of the given refs, read from train/val.jsonl.
+
+        Line i of train.jsonl is the i-th "train" row of the annotations; the record's `id` (its
+        content hash) must agree, else the folder was edited after the run and this is an error.
+        """
         out: dict[str, dict] = {}
-        if not refs:
+        if not refs or not self.has("split"):
             return out
         for split in ("train", "val"):
-            order = self.ann.filter(pl.col("split") == split).sort("row")["ref"].to_list() if self.has("split") else []
-            wanted = {i: ref for i, ref in enumerate(order) if ref in refs}
+            part = self.ann.filter(pl.col("split") == split).sort("row")
+            hashes = part["content_hash"].to_list() if self.has("content_hash") else [None] * part.height
+            wanted = {i: (ref, h) for i, (ref, h) in enumerate(zip(part["ref"].to_list(), hashes)) if ref in refs}
             if not wanted:
                 continue
             path = self.out_dir / f"{split}.jsonl"
             with path.open(encoding="utf-8") as fh:
                 for i, line in enumerate(fh):
-                    if i in wanted:
-                        out[wanted[i]] = _parse_line(line, path, i + 1)
-                        if len(out) == len(refs):
-                            return out
+                    if i not in wanted:
+                        continue
+                    ref, h = wanted[i]
+                    record = _parse_line(line, path, i + 1)
+                    if h is not None and isinstance(record, dict) and "id" in record and record["id"] != h:
+                        raise CurateError(
+                            f"{path}:{i + 1}: id {record['id']} does not match content_hash {h} of {ref} in "
+                            "annotations.parquet (was the run folder edited?)"
+                        )
+                    out[ref] = record
         return out
 
     def rejected_records(self, refs: set[str]) -> dict[str, dict]:
@@ -95,7 +106,7 @@ class Run:
                 raw = base64.b64decode(r["raw_b64"]).decode("utf-8", errors="replace")
             try:
                 record = json.loads(raw) if raw is not None else None
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # junk lines stay text
                 record = None
             out[r["ref"]] = {
                 "record": record,

@@ -46,8 +46,9 @@ def _gates(rep: dict) -> list[str]:
             [["✅" if x["passed"] else "❌", f"`{x['name']}`", x["value"], x["threshold"], x["margin"], x["message"]]
              for x in g["items"]],
         ))
-    for m in g["not_measured"]:
-        lines.append(f"- {m['family']} ({m['what']}): not measured")
+    if g["not_measured"]:
+        lines.append("")
+        lines += [f"- {m['family']} gate, {m['what']}: not measured" for m in g["not_measured"]]
     return lines
 
 
@@ -203,7 +204,7 @@ def _render_value(value: Any) -> str:
         rows, nested = [], []
         for k, v in value.items():
             if isinstance(v, (dict, list)):
-                nested.append(f"\n**{k}**\n\n" + _render_value(v))
+                nested.append(f"\n\n**{k}**\n\n" + _render_value(v))
             else:
                 rows.append([k, v])
         return (table(["key", "value"], rows) if rows else "") + "\n".join(nested)

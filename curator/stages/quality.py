@@ -82,6 +82,8 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
         # one Python pass per scope over the turn texts: fences need the project's parser
         analysis = turn_contents(turns).map_batches(code_analysis, return_dtype=CODE_ANALYSIS)
         out = out.with_columns(analysis.alias(f"__code_{turns}"))
+    if compiled.scope.derived:
+        out = out.with_columns(**compiled.scope.derived)
     out = out.with_columns(**compiled.values)
     out = out.with_columns(compiled.fired_exprs())
     out = out.with_columns(
@@ -89,7 +91,7 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
         compiled.flags_expr().alias(QUALITY_FLAGS),
     )
     if keep_signals:
-        return out.drop([c for c in out.columns if c.startswith(("__text_", "__last_", "__code_"))])
+        return out.drop([c for c in out.columns if c.startswith(("__text_", "__last_", "__code_", "__words_"))])
     return out.drop([c for c in out.columns if c.startswith("__")])
 
 

@@ -1,0 +1,312 @@
+"""The shape of report.json, as pydantic models: the one source of `schemas/report.schema.json`.
+
+Bump SCHEMA_VERSION (curator.report.build) when a field is renamed or removed; adding an optional
+section does not need a bump. Regenerate the checked-in schema with
+
+    python -m curator.report.model > schemas/report.schema.json
+
+Free-form parts (the resolved config, stage summaries, the cost estimate) are whatever the
+pipeline wrote into manifest.json and are typed as plain objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from curator.report.build import SCHEMA_VERSION
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Counts(_M):
+    read: int
+    kept: int
+    rejected: int
+    train: int
+    val: int
+    consistent_with_manifest: bool = Field(description="manifest.json counts equal the annotations' counts")
+
+
+class Gate(_M):
+    name: str
+    passed: bool
+    value: Optional[float]
+    threshold: Optional[float]
+    margin: Optional[float] = Field(description="distance to the threshold: positive when passed, negative when missed")
+    message: str
+
+
+class GateFamily(_M):
+    family: str
+    what: str
+
+
+class Gates(_M):
+    all_passed: bool
+    n_failed: int
+    items: list[Gate]
+    not_measured: list[GateFamily] = Field(description="gate families of issue 7 that this run did not evaluate")
+
+
+class FunnelStep(_M):
+    step: str
+    count: int
+    removed: Optional[int]
+    share_of_read: float
+
+
+class Turn(_M):
+    role: Optional[str]
+    text: str
+    highlight: bool
+    field: Optional[str]
+
+
+class RejectSample(_M):
+    ref: str
+    detail: str
+    highlight: Optional[str] = Field(description="path of the offending field, e.g. messages[1].role")
+    turns: list[Turn]
+
+
+class Reason(_M):
+    code: str
+    stage: str
+    count: int = Field(description="rows carrying this reason")
+    first_reason: int = Field(description="rows whose first reason is this one")
+    share_of_read: float
+    samples: list[RejectSample]
+
+
+class Rejects(_M):
+    rows_rejected: int
+    items: list[Reason]
+
+
+class Histogram(_M):
+    edges: list[float]
+    kept: list[int]
+    rejected: list[int]
+    overflow_kept: Optional[int] = None
+    overflow_rejected: Optional[int] = None
+
+
+class Rule(_M):
+    rule: str
+    action: Optional[str]
+    hits: int
+    hit_rate: float
+    kept_hits: int
+
+
+class Quality(_M):
+    measured: bool
+    scored_rows: Optional[int] = None
+    kept_high_quality_rate: Optional[float] = None
+    high_quality_threshold: Optional[float] = None
+    kept_mean_score: Optional[float] = None
+    histogram: Optional[Histogram] = None
+    rules: Optional[list[Rule]] = None
+
+
+class Share(_M):
+    key: str
+    count: int
+    share: float
+
+
+class Natural(_M):
+    measured: bool
+    items: Optional[list[Share]] = None
+
+
+class Code(_M):
+    measured: bool
+    examples_with_code: Optional[int] = None
+    share_with_code: Optional[float] = None
+    items: Optional[list[Share]] = None
+
+
+class Languages(_M):
+    natural: Natural
+    code: Code
+
+
+class TokenStats(_M):
+    examples: int
+    total: int
+    trained: Optional[int]
+    mean: Optional[float]
+    p50: Optional[int]
+    p90: Optional[int]
+    p99: Optional[int]
+    max: Optional[int]
+
+
+class Tokens(_M):
+    measured: bool
+    budget: Optional[int] = None
+    kept: Optional[TokenStats] = None
+    train: Optional[TokenStats] = None
+    val: Optional[TokenStats] = None
+    over_budget_rows: Optional[int] = None
+    histogram: Optional[Histogram] = None
+
+
+class Member(_M):
+    ref: str
+    kept: bool
+    split: Optional[str]
+    jaccard: Optional[float]
+    prompt: Optional[str] = None
+    answer: Optional[str] = None
+
+
+class Cluster(_M):
+    id: str
+    size: int
+    members: list[Member]
+
+
+class Duplicates(_M):
+    exact_rejected: int
+    near_rejected: int
+    prompt_conflicts: Optional[int]
+    exact_groups: Optional[int]
+    largest_exact: list[Cluster]
+    near_measured: bool
+    near_clusters: Optional[int]
+    largest_near: list[Cluster]
+
+
+class SplitLang(_M):
+    key: str
+    train: int
+    val: int
+
+
+class Split(_M):
+    measured: bool
+    train: Optional[int] = None
+    val: Optional[int] = None
+    val_share: Optional[float] = None
+    content_hash_in_both: Optional[int] = None
+    near_clusters_in_both: Optional[int] = None
+    by_lang: Optional[list[SplitLang]] = None
+
+
+class Source(_M):
+    source_file: str
+    read: int
+    kept: int
+    rejected: int
+    train: int
+    val: int
+    kept_share: float
+
+
+class Cost(_M):
+    measured: bool
+    estimate: Any = None
+
+
+class CountChange(_M):
+    name: str
+    previous: Optional[float]
+    current: Optional[float]
+    delta: Optional[float]
+
+
+class GateChange(_M):
+    name: str
+    previous_passed: Optional[bool]
+    current_passed: Optional[bool]
+    previous_value: Optional[float]
+    current_value: Optional[float]
+    delta: Optional[float]
+
+
+class KeyChange(_M):
+    key: str
+    previous: float
+    current: float
+    delta: float
+
+
+class RecordRef(_M):
+    ref: str
+    content_hash: str
+
+
+class Records(_M):
+    measured: bool
+    added: int
+    removed: int
+    unchanged: int
+    moved_split: int
+    added_samples: list[RecordRef]
+    removed_samples: list[RecordRef]
+
+
+class ValueChange(_M):
+    key: str
+    previous: Any
+    current: Any
+
+
+class Compare(_M):
+    previous: str
+    counts: list[CountChange]
+    gates: list[GateChange]
+    figures: list[CountChange]
+    reasons: list[KeyChange]
+    natural_languages: list[KeyChange]
+    code_languages: list[KeyChange]
+    records: Records
+    config_changes: list[ValueChange]
+    version_changes: list[ValueChange]
+
+
+class Report(_M):
+    """report.json of one run of `curate run` (issue 7)."""
+
+    model_config = ConfigDict(extra="forbid", title="curator report.json")
+
+    schema_version: Literal[SCHEMA_VERSION]  # type: ignore[valid-type]
+    counts: Counts
+    gates: Gates
+    funnel: list[FunnelStep]
+    rejects: Rejects
+    quality: Quality
+    languages: Languages
+    tokens: Tokens
+    duplicates: Duplicates
+    split: Split
+    sources: list[Source]
+    cost: Cost
+    summaries: dict[str, Any]
+    config: dict[str, Any]
+    versions: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    not_measured: list[str]
+    compare: Optional[Compare] = None
+
+
+def json_schema() -> dict:
+    schema = Report.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_text(), end="")

@@ -1,0 +1,70 @@
+"""report.html: one self-contained file (inline CSS, inline SVG charts, a small inline script that
+sorts tables), readable on a laptop and a phone, with a table of contents (issue 7).
+
+Rendered with Jinja2 with autoescaping on, so text from the data (answers, file names) cannot
+inject markup; the page's Content-Security-Policy forbids every network fetch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from curator.report import svg
+
+
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("curator.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("report.html.j2")
+
+
+def _sections(rep: dict) -> list[tuple[str, str]]:
+    items = [("gates", "Gates")]
+    if rep.get("compare"):
+        items.append(("compare", "Changes"))
+    items += [("funnel", "Funnel"), ("rejects", "Reject reasons"), ("quality", "Quality"),
+              ("languages", "Languages"), ("tokens", "Tokens"), ("duplicates", "Duplicates"),
+              ("split", "Split"), ("sources", "Sources"), ("cost", "Cost"), ("config", "Config and versions")]
+    return items
+
+
+def _charts(rep: dict) -> dict[str, str]:
+    from markupsafe import Markup
+
+    charts: dict[str, str] = {}
+    charts["funnel"] = svg.bars([(s["step"], s["count"]) for s in rep["funnel"]], "Rows alive after each step")
+    charts["reasons"] = svg.bars([(r["code"], r["count"]) for r in rep["rejects"]["items"][:25]],
+                                 "Rows per reject reason")
+    q = rep["quality"]
+    charts["quality"] = (
+        svg.histogram(q["histogram"]["edges"], {"kept": q["histogram"]["kept"], "rejected": q["histogram"]["rejected"]},
+                      "Quality score histogram", marker=q["high_quality_threshold"],
+                      marker_label=f"high quality ≥ {q['high_quality_threshold']}")
+        if q["measured"] else ""
+    )
+    nat, code = rep["languages"]["natural"], rep["languages"]["code"]
+    charts["natural"] = svg.bars([(x["key"], x["count"]) for x in nat["items"][:25]], "Natural languages") \
+        if nat["measured"] else ""
+    charts["code"] = svg.bars([(x["key"], x["count"]) for x in code["items"][:25]], "Programming languages") \
+        if code["measured"] else ""
+    t = rep["tokens"]
+    charts["tokens"] = (
+        svg.histogram(t["histogram"]["edges"], {"kept": t["histogram"]["kept"], "rejected": t["histogram"]["rejected"]},
+                      "Tokens per example", marker=t["budget"], marker_label=f"budget {t['budget']:,}" if t["budget"] else "")
+        if t["measured"] else ""
+    )
+    s = rep["split"]
+    charts["split"] = svg.bars([("train", s["train"]), ("val", s["val"])], "Split") if s["measured"] else ""
+    return {k: Markup(v) for k, v in charts.items()}
+
+
+def render_html(rep: dict) -> str:
+    return _template().render(rep=rep, sections=_sections(rep), charts=_charts(rep))

@@ -1,0 +1,122 @@
+"""`curate train` and `curate export`: click commands only.
+
+Nothing heavy is imported here at module level: torch, transformers and peft are imported inside the command
+bodies, after the cheap checks (config, curated folder), and their absence is one line that says
+`pip install 'curator[train]'` (DESIGN.md principle 9).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+
+from curator.errors import CurateError
+
+TRAIN_EXTRA_MODULES = ("torch", "transformers", "peft", "sacrebleu", "tensorboard", "safetensors")
+
+
+def require_train_extra() -> None:
+    """Fail with what to install when a module of the [train] extra is missing."""
+    missing = [name for name in TRAIN_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CurateError(f"training needs the [train] extra: pip install 'curator[train]' (missing: {', '.join(missing)})")
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--output", "-o", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder for the adapter, checkpoints, metrics.jsonl, tensorboard/ and compare.html")
+@click.option("--model", default=None, help="base model: local folder or cached hub id (default: the config's)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML train config (see finetune/default.yaml for every key)")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override one config key, e.g. -s lora.r=8 -s learning_rate=1e-4 (repeatable)")
+@click.option("--resume", is_flag=True, help="continue from the latest checkpoint in --output")
+@click.option("--force", is_flag=True, help="train on a folder that did not come from a passing `curate run`")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def train(out: Path, output_dir: Path, model: str | None, config_path: Path | None, overrides: tuple[str, ...],
+          resume: bool, force: bool, quiet: bool) -> None:
+    """Train a LoRA adapter on OUT/train.jsonl, evaluating on OUT/val.jsonl.
+
+    OUT must be the folder of a passing `curate run` (manifest.json gates passed, split files unchanged).
+
+    \b
+    Example:
+      curate train out/ --model mistralai/Mistral-7B-Instruct-v0.2 --output adapter/ -s epochs=1
+    """
+    from finetune.config import load_train_config
+    from finetune.curated import open_curated_folder
+
+    config = load_train_config(config_path, overrides)
+    if model:
+        config = config.model_copy(update={"model": model})
+    open_curated_folder(out, force=force)  # refuse early, before the heavy imports
+    require_train_extra()
+    from finetune.train import train_from_folder
+
+    result = train_from_folder(out, output_dir, config, resume=resume, force=force, show_progress=not quiet)
+    last = result.evals[-1] if result.evals else {}
+    summary = f"trained {result.steps}/{result.total_steps} steps"
+    if "val_perplexity" in last:
+        summary += f"; val perplexity {last['val_perplexity']:.3f}"
+    if "bleu" in last:
+        summary += f", BLEU {last['bleu']:.2f}"
+    if result.stopped_early:
+        summary += "; stopped early"
+    click.echo(f"{summary}; adapter in {output_dir}")
+
+
+@click.command()
+@click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--merge", "merge_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="write the base model with the adapter merged in, as a plain transformers model")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
+              help="dtype of the merged weights")
+@click.option("--base-model", default=None, help="base model folder/id (default: adapter_config.json's)")
+@click.option("--compare", "compare_val", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="val.jsonl: write base vs fine-tuned answers to ADAPTER_DIR/compare.html")
+@click.option("--samples", default=16, show_default=True, help="prompts in the comparison sheet")
+@click.option("--max-new-tokens", default=256, show_default=True, help="answer length in the comparison sheet")
+def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: str | None, compare_val: Path | None,
+           samples: int, max_new_tokens: int) -> None:
+    """Export a trained adapter: a merged model (--merge) and/or a comparison sheet (--compare).
+
+    The adapter folder itself (adapter_config.json, adapter_model.safetensors, tokenizer with chat template)
+    already loads in vLLM (--enable-lora) and TGI.
+
+    \b
+    Example:
+      curate export adapter/ --merge merged/
+    """
+    if merge_dir is None and compare_val is None:
+        raise CurateError("nothing to export: pass --merge OUT_DIR and/or --compare VAL_JSONL")
+    require_train_extra()
+    if merge_dir is not None:
+        from finetune.export import merge_adapter
+
+        merge_adapter(adapter_dir, merge_dir, base_model=base_model, dtype=dtype)
+        click.echo(f"merged {dtype} model in {merge_dir}")
+    if compare_val is not None:
+        import torch
+        import yaml
+
+        from curator.tokenize_chat import ChatTokenizer
+        from finetune.compare_sheet import write_compare_sheet
+        from finetune.curated import DEFAULT_TOKENIZER
+        from finetune.data import read_chat_jsonl
+        from finetune.export import load_adapter_model
+        from finetune.modeling import resolve_device
+
+        saved = adapter_dir / "train_config.yaml"
+        train_config = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+        tokenizer = ChatTokenizer.load(model=train_config.get("tokenizer") or DEFAULT_TOKENIZER)
+        device = resolve_device("auto")
+        dtype_ = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = load_adapter_model(adapter_dir, base_model, dtype=dtype_, device=str(device))
+        path = write_compare_sheet(
+            model, tokenizer, read_chat_jsonl(compare_val), adapter_dir / "compare.html", samples, max_new_tokens,
+            8, int(train_config.get("seed", 0)), device, dtype_,
+        )
+        click.echo(f"comparison sheet in {path}")

@@ -1,0 +1,366 @@
+"""The LoRA training loop, in view: no transformers Trainer, no callbacks.
+
+One optimizer step = `grad_accumulation` micro-batches of `micro_batch_rows` packed rows. The step's loss is
+sum(token cross-entropy) / (trained tokens in the whole step): each micro-batch backpropagates its SUM divided
+by the step's token count, so the accumulated gradient is exactly the gradient of one big batch's token mean
+(tested: one batch of N == N/2 with 2 accumulation steps). Averaging per micro-batch instead would weight a
+token in a short micro-batch more than one in a long micro-batch (the gradient-accumulation bug transformers
+fixed in 4.46).
+
+Data order is a pure function of (seed, epoch, step), and each checkpoint holds the adapter, AdamW, the
+schedule, the early-stopping state and every RNG state, so `--resume` continues with the very batches and
+dropout masks the uninterrupted run would have used: the loss curve is the same (tested).
+
+Outputs in the output folder: the PEFT adapter with tokenizer and chat template (finetune.export),
+metrics.jsonl (one line per train log / evaluation), tensorboard/ (the same scalars), checkpoints/step-N/,
+train_config.yaml (resolved), data_report.json (what was skipped and why), compare.html (base vs fine-tuned).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from curator.errors import CurateError
+from finetune import modeling
+from finetune.config import TrainConfig
+from finetune.data import (
+    ChatRecord,
+    Example,
+    collate,
+    encode_records,
+    epoch_micro_batches,
+    make_rows,
+    prompt_and_reference,
+    read_chat_jsonl,
+    sample_indices,
+)
+from finetune.evaluate import corpus_bleu, generate, streaming_perplexity
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint must restore besides weights and optimizer, to continue the same run."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    tokens_seen: int = 0
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    total_steps: int
+    train_losses: list[float] = field(default_factory=list)  # one per optimizer step of this process
+    evals: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class MetricsLog:
+    """metrics.jsonl plus TensorBoard scalars. On resume, lines past the checkpoint's step are dropped."""
+
+    def __init__(self, output_dir: Path, resume_step: int | None):
+        self.path = output_dir / "metrics.jsonl"
+        if resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        elif self.path.exists():
+            kept = [
+                line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=resume_step)
+
+    def write(self, kind: str, step: int, values: dict) -> None:
+        record = {"kind": kind, "step": step, **values}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(model, optimizer, scheduler, state: TrainState, output_dir: Path, keep: int) -> Path:
+    """checkpoints/step-N/: the adapter (PEFT format) and trainer_state.pt; written to a temp folder, then moved."""
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state.step:07d}"
+    tmp = root / f".tmp-step-{state.step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": asdict(state), "rng": _rng_state()},
+        tmp / "trainer_state.pt",
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(p for p in root.iterdir() if p.name.startswith("step-"))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    root = output_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    found = sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / "trainer_state.pt").exists())
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
+    result = set_peft_model_state_dict(model, weights)
+    missing_lora = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing_lora:
+        raise CurateError(f"{path}: adapter weights do not fit the model: {missing_lora[0]}")
+    saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    return TrainState(**saved["state"])
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]:>8,.0f} tok/s"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+    )
+
+
+@dataclass
+class Split:
+    """One split, tokenized: examples, the records they came from, and the skip report."""
+
+    records: list[ChatRecord]
+    examples: list[Example]
+    report: dict
+
+
+def prepare_split(path: Path, tokenizer, context_length: int) -> Split:
+    records = read_chat_jsonl(path)
+    examples, report = encode_records(records, tokenizer, context_length)
+    return Split(records, examples, asdict(report))
+
+
+def run_training(
+    config: TrainConfig,
+    train: Split,
+    val: Split,
+    tokenizer,
+    output_dir: str | Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    model=None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train LoRA adapters on `train`, evaluating on `val`; write the adapter and logs to `output_dir`.
+
+    `model` may be given (a peft model already on its device), for tests and benchmarks; otherwise it is built
+    from `config.model`.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not train.examples:
+        raise CurateError("train.jsonl: no example left to train on (all skipped: see data_report.json)")
+    device = modeling.resolve_device(config.device)
+    dtype = modeling.resolve_dtype(config.precision, device)
+    _seed_everything(config.seed)
+    if model is None:
+        model = modeling.build_training_model(config, device, dtype)
+    vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
+    biggest = max(max(e.ids) for e in train.examples)
+    if biggest >= vocab:
+        raise CurateError(f"{config.model}: embedding holds {vocab} tokens but the tokenizer produced id {biggest}")
+
+    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    (output_dir / "data_report.json").write_text(json.dumps({"train": train.report, "val": val.report}, indent=2))
+
+    rows = make_rows(train.examples, config.context_length, config.packing)
+    val_rows = make_rows(val.examples, config.context_length, config.packing)
+    micro_per_epoch = math.ceil(len(rows) / config.micro_batch_rows)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accumulation)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+
+    state = TrainState()
+    resume_step = None
+    if resume:
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None:
+            raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        resume_step = state.step
+    log = MetricsLog(output_dir, resume_step)
+
+    # The fixed BLEU sample: prompts cut where the last assistant turn's training target starts.
+    bleu_items = []
+    if config.eval.bleu_samples:
+        for i in sample_indices(len(val.records), config.eval.bleu_samples, config.seed):
+            item = prompt_and_reference(val.records[i], tokenizer)
+            if item is not None and len(item[0]) + config.eval.max_new_tokens <= config.context_length:
+                bleu_items.append(item)
+
+    def evaluate_now() -> dict:
+        ppl = streaming_perplexity(
+            model, val.examples, val_rows, config.micro_batch_rows, tokenizer.pad_id, config.loss_chunk_tokens,
+            device, dtype,
+        )
+        values = {"val_loss": ppl.loss, "val_perplexity": ppl.perplexity, "val_tokens": ppl.n_tokens}
+        if bleu_items:
+            answers = generate(
+                model, [p for p, _ in bleu_items], tokenizer, config.eval.max_new_tokens,
+                config.eval.generation_batch_size, device, dtype,
+            )
+            values["bleu"] = corpus_bleu(answers, [r for _, r in bleu_items])
+            values["bleu_samples"] = len(bleu_items)
+        return values
+
+    result = TrainResult(output_dir=output_dir, steps=state.step, total_steps=total_steps)
+    model.train()
+    progress = _progress(show_progress)
+    with progress:
+        task = progress.add_task("train", total=total_steps, completed=state.step, tps=0.0, loss=float("nan"))
+        while state.step < total_steps and not state.stopped_early:
+            epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
+            micro = epoch_micro_batches(rows, config.micro_batch_rows, config.seed, epoch)
+            step_micro = micro[step_in_epoch * config.grad_accumulation : (step_in_epoch + 1) * config.grad_accumulation]
+            batches = [collate(train.examples, mb, tokenizer.pad_id) for mb in step_micro]
+            n_target = sum(b["n_target_tokens"] for b in batches)
+            n_real = sum(b["n_real_tokens"] for b in batches)
+
+            started = time.perf_counter()
+            loss_total = 0.0
+            for batch in batches:
+                with modeling.autocast_context(device, dtype):
+                    loss, _ = modeling.loss_sum(model, batch, config.loss_chunk_tokens)
+                (loss / n_target).backward()
+                loss_total += float(loss.detach())
+            if config.max_grad_norm is not None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            else:
+                grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+
+            state.step += 1
+            state.tokens_seen += n_real
+            step_loss = loss_total / n_target
+            result.train_losses.append(step_loss)
+            tps = n_real / seconds if seconds > 0 else 0.0
+            progress.update(task, completed=state.step, tps=tps, loss=step_loss)
+            if on_step is not None:
+                on_step(state.step, step_loss)
+            if state.step % config.log_every_steps == 0 or state.step == total_steps:
+                log.write("train", state.step, {
+                    "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "epoch": state.step / steps_per_epoch,
+                    "tokens_per_s": tps, "target_tokens": n_target, "tokens": n_real, "tokens_seen": state.tokens_seen,
+                })
+
+            end_of_epoch = state.step % steps_per_epoch == 0
+            due = config.eval.every_steps and state.step % config.eval.every_steps == 0
+            if val.examples and (due or (config.eval.every_steps is None and end_of_epoch) or state.step == total_steps):
+                values = evaluate_now()
+                if values["val_loss"] < state.best_val_loss:
+                    state.best_val_loss = values["val_loss"]
+                    state.evals_without_improvement = 0
+                else:
+                    state.evals_without_improvement += 1
+                patience = config.eval.early_stopping_patience
+                if patience is not None and state.evals_without_improvement >= patience:
+                    state.stopped_early = True
+                    values["early_stop"] = True
+                log.write("eval", state.step, values)
+                result.evals.append({"step": state.step, **values})
+
+            save_due = config.save_every_steps and state.step % config.save_every_steps == 0
+            if save_due or state.step == total_steps or state.stopped_early:
+                save_checkpoint(model, optimizer, scheduler, state, output_dir, config.keep_checkpoints)
+    log.close()
+
+    from finetune.export import save_adapter
+
+    save_adapter(model, tokenizer, output_dir, base_model=config.model)
+    result.steps = state.step
+    result.stopped_early = state.stopped_early
+    if config.eval.compare_sheet_samples and val.records:
+        from finetune.compare_sheet import write_compare_sheet
+
+        write_compare_sheet(
+            model, tokenizer, val.records, output_dir / "compare.html", config.eval.compare_sheet_samples,
+            config.eval.max_new_tokens, config.eval.generation_batch_size, config.seed, device, dtype,
+        )
+    return result
+
+
+def train_from_folder(
+    curated_dir: str | Path, output_dir: str | Path, config: TrainConfig, resume: bool = False,
+    force: bool = False, show_progress: bool = True,
+) -> TrainResult:
+    """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train."""
+    from curator.tokenize_chat import ChatTokenizer
+    from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
+
+    folder = open_curated_folder(curated_dir, force=force)
+    name = config.tokenizer or tokenizer_from_manifest(folder.manifest) or DEFAULT_TOKENIZER
+    tokenizer = ChatTokenizer.load(model=name)
+    config = config.model_copy(update={"tokenizer": name})  # train_config.yaml records what was used
+    train = prepare_split(folder.train, tokenizer, config.context_length)
+    val = prepare_split(folder.val, tokenizer, config.context_length)
+    return run_training(config, train, val, tokenizer, output_dir, resume=resume, show_progress=show_progress)
