@@ -179,7 +179,7 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     if not quiet:
         _print_summary(result)
     failed = [g for g in result.gates if not g.passed]
-    if failed and not no_gate:
+    if failed and not no_gate and config.gates.enabled:
         raise GateFailed("gate failed: " + "; ".join(f"{g.name}: {g.message}" for g in failed) + f" (outputs written to {out})")
 
 
@@ -197,6 +197,24 @@ def _print_summary(result) -> None:
         console.print(table)
     timing = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.timings)
     console.print(f"[dim]{timing}[/]")
+
+
+@cli.command("config")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML or TOML config file.")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value.")
+def config_cmd(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Print the resolved config as YAML: every default, with a file and overrides applied.
+
+    \b
+    Example:
+      curate config > curate.yaml          # a starting point with every default
+      curate config --config curate.yaml -s tokens.policy=truncate
+    """
+    import yaml
+
+    from curator.config import load_config
+
+    click.echo(yaml.safe_dump(load_config(config_path, list(overrides)).resolved(), sort_keys=False), nl=False)
 
 
 @cli.command("schema")

@@ -214,3 +214,303 @@ def parse_error_frac(code: str, lang: str) -> float:
         if node.has_error:
             stack.extend(node.children)
     return sum(1 for i in nonblank if i in bad) / len(nonblank)
+
+
+# --- lexical cues ----------------------------------------------------------------------------
+# (pattern, weight): a pattern counts once per block, whatever the number of matches. Weights say
+# how specific a cue is to its language (3-5: nearly unique, e.g. `std::`, `fmt.`, `<?php`;
+# 0.5-1.5: shared with a few languages). Cues of a language's subset/superset pair are split so
+# that ties break the right way: TypeScript scores JavaScript's cues plus its own type syntax,
+# C++ scores C's cues plus its own; with no type/C++ syntax both score the same and the subset
+# language wins by `PREFERENCE`.
+_M = re.MULTILINE
+_JS_SHARED = [
+    (r"\bconsole\.(log|error|warn|info)\(", 2),
+    (r"\b(const|let|var) \w+\s*(:[^=]+)?=", 1.5),
+    (r"\bfunction\s*\*?\s*\w*\s*\(", 1.5),
+    (r"=>", 1),
+    (r"===|!==", 1.5),
+    (r"\brequire\(['\"]", 2),
+    (r"\bmodule\.exports\b|^\s*export (default |const |function |class |async )", 2),
+    (r"^\s*import .* from ['\"]", 2),
+    (r"\b(document|window)\.\w+", 2),
+    (r"\bundefined\b", 1.5),
+    (r"\.(forEach|filter|reduce|push|indexOf|slice|splice|join)\(|\.length\b", 1),
+    (r"`[^`\n]*\$\{", 1),
+    (r"\bnew (Map|Set|Promise|Error|Array|Date)\(", 1),
+    (r"\b(async|await)\b", 0.5),
+]
+_C_SHARED = [
+    (r"^\s*#\s*include\s*[<\"]", 2),
+    (r"\b(printf|scanf|malloc|calloc|free|strlen|strcmp|memcpy|sizeof)\s*\(", 1.5),
+    (r"^\s*(static\s+|const\s+|unsigned\s+|inline\s+)*(int|void|char|float|double|long|short|bool|size_t)\s+\**\w+\s*\(", 2),
+    (r"^\s*(int|char|float|double|long|unsigned)\s+\**\w+(\[\w*\])?\s*(=|;)", 1),
+    (r"\bstruct \w+", 1),
+    (r"^\s*#\s*(define|ifndef|ifdef|endif|pragma)\b", 2),
+    (r"\bNULL\b", 1),
+    (r"\w->\w", 0.5),
+    (r"for\s*\(\s*(int\s+)?\w+\s*=", 0.5),
+]
+CUES: dict[str, list[tuple[str, float]]] = {
+    "python": [
+        (r"^\s*(async\s+)?def \w+\s*\(.*\)\s*(->\s*[^:]+)?:\s*(#.*)?$", 3),
+        (r"^\s*class \w+(\([^)]*\))?:\s*$", 3),
+        (r"^\s*elif\b.*:\s*$", 2),
+        (r"^\s*(if|while|else|try|finally|with)\b.*:\s*(#.*)?$", 1),
+        (r"^\s*for \w+(,\s*\w+)* in .*:\s*$", 2),
+        (r"^\s*(from [\w.]+ import [\w*, ()]+|import [\w.]+(\s+as\s+\w+)?)\s*$", 2),
+        (r"\bself\.\w+", 1.5),
+        (r"\b(None|True|False)\b", 1),
+        (r"\"\"\"|'''", 1.5),
+        (r"__\w+__", 1.5),
+        (r"\blambda\b[^:\n]*:", 1.5),
+        (r"^\s*except\b.*:\s*$|\braise \w+", 2),
+        (r"\b(len|range|enumerate|isinstance|zip|sorted)\(", 1),
+        (r"\b(is not|not in)\b", 1),
+        (r"^\s*@\w+(\.\w+)*(\(.*\))?\s*$", 0.5),
+        (r"^\s*\w+(\s*,\s*\w+)*\s*=\s*[^=;{]+$", 0.5),
+        (r"f\"[^\"\n]*\{|f'[^'\n]*\{", 1.5),
+    ],
+    "javascript": _JS_SHARED,
+    "typescript": _JS_SHARED + [
+        (r"\w\)?\s*\??:\s*(number|string|boolean|void|any|unknown|never|object|bigint|null)(\[\])*\b", 3),
+        (r"^\s*(export\s+)?(declare\s+)?interface \w+", 3),
+        (r"^\s*(export\s+)?type \w+(<[^>]*>)?\s*=", 3),
+        (r"\b(private|public|protected|readonly) \w+\s*[:(=;]", 2),
+        (r"\bas (const|string|number|any|unknown)\b|<\w+>\w", 2),
+        (r"^\s*(export\s+)?(const\s+)?enum \w+", 1),
+        (r"\)\s*:\s*[\w<>\[\]|, ]+\s*(\{|=>)", 2),
+        (r"\w+<[\w\[\], |]+>\s*\(|:\s*[A-Z]\w*(<[^>]+>)?(\[\])?\s*[,)=;]", 1.5),
+    ],
+    "java": [
+        (r"\bpublic\s+(static\s+)?(final\s+)?(class|void|int|String|boolean|long|double)\b", 2),
+        (r"\bSystem\.(out|err)\.print", 3),
+        (r"^\s*import java\.|^\s*import (static )?[\w.]+\*?;", 3),
+        (r"^\s*package [\w.]+;", 2),
+        (r"\bString(\[\])?\s+\w+\s*[=;,)]", 1.5),
+        (r"\bboolean\b", 1.5),
+        (r"@Override\b|@Test\b|@FunctionalInterface\b", 2),
+        (r"\b(ArrayList|HashMap|HashSet|LinkedList|Arrays|Collections|Optional|Stream)\b", 2),
+        (r"\.size\(\)|\.equals\(|\.charAt\(|\.get\(\w", 1),
+        (r"\b(extends|implements) \w+", 1),
+        (r"\bthrows \w+", 2),
+        (r"\bfinal \w+", 1),
+        (r"\bnew \w+(<[^>]*>)?\s*[\(\[]", 1),
+        (r"\bprivate (static )?(final )?\w+(<[^>]*>)? \w+\s*[;=]", 1),
+    ],
+    "csharp": [
+        (r"^\s*using System(\.[\w.]+)?;", 4),
+        (r"\bConsole\.(Write|WriteLine|ReadLine|ReadKey)\(", 3),
+        (r"^\s*namespace [\w.]+\s*;?\s*$", 1),
+        (r"\{\s*get;\s*(private |protected )?(set;|init;)?\s*\}", 3),
+        (r"\bstring\b", 0.5),
+        (r"\bbool\b", 0.5),
+        (r"\bforeach\s*\(\s*(var|\w+) \w+ in\b", 3),
+        (r"\bvar \w+\s*=", 0.5),
+        (r"\.(Length|Count|Add|ToString|Contains|Split|Substring|ToList|ToArray)\b", 1.5),
+        (r"\.(Select|Where|OrderBy|Any|First)\(", 1),
+        (r"\b(public|private|internal|protected)\s+(static\s+|override\s+|async\s+|virtual\s+|readonly\s+)*[A-Z]\w*", 1),
+        (r"\b(List|Dictionary|IEnumerable|Task)<", 1.5),
+        (r"\bnew \w+(<[^>]*>)?\s*[\(\[]", 1),
+    ],
+    "c": _C_SHARED,
+    "cpp": _C_SHARED + [
+        (r"^\s*#\s*include\s*<\w+>", 3),
+        (r"\bstd::", 3),
+        (r"\busing namespace\b", 3),
+        (r"\b(cout|cin|cerr|endl)\b", 2),
+        (r"^\s*namespace \w+\s*\{?", 2),
+        (r"\btemplate\s*<", 3),
+        (r"\b(vector|string|map|unordered_map|set|pair|unique_ptr|shared_ptr)\s*<", 2),
+        (r"^\s*(public|private|protected):", 2),
+        (r"\w::\w", 1),
+        (r"\bnullptr\b|\bauto\b|\bconst\s*&|\w&\s+\w|\bconstexpr\b|\boverride\b", 1.5),
+        (r"\bclass \w+", 0.5),
+        (r"\b(bool|string)\b", 0.5),
+    ],
+    "go": [
+        (r"^\s*package \w+\s*$", 3),
+        (r"^\s*func (\(\w+ \*?\w+\) )?\w+\s*\(", 3),
+        (r":=", 2),
+        (r"\bfmt\.\w+", 3),
+        (r"^\s*import \(\s*$|^\s*import \"", 2),
+        (r"\[\](int|string|float64|byte|rune|bool|\w+)\b", 2),
+        (r"\bnil\b", 1),
+        (r"\b(int64|float64|float32|rune|uint8|uint64|int32)\b", 2),
+        (r"\bdefer\b|\bgo func\b|\bchan\b|\bmake\(", 2),
+        (r"\brange \w", 1.5),
+        (r"\berr != nil\b", 3),
+        (r"^\s*type \w+ (struct|interface)\b", 3),
+    ],
+    "rust": [
+        (r"\bfn \w+\s*(<[^>]*>)?\s*\(", 3),
+        (r"\blet (mut )?\w+", 1.5),
+        (r"\blet mut\b", 2),
+        (r"\b(println|print|eprintln|vec|format|panic|assert_eq|assert|write|writeln|unreachable)!\s*[\(\[]", 3),
+        (r"^\s*impl\b", 3),
+        (r"^\s*(pub\s+)?(use|mod) \w+(::\w+)*", 2),
+        (r"&(mut )?(str|self|\[)|&'\w+", 2),
+        (r"\b(usize|isize|u8|u16|u32|u64|u128|i8|i16|i32|i64|i128|f32|f64)\b", 2),
+        (r"\.unwrap\(\)|\.iter\(\)|\.collect::|\.into_iter\(\)|\bSome\(|\bOk\(|\bErr\(", 2),
+        (r"\bmatch \w+.*\{", 1.5),
+        (r"\w\.\.=?\w", 1.5),
+        (r"\b(pub|struct|enum|trait)\s+\w+", 1),
+        (r"\w::\w", 0.5),
+        (r"\bString::|\bVec<|\bOption<|\bResult<|\bHashMap<", 2),
+    ],
+    "bash": [
+        (r"^#!\s*/(usr/)?bin/(env\s+)?(ba|z|k|da)?sh\b", 5),
+        (r"^\s*\$ \w", 3),
+        (r"^\s*(sudo\s+)?(echo|export|cd|ls|mkdir|rm|cp|mv|chmod|chown|apt|apt-get|yum|dnf|pip3?|npm|npx|yarn|git|curl|wget|cat|grep|sed|awk|source|docker|brew|make|tar|touch|kubectl|conda|ssh|scp|find|xargs|systemctl|go|cargo|gcc|g\+\+|javac|python3?)\b", 2),
+        (r"\$\{?[A-Za-z_]\w*\}?|\$\(", 0.5),
+        (r";\s*(then|do)\b|^\s*(fi|done|esac)\s*$", 3),
+        (r"\[\[ .* \]\]|\[ -[a-z] ", 2),
+        (r"\s\|\s*\w|&&|\s--?[a-z][\w-]*", 1),
+    ],
+    "sql": [
+        (r"(?i)\bselect\b[\s\S]*?\bfrom\b", 3),
+        (r"(?i)^\s*(insert\s+into|update\s+\w+|delete\s+from|create\s+(table|index|view|database|trigger)|alter\s+table|drop\s+(table|view)|with\s+(recursive\s+)?\w+(\s*\([^)]*\))?\s+as\b)", 3),
+        (r"(?i)\b(where|group\s+by|order\s+by|inner\s+join|left\s+join|having|limit|values)\b", 1.5),
+        (r"^\s*--", 0.5),
+        (r"\b(SELECT|FROM|WHERE|SET|UPDATE|INSERT|JOIN|CASE|WHEN|END|AND|OR)\b", 1),
+    ],
+    "ruby": [
+        (r"^\s*def (self\.)?\w+[?!=]?(\(.*\))?\s*$", 2),
+        (r"^\s*end\s*$", 2),
+        (r"\bputs\b|^\s*require ['\"]", 2),
+        (r"\.each(_with_index)?( do|\s*\{)\s*\||\bdo \|\w+", 3),
+        (r"\battr_(reader|accessor|writer)\b", 3),
+        (r"\bnil\b", 1),
+        (r"\belsif\b|\bunless\b", 3),
+        (r"^\s*(module|class) \w+(\s*<\s*[\w:]+)?\s*$", 1.5),
+        (r"@\w+\s*=", 1),
+    ],
+    "php": [
+        (r"<\?php", 5),
+        (r"\$\w+\s*=", 2),
+        (r"\$this->", 3),
+        (r"\becho\b", 1),
+        (r"\bfunction \w+\s*\(\s*(\??\w+\s+)?\$", 3),
+        (r"\barray\(", 1.5),
+        (r"\bforeach\s*\(\s*\$\w+ as\b", 3),
+        (r"^\s*namespace [\w\\]+;|^\s*use [\w\\]+;", 2),
+    ],
+}
+_CUES = {lang: [(re.compile(p, _M), w) for p, w in pats] for lang, pats in CUES.items()}
+
+# Tie order when grammar and cues cannot separate languages: subsets first (c before cpp,
+# javascript before typescript), permissive grammars (bash, ruby, php) last.
+PREFERENCE = ["python", "javascript", "typescript", "java", "c", "cpp", "csharp", "go", "rust", "sql", "php",
+              "ruby", "bash"]
+_RANK = {lang: i for i, lang in enumerate(PREFERENCE)}
+
+
+def cue_scores(code: str) -> dict[str, float]:
+    """Sum of the weights of each language's cues found in `code` (each cue counted once)."""
+    out = {}
+    for lang, cues in _CUES.items():
+        s = 0.0
+        for pat, w in cues:
+            if pat.search(code):
+                s += w
+        out[lang] = s
+    return out
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DetectSettings:
+    """Thresholds of detection; the code_language stage's Config fills them (defaults there)."""
+
+    clean_max_error: float = 0.0  # a parse with at most this error fraction is "clean"
+    tie_margin: float = 0.1  # grammars within this error fraction of the best one tie; cues decide
+    detect_max_error: float = 0.5  # an unlabelled block whose best parse is worse is not code we know
+    mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails this badly
+    max_candidates: int = 3  # grammars tried first, by cue score (the fast path)
+    max_lines: int = 200  # detection looks at the first lines only; a language shows early
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    lang: str | None  # None: no grammar parses the block well enough, or no cue of any language
+    error_frac: float | None  # of `lang`'s parse of the (bounded) block
+    errors: dict[str, float]  # every grammar tried -> its error fraction
+    scores: dict[str, float]  # cue score of every language
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLanguage:
+    """What the code_language stage records for one block."""
+
+    lang: str | None
+    decided_by: str | None  # label | detected | both; None when the language is unknown
+    parse_error_frac: float | None  # under `lang`'s grammar; None when `lang` has no grammar here
+    label_mismatch: bool
+
+
+def _head(code: str, max_lines: int) -> str:
+    if code.count("\n") < max_lines:
+        return code
+    return "\n".join(code.split("\n", max_lines)[:max_lines])
+
+
+def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> Detection:
+    """The language whose grammar parses `code` best; cues choose among near ties.
+
+    Only languages with at least one cue in the block are tried (a grammar as permissive as
+    bash's parses prose without an error, so a parse alone is no evidence), the best-cued
+    `max_candidates` first; the rest only when none of those parses cleanly.
+    """
+    sample = _head(code, settings.max_lines)
+    scores = cue_scores(sample)
+    ranked = sorted((g for g in GRAMMARS if scores[g] > 0), key=lambda g: (-scores[g], _RANK[g]))
+    if not ranked:
+        return Detection(None, None, {}, scores)
+    errors = {g: parse_error_frac(sample, g) for g in ranked[: settings.max_candidates]}
+    if min(errors.values()) > settings.clean_max_error:
+        for g in ranked[settings.max_candidates :]:
+            errors[g] = parse_error_frac(sample, g)
+    best = min(errors.values())
+    if best > settings.detect_max_error:
+        return Detection(None, None, errors, scores)
+    tied = [g for g, e in errors.items() if e <= best + settings.tie_margin]
+    pick = max(tied, key=lambda g: (scores[g], -_RANK[g]))
+    return Detection(pick, errors[pick], errors, scores)
+
+
+def classify_block(code: str, label: str | None, settings: DetectSettings = DetectSettings()) -> BlockLanguage:
+    """Language of one fenced block from its label and its content.
+
+    - a label naming a language with a grammar: parsed under it; a clean parse confirms it
+      (`both`); otherwise detection runs, and when another language parses cleanly while the
+      label's grammar fails on at least `mismatch_min_error` of the lines, the block takes the
+      detected language and `label_mismatch` is set;
+    - a label naming a known language without a grammar here (json, kotlin, text ...): kept
+      as it is (`label`), no parse;
+    - no label, or one we do not know: detection (`detected`), or None.
+    """
+    canon = normalize_label(label)
+    if canon is not None and canon not in GRAMMARS:
+        return BlockLanguage(canon, "label", None, False)
+    if canon is not None:
+        err = parse_error_frac(code, canon)
+        if err <= settings.clean_max_error:
+            return BlockLanguage(canon, "both", err, False)
+        det = detect_language(code, settings)
+        if det.lang == canon:
+            return BlockLanguage(canon, "both", err, False)
+        if (
+            det.lang is not None
+            and det.error_frac is not None
+            and det.error_frac <= settings.clean_max_error
+            and err >= settings.mismatch_min_error
+        ):
+            return BlockLanguage(det.lang, "detected", parse_error_frac(code, det.lang), True)
+        return BlockLanguage(canon, "label", err, False)
+    det = detect_language(code, settings)
+    if det.lang is None:
+        return BlockLanguage(None, None, None, False)
+    full_err = det.error_frac if code.count("\n") < settings.max_lines else parse_error_frac(code, det.lang)
+    return BlockLanguage(det.lang, "detected", full_err, False)

@@ -47,7 +47,7 @@ class GateConfig(BaseModel):
     """Dataset-level gates; `curate run` exits 3 when one fails, unless --no-gate."""
 
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: report failed gates but exit 0, like --no-gate")
     min_examples: int | None = Field(10_000, description="kept set must hold at least this many examples")
 
 
@@ -108,7 +108,7 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
     """Read a YAML/TOML config file (optional) and apply `key.sub=value` overrides."""
     data: dict[str, Any] = {}
-    source = "defaults"
+    source = "config overrides"
     if path is not None:
         path = Path(path)
         source = str(path)

@@ -95,7 +95,7 @@ def test_encode_records_skips_over_context_and_says_which():
 
 
 def test_pack_best_fit_exact_rows():
-    # 7 -> new row; 6 -> new row (7+6 > 10); 4 -> best fit is row 1 (free 4 of 4 vs 3): row 1; 3 -> row 0; 2 -> new row
+    # longest first: 7 -> row 0 (3 free); 6 -> row 1 (4 free); 4 fills row 1; 3 fills row 0; 2 opens row 2
     assert pack_best_fit([3, 7, 6, 4, 2], 10) == [[1, 0], [2, 3], [4]]
     with pytest.raises(ValueError, match="over the row capacity 5"):
         pack_best_fit([6], 5)

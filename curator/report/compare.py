@@ -20,6 +20,8 @@ RECORD_SAMPLES = 20
 def _delta(prev: float | None, cur: float | None) -> float | None:
     if prev is None or cur is None:
         return None
+    if isinstance(prev, int) and isinstance(cur, int):
+        return cur - prev
     return _r(cur - prev)
 
 

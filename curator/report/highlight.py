@@ -26,7 +26,13 @@ _TOP_KEY_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*:")
 _TURN_RE = re.compile(r"\bturn[s]?\s*#?\s*(\d+)\b")
 
 
+# Control characters (a planted NUL, an escape) would make report.md a "binary" file and report.html
+# invalid; they are shown as their Unicode Control Pictures (U+2400 + code), e.g. U+0000 as "␀".
+_VISIBLE = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {0x7F: 0x2421}
+
+
 def _clip(text: str, limit: int, center: int | None = None) -> str:
+    text = text.translate(_VISIBLE)
     if len(text) <= limit:
         return text
     if center is None or center < limit:

@@ -59,6 +59,11 @@ def _compare(c: dict) -> list[str]:
     rec = c["records"]
     lines += ["", f"Kept records by content hash: **{rec['added']:,} added**, **{rec['removed']:,} removed**, "
               f"{rec['unchanged']:,} unchanged, {rec['moved_split']:,} moved between train and val.", ""]
+    moved = [x for x in c["figures"] if x["delta"]]
+    if moved:
+        lines.append(table(["figure", "previous", "current", "delta"],
+                           [[x["name"], x["previous"], x["current"], x["delta"]] for x in moved]))
+        lines.append("")
     changed = [x for x in c["gates"] if x["previous_passed"] != x["current_passed"] or x["delta"]]
     if changed:
         lines.append(table(["gate", "previous", "current", "delta"],
@@ -76,10 +81,11 @@ def _compare(c: dict) -> list[str]:
             lines += [f"<details><summary>{title} records (first {len(rec[key])})</summary>", ""]
             lines += [f"- `{x['ref']}` `{x['content_hash']}`" for x in rec[key]]
             lines += ["", "</details>", ""]
-    if c["config_changes"]:
-        lines += [table(["config key", "previous", "current"],
-                        [[f"`{x['key']}`", json.dumps(x["previous"]), json.dumps(x["current"])]
-                         for x in c["config_changes"]]), ""]
+    for title, key in (("config key", "config_changes"), ("package", "version_changes")):
+        if c[key]:
+            lines += [table([title, "previous", "current"],
+                            [[f"`{x['key']}`", json.dumps(x["previous"]), json.dumps(x["current"])]
+                             for x in c[key]]), ""]
     return lines
 
 

@@ -1,0 +1,154 @@
+"""A stratified sample of the kept set for human review (`curate sample OUT --n 200`), as CSV and HTML
+with empty rating columns (issue 7: the human evaluation the model-selection guide calls for).
+
+Strata are natural language x quality-score band, plus one stratum of borderline examples whose
+score lies within `BORDER` of the high-quality threshold, where a person's verdict says most about
+whether the threshold is right. Allocation: the borderline stratum gets up to `BORDER_SHARE` of n;
+the rest is shared by the other strata in proportion to their size (largest remainder), with every
+stratum getting at least one example while n allows, so rare languages are seen at all. Within a
+stratum, examples are taken in the order of a seeded xxh3 hash of their content hash: deterministic,
+and independent of input order.
+
+Reads: annotations.parquet (`ref`, `split`, `content_hash`, `lang`, `code_langs`, `quality_score`,
+`high_quality` where present), manifest.json (the threshold), train.jsonl/val.jsonl (the text).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import polars as pl
+import xxhash
+
+from curator.errors import CurateError
+from curator.report.build import KEPT, _quality_threshold
+from curator.report.highlight import _clip
+from curator.report.load import load_run
+
+RATING_COLUMNS = ("rating_1_to_5", "correct_yes_no", "helpful_yes_no", "safe_yes_no", "reviewer", "notes")
+BORDER = 0.05  # score within this of the threshold is "borderline"
+BORDER_SHARE = 0.2
+DEFAULT_THRESHOLD = 0.7  # only when the run recorded none
+TURN_CHARS = 4000
+
+
+def _band(score: float | None, threshold: float) -> str:
+    if score is None:
+        return "unscored"
+    if abs(score - threshold) <= BORDER:
+        return "borderline"
+    if score < threshold:
+        return f"low <{threshold:g}"
+    return "high >=0.9" if score >= 0.9 else f"mid {threshold:g}-0.9"
+
+
+def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """Split n over strata by size (largest remainder), at least one each while n allows."""
+    total = sum(sizes.values())
+    if total <= n:
+        return dict(sizes)
+    order = sorted(sizes, key=lambda k: (-sizes[k], k))
+    alloc = {k: 0 for k in sizes}
+    for k in order[:n]:
+        alloc[k] = 1
+    left = n - sum(alloc.values())
+    if left > 0:
+        quotas = {k: left * sizes[k] / total for k in order}
+        for k in order:
+            alloc[k] += min(int(quotas[k]), sizes[k] - alloc[k])
+        left = n - sum(alloc.values())
+        for k in sorted(order, key=lambda k: (-(quotas[k] - int(quotas[k])), k)):
+            if left == 0:
+                break
+            if alloc[k] < sizes[k]:
+                alloc[k] += 1
+                left -= 1
+        for k in order:  # strata that were capped leave room for the others
+            take = min(left, sizes[k] - alloc[k])
+            alloc[k] += take
+            left -= take
+    return alloc
+
+
+def draw_sample(out_dir: str | Path, n: int = 200, seed: int = 0) -> list[dict]:
+    """The sampled rows, each with its stratum, text, and empty rating columns."""
+    if n < 1:
+        raise CurateError(f"--n must be at least 1, got {n}")
+    run = load_run(out_dir)
+    kept = run.ann.filter(KEPT)
+    if kept.height == 0:
+        raise CurateError(f"{out_dir}: the run kept no example; nothing to sample")
+    threshold = _quality_threshold(run) or DEFAULT_THRESHOLD
+    lang = kept["lang"].fill_null("und") if run.has("lang") else pl.Series([None] * kept.height, dtype=pl.Utf8)
+    score = kept["quality_score"] if run.has("quality_score") else pl.Series([None] * kept.height, dtype=pl.Float64)
+    key = kept["content_hash"] if run.has("content_hash") else kept["ref"]
+    frame = kept.select("row", "ref", *[c for c in ("split", "code_langs") if run.has(c)]).with_columns(
+        lang.alias("_lang"), score.alias("_score"),
+        pl.Series("_order", [xxhash.xxh3_64_intdigest(f"{seed}:{k}".encode()) for k in key.to_list()], dtype=pl.UInt64),
+    )
+    frame = frame.with_columns(
+        pl.Series("band", [_band(s, threshold) for s in frame["_score"].to_list()], dtype=pl.Utf8)
+    ).with_columns(
+        pl.when(pl.col("band") == "borderline").then(pl.lit("borderline"))
+        .otherwise(pl.concat_str(pl.col("_lang").fill_null("lang not measured"), pl.lit(" / "), pl.col("band")))
+        .alias("stratum")
+    ).sort("_order", "row")
+    sizes = dict(frame.group_by("stratum").len().iter_rows())
+    border = min(sizes.pop("borderline", 0), round(n * BORDER_SHARE))
+    alloc = allocate(sizes, n - border)
+    if border:
+        alloc["borderline"] = border
+    picked = pl.concat([frame.filter(pl.col("stratum") == s).head(k) for s, k in sorted(alloc.items()) if k])
+    picked = picked.sort("stratum", "_order")
+    texts = run.kept_records(set(picked["ref"].to_list()))
+    rows = []
+    for i, r in enumerate(picked.iter_rows(named=True), 1):
+        rec = texts.get(r["ref"], {})
+        msgs = rec.get("messages") or []
+        conv = "\n\n".join(f"[{m.get('role')}] {_clip(str(m.get('content') or ''), TURN_CHARS)}" for m in msgs)
+        rows.append({
+            "sample_id": i,
+            "ref": r["ref"],
+            "split": r.get("split") or "",
+            "stratum": r["stratum"],
+            "lang": r["_lang"] or "",
+            "code_langs": ", ".join(r.get("code_langs") or []),
+            "quality_score": "" if r["_score"] is None else round(r["_score"], 4),
+            "conversation": conv,
+            **{c: "" for c in RATING_COLUMNS},
+        })
+    return rows
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["sample_id"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_html(rows: list[dict], source: str) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("curator.report", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    strata = {}
+    for r in rows:
+        strata[r["stratum"]] = strata.get(r["stratum"], 0) + 1
+    return env.get_template("sample.html.j2").render(rows=rows, ratings=RATING_COLUMNS, strata=strata, source=source)
+
+
+def write_sample(out_dir: str | Path, n: int = 200, seed: int = 0, dest: str | Path | None = None) -> tuple[Path, Path]:
+    """Write review_sample.csv and review_sample.html into `dest` (default: OUT); return their paths."""
+    from curator.report import write_text_atomic
+
+    rows = draw_sample(out_dir, n=n, seed=seed)
+    dest = Path(dest) if dest is not None else Path(out_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    csv_path, html_path = dest / "review_sample.csv", dest / "review_sample.html"
+    write_text_atomic(csv_path, to_csv(rows))
+    write_text_atomic(html_path, to_html(rows, str(out_dir)))
+    return csv_path, html_path

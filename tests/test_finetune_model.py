@@ -1,0 +1,181 @@
+"""The model side on a tiny random-weight MistralForCausalLM with the real tokenizer and real records:
+packing, LoRA, loss, gradient accumulation, adapter save/load and merge."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from finetune import modeling  # noqa: E402
+from finetune.config import LoraSettings  # noqa: E402
+from finetune.data import ChatRecord, collate, encode_records  # noqa: E402
+from tests.finetune_support import chat_tokenizer, real_records, tiny_mistral  # noqa: E402
+
+NO_DROPOUT = LoraSettings(dropout=0.0)
+
+
+def _examples(file_name: str, n: int, start: int = 0):
+    records = [ChatRecord(r["messages"], f"{file_name}:{i}") for i, r in enumerate(real_records(file_name, n, start))]
+    examples, _ = encode_records(records, chat_tokenizer(), 2048)
+    return examples
+
+
+def _lora(seed: int = 0, settings: LoraSettings = NO_DROPOUT):
+    model = modeling.add_lora(tiny_mistral(seed), settings, seed)
+    # peft initialises B = 0 (the adapter starts as a no-op); give B values so the adapter matters in tests
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    return model
+
+
+def test_packed_forward_equals_each_example_alone():
+    examples = _examples("fastchat_dummy_conversation.jsonl", 3) + _examples("gsm8k_train.jsonl", 2)
+    model = _lora()
+    packed = collate(examples, [list(range(len(examples)))], pad_id=0)
+    with torch.no_grad():
+        packed_logits = modeling.logits(model, packed)[0]
+        start = 0
+        for i, example in enumerate(examples):
+            alone = modeling.logits(model, collate(examples, [[i]], pad_id=0))[0, : len(example.ids)]
+            torch.testing.assert_close(packed_logits[start : start + len(example.ids)], alone, rtol=1e-4, atol=1e-4)
+            start += len(example.ids)
+    # and the packed loss is the sum of the per-example losses
+    with torch.no_grad():
+        total, n = modeling.loss_sum(model, packed, chunk_tokens=50)
+        parts = [modeling.loss_sum(model, collate(examples, [[i]], pad_id=0), 50) for i in range(len(examples))]
+    assert n == sum(p[1] for p in parts) == sum(e.n_trained - 0 for e in examples)
+    torch.testing.assert_close(total, sum(p[0] for p in parts), rtol=1e-5, atol=1e-3)
+
+
+def test_packing_without_position_resets_would_leak_across_examples():
+    # The guard above is meaningful: the same row with plain 0..L-1 positions changes the second example's logits.
+    examples = _examples("gsm8k_train.jsonl", 2)
+    model = _lora()
+    packed = collate(examples, [[0, 1]], pad_id=0)
+    leaky = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).unsqueeze(0))
+    n0 = len(examples[0].ids)
+    with torch.no_grad():
+        good = modeling.logits(model, packed)[0, n0 : n0 + len(examples[1].ids)]
+        bad = modeling.logits(model, leaky)[0, n0 : n0 + len(examples[1].ids)]
+    assert (good - bad).abs().max() > 1e-2
+
+
+def test_lora_weights_change_and_base_weights_do_not():
+    examples = _examples("gsm8k_train.jsonl", 2)
+    model = modeling.add_lora(tiny_mistral(), LoraSettings(), 0)
+    modeling.enable_gradient_checkpointing(model)
+    model.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert trainable and all("lora_" in k for k in trainable)
+    targets = {k.split(".")[-4] for k in trainable if "lora_A" in k}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    batch = collate(examples, [[0, 1]], pad_id=0)
+    for _ in range(2):
+        loss, n = modeling.loss_sum(model, batch, 64)
+        (loss / n).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for k, v in model.named_parameters():
+        if k in trainable:
+            if "lora_B" in k or "lora_A" in k:
+                assert not torch.equal(v, before[k]), k
+        else:
+            assert torch.equal(v, before[k]), k
+
+
+def test_loss_falls_by_a_fifth_on_a_small_repeated_batch():
+    examples = _examples("gsm8k_train.jsonl", 4)
+    model = modeling.add_lora(tiny_mistral(), LoraSettings(), 0)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = collate(examples, [[0, 1], [2, 3]], pad_id=0)
+    losses = []
+    for _ in range(30):
+        loss, n = modeling.loss_sum(model, batch, 256)
+        (loss / n).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item() / n)
+    assert losses[-1] <= 0.8 * losses[0], (losses[0], losses[-1])
+
+
+def _one_step(micro_batches, examples, lr=1e-2):
+    model = _lora()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    batches = [collate(examples, mb, pad_id=0) for mb in micro_batches]
+    n_total = sum(b["n_target_tokens"] for b in batches)
+    for b in batches:
+        loss, _ = modeling.loss_sum(model, b, 64)
+        (loss / n_total).backward()
+    grads = [p.grad.clone() for p in params]
+    optimizer.step()
+    return grads, [p.detach().clone() for p in params]
+
+
+def test_one_batch_of_n_equals_n_over_2_with_2_accumulation_steps():
+    # Examples of different lengths: a per-micro-batch mean would weight tokens unequally and fail this.
+    examples = _examples("gsm8k_train.jsonl", 2) + _examples("fastchat_dummy_conversation.jsonl", 2)
+    assert len({e.n_trained for e in examples}) == 4
+    grads_one, weights_one = _one_step([[[0], [1], [2], [3]]], examples)
+    grads_two, weights_two = _one_step([[[0], [1]], [[2], [3]]], examples)
+    for a, b in zip(grads_one, grads_two):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(weights_one, weights_two):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_adapter_save_load_gives_identical_logits(tmp_path):
+    from peft import PeftModel
+
+    examples = _examples("gsm8k_train.jsonl", 2)
+    batch = collate(examples, [[0, 1]], pad_id=0)
+    model = _lora()
+    model.eval()
+    with torch.no_grad():
+        expected = modeling.logits(model, batch)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = PeftModel.from_pretrained(tiny_mistral(), str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        got = modeling.logits(loaded, batch)
+        plain = modeling.logits(tiny_mistral(), batch)
+    assert torch.equal(got, expected)
+    assert (plain - expected).abs().max() > 1e-3  # the adapter does change the output
+
+
+def test_merged_model_logits_match_base_plus_adapter(tmp_path):
+    from finetune.export import merge_adapter
+    from tests.finetune_support import save_tiny_mistral
+    from transformers import AutoModelForCausalLM
+
+    base_dir = save_tiny_mistral(tmp_path / "base")
+    model = modeling.add_lora(AutoModelForCausalLM.from_pretrained(str(base_dir)), NO_DROPOUT, 0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.eval()
+    model.save_pretrained(str(tmp_path / "adapter"))
+    (tmp_path / "adapter" / "tokenizer_config.json").write_text("{}")
+    examples = _examples("gsm8k_train.jsonl", 2)
+    batch = collate(examples, [[0, 1]], pad_id=0)
+    with torch.no_grad():
+        expected = modeling.logits(model, batch)
+    merge_adapter(tmp_path / "adapter", tmp_path / "merged32", dtype="float32")
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged32")).eval()
+    assert not any("lora" in k for k in merged.state_dict())
+    with torch.no_grad():
+        got = modeling.logits(merged, batch)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # the default export is bf16 weights
+    merge_adapter(tmp_path / "adapter", tmp_path / "merged")
+    bf16 = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype="auto")
+    assert bf16.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
