@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 golden: $(STAMP)
-	UPDATE_GOLDEN=1 $(BIN)/python -m pytest tests/test_golden.py
+	UPDATE_GOLDEN=1 $(BIN)/python -m pytest tests/test_golden.py tests/test_report_golden.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m curator.schema > schemas/chat_record.schema.json

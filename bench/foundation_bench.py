@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,12 +41,28 @@ def curate_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "curator.cli"]
 
 
-def timed(fn, repeat: int) -> list[float]:
-    out = []
+class Samples(list):
+    """Wall-clock seconds of each repeat, with the CPU seconds (this process + its children) beside."""
+
+    cpu: list[float]
+
+
+def _cpu_now() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, repeat: int) -> Samples:
+    """Run `fn` `repeat` times. CPU time is printed too: on a shared machine the wall clock also
+    counts the time other people's jobs held the cores, CPU seconds mostly do not."""
+    out = Samples()
+    out.cpu = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_now(), time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
+        out.cpu.append(_cpu_now() - c0)
     return out
 
 
@@ -92,11 +109,11 @@ def heavy_imports(cmd: list[str], small: Path) -> tuple[list[str], float, list[t
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
             continue
-        _, cumulative, name = (part.strip() for part in line[len("import time:") :].split("|"))
-        root = name.split(".")[0]
-        if root in HEAVY:
-            heavy.add(root)
-        if not name.startswith(" ") and not line.split("|")[2].startswith("  "):
+        _, cumulative, raw_name = line[len("import time:") :].split("|")
+        name = raw_name.strip()
+        if name.split(".")[0] in HEAVY:
+            heavy.add(name.split(".")[0])
+        if not raw_name.startswith("  "):  # nested imports are indented below their importer
             top_level.append((int(cumulative), name))
     total_us = sum(us for us, _ in top_level)
     return sorted(heavy), total_us / 1e6, sorted(top_level, reverse=True)[:5]
@@ -104,6 +121,10 @@ def heavy_imports(cmd: list[str], small: Path) -> tuple[list[str], float, list[t
 
 def fmt_spread(samples: list[float]) -> str:
     return f"{min(samples):.2f}-{max(samples):.2f}"
+
+
+def cpu(samples: Samples) -> float:
+    return statistics.median(samples.cpu)
 
 
 def main() -> None:
@@ -116,42 +137,55 @@ def main() -> None:
         raise SystemExit(f"{corpus}: missing; build it with `python bench/corpus.py`")
     n_records = count_lines(corpus)
     cmd = curate_cmd()
-    rows: list[tuple[str, str, str, str]] = []  # what, median, spread, derived
+    load = os.getloadavg()
+    rows: list[tuple[str, str, str, str, str]] = []  # what, median, spread, cpu, derived
 
     with tempfile.TemporaryDirectory(prefix="foundation-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         small = tmp / "one_mb.jsonl"
         n_small = first_megabyte(corpus, small)
 
+        def row(what: str, samples: Samples, derived: str, digits: int = 2) -> None:
+            rows.append(
+                (
+                    what,
+                    f"{statistics.median(samples):.{digits}f} s",
+                    f"{min(samples):.{digits}f}-{max(samples):.{digits}f}",
+                    f"{cpu(samples):.{digits}f} s",
+                    derived,
+                )
+            )
+
         # 1. validate throughput: library call (in process) and the CLI (a subprocess, start-up included)
         validate_library(small)  # warm the imports so the library figure is throughput only
         lib = timed(lambda: validate_library(corpus), args.repeat)
         cli = timed(lambda: run_quiet(cmd + ["validate", str(corpus)]), args.repeat)
         lib_rate, cli_rate = n_records / statistics.median(lib), n_records / statistics.median(cli)
-        rows.append(("validate, library (validate_file)", f"{statistics.median(lib):.2f} s", fmt_spread(lib), f"{lib_rate:,.0f} records/s"))
-        rows.append(("validate, CLI subprocess", f"{statistics.median(cli):.2f} s", fmt_spread(cli), f"{cli_rate:,.0f} records/s ({cli_rate / lib_rate:.2f}x library)"))
+        row("validate, library (validate_file)", lib, f"{lib_rate:,.0f} records/s wall, {n_records / cpu(lib):,.0f}/CPU-s")
+        row(
+            "validate, CLI subprocess",
+            cli,
+            f"{cli_rate:,.0f} records/s wall, {n_records / cpu(cli):,.0f}/CPU-s ({cli_rate / lib_rate:.2f}x library)",
+        )
 
         # 2. start-up: curate validate on a 1 MB file against a bare interpreter
         bare = timed(lambda: run_quiet([sys.executable, "-c", "pass"], ok=(0,)), max(5, args.repeat))
         start = timed(lambda: run_quiet(cmd + ["validate", str(small)]), max(5, args.repeat))
-        rows.append(("python -c pass", f"{statistics.median(bare):.3f} s", f"{min(bare):.3f}-{max(bare):.3f}", "interpreter start-up"))
-        rows.append(
-            (
-                f"validate 1 MB ({n_small:,} records), CLI",
-                f"{statistics.median(start):.3f} s",
-                f"{min(start):.3f}-{max(start):.3f}",
-                f"{statistics.median(start) / statistics.median(bare):.1f}x bare python",
-            )
+        row("python -c pass", bare, "interpreter start-up", digits=3)
+        row(
+            f"validate 1 MB ({n_small:,} records), CLI",
+            start,
+            f"{statistics.median(start) / statistics.median(bare):.1f}x bare python",
+            digits=3,
         )
 
         # 3. what `curate validate` imports
         heavy, import_s, top = heavy_imports(cmd, small)
-        rows.append(("validate imports (-X importtime)", f"{import_s:.3f} s", "", "heavy: " + (", ".join(heavy) or "none")))
+        rows.append(("validate imports (-X importtime)", f"{import_s:.3f} s", "", "", "heavy: " + (", ".join(heavy) or "none")))
 
         # 4. curate run with only the foundation stages: the CLI and the library call
         skip = "skip_stages=[" + ",".join(NOT_FOUNDATION) + "]"
-        out = tmp / "out"
-        run_cli = timed(lambda: run_quiet(cmd + ["run", str(corpus), str(out), "--force", "-q", "-s", skip], ok=(0, 3)), args.repeat)
+        run_cli = timed(lambda: run_quiet(cmd + ["run", str(corpus), str(tmp / "out"), "--force", "-q", "-s", skip], ok=(0, 3)), args.repeat)
 
         from curator.config import load_config
         from curator.pipeline import run
@@ -163,25 +197,22 @@ def main() -> None:
             results.append(run(corpus, tmp / "out-lib", config, force=True, progress=False))
 
         run_lib = timed(library_run, args.repeat)
-        last = results[-1]
-        counts = last.counts
-        rows.append(("run (foundation), CLI subprocess", f"{statistics.median(run_cli):.2f} s", fmt_spread(run_cli), f"{n_records / statistics.median(run_cli):,.0f} records/s"))
-        rows.append(
-            (
-                "run (foundation), library (pipeline.run)",
-                f"{statistics.median(run_lib):.2f} s",
-                fmt_spread(run_lib),
-                f"read {counts['read']:,} = kept {counts['kept']:,} + rejected {counts['rejected']:,}",
-            )
+        counts = results[-1].counts
+        stage_times = ", ".join(f"{name} {secs:.2f} s" for name, secs in results[-1].timings)
+        row("run (foundation), CLI subprocess", run_cli, f"{n_records / statistics.median(run_cli):,.0f} records/s wall")
+        row(
+            "run (foundation), library (pipeline.run)",
+            run_lib,
+            f"read {counts['read']:,} = kept {counts['kept']:,} + rejected {counts['rejected']:,}",
         )
-        stage_times = ", ".join(f"{name} {secs:.2f}s" for name, secs in last.timings)
 
     width = max(len(r[0]) for r in rows)
     print(f"foundation benchmark: {corpus.name} ({n_records:,} records, {corpus.stat().st_size / 1e6:.1f} MB), median of {args.repeat}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, curate = {' '.join(cmd)}")
-    print(f"{'what':<{width}}  {'median':>9}  {'min-max':>11}  derived")
-    for what, median, spread, derived in rows:
-        print(f"{what:<{width}}  {median:>9}  {spread:>11}  {derived}")
+    print(f"load average before the run: {load[0]:.1f} (1 min) on {os.cpu_count()} CPUs")
+    print(f"{'what':<{width}}  {'median':>9}  {'min-max':>13}  {'CPU':>9}  derived")
+    for what, median, spread, cpu_s, derived in rows:
+        print(f"{what:<{width}}  {median:>9}  {spread:>13}  {cpu_s:>9}  {derived}")
     print(f"stage times of the last library run: {stage_times}")
     print("slowest top-level imports of curate validate: " + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in top))
     if heavy:

@@ -190,29 +190,75 @@ def grammar_versions() -> dict[str, str]:
     return out
 
 
-def parse_error_frac(code: str, lang: str) -> float:
-    """Share of the non-blank lines of `code` touched by an ERROR or MISSING node under `lang`."""
-    lines = code.split("\n")
-    nonblank = [i for i, line in enumerate(lines) if line.strip()]
-    if not nonblank:
-        return 0.0
-    tree = parser_for(lang).parse(code.encode("utf-8"))
-    root = tree.root_node
-    if not root.has_error:
-        return 0.0
+def _rows(node, bad: set[int]) -> None:
+    r0, r1 = node.start_point.row, node.end_point.row
+    if r1 > r0 and node.end_point.column == 0:
+        r1 -= 1  # a span ending at column 0 does not touch that line
+    bad.update(range(r0, r1 + 1))
+
+
+def error_rows(root) -> set[int]:
+    """Rows holding code tree-sitter could not place: MISSING nodes and the tokens of ERROR nodes.
+
+    An ERROR node also wraps the well-formed subtrees around the failure (a whole unclosed class,
+    when a block is cut off before its closing brace); those subtrees, and comments (extras,
+    valid anywhere), are not counted, so the measure stays local to what actually failed.
+    """
     bad: set[int] = set()
     stack = [root]
     while stack:
         node = stack.pop()
-        if node.is_error or node.is_missing:
-            r0 = node.start_point.row
-            r1 = node.end_point.row
-            if r1 > r0 and node.end_point.column == 0:
-                r1 -= 1  # a span ending at column 0 does not touch that line
-            bad.update(range(r0, r1 + 1))
-            continue
-        if node.has_error:
+        if node.is_missing:
+            bad.add(node.start_point.row)
+        elif node.is_error:
+            if node.child_count == 0:
+                _rows(node, bad)
+            for child in node.children:
+                if child.is_error or child.is_missing or child.has_error:
+                    stack.append(child)
+                elif child.child_count == 0 and not child.is_extra:
+                    _rows(child, bad)
+        elif node.has_error:
             stack.extend(node.children)
+    return bad
+
+
+_PROMPTS = {
+    # interactive transcripts: the prompt marks input; other lines are the program's output
+    "python": re.compile(r"^(>>>|\.\.\.)( |$)"),  # the Python REPL and doctest
+    "bash": re.compile(r"^\$( |$)"),  # a shell session (Linguist's "ShellSession")
+}
+
+
+def source_of(code: str, lang: str) -> str:
+    """The program text of `code` for `lang`'s grammar: a REPL or shell transcript (every
+    non-blank line that is not output starts with the prompt) keeps only its input lines."""
+    prompt = _PROMPTS.get(lang)
+    if prompt is None:
+        return code
+    lines = code.split("\n")
+    first = next((line for line in lines if line.strip()), "")
+    if not prompt.match(first):
+        return code
+    return "\n".join(line[4:] if lang == "python" else line[2:] for line in lines if prompt.match(line))
+
+
+def parse_error_frac(code: str, lang: str) -> float:
+    """Share of the non-blank lines of `code` holding code its grammar could not place.
+
+    0.0 is a clean parse; see `error_rows` for what counts. Transcripts are read through
+    `source_of` first.
+    """
+    code = source_of(code, lang)
+    tree = parser_for(lang).parse(code.encode("utf-8"))
+    root = tree.root_node
+    if not root.has_error:
+        return 0.0
+    lines = code.split("\n")
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    if not nonblank:
+        return 0.0
+    bad = error_rows(root)
     return sum(1 for i in nonblank if i in bad) / len(nonblank)
 
 
@@ -270,6 +316,7 @@ CUES: dict[str, list[tuple[str, float]]] = {
         (r"^\s*@\w+(\.\w+)*(\(.*\))?\s*$", 0.5),
         (r"^\s*\w+(\s*,\s*\w+)*\s*=\s*[^=;{]+$", 0.5),
         (r"f\"[^\"\n]*\{|f'[^'\n]*\{", 1.5),
+        (r"^>>> ", 4),
     ],
     "javascript": _JS_SHARED,
     "typescript": _JS_SHARED + [
@@ -428,6 +475,7 @@ class DetectSettings:
     tie_margin: float = 0.1  # grammars within this error fraction of the best one tie; cues decide
     detect_max_error: float = 0.5  # an unlabelled block whose best parse is worse is not code we know
     mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails this badly
+    strong_cues: float = 5.0  # ...unless its cues are this strong (a block cut off mid-construct)
     max_candidates: int = 3  # grammars tried first, by cue score (the fast path)
     max_lines: int = 200  # detection looks at the first lines only; a language shows early
 
@@ -473,10 +521,10 @@ def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> D
         for g in ranked[settings.max_candidates :]:
             errors[g] = parse_error_frac(sample, g)
     best = min(errors.values())
-    if best > settings.detect_max_error:
-        return Detection(None, None, errors, scores)
     tied = [g for g, e in errors.items() if e <= best + settings.tie_margin]
     pick = max(tied, key=lambda g: (scores[g], -_RANK[g]))
+    if best > settings.detect_max_error and scores[pick] < settings.strong_cues:
+        return Detection(None, None, errors, scores)
     return Detection(pick, errors[pick], errors, scores)
 
 

@@ -58,6 +58,8 @@ REFUSAL_PATTERN = (
     r"|\bI (?:can(?:'t|not)|am unable to|am not able to|won't) (?:help|assist|comply|fulfil+|provide|do that|"
     r"create|generate|write|answer|engage|support|complete) (?:with )?(?:that|this|your|you|such|the|it)\b"
     r"|\bI must (?:decline|refuse)\b"
+    r"|\bI (?:won't|will not|wouldn't|would not) be able to (?:help|assist|provide|do|write|create|answer|complete)\b"
+    r"|\bI(?:'m| am) unable to (?:help|assist|provide|do|write|create|answer|complete|fulfil+|comply)\b"
     r"|\bI(?:'m| am) not (?:able|allowed|permitted) to (?:help|assist|provide|do)\b"
     r"|\bas an AI(?: language model| assistant)?,? I (?:can(?:'t|not)|am (?:not able|unable)|won't|must decline)\b"
     r"|\b(?:it|this) (?:is|would be) (?:not appropriate|inappropriate|unethical) (?:for me )?to\b"
@@ -92,7 +94,8 @@ CODE_LINE_PATTERN = (
     r"(?m)^[ \t]*(?:"
     r"(?:def|class|import|from \S+ import|return|if|elif|else|for|while|try|except|catch|switch|case|"
     r"public|private|protected|static|func|fn|let|const|var|int|void|package|using|struct|impl|#include|"
-    r"SELECT|INSERT|UPDATE|CREATE|console\.log|print)\b[^\n]*"
+    r"SELECT|INSERT|UPDATE|CREATE|console\.log|print|puts|end|End|done|fi|esac|Next|Loop|Wend|FROM|WHERE|"
+    r"ls|cd|echo|find|du|tar|grep|sudo|pip|npm|git|python|mkdir|rm|cp|mv|chmod|curl|wget)\b[^\n]*"
     r"|[^\n]*[;{}][ \t]*"
     r"|[^\n]*\)[ \t]*:[ \t]*"
     r"|//[^\n]*"
@@ -100,13 +103,21 @@ CODE_LINE_PATTERN = (
 )
 URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+"
 EMAIL_PATTERN = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
-# What a finished answer may end with: sentence punctuation (ASCII and CJK), closing brackets
-# and quotes, emphasis markers, a closing code fence, a number (GSM8K's "#### 72"), an emoji or
-# symbol. Anything else after the last word means the answer stopped mid-sentence.
-_TERMINAL_END = r"(?:[.!?:;)\]}\"'`*>_~…。！？）」』%°\d]|\p{So}|[A-Z]{2,})\s*$"
-# A last line that is a list item, a heading, a table row or a key: value pair ends without a
-# period by convention, so it is not taken as cut off.
-_STRUCTURED_LAST_LINE = r"^\s*(?:[-*+•]\s|\d+[.)]\s|#{1,6}\s|\||[A-Za-z][\w ]{0,30}:\s)"
+# A cut-off answer stops after a word: its last line is prose (not indented, at least
+# MIN_CUT_LINE_WORDS words, not a line of code such as `done`, `End Sub` or `return x`) and ends in
+# a letter, a comma, an opening bracket or an operator (GSM8K's "She put", "$50 * 2 ="). Sentence
+# punctuation, closing brackets and quotes, digits (GSM8K's "#### 72"), emoji and closing fences
+# all end an answer properly.
+MIN_CUT_LINE_WORDS = 2
+_CUT_END = r"[\p{L},(\[{–—=+*/&-]$"
+# A short last line that is a list item, a heading, a table row or a key: value pair ends without
+# a period by convention ("- Flour", "## Summary"), so it is not taken as cut off; a list item of
+# more than MAX_STRUCTURED_WORDS words is a sentence and is judged like one.
+_STRUCTURED_LAST_LINE = r"^(?:[-*+•]\s|\d+[.)]\s|#{1,6}\s|\||[A-Za-z][\w ]{0,30}:\s)"
+MAX_STRUCTURED_WORDS = 8
+# Prose signals (symbols, alphabetic words) are not judged on fewer prose words than this: the
+# one-line caption of a code answer says nothing about the answer's prose.
+MIN_PROSE_WORDS = 10
 
 
 @dataclass
@@ -114,8 +125,8 @@ class Scope:
     """Helper columns a set of signals needs, materialised once before the rules are evaluated."""
 
     columns: dict[str, pl.Expr] = field(default_factory=dict)  # from `messages`
-    derived: dict[str, pl.Expr] = field(default_factory=dict)  # from `columns`, added after them
-    code_scopes: set[str] = field(default_factory=set)
+    frame: dict[str, Callable[[pl.DataFrame], pl.Series]] = field(default_factory=dict)  # whole-frame passes
+    derived: dict[str, pl.Expr] = field(default_factory=dict)  # from the above, added after them
 
     def text(self, turns: str) -> pl.Expr:
         """The turns of `turns` joined with a blank line; null when the row has no such turn."""
@@ -123,6 +134,13 @@ class Scope:
         if name not in self.columns:
             contents = turn_contents(turns)
             self.columns[name] = pl.when(contents.list.len() > 0).then(contents.list.join("\n\n")).otherwise(None)
+        return pl.col(name)
+
+    def n_words(self, turns: str, prose: bool = False) -> pl.Expr:
+        """Whitespace-separated words of the text (or of its prose), counted once per scope."""
+        name = f"__nwords_{'prose' if prose else 'text'}_{turns}"
+        if name not in self.derived:
+            self.derived[name] = _words(self.prose(turns) if prose else self.text(turns))
         return pl.col(name)
 
     def last(self, turns: str) -> pl.Expr:
@@ -142,8 +160,16 @@ class Scope:
 
     def code(self, turns: str, item: str) -> pl.Expr:
         """A field of the fenced-code analysis of the turns (see `code_analysis`)."""
-        self.code_scopes.add(turns)
-        return pl.col(f"__code_{turns}").struct.field(item)
+        name = f"__code_{turns}"
+        if name not in self.frame:
+            self.frame[name] = lambda df: code_analysis(df.select(turn_contents(turns)).to_series())
+        return pl.col(name).struct.field(item)
+
+    def echo(self) -> pl.Expr:
+        """1.0 when an assistant turn repeats its user turn (see `echo_of_prompt`)."""
+        if "__echo" not in self.frame:
+            self.frame["__echo"] = echo_of_prompt
+        return pl.col("__echo")
 
     def prose(self, turns: str) -> pl.Expr:
         """The text of the turns without fenced code blocks and inline code."""
@@ -151,6 +177,7 @@ class Scope:
 
 
 def turn_contents(turns: str) -> pl.Expr:
+    """List of the contents of the turns in scope `turns` (assistant | user | system | all)."""
     roles = _ROLES[turns]
     msgs = pl.col("messages")
     if roles is None:
@@ -160,8 +187,11 @@ def turn_contents(turns: str) -> pl.Expr:
     )
 
 
+# A one-line `inline code` span (single or double backticks), as strip_code removes them.
+_INLINE_CODE_SPAN = r"``[^`\n]+``|`[^`\n]+`"
+
 CODE_ANALYSIS = pl.Struct(
-    {"prose": pl.Utf8, "n_blocks": pl.Int64, "n_unclosed": pl.Int64, "n_todo_only": pl.Int64}
+    {"prose": pl.Utf8, "n_blocks": pl.Int64, "n_unclosed": pl.Int64, "n_glued": pl.Int64, "n_todo_only": pl.Int64}
 )
 # A code body made only of these lines is a stub: comments, TODO/FIXME markers, `pass`, `...`,
 # empty braces. "TODO-only code" in the issue; an answer that hands back a stub did not do the task.
@@ -176,36 +206,51 @@ def code_analysis(turn_texts: pl.Series) -> pl.Series:
 
     Runs `curator.code_blocks.extract_code_blocks` (the project's one fence parser) per turn, so an
     unclosed fence in one turn is not closed by the next turn's opening fence. Rows whose turns hold
-    no backtick or tilde fence are answered without Python: their prose is their text.
+    no fence are answered without Python: their prose is their text without `inline code` spans.
     """
     import re
 
     stub_line = re.compile(_STUB_LINE)
     todo = re.compile(r"(?i)\b(?:TODO|FIXME|XXX|implement (?:me|this|here)|your code here)\b")
     frame = turn_texts.to_frame("t").with_columns(
-        has=pl.col("t").list.join("\n").str.contains(r"`|~~~").fill_null(False),
+        has=pl.col("t").list.join("\n").str.contains(r"```|~~~").fill_null(False),
     )
     python: list[dict | None] = [None] * frame.height
     idx = frame.get_column("has").arg_true().to_list()
     for i, turns in zip(idx, frame.get_column("t").gather(idx).to_list()):
-        prose_parts, n_blocks, n_unclosed, n_todo = [], 0, 0, 0
+        prose_parts, n_blocks, n_unclosed, n_glued, n_todo = [], 0, 0, 0, 0
         for text in turns:
             text = text or ""
             blocks = extract_code_blocks(text)
             n_blocks += len(blocks)
             for b in blocks:
-                n_unclosed += not b.closed
-                lines = [ln for ln in b.code.split("\n") if ln.strip()]
-                if lines and todo.search(b.code) and all(stub_line.match(ln) or todo.search(ln) for ln in lines):
-                    n_todo += 1
+                if not b.closed:
+                    # "}```": the closing fence glued to the last line; Markdown leaves the block
+                    # open, but the answer is complete, unlike one cut inside its code
+                    if b.code.rstrip().endswith(b.fence[0] * 3):
+                        n_glued += 1
+                    else:
+                        n_unclosed += 1
+                if todo.search(b.code):
+                    # at most one line of real code (the signature the stub sits in)
+                    lines = [ln for ln in b.code.split("\n") if ln.strip()]
+                    substantive = [ln for ln in lines if not (stub_line.match(ln) or todo.search(ln))]
+                    n_todo += len(substantive) <= 1
             prose_parts.append(strip_code(text, blocks))
-        python[i] = {"prose": "\n\n".join(prose_parts), "n_blocks": n_blocks, "n_unclosed": n_unclosed, "n_todo_only": n_todo}
+        python[i] = {
+            "prose": "\n\n".join(prose_parts),
+            "n_blocks": n_blocks,
+            "n_unclosed": n_unclosed,
+            "n_glued": n_glued,
+            "n_todo_only": n_todo,
+        }
     t = pl.col("t")
     native = pl.when(t.list.len() > 0).then(
         pl.struct(
-            t.list.join("\n\n").alias("prose"),
+            t.list.join("\n\n").str.replace_all(_INLINE_CODE_SPAN, " ").alias("prose"),
             pl.lit(0, pl.Int64).alias("n_blocks"),
             pl.lit(0, pl.Int64).alias("n_unclosed"),
+            pl.lit(0, pl.Int64).alias("n_glued"),
             pl.lit(0, pl.Int64).alias("n_todo_only"),
         )
     )
@@ -257,7 +302,9 @@ def _top_ngram_frac(words: pl.Expr, n: int) -> pl.Expr:
         gram = gram * _NGRAM_BASE + pl.element().shift(-k)
     top = words.list.eval(gram.drop_nulls().unique_counts().max()).list.first()
     count = words.list.len()
-    return pl.when(count >= MIN_WORDS_FOR_NGRAMS).then(top.cast(pl.Float64) * n / count).otherwise(None)
+    # overlapping occurrences ("a a a a" holds "a a" three times) can cover more than every word
+    share = (top.cast(pl.Float64) * n / count).clip(upper_bound=1.0)
+    return pl.when(count >= MIN_WORDS_FOR_NGRAMS).then(share).otherwise(None)
 
 
 # odd multiplier for combining word hashes into n-gram hashes (wrapping u64 arithmetic)
@@ -267,25 +314,63 @@ _NGRAM_BASE = 1_000_003
 def _ends_mid_sentence(last: pl.Expr) -> pl.Expr:
     """1.0 when the last turn stops after a word with no terminal mark (C4 keeps only lines that
     end in terminal punctuation; here only the answer's end is judged, since a cut-off answer is
-    the defect). A structured last line (list item, heading, table row) is not judged."""
+    the defect). Null on an empty turn."""
     stripped = last.str.strip_chars_end()
     last_line = stripped.str.extract(r"([^\n]*)$", 1)
-    cut = ~stripped.str.contains(_TERMINAL_END) & ~last_line.str.contains(_STRUCTURED_LAST_LINE)
+    n_words = last_line.str.count_matches(r"\S+")
+    cut = (
+        last_line.str.contains(_CUT_END)
+        & ~last_line.str.contains(r"^\s")
+        & (n_words >= MIN_CUT_LINE_WORDS)
+        & ~(last_line.str.contains(_STRUCTURED_LAST_LINE) & (n_words <= MAX_STRUCTURED_WORDS))
+        & ~last_line.str.contains(CODE_LINE_PATTERN)
+    )
     return pl.when(stripped.str.len_chars() > 0).then(cut.cast(pl.Float64)).otherwise(None)
 
 
-def _echo(scope: Scope) -> pl.Expr:
-    """Jaccard similarity of the word sets of the assistant turns and the user turns: 1.0 when the
-    answer repeats the question (the check behind data-juicer's and NeMo Curator's copy/echo
-    filters, done on hashed word sets)."""
-    a, u = scope.words("assistant").list.unique(), scope.words("user").list.unique()
-    inter = a.list.set_intersection(u).list.len()
-    union = a.list.set_union(u).list.len()
-    return pl.when(union > 0).then(inter.cast(pl.Float64) / union).otherwise(None)
+def _unclosed_brackets(last: pl.Expr) -> pl.Expr:
+    """Brackets opened and never closed in the last turn, summed over (), [] and {}: code or data
+    cut off mid-way leaves them open. Extra closers (list markers like "1)", smileys) do not count."""
+    total = pl.lit(0, dtype=pl.Int64)
+    for o, c in (("(", ")"), ("[", "]"), ("{", "}")):
+        opens = last.str.count_matches(o, literal=True).cast(pl.Int64)
+        closes = last.str.count_matches(c, literal=True).cast(pl.Int64)
+        total = total + (opens - closes).clip(lower_bound=0)
+    return total.cast(pl.Float64)
 
 
-def _per_100_words(count: pl.Expr, text: pl.Expr) -> pl.Expr:
-    words = _words(text)
+# An answer shorter than this is not judged as an echo: "Yes", "42" or a one-word edit of the
+# question may legitimately appear inside it.
+MIN_ECHO_CHARS = 20
+
+
+def echo_of_prompt(df: pl.DataFrame) -> pl.Series:
+    """Per row, 1.0 when some assistant turn (at least MIN_ECHO_CHARS long) is contained verbatim
+    in the user turn before it, 0.0 otherwise, null without such a pair.
+
+    Catches answers that hand the question back instead of answering (and "fixed" code identical to
+    the code given), the echo/copy checks of data-juicer and NeMo Curator, done on the turn pairs.
+    Case is kept: an answer that only changes case did change the text.
+    """
+    turns = (
+        df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__r"), pl.col("messages"))
+        .explode("messages")
+        .select("__r", pl.col("messages").struct.field("role"), pl.col("messages").struct.field("content").str.strip_chars())
+    )
+    prev_user = pl.when(pl.col("role") == "user").then(pl.col("content")).otherwise(None).forward_fill().shift(1)
+    pairs = turns.with_columns(prev_user.over("__r").alias("__u")).filter(
+        pl.col("role") == "assistant", pl.col("__u").is_not_null()
+    )
+    hit = (pl.col("content").str.len_chars() >= MIN_ECHO_CHARS) & pl.col("__u").str.contains(pl.col("content"), literal=True)
+    per_row = pairs.group_by("__r").agg(hit.cast(pl.Float64).max().alias("echo"))
+    return (
+        pl.DataFrame({"__r": pl.int_range(df.height, dtype=pl.UInt32, eager=True)})
+        .join(per_row, on="__r", how="left", maintain_order="left")
+        .get_column("echo")
+    )
+
+
+def _per_100_words(count: pl.Expr, words: pl.Expr) -> pl.Expr:
     return pl.when(words > 0).then(count.cast(pl.Float64) * 100.0 / words).otherwise(None)
 
 
@@ -295,16 +380,15 @@ def _lang_mismatch(scope: Scope, turns: str) -> pl.Expr:
     return pl.when(known).then((u != a).cast(pl.Float64)).otherwise(None)
 
 
-def _symbol_ratio(prose: pl.Expr) -> pl.Expr:
+def _symbol_ratio(prose: pl.Expr, n: pl.Expr) -> pl.Expr:
     # Gopher counts the hash symbol and the ellipsis per word.
     symbols = prose.str.count_matches(r"#+|\.\.\.|…")
-    return pl.when(_words(prose) > 0).then(symbols.cast(pl.Float64) / _words(prose)).otherwise(None)
+    return pl.when(n >= MIN_PROSE_WORDS).then(symbols.cast(pl.Float64) / n).otherwise(None)
 
 
-def _alpha_word_frac(prose: pl.Expr) -> pl.Expr:
-    n = _words(prose)
+def _alpha_word_frac(prose: pl.Expr, n: pl.Expr) -> pl.Expr:
     alpha = prose.str.count_matches(r"\S*\p{L}\S*").cast(pl.Float64)
-    return pl.when(n > 0).then(alpha / n).otherwise(None)
+    return pl.when(n >= MIN_PROSE_WORDS).then(alpha / n).otherwise(None)
 
 
 def _unfenced_code_frac(prose: pl.Expr) -> pl.Expr:
@@ -316,7 +400,7 @@ def _unfenced_code_frac(prose: pl.Expr) -> pl.Expr:
 SIGNALS: dict[str, Signal] = {
     s.name: s
     for s in [
-        Signal("words", "number of whitespace-separated words", TURN_SCOPES, lambda sc, t: _words(sc.text(t)).fill_null(0.0)),
+        Signal("words", "number of whitespace-separated words", TURN_SCOPES, lambda sc, t: sc.n_words(t).fill_null(0.0)),
         Signal(
             "tokens",
             "trained tokens of the example (n_assistant_tokens, Mistral-7B-Instruct-v0.2 tokenizer)",
@@ -335,19 +419,23 @@ SIGNALS: dict[str, Signal] = {
         Signal("top_4gram_frac", "share of words in the most frequent word 4-gram", TURN_SCOPES,
                lambda sc, t: _top_ngram_frac(sc.words(t), 4)),
         Signal("symbol_ratio", "'#' runs and ellipses per word of prose", TURN_SCOPES,
-               lambda sc, t: _symbol_ratio(sc.prose(t))),
+               lambda sc, t: _symbol_ratio(sc.prose(t), sc.n_words(t, prose=True))),
         Signal("alpha_word_frac", "fraction of prose words holding a letter", TURN_SCOPES,
-               lambda sc, t: _alpha_word_frac(sc.prose(t))),
+               lambda sc, t: _alpha_word_frac(sc.prose(t), sc.n_words(t, prose=True))),
         Signal("refusals", "refusal phrases", TURN_SCOPES,
                lambda sc, t: sc.text(t).str.count_matches(REFUSAL_PATTERN).cast(pl.Float64)),
         Signal("disclaimers", "'as an AI language model' style disclaimers", TURN_SCOPES,
                lambda sc, t: sc.text(t).str.count_matches(DISCLAIMER_PATTERN).cast(pl.Float64)),
         Signal("ends_mid_sentence", "1 when the last turn stops after a word without a terminal mark", TURN_SCOPES,
                lambda sc, t: _ends_mid_sentence(sc.last(t))),
-        Signal("unclosed_fences", "code fences never closed", TURN_SCOPES,
+        Signal("unclosed_brackets", "brackets opened and not closed in the last turn", TURN_SCOPES,
+               lambda sc, t: _unclosed_brackets(sc.last(t))),
+        Signal("unclosed_fences", "code fences never closed (a glued closing fence aside)", TURN_SCOPES,
                lambda sc, t: sc.code(t, "n_unclosed").cast(pl.Float64)),
-        Signal("echo_jaccard", "Jaccard similarity of assistant and user word sets", ("assistant",),
-               lambda sc, t: _echo(sc)),
+        Signal("glued_fences", "code blocks closed by a fence glued to the code line (\"}```\")", TURN_SCOPES,
+               lambda sc, t: sc.code(t, "n_glued").cast(pl.Float64)),
+        Signal("echo", "1 when an assistant turn is contained verbatim in the user turn before it", ("assistant",),
+               lambda sc, t: sc.echo()),
         Signal("placeholders", "lorem ipsum, {{template}} variables, [insert ...] markers", TURN_SCOPES,
                lambda sc, t: sc.text(t).str.count_matches(PLACEHOLDER_PATTERN).cast(pl.Float64)),
         Signal("todo_only_blocks", "code blocks holding only comments, TODO and stubs", TURN_SCOPES,
@@ -360,9 +448,9 @@ SIGNALS: dict[str, Signal] = {
                ("assistant",), lambda sc, t: pl.col("code_parse_error_frac").cast(pl.Float64),
                ("code_parse_error_frac",)),
         Signal("urls_per_100_words", "URLs per 100 words", TURN_SCOPES,
-               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(URL_PATTERN), sc.text(t))),
+               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(URL_PATTERN), sc.n_words(t))),
         Signal("emails_per_100_words", "e-mail addresses per 100 words", TURN_SCOPES,
-               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(EMAIL_PATTERN), sc.text(t))),
+               lambda sc, t: _per_100_words(sc.text(t).str.count_matches(EMAIL_PATTERN), sc.n_words(t))),
         Signal("secret_findings", "secrets and PII found by the secrets stage (any action)", ("all",),
                lambda sc, t: pl.col("secret_findings").list.len().cast(pl.Float64), ("secret_findings",)),
     ]

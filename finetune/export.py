@@ -94,11 +94,34 @@ def save_tokenizer(tokenizer, base_model: str | None, out_dir: Path) -> list[str
 
 
 def _save_chat_tokenizer(tokenizer, out_dir: Path) -> list[str]:
-    """The ChatTokenizer's own files (its HF tokenizer folder, or the SentencePiece model of its profile)."""
-    if hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(out_dir)
-        return [p.name for p in out_dir.iterdir() if p.name in TOKENIZER_FILES]
-    raise CurateError("cannot find tokenizer files to ship with the adapter: give --model a folder with its tokenizer")
+    """The ChatTokenizer's own files: its profile's tokenizer folder, or for the built-in Mistral profile the
+    SentencePiece model shipped by mistral-common with a tokenizer_config.json in the layout of the
+    mistralai/Mistral-7B-Instruct-v0.2 repository (LlamaTokenizer, <s>/</s>, BOS added, the chat template)."""
+    profile = tokenizer.profile
+    if profile.tokenizer_path:
+        written = _copy_tokenizer_folder(Path(profile.tokenizer_path), out_dir)
+        if written:
+            return written
+    if profile.chat_format == "mistral-v1":
+        from curator.tokenize_chat import mistral_v1_model_file
+
+        shutil.copy2(mistral_v1_model_file(), out_dir / "tokenizer.model")
+        config = {
+            "tokenizer_class": "LlamaTokenizer",
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "legacy": False,
+            "model_max_length": profile.context_length,
+            "chat_template": MISTRAL_V02_CHAT_TEMPLATE,
+        }
+        (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return ["tokenizer.model", "tokenizer_config.json"]
+    raise CurateError(
+        f"no tokenizer files for profile {profile.name}: give --model a folder that holds its tokenizer"
+    )
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path, base_model: str | None = None) -> Path:

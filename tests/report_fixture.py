@@ -129,8 +129,8 @@ def make_run(out: Path, full: bool = True, drop_rows: tuple[int, ...] = ()) -> P
     for split in ("train", "val"):
         with (out / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
             for r in rows:
-                if r["split"] == split:
-                    fh.write(json.dumps(RECORDS[r["row"]]) + "\n")
+                if r["split"] == split:  # as the pipeline writes them: `id` is the content hash
+                    fh.write(json.dumps({"id": r["content_hash"], **RECORDS[r["row"]]}) + "\n")
     m = manifest(full)
     kept = [r for r in rows if not r["reject_reasons"]]
     m["counts"] = {"read": len(rows), "kept": len(kept), "rejected": len(rows) - len(kept),

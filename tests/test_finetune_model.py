@@ -33,7 +33,7 @@ def _lora(seed: int = 0, settings: LoraSettings = NO_DROPOUT):
 
 
 def test_packed_forward_equals_each_example_alone():
-    examples = _examples("fastchat_dummy_conversation.jsonl", 3) + _examples("gsm8k_train.jsonl", 2)
+    examples = _examples("fastchat_dummy_conversation.jsonl", 3) + _examples("llamafactory_identity.jsonl", 2)
     model = _lora()
     packed = collate(examples, [list(range(len(examples)))], pad_id=0)
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_packed_forward_equals_each_example_alone():
 
 def test_packing_without_position_resets_would_leak_across_examples():
     # The guard above is meaningful: the same row with plain 0..L-1 positions changes the second example's logits.
-    examples = _examples("gsm8k_train.jsonl", 2)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=16)
     model = _lora()
     packed = collate(examples, [[0, 1]], pad_id=0)
     leaky = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).unsqueeze(0))
@@ -65,7 +65,7 @@ def test_packing_without_position_resets_would_leak_across_examples():
 
 
 def test_lora_weights_change_and_base_weights_do_not():
-    examples = _examples("gsm8k_train.jsonl", 2)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=16)
     model = modeling.add_lora(tiny_mistral(), LoraSettings(), 0)
     modeling.enable_gradient_checkpointing(model)
     model.train()
@@ -90,13 +90,13 @@ def test_lora_weights_change_and_base_weights_do_not():
 
 
 def test_loss_falls_by_a_fifth_on_a_small_repeated_batch():
-    examples = _examples("gsm8k_train.jsonl", 4)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=8)
     model = modeling.add_lora(tiny_mistral(), LoraSettings(), 0)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = collate(examples, [[0, 1], [2, 3]], pad_id=0)
+    batch = collate(examples, [[0], [1]], pad_id=0)
     losses = []
-    for _ in range(30):
+    for _ in range(24):
         loss, n = modeling.loss_sum(model, batch, 256)
         (loss / n).backward()
         optimizer.step()
@@ -122,7 +122,7 @@ def _one_step(micro_batches, examples, lr=1e-2):
 
 def test_one_batch_of_n_equals_n_over_2_with_2_accumulation_steps():
     # Examples of different lengths: a per-micro-batch mean would weight tokens unequally and fail this.
-    examples = _examples("gsm8k_train.jsonl", 2) + _examples("fastchat_dummy_conversation.jsonl", 2)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=8) + _examples("fastchat_dummy_conversation.jsonl", 2)
     assert len({e.n_trained for e in examples}) == 4
     grads_one, weights_one = _one_step([[[0], [1], [2], [3]]], examples)
     grads_two, weights_two = _one_step([[[0], [1]], [[2], [3]]], examples)
@@ -135,7 +135,7 @@ def test_one_batch_of_n_equals_n_over_2_with_2_accumulation_steps():
 def test_adapter_save_load_gives_identical_logits(tmp_path):
     from peft import PeftModel
 
-    examples = _examples("gsm8k_train.jsonl", 2)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=16)
     batch = collate(examples, [[0, 1]], pad_id=0)
     model = _lora()
     model.eval()
@@ -165,7 +165,7 @@ def test_merged_model_logits_match_base_plus_adapter(tmp_path):
     model.eval()
     model.save_pretrained(str(tmp_path / "adapter"))
     (tmp_path / "adapter" / "tokenizer_config.json").write_text("{}")
-    examples = _examples("gsm8k_train.jsonl", 2)
+    examples = _examples("llamafactory_identity.jsonl", 2, start=16)
     batch = collate(examples, [[0, 1]], pad_id=0)
     with torch.no_grad():
         expected = modeling.logits(model, batch)

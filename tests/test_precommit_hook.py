@@ -106,8 +106,8 @@ def test_precommit_hook_fails_on_the_bad_file_only(tmp_path):
     output = proc.stdout + proc.stderr
 
     assert proc.returncode == 1, output
-    assert re.search(r"^curate validate\.+Failed$", output, re.M), output
-    assert "- exit code: 1" in output, output
+    assert re.search(r"^curate validate.*\.{3,}Failed$", output, re.M), output
+    assert "- hook id: curate-validate\n- exit code: 1" in output, output
     problem_lines = [line for line in output.splitlines() if re.match(r"^\S+:\d+: ", line)]
     assert problem_lines[0] == (
         "bad.jsonl:2: messages[1].role: Input should be 'system', 'user', 'assistant' or 'tool' [schema.bad_role]"

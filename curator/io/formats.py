@@ -21,7 +21,7 @@ What this module guarantees:
 - Bad input raises `FormatError(field, message, code)` where `field` is a dotted path in the record as
   the user wrote it (`conversations[2].from`), never a crash and never a guess.
 
-Only the standard library is imported here: `curate validate` (the pre-commit hook) uses it.
+Only the standard library and curator.errors are imported here: `curate validate` (the pre-commit hook) uses it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ with empty rating columns (issue 7: the human evaluation the model-selection gui
 Strata are natural language x quality-score band, plus one stratum of borderline examples whose
 score lies within `BORDER` of the high-quality threshold, where a person's verdict says most about
 whether the threshold is right. Allocation: the borderline stratum gets up to `BORDER_SHARE` of n;
-the rest is shared by the other strata in proportion to their size (largest remainder), with every
+the rest is shared by the other strata in proportion to their size (largest deficit first), with every
 stratum getting at least one example while n allows, so rare languages are seen at all. Within a
 stratum, examples are taken in the order of a seeded xxh3 hash of their content hash: deterministic,
 and independent of input order.
@@ -37,7 +37,7 @@ TURN_CHARS = 4000
 def _band(score: float | None, threshold: float) -> str:
     if score is None:
         return "unscored"
-    if abs(score - threshold) <= BORDER:
+    if round(abs(score - threshold), 9) <= BORDER:  # round: 0.75 - 0.7 is 0.05000000000000004
         return "borderline"
     if score < threshold:
         return f"low <{threshold:g}"
@@ -45,7 +45,11 @@ def _band(score: float | None, threshold: float) -> str:
 
 
 def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
-    """Split n over strata by size (largest remainder), at least one each while n allows."""
+    """Split n over strata in proportion to size, at least one each while n allows.
+
+    One each first (largest strata first when n is smaller than the number of strata), then each
+    remaining unit goes to the stratum furthest below its proportional target n * size / total.
+    """
     total = sum(sizes.values())
     if total <= n:
         return dict(sizes)
@@ -53,22 +57,10 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     alloc = {k: 0 for k in sizes}
     for k in order[:n]:
         alloc[k] = 1
-    left = n - sum(alloc.values())
-    if left > 0:
-        quotas = {k: left * sizes[k] / total for k in order}
-        for k in order:
-            alloc[k] += min(int(quotas[k]), sizes[k] - alloc[k])
-        left = n - sum(alloc.values())
-        for k in sorted(order, key=lambda k: (-(quotas[k] - int(quotas[k])), k)):
-            if left == 0:
-                break
-            if alloc[k] < sizes[k]:
-                alloc[k] += 1
-                left -= 1
-        for k in order:  # strata that were capped leave room for the others
-            take = min(left, sizes[k] - alloc[k])
-            alloc[k] += take
-            left -= take
+    for _ in range(n - sum(alloc.values())):
+        open_ = [k for k in order if alloc[k] < sizes[k]]
+        k = max(open_, key=lambda k: n * sizes[k] / total - alloc[k])  # ties: the first in `order`
+        alloc[k] += 1
     return alloc
 
 
@@ -96,7 +88,7 @@ def draw_sample(out_dir: str | Path, n: int = 200, seed: int = 0) -> list[dict]:
         .alias("stratum")
     ).sort("_order", "row")
     sizes = dict(frame.group_by("stratum").len().iter_rows())
-    border = min(sizes.pop("borderline", 0), round(n * BORDER_SHARE))
+    border = min(sizes.pop("borderline", 0), max(1, round(n * BORDER_SHARE)))
     alloc = allocate(sizes, n - border)
     if border:
         alloc["borderline"] = border

@@ -1,21 +1,670 @@
-"""Near-duplicate clusters with MinHash LSH (issue 3).
+"""Near-duplicate clusters with MinHash LSH, prompt conflicts, and split keys that keep clusters whole (issue 3).
 
-Placeholder: passes rows through until the stage is built.
+Reads: `messages`, `row`, `ref`, `content_hash`; when present, `quality_score` (quality stage) and
+`n_assistant_tokens` (tokens stage), to choose the copy each cluster keeps.
+Writes: `near_dup_cluster` Int64 (null for singletons), `near_dup_of` Utf8 (ref of the kept copy, null
+on the kept copy itself), `near_dup_jaccard` Float64 (exact Jaccard to the kept copy), `prompt_conflict`
+Boolean, `split_key` Utf8 (set on every cluster and conflict-group member, null otherwise).
+Rejects: `dup.near` (detail: the kept ref, the exact and the MinHash-estimated Jaccard) and, under the
+`keep_best`/`reject` policies, `dup.prompt_conflict`.
+Artifacts: `duplicates.jsonl`, one line per near-duplicate cluster and per prompt-conflict group with
+every member. Manifest: hash scheme, seed, num_perm, bands/rows per view. Summary: cluster statistics.
+
+How (MinHash LSH as in Broder 1997 and Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets",
+ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exact verification):
+
+1. Shingles (curator/shingles.py): word n-grams (default 5, as datatrove and text-dedup) over the user and
+   assistant turns, shared system prompts left out.
+2. Signatures: datasketch `MinHash.bulk`, scheme "affine64" (64-bit input values: the xxh3-based shingle
+   hashes), `num_perm` permutations from `seed`, computed in `workers` forked processes.
+3. Candidates: datasketch `MinHashLSH` with (bands, rows) chosen here, not by datasketch's default
+   optimiser (which weighs false positives and negatives equally and gives 9 bands x 13 rows at 0.8/128, recall 0.40 at
+   the threshold): the (b, r) with b*r <= num_perm whose recall at the threshold, 1 - (1 - t^r)^b, is at least
+   `min_recall_at_threshold` and whose false-positive area (datasketch's integral of the candidate
+   probability below the threshold) is smallest. Candidates cost only verification time; misses are lost.
+4. Verification: every candidate pair's exact Jaccard on the shingle sets; only pairs >= threshold are edges.
+5. Clusters: union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A member
+   can be joined through a chain, so its Jaccard to the kept copy may be below the threshold; duplicates.jsonl
+   shows it.
+6. Kept copy: highest `quality_score`, then most `n_assistant_tokens` (more supervised signal), then first
+   seen (`row`); missing columns or nulls rank last.
+
+Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
+threshold t after a single substitution once L < 2n / (1 - t) - 1 (49 tokens for n=5, t=0.8). Records shorter
+than `short_record_words` (default: that bound) are compared with `short_ngram`-grams instead. A pair is judged
+at the n of its shorter member, so records a little longer than the bound (up to bound / t, the longest a record
+can be and still be within Jaccard t of a shorter one, plus a margin) are shingled both ways; the "short" view's
+pairs count only when one member is below the bound.
+
+Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns
+(`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds pairs with
+prompt Jaccard >= `prompt_threshold`. Two such records that are not in one near-duplicate cluster answer the
+same prompt differently; their kept copies form a conflict group (union-find again). Policy: `keep_all` flags
+them (`prompt_conflict`), `keep_best` keeps the group's best copy (same order as above) and rejects the rest,
+`reject` rejects the whole group.
+
+Split key: the `content_hash` of the kept copy of the member's cluster, or of the best copy of its conflict
+group. The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone in its group keeps
+exactly the side its own content gives it, whatever else is added later; only extra kept members of a
+conflict group follow their group's best copy. Limits: when new data brings a better copy into a cluster, the
+new copy is kept on its own side and the old one is rejected (nothing moves to the other side); when it brings
+a better copy into a conflict group kept whole (`keep_all`), the group follows the new best copy and its old
+members may change side; when new data bridges two groups, the merged group follows one key.
 """
 
 from __future__ import annotations
 
-import polars as pl
-from pydantic import BaseModel, ConfigDict
+import json
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from curator import columns as C
+from curator.columns import with_reject
+from curator.shingles import ShingleSets, Turns, jaccard, shingle, tokenize_turns
 from curator.stages.base import StageContext
 
 NAME = "dedup_minhash"
+
+NEAR_DUP_CLUSTER = "near_dup_cluster"
+NEAR_DUP_OF = "near_dup_of"
+NEAR_DUP_JACCARD = "near_dup_jaccard"
+PROMPT_CONFLICT = "prompt_conflict"
+QUALITY_SCORE = "quality_score"
+N_ASSISTANT_TOKENS = "n_assistant_tokens"
+
+SCHEME = "affine64"
+ARTIFACT = "duplicates.jsonl"
+# Below this many records the fork of worker processes costs more than it saves.
+_MIN_RECORDS_FOR_WORKERS = 4_000
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = Field(True, description="find near-duplicates; false passes rows through with null columns")
+    threshold: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="exact Jaccard of the shingle sets at or above which two records are near-duplicates; 0.8 is "
+        "the threshold of datatrove's and text-dedup's MinHash dedup defaults and of Lee et al. 2022",
+    )
+    ngram: int = Field(5, ge=1, description="word n-gram size (5, as datatrove and text-dedup)")
+    num_perm: int = Field(128, ge=2, description="MinHash permutations (datasketch's default, 128)")
+    seed: int = Field(1, description="seed of the MinHash permutations (datasketch's default, 1)")
+    min_recall_at_threshold: float = Field(
+        0.99,
+        gt=0.0,
+        lt=1.0,
+        description="LSH bands/rows are chosen so that a pair exactly at the threshold becomes a candidate "
+        "with at least this probability (issue 3)",
+    )
+    roles: list[Literal["system", "user", "assistant", "tool"]] = Field(
+        ["system", "user", "assistant"], min_length=1, description="turns whose text is shingled"
+    )
+    system_prompt: Literal["drop_shared", "keep", "drop"] = Field(
+        "drop_shared",
+        description="drop_shared: a system prompt found in at least shared_system_min_records records is left "
+        "out of the shingles (otherwise all records sharing it look alike); keep; drop: all system prompts out",
+    )
+    shared_system_min_records: int = Field(
+        2, ge=2, description="a system prompt in this many records counts as shared (it is no longer specific)"
+    )
+    short_record_words: int | None = Field(
+        None,
+        ge=1,
+        description="records with fewer tokens are compared with short_ngram-grams; null: 2*ngram/(1-threshold)-1 "
+        "(49 for 5-grams at 0.8), the length below which one changed word already breaks the threshold",
+    )
+    short_ngram: int = Field(2, ge=1, description="n-gram size for short records (bigrams keep word order)")
+    prompt_conflict: Literal["keep_all", "keep_best", "reject"] = Field(
+        "keep_all",
+        description="records with near-identical user turns but different answers: keep_all flags them, "
+        "keep_best keeps the best of each group, reject rejects every member (dup.prompt_conflict)",
+    )
+    prompt_threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="exact Jaccard of the user-turn shingles for 'near-identical prompts'"
+    )
+    prompt_ngram: int = Field(2, ge=1, description="n-gram size of the user-turn shingles (prompts are short)")
+    workers: int = Field(2, ge=1, description="processes computing signatures (the reference box has 2 cores)")
+
+    @model_validator(mode="after")
+    def _short_below_ngram(self) -> "Config":
+        if self.short_ngram > self.ngram:
+            raise ValueError(f"short_ngram ({self.short_ngram}) must not exceed ngram ({self.ngram})")
+        return self
+
+    def short_words(self) -> int:
+        if self.short_record_words is not None:
+            return self.short_record_words
+        return max(1, math.ceil(2 * self.ngram / (1.0 - self.threshold)) - 1) if self.threshold < 1 else 1
+
+
+# --------------------------------------------------------------------------------------------- LSH parameters
+
+
+@dataclass(frozen=True)
+class Bands:
+    bands: int
+    rows: int
+    recall_at_threshold: float
+    false_positive_area: float
+    false_negative_area: float
+
+
+def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> Bands:
+    """The (bands, rows) with bands*rows <= num_perm, recall >= `min_recall` at `threshold`, least false positives.
+
+    For each band size r the fewest bands reaching the recall are taken (more bands only add false positives);
+    among those, the smallest false-positive area wins, computed with datasketch's own integrals (the ones its
+    MinHashLSH optimiser uses).
+    """
+    from datasketch.lsh import _false_negative_probability, _false_positive_probability
+
+    best: Bands | None = None
+    for r in range(1, num_perm + 1):
+        p = threshold**r
+        if r * 2 > num_perm:
+            break
+        if p >= 1.0:  # threshold 1: any band catches an identical set
+            b = 2
+        elif math.log1p(-p) == 0.0:
+            break
+        else:
+            b = max(2, math.ceil(math.log1p(-min_recall) / math.log1p(-p)))
+            if b * r > num_perm:  # the bands needed only grow with r
+                break
+            while 1.0 - (1.0 - p) ** b < min_recall:  # guard against rounding in the logarithms
+                b += 1
+        if b * r > num_perm:
+            break
+        candidate = Bands(
+            bands=b,
+            rows=r,
+            recall_at_threshold=1.0 - (1.0 - p) ** b,
+            false_positive_area=_false_positive_probability(threshold, b, r),
+            false_negative_area=_false_negative_probability(threshold, b, r),
+        )
+        if best is None or candidate.false_positive_area < best.false_positive_area:
+            best = candidate
+    if best is None:
+        raise ValueError(
+            f"dedup_minhash: no LSH bands reach recall {min_recall} at threshold {threshold} with "
+            f"num_perm={num_perm}; raise num_perm or lower min_recall_at_threshold"
+        )
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ signatures
+
+
+def _whole_array(values: np.ndarray) -> np.ndarray:
+    """MinHash hashfunc: each record is one update_batch item, the array of its 64-bit shingle values.
+
+    datasketch applies the hashfunc per item and then permutes the resulting array in one numpy step, so
+    handing the array through lets one numpy operation permute all of a record's shingles.
+    """
+    return values
+
+
+def _bulk(arrays: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
+    from datasketch import MinHash
+
+    out = np.empty((len(arrays), num_perm), dtype=np.uint64)
+    for i, m in enumerate(
+        MinHash.generator(([a] for a in arrays), num_perm=num_perm, seed=seed, scheme=SCHEME, hashfunc=_whole_array)
+    ):
+        out[i] = m.hashvalues
+    return out
+
+
+_FORK_STATE: tuple[list[np.ndarray], int, int] | None = None
+
+
+def _bulk_slice(bounds: tuple[int, int]) -> np.ndarray:
+    assert _FORK_STATE is not None
+    arrays, num_perm, seed = _FORK_STATE
+    return _bulk(arrays[bounds[0] : bounds[1]], num_perm, seed)
+
+
+def signatures(arrays: list[np.ndarray], num_perm: int, seed: int, workers: int = 1) -> np.ndarray:
+    """MinHash signatures (one row per non-empty array) with datasketch's MinHash.bulk.
+
+    With workers > 1 the records are cut into slices of about equal shingle counts and signed in forked
+    processes (they inherit the arrays; only the signatures travel back). Fork is safe here because the
+    children call only numpy and datasketch, never Polars.
+    """
+    global _FORK_STATE
+    n = len(arrays)
+    use_fork = workers > 1 and n >= _MIN_RECORDS_FOR_WORKERS and "fork" in multiprocessing.get_all_start_methods()
+    if not use_fork:
+        return _bulk(arrays, num_perm, seed)
+    sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=n)
+    n_slices = workers * 4
+    cuts = np.searchsorted(np.cumsum(sizes), np.linspace(0, sizes.sum(), n_slices + 1)[1:-1], side="right")
+    bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
+    _FORK_STATE = (arrays, num_perm, seed)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_bulk_slice, bounds, chunksize=1)
+    finally:
+        _FORK_STATE = None
+    return np.concatenate(parts) if parts else np.zeros((0, num_perm), dtype=np.uint64)
+
+
+# ------------------------------------------------------------------------------------------------ clustering
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 with path halving and union by size."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+        return True
+
+
+@dataclass
+class View:
+    """One way of comparing records: their shingle sets, the records signed, and the LSH parameters."""
+
+    name: str
+    sets: ShingleSets
+    members: np.ndarray  # record indices with a non-empty set that take part
+    threshold: float
+    bands: Bands
+    sig: np.ndarray | None = None  # rows aligned with `members`
+    sig_row: dict[int, int] = field(default_factory=dict)
+    _unique: dict[int, np.ndarray] = field(default_factory=dict)
+    candidates: int = 0
+    verified: int = 0
+
+    def set_of(self, i: int) -> np.ndarray:
+        got = self._unique.get(i)
+        if got is None:
+            got = self._unique[i] = np.unique(self.sets.raw(i))
+        return got
+
+    def exact(self, i: int, j: int) -> float:
+        return jaccard(self.set_of(i), self.set_of(j))
+
+    def estimate(self, i: int, j: int) -> float | None:
+        a, b = self.sig_row.get(i), self.sig_row.get(j)
+        if a is None or b is None or self.sig is None:
+            return None
+        return float(np.count_nonzero(self.sig[a] == self.sig[b])) / self.sig.shape[1]
+
+
+def _sign(view: View, num_perm: int, seed: int, workers: int) -> None:
+    arrays = [view.sets.raw(int(i)) for i in view.members]
+    view.sig = signatures(arrays, num_perm, seed, workers)
+    view.sig_row = {int(i): k for k, i in enumerate(view.members)}
+
+
+def _buckets(view: View, seed: int) -> list[list[int]]:
+    """Records that share a band in datasketch's MinHashLSH, as sorted lists (one per bucket of 2 or more)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    assert view.sig is not None
+    lsh = MinHashLSH(num_perm=view.sig.shape[1], params=(view.bands.bands, view.bands.rows))
+    with lsh.insertion_session(buffer_size=len(view.members) + 1) as session:
+        for k, i in enumerate(view.members):
+            session.insert(int(i), LeanMinHash(seed=seed, hashvalues=view.sig[k], scheme=SCHEME), check_duplication=False)
+    out = []
+    for table in lsh.hashtables:
+        for key in table.keys():
+            bucket = table.get(key)
+            if len(bucket) > 1:
+                out.append(sorted(bucket))
+    return out
+
+
+def find_edges(view: View, seed: int, accept=None) -> list[tuple[int, int, float]]:
+    """Verified pairs (i, j, exact Jaccard >= threshold) of a view, i < j, via LSH candidates.
+
+    A candidate whose two records are already connected is skipped: it cannot change a component, and it
+    keeps a bucket of k identical records at k-1 verifications instead of k(k-1)/2.
+    """
+    uf = UnionFind(view.sets.offsets.shape[0] - 1)
+    seen: set[tuple[int, int]] = set()
+    edges = []
+    for bucket in _buckets(view, seed):
+        for x in range(len(bucket)):
+            for y in range(x + 1, len(bucket)):
+                i, j = bucket[x], bucket[y]
+                if (i, j) in seen:
+                    continue
+                seen.add((i, j))
+                view.candidates += 1
+                if accept is not None and not accept(i, j):
+                    continue
+                if uf.find(i) == uf.find(j):
+                    continue
+                view.verified += 1
+                score = view.exact(i, j)
+                if score >= view.threshold:
+                    uf.union(i, j)
+                    edges.append((i, j, score))
+    return edges
+
+
+# ------------------------------------------------------------------------------------------------- the stage
+
+
+def _priority(df: pl.DataFrame) -> np.ndarray:
+    """Rank of each row as the copy to keep (0 = best): quality_score desc, n_assistant_tokens desc, row asc."""
+    keys, desc = [], []
+    for name in (QUALITY_SCORE, N_ASSISTANT_TOKENS):
+        if name in df.columns:
+            keys.append(pl.col(name))
+            desc.append(True)
+    keys.append(pl.col(C.ROW))
+    desc.append(False)
+    order = (
+        df.with_row_index("_i")
+        .sort(keys, descending=desc, nulls_last=True, maintain_order=True)
+        .get_column("_i")
+        .to_numpy()
+    )
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _components(n: int, edges: list[tuple[int, int, float]]) -> list[list[int]]:
+    uf = UnionFind(n)
+    for i, j, _ in edges:
+        uf.union(i, j)
+    groups: dict[int, list[int]] = {}
+    for i, j, _ in edges:
+        for x in (i, j):
+            groups.setdefault(uf.find(x), []).append(x)
+    return [sorted(set(g)) for g in groups.values()]
+
+
+def _r4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _null_columns(df: pl.DataFrame) -> pl.DataFrame:
+    cols = [
+        pl.lit(None, dtype=pl.Int64).alias(NEAR_DUP_CLUSTER),
+        pl.lit(None, dtype=pl.Utf8).alias(NEAR_DUP_OF),
+        pl.lit(None, dtype=pl.Float64).alias(NEAR_DUP_JACCARD),
+        pl.lit(False, dtype=pl.Boolean).alias(PROMPT_CONFLICT),
+    ]
+    if C.SPLIT_KEY not in df.columns:
+        cols.append(pl.lit(None, dtype=pl.Utf8).alias(C.SPLIT_KEY))
+    return df.with_columns(cols)
+
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    return df
+    cfg: Config = ctx.config.dedup_minhash
+    if not cfg.enabled or df.height == 0:
+        ctx.artifacts[ARTIFACT] = b""
+        return _null_columns(df)
+    result = find_near_duplicates(df, cfg)
+    ctx.manifest[NAME] = result.manifest
+    ctx.summaries[NAME] = result.summary
+    ctx.artifacts[ARTIFACT] = result.artifact
+    out = df.with_columns(
+        pl.Series(NEAR_DUP_CLUSTER, result.cluster, dtype=pl.Int64),
+        pl.Series(NEAR_DUP_OF, result.dup_of, dtype=pl.Utf8),
+        pl.Series(NEAR_DUP_JACCARD, result.dup_jaccard, dtype=pl.Float64),
+        pl.Series(PROMPT_CONFLICT, result.conflict, dtype=pl.Boolean),
+    )
+    new_key = pl.Series("_key", result.split_key, dtype=pl.Utf8)
+    if C.SPLIT_KEY in out.columns:
+        out = out.with_columns(pl.coalesce(new_key, pl.col(C.SPLIT_KEY)).alias(C.SPLIT_KEY))
+    else:
+        out = out.with_columns(new_key.alias(C.SPLIT_KEY))
+    reason = pl.Series("_reason", result.reason, dtype=pl.Utf8)
+    detail = pl.Series("_detail", result.detail, dtype=pl.Utf8)
+    out = out.with_columns(reason, detail)
+    out = with_reject(out, pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_detail"))
+    return out.drop("_reason", "_detail")
+
+
+@dataclass
+class Result:
+    cluster: list[int | None]
+    dup_of: list[str | None]
+    dup_jaccard: list[float | None]
+    conflict: list[bool]
+    split_key: list[str | None]
+    reason: list[str | None]
+    detail: list[str | None]
+    artifact: bytes
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
+    """Everything the stage decides, for the rows of `df` (all alive), as plain per-row lists."""
+    from importlib import metadata
+
+    n = df.height
+    refs = df.get_column(C.REF).to_list()
+    hashes = df.get_column(C.CONTENT_HASH).to_list()
+    rank = _priority(df)
+    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
+
+    turns: Turns = tokenize_turns(df.get_column(C.MESSAGES), cfg.roles, cfg.system_prompt, cfg.shared_system_min_records)
+    words = turns.words()
+    short_words = cfg.short_words()
+    # The longest record that can still be within the threshold of one below `short_words` (sizes bound
+    # Jaccard: |A|/|B| >= J), plus a margin for repeated n-grams.
+    short_hi = math.ceil(short_words / cfg.threshold) + cfg.ngram
+    is_short = words < short_words
+
+    full_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    long_view = View("long", shingle(turns, cfg.ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
+    short_view = View("short", shingle(turns, cfg.short_ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
+    long_view.members = np.flatnonzero(~is_short & (long_view.sets.sizes() > 0))
+    short_view.members = np.flatnonzero((words < short_hi) & (short_view.sets.sizes() > 0))
+    user_turns = turns.role == "user"
+    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    prompt_view = View(
+        "prompt", shingle(turns, cfg.prompt_ngram, user_turns), np.zeros(0, np.int64), cfg.prompt_threshold, prompt_bands
+    )
+    prompt_view.members = np.flatnonzero(prompt_view.sets.sizes() > 0)
+
+    views = (long_view, short_view, prompt_view)
+    for view in views:
+        _sign(view, cfg.num_perm, cfg.seed, workers)
+
+    def pair_view(i: int, j: int) -> View:
+        return short_view if min(words[i], words[j]) < short_words else long_view
+
+    edges = find_edges(long_view, cfg.seed)
+    edges += find_edges(short_view, cfg.seed, accept=lambda i, j: bool(is_short[i] or is_short[j]))
+
+    # --- near-duplicate clusters, numbered by their first row
+    clusters = sorted(_components(n, edges), key=lambda g: g[0])
+    cluster: list[int | None] = [None] * n
+    kept_of = list(range(n))  # each row's cluster representative (itself when alone)
+    dup_of: list[str | None] = [None] * n
+    dup_j: list[float | None] = [None] * n
+    dup_est: list[float | None] = [None] * n
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    for cid, members in enumerate(clusters):
+        kept = min(members, key=lambda i: rank[i])
+        for i in members:
+            cluster[i] = cid
+            kept_of[i] = kept
+            if i == kept:
+                continue
+            view = pair_view(i, kept)
+            dup_of[i] = refs[kept]
+            dup_j[i] = view.exact(i, kept)
+            dup_est[i] = view.estimate(i, kept)
+            reason[i] = "dup.near"
+            detail[i] = (
+                f"near-duplicate of {refs[kept]} (jaccard {dup_j[i]:.3f}, estimated {_fmt(dup_est[i])}, "
+                f"cluster {cid}, {view.name} {cfg.ngram if view is long_view else cfg.short_ngram}-grams)"
+            )
+
+    # --- prompt conflicts: near-identical user turns, but not one near-duplicate cluster
+    prompt_edges = [
+        (min(kept_of[i], kept_of[j]), max(kept_of[i], kept_of[j]), s)
+        for i, j, s in find_edges(prompt_view, cfg.seed)
+        if kept_of[i] != kept_of[j]
+    ]
+    groups = sorted(_components(n, prompt_edges), key=lambda g: g[0])
+    conflict = [False] * n
+    anchor_of = list(range(n))
+    conflict_lines = []
+    for gid, members in enumerate(groups):
+        anchor = min(members, key=lambda i: rank[i])
+        lines = []
+        for i in members:
+            conflict[i] = True
+            anchor_of[i] = anchor
+            pj = prompt_view.exact(i, anchor) if i != anchor else None
+            keep = cfg.prompt_conflict == "keep_all" or (cfg.prompt_conflict == "keep_best" and i == anchor)
+            if not keep:
+                reason[i] = "dup.prompt_conflict"
+                if i == anchor:
+                    others = [refs[m] for m in members if m != i]
+                    detail[i] = (
+                        f"prompt answered differently by {len(others)} other record(s), first {others[0]}; "
+                        f"policy {cfg.prompt_conflict}"
+                    )
+                else:
+                    detail[i] = (
+                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}), different answer; "
+                        f"policy {cfg.prompt_conflict}"
+                    )
+            lines.append({"ref": refs[i], "kept": keep, "best": i == anchor, "prompt_jaccard": _r4(pj)})
+        conflict_lines.append(
+            {
+                "kind": "prompt_conflict",
+                "group": gid,
+                "policy": cfg.prompt_conflict,
+                "best": refs[anchor],
+                "size": len(members),
+                "members": lines,
+            }
+        )
+
+    # --- split keys: a cluster follows its kept copy, a conflict group its best copy
+    split_key: list[str | None] = [None] * n
+    for i in range(n):
+        if cluster[i] is not None or conflict[i]:
+            split_key[i] = hashes[anchor_of[kept_of[i]]]
+
+    cluster_lines = []
+    for cid, members in enumerate(clusters):
+        kept = kept_of[members[0]]
+        cluster_lines.append(
+            {
+                "kind": "near_dup",
+                "cluster": cid,
+                "kept": refs[kept],
+                "size": len(members),
+                "members": [
+                    {
+                        "ref": refs[i],
+                        "kept": i == kept,
+                        "jaccard": None if i == kept else _r4(dup_j[i]),
+                        "jaccard_estimate": None if i == kept else _r4(dup_est[i]),
+                    }
+                    for i in members
+                ],
+            }
+        )
+    artifact = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in cluster_lines + conflict_lines)
+
+    sizes = [len(m) for m in clusters]
+    histogram: dict[str, int] = {}
+    for s in sizes:
+        label = str(s) if s < 5 else ("5-9" if s < 10 else "10+")
+        histogram[label] = histogram.get(label, 0) + 1
+    near_rejected = sum(1 for r in reason if r == "dup.near")
+    summary = {
+        "records": n,
+        "clusters": len(clusters),
+        "records_in_clusters": sum(sizes),
+        "near_duplicates_rejected": near_rejected,
+        "largest_cluster": max(sizes, default=0),
+        "cluster_sizes": dict(sorted(histogram.items())),
+        "chained_members_below_threshold": sum(1 for x in dup_j if x is not None and x < cfg.threshold),
+        "prompt_conflict_groups": len(groups),
+        "prompt_conflict_records": sum(len(g) for g in groups),
+        "prompt_conflict_rejected": sum(1 for r in reason if r == "dup.prompt_conflict"),
+        "prompt_conflict_policy": cfg.prompt_conflict,
+        "short_records": int(is_short.sum()),
+        "records_without_shingles": int(((long_view.sets.sizes() == 0) & (short_view.sets.sizes() == 0)).sum()),
+        "shared_system_prompts_dropped": turns.dropped_system_prompts,
+        "lsh": {
+            v.name: {"signed": len(v.members), "candidate_pairs": v.candidates, "verified_pairs": v.verified}
+            for v in views
+        },
+    }
+    try:
+        ds_version = metadata.version("datasketch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - datasketch is a core dependency
+        ds_version = "unknown"
+    manifest = {
+        "library": f"datasketch {ds_version}",
+        "signatures": "MinHash.bulk",
+        "scheme": SCHEME,
+        "token_hash": "xxh3_64 (xxhash) of each lower-cased token's UTF-8 bytes, seed 0",
+        "shingle_hash": "polynomial combination of the n token hashes, multiplier 0x9E3779B97F4A7C15, mod 2**64",
+        "token_pattern": "one token per Han/Hiragana/Katakana/Thai/Lao/Khmer/Myanmar character, else per run of "
+        "word characters",
+        "seed": cfg.seed,
+        "num_perm": cfg.num_perm,
+        "threshold": cfg.threshold,
+        "verification": "exact Jaccard of the shingle sets",
+        "views": {
+            "long": {"ngram": cfg.ngram, "min_words": short_words, **_bands_dict(full_bands)},
+            "short": {"ngram": cfg.short_ngram, "max_words": short_hi - 1, "counts_below_words": short_words,
+                      **_bands_dict(full_bands)},
+            "prompt": {"ngram": cfg.prompt_ngram, "roles": ["user"], "threshold": cfg.prompt_threshold,
+                       **_bands_dict(prompt_bands)},
+        },
+        "roles": list(cfg.roles),
+        "system_prompt": cfg.system_prompt,
+        "kept_copy_order": ["quality_score desc", "n_assistant_tokens desc", "row asc"],
+        "split_key": "content_hash of the cluster's kept copy / the conflict group's best copy",
+    }
+    return Result(cluster, dup_of, dup_j, conflict, split_key, reason, detail, artifact.encode("utf-8"), manifest, summary)
+
+
+def _bands_dict(b: Bands) -> dict[str, Any]:
+    return {
+        "bands": b.bands,
+        "rows": b.rows,
+        "recall_at_threshold": round(b.recall_at_threshold, 6),
+        "false_positive_area": round(b.false_positive_area, 6),
+        "false_negative_area": round(b.false_negative_area, 6),
+    }

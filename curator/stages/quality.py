@@ -28,7 +28,7 @@ from curator.columns import with_reject
 from curator.errors import CurateError
 from curator.gates import Gate
 from curator.rules import DEFAULT_RULES, CompiledRules, RuleSet, compile_rules, load_rules
-from curator.signals import CODE_ANALYSIS, SIGNALS, code_analysis, turn_contents
+from curator.signals import SIGNALS
 from curator.stages.base import StageContext
 
 NAME = "quality"
@@ -78,10 +78,9 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
         )
     helpers = dict(compiled.scope.columns)
     out = df.with_columns(**helpers) if helpers else df
-    for turns in sorted(compiled.scope.code_scopes):
-        # one Python pass per scope over the turn texts: fences need the project's parser
-        analysis = turn_contents(turns).map_batches(code_analysis, return_dtype=CODE_ANALYSIS)
-        out = out.with_columns(analysis.alias(f"__code_{turns}"))
+    # whole-frame passes: the fence parser (Python, on rows with fences only), turn pairs
+    for name, compute in compiled.scope.frame.items():
+        out = out.with_columns(compute(out).alias(name))
     if compiled.scope.derived:
         out = out.with_columns(**compiled.scope.derived)
     out = out.with_columns(**compiled.values)
@@ -91,7 +90,7 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
         compiled.flags_expr().alias(QUALITY_FLAGS),
     )
     if keep_signals:
-        return out.drop([c for c in out.columns if c.startswith(("__text_", "__last_", "__code_", "__words_"))])
+        return out.drop([c for c in out.columns if c.startswith("__") and not c.startswith(("__value_", "__fired_"))])
     return out.drop([c for c in out.columns if c.startswith("__")])
 
 

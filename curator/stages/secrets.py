@@ -1,21 +1,287 @@
-"""Secrets and PII: detect API keys, tokens, e-mails, phone numbers; reject, redact or flag (issue 4).
+"""Secrets and PII: find API keys, tokens, private keys, e-mail addresses and phone numbers, then
+reject, redact or flag each kind as its policy says (issue 4).
 
-Placeholder: passes rows through until the stage is built.
+Reads: `messages` (every turn's `content` and `tool_calls`), `meta`.
+Writes: `secret_findings` List(Struct{kind Utf8, action Utf8, turn Int32}), one entry per kind per
+turn where it was found (`turn` is the 0-based message index; null for `meta`). Under `redact`,
+`messages` (and `meta`) are rewritten: each match becomes a typed placeholder such as
+`[REDACTED:aws_access_key]`. Under `reject`, the row gets reason `secrets.<kind>`. Under `flag`, the
+text is kept and only the finding is recorded. A secret therefore reaches train.jsonl or val.jsonl
+only when its policy is `flag`. ctx.summaries["secrets"] counts rows per kind and action.
+
+The patterns follow the rules of gitleaks (github.com/gitleaks/gitleaks, config/gitleaks.toml:
+aws-access-token, github-pat / github-fine-grained-pat / github-oauth / github-app-token,
+openai-api-key, slack-bot-token / slack-user-token / slack-webhook-url, private-key, jwt) and the
+key formats their vendors document. They run as Rust regexes inside Polars over all turns at once.
+E-mail addresses at the domains reserved for documentation (RFC 2606 and RFC 6761: example.com/.net/
+.org, .example, .test, .invalid, .localhost) are not personal data and are not reported; when a turn
+also holds a real address, redaction rewrites both. Phone numbers are the formatted ones: a
+10-digit North American number with separators ((613) 995-0253, 613.995.0253), or a "+"-prefixed
+international number with separators; bare digit runs are not taken, since math and code are full
+of them.
 """
 
 from __future__ import annotations
 
-import polars as pl
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
+from typing import Literal
 
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curator.columns import MESSAGES, META, with_reject
 from curator.stages.base import StageContext
 
 NAME = "secrets"
+SECRET_FINDINGS = "secret_findings"
+FINDING = pl.Struct({"kind": pl.Utf8, "action": pl.Utf8, "turn": pl.Int32})
+
+Action = Literal["reject", "redact", "flag"]
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One kind: `pattern` finds it; `redact_pattern` (default: `pattern`) is replaced by
+    `replacement` (default: the typed placeholder) when the policy is `redact`."""
+
+    kind: str
+    pattern: str
+    redact_pattern: str | None = None
+    replacement: str | None = None
+
+    @property
+    def placeholder(self) -> str:
+        return f"[REDACTED:{self.kind}]"
+
+
+_EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+_PRIVATE_KEY_HEAD = r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
+
+DETECTORS: dict[str, Detector] = {
+    d.kind: d
+    for d in [
+        # gitleaks aws-access-token: access key ids (AKIA long-term, ASIA temporary, ...)
+        Detector("aws_access_key", r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"),
+        # the 40-character secret access key is only recognisable next to its name
+        Detector(
+            "aws_secret_key",
+            r"(?i)aws_?(?:secret)?_?(?:access)?_?key[\"'`]?\s*[:=]\s*[\"'`]?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)",
+            redact_pattern=r"(?i)(aws_?(?:secret)?_?(?:access)?_?key[\"'`]?\s*[:=]\s*[\"'`]?)[A-Za-z0-9/+]{40}",
+            replacement="${1}[REDACTED:aws_secret_key]",
+        ),
+        # gitleaks github-pat / github-oauth / github-app-token / github-refresh-token / fine-grained
+        Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})\b"),
+        # gitleaks openai-api-key (the T3BlbkFJ marker), project/service keys, legacy 48-char keys
+        Detector(
+            "openai_key",
+            r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}|[A-Za-z0-9]{48})\b",
+        ),
+        # gitleaks slack-bot-token / slack-user-token / slack-app-token / slack-webhook-url
+        Detector(
+            "slack_token",
+            r"\bxox[abposre]-[0-9A-Za-z-]{10,}|\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,}",
+        ),
+        # gitleaks private-key: PEM and OpenSSH blocks; the whole block is redacted
+        Detector(
+            "private_key",
+            _PRIVATE_KEY_HEAD,
+            redact_pattern=r"(?s)" + _PRIVATE_KEY_HEAD + r".*?(?:-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----|$)",
+        ),
+        # gitleaks jwt: header.payload.signature, both JSON parts base64url of "{"
+        Detector("jwt", r"\bey[A-Za-z0-9_-]{17,}\.ey[A-Za-z0-9_/\\-]{17,}\.[A-Za-z0-9_/\\-]{10,}={0,2}"),
+        Detector("email", _EMAIL),
+        Detector(
+            "phone",
+            r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b(?:[^-]|$)"
+            r"|\+\d{1,3}[ .-]\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,3}\b",
+            redact_pattern=r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b"
+            r"|\+\d{1,3}[ .-]\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,3}\b",
+        ),
+    ]
+}
+KINDS = tuple(DETECTORS)
+
+
+class Policy(BaseModel):
+    """What to do with each kind: reject (drop the example, reason secrets.<kind>), redact
+    (replace each match by [REDACTED:<kind>] and keep the example) or flag (keep it as is)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aws_access_key: Action = Field("redact", description="AWS access key ids (AKIA..., ASIA...)")
+    aws_secret_key: Action = Field("redact", description="AWS secret access keys next to their name")
+    github_token: Action = Field("redact", description="GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)")
+    openai_key: Action = Field("redact", description="OpenAI API keys (sk-...)")
+    slack_token: Action = Field("redact", description="Slack tokens (xoxb-, xoxp-, ...) and webhook URLs")
+    private_key: Action = Field(
+        "reject", description="PEM/OpenSSH private key blocks; rejected because the key is usually the whole answer"
+    )
+    jwt: Action = Field("redact", description="JSON Web Tokens")
+    email: Action = Field("redact", description="e-mail addresses outside the reserved documentation domains")
+    phone: Action = Field("redact", description="formatted phone numbers")
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    policy: Policy = Field(default_factory=Policy, description="action per kind: reject | redact | flag")
+    ignore_email_domains: list[str] = Field(
+        ["example.com", "example.net", "example.org", "example", "test", "invalid", "localhost"],
+        description="domains (and their subdomains) whose addresses are not personal data: the names "
+        "RFC 2606 and RFC 6761 reserve for documentation and testing",
+    )
+
+
+def _real_emails(text: pl.Expr, ignore: list[str]) -> pl.Expr:
+    """Number of e-mail addresses in `text` outside the ignored domains."""
+    found = text.str.extract_all(_EMAIL)
+    if not ignore:
+        return found.list.len()
+    alternation = "|".join(d.strip(".").replace(".", r"\.") for d in ignore)
+    reserved = r"(?i)@(?:[^@]*\.)?(?:" + alternation + r")$"
+    return found.list.eval(pl.element().filter(~pl.element().str.contains(reserved))).list.len()
+
+
+def _hit(text: pl.Expr, kind: str, cfg: Config) -> pl.Expr:
+    if kind == "email":
+        return (_real_emails(text, cfg.ignore_email_domains) > 0).fill_null(False)
+    return text.str.contains(DETECTORS[kind].pattern).fill_null(False)
+
+
+def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
+    """`secret_findings` for each row of `df`, in order."""
+    policy = cfg.policy.model_dump()
+    turns = (
+        df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__r"), pl.col(MESSAGES))
+        .with_columns(pl.int_ranges(pl.col(MESSAGES).list.len(), dtype=pl.Int32).alias("__turn"))
+        .explode(MESSAGES, "__turn")
+        .select(
+            "__r",
+            "__turn",
+            pl.col(MESSAGES).struct.field("content").alias("__content"),
+            pl.col(MESSAGES).struct.field("tool_calls").alias("__tools"),
+        )
+        .filter(pl.col("__turn").is_not_null())
+    )
+    hits = turns.select(
+        "__r",
+        "__turn",
+        *[
+            (_hit(pl.col("__content"), k, cfg) | _hit(pl.col("__tools"), k, cfg)).alias(k)
+            for k in KINDS
+        ],
+    )
+    if META in df.columns:
+        meta = df.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("__r"),
+            pl.lit(None, dtype=pl.Int32).alias("__turn"),
+            *[_hit(pl.col(META), k, cfg).alias(k) for k in KINDS],
+        )
+        hits = pl.concat([hits, meta])
+    found = (
+        hits.unpivot(index=["__r", "__turn"], on=list(KINDS), variable_name="kind", value_name="hit")
+        .filter(pl.col("hit"))
+        .with_columns(pl.col("kind").replace_strict(policy, return_dtype=pl.Utf8).alias("action"))
+        .sort("__r", pl.col("__turn"), "kind", nulls_last=True)
+        .group_by("__r", maintain_order=True)
+        .agg(pl.struct("kind", "action", pl.col("__turn").alias("turn")).alias(SECRET_FINDINGS))
+    )
+    return (
+        pl.DataFrame({"__r": pl.int_range(df.height, dtype=pl.UInt32, eager=True)})
+        .join(found, on="__r", how="left", maintain_order="left")
+        .select(pl.col(SECRET_FINDINGS).fill_null(pl.lit([], dtype=pl.List(FINDING))).cast(pl.List(FINDING)))
+        .to_series()
+    )
+
+
+def redact(text: pl.Expr, kinds: list[str]) -> pl.Expr:
+    """`text` with every match of `kinds` replaced by its placeholder."""
+    for kind in kinds:
+        d = DETECTORS[kind]
+        text = text.str.replace_all(d.redact_pattern or d.pattern, d.replacement or d.placeholder)
+    return text
+
+
+def _kinds_with(action: str) -> pl.Expr:
+    return pl.col(SECRET_FINDINGS).list.eval(
+        pl.element().filter(pl.element().struct.field("action") == action).struct.field("kind")
+    ).list.unique(maintain_order=True)
+
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    return df
+    cfg: Config = ctx.config.secrets
+    policy = cfg.policy.model_dump()
+    with ctx.progress.task("secrets", total=1) as advance:
+        out = df.with_columns(find_secrets(df, cfg).alias(SECRET_FINDINGS))
+        advance(1)
+    redact_kinds = [k for k in KINDS if policy[k] == "redact"]
+    if redact_kinds:
+        out = _apply_redaction(out, redact_kinds)
+    for kind in KINDS:
+        if policy[kind] != "reject":
+            continue
+        found = pl.col(SECRET_FINDINGS).list.eval(pl.element().struct.field("kind") == kind).list.any()
+        where = pl.col(SECRET_FINDINGS).list.eval(
+            pl.element().filter(pl.element().struct.field("kind") == kind).struct.field("turn").cast(pl.Utf8).fill_null("meta")
+        ).list.join(", ")
+        out = with_reject(out, found, f"secrets.{kind}", pl.format("{} found in turn {}", pl.lit(kind), where))
+    ctx.summaries[NAME] = _summary(out, policy)
+    return out
+
+
+def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str]) -> pl.DataFrame:
+    """Rewrite `messages` (and `meta`) of the rows with a `redact` finding; other rows untouched.
+
+    Only the kinds found in a row are replaced in it, so a pattern never rewrites a row the
+    detector did not report.
+    """
+    kinds_in_row = _kinds_with("redact")
+    mask = df.select((kinds_in_row.list.len() > 0).alias("m")).to_series()
+    if not mask.any():
+        return df
+    idx = mask.arg_true()
+    sub = df[idx]
+    parts = []
+    # rows differ in which kinds they hold: redact group by group
+    sub = sub.with_columns(kinds_in_row.list.join(",").alias("__kinds"), pl.Series("__i", idx))
+    for (key,), group in sub.group_by(["__kinds"], maintain_order=True):
+        kinds = [k for k in str(key).split(",") if k in redact_kinds]
+        fields = {
+            "content": redact(pl.field("content"), kinds),
+            "tool_calls": redact(pl.field("tool_calls"), kinds),
+        }
+        group = group.with_columns(
+            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(**fields)).cast(df.schema[MESSAGES])
+        )
+        if META in group.columns:
+            group = group.with_columns(redact(pl.col(META), kinds))
+        parts.append(group)
+    redacted = pl.concat(parts).sort("__i")
+    full = df.with_columns(pl.int_range(pl.len(), dtype=redacted.schema["__i"]).alias("__i"))
+    full = full.join(redacted.select("__i", MESSAGES, *([META] if META in df.columns else [])), on="__i", how="left",
+                     suffix="__red", maintain_order="left")
+    replace = [pl.coalesce(pl.col(f"{MESSAGES}__red"), pl.col(MESSAGES)).alias(MESSAGES)]
+    if META in df.columns:
+        replace.append(
+            pl.when(pl.col("__i").is_in(idx.implode())).then(pl.col(f"{META}__red")).otherwise(pl.col(META)).alias(META)
+        )
+    return full.with_columns(replace).select(df.columns)
+
+
+def _summary(df: pl.DataFrame, policy: dict[str, str]) -> dict:
+    per_kind = (
+        df.select(pl.col(SECRET_FINDINGS))
+        .with_row_index("__r")
+        .explode(SECRET_FINDINGS)
+        .drop_nulls(SECRET_FINDINGS)
+        .select("__r", pl.col(SECRET_FINDINGS).struct.field("kind"))
+        .unique()
+        .group_by("kind")
+        .len()
+    )
+    counts = dict(per_kind.iter_rows()) if per_kind.height else {}
+    return {
+        "rows": df.height,
+        "rows_with_findings": int(df.select((pl.col(SECRET_FINDINGS).list.len() > 0).sum()).item()) if df.height else 0,
+        "kinds": {k: {"rows": int(counts.get(k, 0)), "action": policy[k]} for k in KINDS},
+    }

@@ -1,21 +1,287 @@
-"""Token counts and the context budget with the real Mistral tokenizer (issue 6).
+"""Token counts and the context budget, with the tokenizer the trainer uses (issue 6).
 
-Placeholder: passes rows through until the stage is built.
+Reads `messages`. Writes `n_tokens` Int64 (the whole sequence, BOS included), `n_assistant_tokens`
+Int64 (tokens the trainer computes loss on: assistant turns and their EOS, weight-0 turns excluded),
+`turn_tokens` List(Int64) (tokens per message, summing to `n_tokens`) and `truncated_turns` Int32
+(messages dropped by the `truncate` policy, 0 otherwise); under `truncate` it also rewrites `messages`
+of the rows it shortened (their `content_hash` still names the source record).
+
+All counts come from `curator.tokenize_chat.ChatTokenizer`, the module the trainer (finetune/data.py)
+builds its sequences and loss masks with, so the budget is the length the trainer sees.
+
+Most trainers silently cut an example longer than the context (e.g. TRL's SFTTrainer `max_length`
+truncates from the right), which drops the end of the answer and its EOS; here the policy decides:
+
+- `reject` (default): rows over the context get `tokens.over_budget` (the count in the detail).
+- `truncate`: drop whole earliest exchanges (a user turn with the assistant/tool turns after it),
+  keep every system message, never cut inside a turn; the fewest exchanges that make the example fit
+  (and leave a trained token) are dropped. If even the last exchange alone is too long, the row gets
+  `tokens.over_budget`. This is the "drop the oldest turns" strategy of chat-history truncation
+  (mistral-common's `truncate_for_context_length` drops whole messages from the start, likewise).
+- `report`: count and report rows over the context, reject nothing.
+
+Rows with no trained token (no assistant turn with weight 1) get `tokens.no_trainable`: the trainer
+would spend compute on them and learn nothing (finetune/data.py skips them too).
+
+The stage also puts a training cost estimate into the report (curator/cost.py): tokens seen and
+trained x `epochs`, over the throughput of each GPU option in the prices file.
 """
 
 from __future__ import annotations
 
-import polars as pl
-from pydantic import BaseModel, ConfigDict
+import hashlib
+from typing import Literal
 
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curator import columns as C
+from curator.columns import with_reject
+from curator.gates import Gate
 from curator.stages.base import StageContext
 
 NAME = "tokens"
 
+N_TOKENS = "n_tokens"
+N_ASSISTANT_TOKENS = "n_assistant_tokens"
+TURN_TOKENS = "turn_tokens"
+TRUNCATED_TURNS = "truncated_turns"
+
+OVER_BUDGET = "tokens.over_budget"
+NO_TRAINABLE = "tokens.no_trainable"
+TEMPLATE_ERROR = "tokens.template_error"
+
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    model: str = Field(
+        "mistral-7b-instruct-v0.2",
+        description="model profile (mistral-7b-instruct-v0.2 | codellama-13b-instruct | phi-3-mini-4k-instruct, "
+        "see curator/model_profiles.py) or a path to a Hugging Face tokenizer folder with a chat template",
+    )
+    tokenizer_path: str | None = Field(
+        None, description="folder with the tokenizer of a profile that is not built in (all but Mistral)"
+    )
+    context_length: int | None = Field(
+        None, ge=1, description="tokens per example; null uses the profile's (8,192 for Mistral-7B-Instruct-v0.2)"
+    )
+    policy: Literal["reject", "truncate", "report"] = Field(
+        "reject", description="examples over the context: reject | truncate (drop earliest exchanges) | report"
+    )
+    batch_size: int = Field(
+        8192, ge=1, description="conversations per batched tokenizer call (one progress step; bounds memory)"
+    )
+    epochs: int = Field(3, ge=1, description="epochs of the cost estimate (3: the model-selection guide's recipe)")
+    prices_file: str | None = Field(
+        None, description="GPU options, prices and throughput model (YAML); null = curator/data/gpu_prices.yaml"
+    )
+    throughput: dict[str, float] | None = Field(
+        None, description="training tokens/s by GPU option name; overrides the FLOPs-based default of that option"
+    )
+    mfu: float | None = Field(
+        None, gt=0, le=1, description="model FLOPs utilisation of the default throughput; null = the prices file's"
+    )
+    n_params: float | None = Field(
+        None, gt=0, description="model parameters for the default throughput; null = the profile's"
+    )
+
+
+def _tokenizer(cfg: Config):
+    from curator.tokenize_chat import ChatTokenizer
+
+    return ChatTokenizer.load(cfg.model, tokenizer_path=cfg.tokenizer_path, context_length=cfg.context_length)
+
+
+def _exchanges(messages: list[dict]) -> list[int]:
+    """Exchange index of each message (-1 for system): a new exchange starts at each user turn."""
+    out: list[int] = []
+    current = 0
+    seen_user = False
+    for msg in messages:
+        role = msg.get("role")
+        if role == "system":
+            out.append(-1)
+            continue
+        if role == "user":
+            if seen_user:
+                current += 1
+            seen_user = True
+        out.append(current)
+    return out
+
+
+def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tuple[dict[int, tuple], dict[int, int]]:
+    """The fewest earliest exchanges to drop from each over-budget row.
+
+    Returns row -> (kept messages, encoding, messages dropped) for rows that fit after dropping,
+    and row -> tokens of the last exchange alone (with the system prompt) for rows that have one.
+    """
+    candidates: list[tuple[int, list[dict], int]] = []
+    for i in over:
+        ex = _exchanges(convs[i])
+        n_ex = max(ex) + 1 if ex else 0
+        for k in range(1, n_ex):
+            kept = [m for m, e in zip(convs[i], ex) if e == -1 or e >= k]
+            candidates.append((i, kept, len(convs[i]) - len(kept)))
+    results = tok.encode_batch_or_errors([c[1] for c in candidates]) if candidates else []
+    chosen: dict[int, tuple] = {}
+    last_alone: dict[int, int] = {}
+    for (i, kept, dropped), enc in zip(candidates, results):
+        if isinstance(enc, str):
+            continue
+        last_alone[i] = enc.n_tokens  # candidates come in order of k, the last one is the last exchange
+        if i not in chosen and enc.n_tokens <= limit and enc.n_trained > 0:
+            chosen[i] = (kept, enc, dropped)
+    return chosen, last_alone
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    return df
+    cfg: Config = ctx.config.tokens
+    tok = _tokenizer(cfg)
+    limit = tok.profile.context_length
+    convs: list[list[dict]] = df.get_column(C.MESSAGES).to_list()
+
+    encoded: list = []
+    with ctx.progress.task("tokens", total=len(convs)) as advance:
+        for start in range(0, len(convs), cfg.batch_size):
+            chunk = convs[start : start + cfg.batch_size]
+            encoded.extend(tok.encode_batch_or_errors(chunk))
+            advance(len(chunk))
+
+    errors = [enc if isinstance(enc, str) else None for enc in encoded]
+    over = [i for i, enc in enumerate(encoded) if not isinstance(enc, str) and enc.n_tokens > limit]
+    truncated: dict[int, tuple] = {}
+    last_alone: dict[int, int] = {}
+    if cfg.policy == "truncate" and over:
+        truncated, last_alone = _truncate(tok, convs, over, limit)
+        for i, (_kept, enc, _dropped) in truncated.items():
+            encoded[i] = enc
+
+    n_tokens = [None if isinstance(e, str) else e.n_tokens for e in encoded]
+    n_trained = [None if isinstance(e, str) else e.n_trained for e in encoded]
+    turns = [None if isinstance(e, str) else e.turn_tokens for e in encoded]
+    dropped = [0] * len(encoded)
+    for i, (_kept, _enc, k) in truncated.items():
+        dropped[i] = k
+    df = df.with_columns(
+        pl.Series(N_TOKENS, n_tokens, dtype=pl.Int64),
+        pl.Series(N_ASSISTANT_TOKENS, n_trained, dtype=pl.Int64),
+        pl.Series(TURN_TOKENS, turns, dtype=pl.List(pl.Int64)),
+        pl.Series(TRUNCATED_TURNS, dropped, dtype=pl.Int32),
+        pl.Series("_error", errors, dtype=pl.Utf8),
+        pl.Series("_last_alone", [last_alone.get(i) for i in range(len(encoded))], dtype=pl.Int64),
+    )
+    if truncated:
+        idx = sorted(truncated)
+        new = pl.Series(C.MESSAGES, [truncated[i][0] for i in idx], dtype=df.schema[C.MESSAGES])
+        df = df.with_columns(df.get_column(C.MESSAGES).scatter(idx, new))
+
+    fits = pl.col(N_TOKENS) <= limit
+    if cfg.policy in ("reject", "truncate"):
+        detail = pl.format(
+            "{} tokens > {}-token context of {}", pl.col(N_TOKENS), pl.lit(limit), pl.lit(tok.profile.name)
+        )
+        if cfg.policy == "truncate":
+            alone = pl.format("; its last exchange alone is {} tokens", pl.col("_last_alone"))
+            detail = detail + pl.when(pl.col("_last_alone").is_not_null()).then(alone).otherwise(
+                pl.lit("; it is a single exchange")
+            )
+        df = with_reject(df, ~fits, OVER_BUDGET, detail)
+    df = with_reject(df, pl.col(N_ASSISTANT_TOKENS) == 0, NO_TRAINABLE, "no assistant token is trained")
+    df = with_reject(df, pl.col("_error").is_not_null(), TEMPLATE_ERROR, pl.col("_error"))
+
+    _summarise(df, ctx, cfg, tok, n_over=len(over), n_truncated=len(truncated))
+    return df.drop("_error", "_last_alone")
+
+
+def _cost(ctx: StageContext, cfg: Config, tok, seen: int, trained: int) -> dict:
+    from curator.cost import estimate_cost, load_prices
+
+    return estimate_cost(
+        tokens_seen=seen,
+        tokens_trained=trained,
+        epochs=cfg.epochs,
+        prices=load_prices(cfg.prices_file),
+        n_params=cfg.n_params or tok.profile.n_params,
+        throughput=cfg.throughput,
+        mfu=cfg.mfu,
+    )
+
+
+def _summarise(df: pl.DataFrame, ctx: StageContext, cfg: Config, tok, n_over: int, n_truncated: int) -> None:
+    reasons = pl.col(C.REJECT_REASONS)
+    stats = df.select(
+        pl.len().alias("examples"),
+        pl.col(N_TOKENS).sum().alias("tokens_seen"),
+        pl.col(N_ASSISTANT_TOKENS).sum().alias("tokens_trained"),
+        pl.col(N_TOKENS).max().alias("max_tokens"),
+        pl.col(N_TOKENS).quantile(0.5, "nearest").alias("p50_tokens"),
+        pl.col(N_TOKENS).quantile(0.99, "nearest").alias("p99_tokens"),
+        reasons.list.contains(pl.lit(OVER_BUDGET)).sum().alias("rejected_over_budget"),
+        reasons.list.contains(pl.lit(NO_TRAINABLE)).sum().alias("rejected_no_trainable"),
+        reasons.list.contains(pl.lit(TEMPLATE_ERROR)).sum().alias("rejected_template_error"),
+        pl.col(TRUNCATED_TURNS).sum().alias("truncated_turns"),
+    ).row(0, named=True)
+    kept = df.filter(C.alive()).select(pl.col(N_TOKENS).sum(), pl.col(N_ASSISTANT_TOKENS).sum()).row(0)
+    seen, trained = int(kept[0] or 0), int(kept[1] or 0)
+    ctx.summaries[NAME] = {
+        "model": tok.profile.name,
+        "chat_format": tok.profile.chat_format,
+        "context_length": tok.profile.context_length,
+        "policy": cfg.policy,
+        **{k: (0 if v is None else int(v)) for k, v in stats.items()},
+        "over_budget": n_over,
+        "truncated_examples": n_truncated,
+        "kept_examples": int(df.filter(C.alive()).height),
+        "kept_tokens_seen": seen,
+        "kept_tokens_trained": trained,
+        "cost": _cost(ctx, cfg, tok, seen, trained),
+    }
+    ctx.manifest[NAME] = _manifest(tok)
+
+
+def _manifest(tok) -> dict:
+    import importlib.metadata as md
+
+    info = {
+        "model": tok.profile.name,
+        "chat_format": tok.profile.chat_format,
+        "context_length": tok.profile.context_length,
+        "tokenizers": md.version("tokenizers"),
+    }
+    if tok.profile.tokenizer_path is None and tok.profile.chat_format == "mistral-v1":
+        from curator.tokenize_chat import mistral_v1_model_file
+
+        path = mistral_v1_model_file()
+        info["tokenizer_file"] = f"mistral_common/data/{path.name}"
+        info["tokenizer_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        info["mistral_common"] = md.version("mistral-common")
+    else:
+        info["tokenizer_path"] = tok.profile.tokenizer_path
+    return info
+
+
+def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
+    """Token budget: every kept example fits the context (value = the longest kept example).
+
+    Also records the cost estimate of the final kept set (later stages drop more rows than this
+    stage saw) in the report, as summaries["tokens"]["cost_kept"].
+    """
+    cfg: Config = ctx.config.tokens
+    tok = _tokenizer(cfg)
+    limit = tok.profile.context_length
+    if N_TOKENS not in kept_df.columns:
+        return []
+    n = kept_df.height
+    longest = int(kept_df.get_column(N_TOKENS).max() or 0) if n else 0
+    n_over = int((kept_df.get_column(N_TOKENS) > limit).sum()) if n else 0
+    passed = n_over == 0
+    if passed:
+        message = f"all {n:,} kept examples fit the {limit:,}-token context (longest {longest:,}, {limit - longest:,} spare)"
+    else:
+        message = f"{n_over:,} of {n:,} kept examples exceed the {limit:,}-token context (longest {longest:,})"
+    if NAME in ctx.summaries and n:
+        seen = int(kept_df.get_column(N_TOKENS).sum())
+        trained = int(kept_df.get_column(N_ASSISTANT_TOKENS).sum())
+        ctx.summaries[NAME]["cost_kept"] = _cost(ctx, cfg, tok, seen, trained)
+    return [Gate(name="tokens.within_context", passed=passed, value=float(longest), threshold=float(limit), message=message)]

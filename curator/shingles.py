@@ -1,0 +1,195 @@
+"""Chat-aware shingles: the sets near-duplicate detection compares (issue 3).
+
+A record's shingle set is built from the turns of the roles being compared, one turn at a time
+(an n-gram never spans two turns, so moving text between turns is visible):
+
+- Text is the normalised turn content (NFC, LF; see stages/normalize.py), lower-cased, cut into
+  word tokens. Scripts written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar)
+  give one token per character, so Chinese and Japanese are shingled by characters; everything else
+  gives one token per run of word characters (punctuation and whitespace are separators, so
+  re-formatting does not change the set). This is the word tokenisation of datatrove's
+  `simplify_text` + word n-grams and of text-dedup's MinHash, with the CJK rule of text-dedup's
+  `ngrams(..., min_length)` for character-level scripts.
+- A system prompt shared by many records is left out (`system_prompt="drop_shared"`), otherwise
+  every record that shares it would look like a duplicate of every other.
+- Each token is hashed once with xxh3-64 (the `xxhash` package) over its UTF-8 bytes; an n-gram's
+  64-bit value is the polynomial (Rabin-Karp) combination of its token hashes modulo 2**64, so no
+  per-shingle Python call is needed. datasketch's "affine64" MinHash scheme pre-mixes every value with
+  the MurmurHash3 finalizer before permuting it, so the combination needs no extra avalanche step.
+- A turn shorter than n tokens becomes one shingle (all its tokens), as in text-dedup, so a two-word
+  turn still counts.
+
+Every function here is columnar: tokenisation is one Polars expression over all turns, n-gram hashes
+are numpy over the flat token array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import xxhash
+
+# One token per character for scripts written without spaces; other word-character runs are one token.
+_NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+TOKEN_PATTERN = rf"[{_NO_SPACE_SCRIPTS}]|[^\W{_NO_SPACE_SCRIPTS}]+"
+
+# Multiplier of the polynomial n-gram hash: the 64-bit golden-ratio constant (odd, so multiplying by
+# it is a bijection modulo 2**64), as used by Fibonacci hashing.
+_POLY = np.uint64(0x9E3779B97F4A7C15)
+
+SYSTEM_PROMPT_POLICIES = ("drop_shared", "keep", "drop")
+
+
+@dataclass(frozen=True)
+class Turns:
+    """The tokenised turns of a frame, flat.
+
+    `record[t]`, `role[t]`, `start[t]`, `length[t]` describe turn t (turns are in record order);
+    its token hashes are `tokens[start[t]:start[t] + length[t]]`.
+    """
+
+    n_records: int
+    record: np.ndarray  # int64
+    role: np.ndarray  # object (str)
+    start: np.ndarray  # int64
+    length: np.ndarray  # int64
+    tokens: np.ndarray  # uint64, xxh3-64 of each token
+    dropped_system_prompts: int  # distinct shared system prompts left out
+
+    def words(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Tokens per record, over the turns in `mask` (all turns when None)."""
+        lengths = self.length if mask is None else np.where(mask, self.length, 0)
+        return np.bincount(self.record, weights=lengths, minlength=self.n_records).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ShingleSets:
+    """One shingle multiset per record, flat: record i's values are `hashes[offsets[i]:offsets[i+1]]`."""
+
+    hashes: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, n_records + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def raw(self, i: int) -> np.ndarray:
+        return self.hashes[self.offsets[i] : self.offsets[i + 1]]
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def tokenize_turns(
+    messages: pl.Series,
+    roles: list[str] | tuple[str, ...],
+    system_prompt: str = "drop_shared",
+    shared_system_min_records: int = 2,
+) -> Turns:
+    """Tokenise the turns of `roles` in `messages` (a List(MESSAGE) Series, one entry per record).
+
+    With `system_prompt="drop_shared"`, a system prompt whose exact normalised text occurs in at least
+    `shared_system_min_records` records is left out; "drop" leaves every system prompt out, "keep"
+    keeps them all (both only matter when "system" is in `roles`).
+    """
+    if system_prompt not in SYSTEM_PROMPT_POLICIES:
+        raise ValueError(f"system_prompt must be one of {', '.join(SYSTEM_PROMPT_POLICIES)}, got {system_prompt!r}")
+    n = len(messages)
+    turns = (
+        pl.DataFrame({"_rec": np.arange(n, dtype=np.int64), "_m": messages})
+        .explode("_m")
+        .filter(pl.col("_m").is_not_null())
+        .select(
+            "_rec",
+            pl.col("_m").struct.field("role").alias("_role"),
+            pl.col("_m").struct.field("content").fill_null("").alias("_content"),
+        )
+        .filter(pl.col("_role").is_in(list(roles)))
+    )
+    dropped = 0
+    if "system" in roles and system_prompt != "keep":
+        is_system = pl.col("_role") == "system"
+        if system_prompt == "drop":
+            drop = is_system
+        else:
+            n_records = pl.col("_rec").n_unique().over("_content")
+            shared = turns.filter(is_system).select(
+                pl.col("_content").filter(n_records >= shared_system_min_records).unique()
+            )
+            dropped = shared.height
+            drop = is_system & pl.col("_content").is_in(shared.get_column("_content").implode())
+        turns = turns.filter(~drop)
+    token_lists = turns.select(pl.col("_content").str.to_lowercase().str.extract_all(TOKEN_PATTERN)).to_series()
+    length = token_lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = token_lists.explode().drop_nulls()
+    if len(flat):
+        # Hash each distinct token once, then map every occurrence to its hash inside Polars.
+        distinct = flat.unique()
+        values = np.fromiter(
+            (xxhash.xxh3_64_intdigest(t.encode("utf-8")) for t in distinct.to_list()),
+            dtype=np.uint64,
+            count=len(distinct),
+        )
+        tokens = flat.replace_strict(distinct, pl.Series(values, dtype=pl.UInt64), return_dtype=pl.UInt64).to_numpy()
+    else:
+        tokens = np.zeros(0, dtype=np.uint64)
+    start = np.zeros(len(length), dtype=np.int64)
+    if len(length):
+        start[1:] = np.cumsum(length)[:-1]
+    return Turns(
+        n_records=n,
+        record=turns.get_column("_rec").to_numpy().astype(np.int64),
+        role=turns.get_column("_role").to_numpy(),
+        start=start,
+        length=length,
+        tokens=np.ascontiguousarray(tokens, dtype=np.uint64),
+        dropped_system_prompts=dropped,
+    )
+
+
+def shingle(turns: Turns, n_per_record: np.ndarray | int, turn_mask: np.ndarray | None = None) -> ShingleSets:
+    """Word n-gram hashes of each record, n given per record (`n_per_record`) or for all.
+
+    Only turns in `turn_mask` count. A turn shorter than its n is one shingle of all its tokens.
+    """
+    n_rec = np.broadcast_to(np.asarray(n_per_record, dtype=np.int64), (turns.n_records,))
+    use = turns.length > 0 if turn_mask is None else (turns.length > 0) & turn_mask
+    t_idx = np.flatnonzero(use)
+    t_len = turns.length[t_idx]
+    t_n = np.minimum(n_rec[turns.record[t_idx]], t_len)  # a short turn is one shingle
+    per_turn = t_len - t_n + 1
+    total = int(per_turn.sum())
+    owner = np.repeat(np.arange(len(t_idx)), per_turn)  # which used turn each shingle belongs to
+    first = np.zeros(len(t_idx), dtype=np.int64)
+    if len(t_idx):
+        first[1:] = np.cumsum(per_turn)[:-1]
+    pos = turns.start[t_idx][owner] + (np.arange(total, dtype=np.int64) - first[owner])
+    n_pos = t_n[owner]
+    tok = turns.tokens
+    values = tok[pos].copy()
+    longest = int(n_pos.max()) if total else 0
+    uniform = total and int(n_pos.min()) == longest
+    for k in range(1, longest):
+        if uniform:  # the common case: every turn is long enough, no masking needed
+            values = values * _POLY + tok[pos + k]
+        else:
+            more = n_pos > k
+            values[more] = values[more] * _POLY + tok[pos[more] + k]
+    rec_of = turns.record[t_idx][owner]
+    offsets = np.searchsorted(rec_of, np.arange(turns.n_records + 1), side="left").astype(np.int64)
+    return ShingleSets(hashes=values, offsets=offsets)
+
+
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """The set of a record's shingle values (sorted, unique), for exact Jaccard."""
+    return np.unique(values)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two shingle sets given as sorted unique arrays; 0.0 when both are empty."""
+    if len(a) == 0 and len(b) == 0:
+        return 0.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+

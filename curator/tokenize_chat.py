@@ -1,0 +1,512 @@
+"""Conversation -> token ids and trained-token mask: the one truth for tokens (DESIGN.md, principle 4).
+
+Used by the token-budget stage (curator/stages/tokens.py) and by the trainer (finetune/), so the
+length the report shows is the length the trainer sees.
+
+    tok = ChatTokenizer.load()                       # mistral-7b-instruct-v0.2, offline
+    enc = tok.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    enc.ids, enc.trained, enc.turn_tokens            # [1, 733, 16289, ...], [False, ..., True], [8, 4]
+
+Mistral-7B-Instruct-v0.2 (`mistral-v1` chat format)
+---------------------------------------------------
+The reference is mistral-common's `MistralTokenizer.v1()` chat-completion encoding
+(`InstructRequestNormalizer` + `InstructTokenizerV1`, mistral-common 1.13); this module reproduces it
+id for id (tests/test_tokenize_chat.py checks every record of ../shared/data/chat). What the
+reference does, and so what we do:
+
+- The sequence is BOS, then one segment per turn, each encoded by SentencePiece *on its own*
+  (so each segment gets its own dummy-prefix "▁"): a user turn is the text `[INST] {content} [/INST]`,
+  an assistant turn is `{content}` followed by EOS. Rendering the whole template as one string and
+  tokenizing it gives different ids at turn boundaries (`[/INST]The` vs `[/INST]` + `▁The`), which is
+  why we encode per segment.
+- System prompts: every non-empty system message, wherever it stands, is joined with "\\n\\n" and
+  prepended to the FIRST user turn as `{system}\\n\\n{user}` (InstructTokenizerV1.encode_user_message,
+  `is_first`); system messages produce no segment of their own.
+- Consecutive messages of the same role (and, for assistant turns, the same weight) are merged
+  into one turn, their non-empty contents joined with "\\n\\n"; a system message between two user
+  messages keeps them apart (InstructRequestNormalizer._aggregate_messages).
+- A conversation that does not start with a user turn gets an empty user turn first
+  (`[INST]  [/INST]`).
+- `weight` (0/1) does not change the ids; a weight-0 assistant turn is not trained.
+
+Structures the v1 reference refuses, and the encoding we give them instead:
+
+- `tool` turns (the Glaive tool-call file): v1 raises "Tools not implemented for tokenizer V1".
+  We encode a tool turn as a user turn (`[INST] {tool output} [/INST]`, not trained): exactly the
+  reference encoding of the same conversation with the tool turns relabelled `user`, which the tests
+  check. The assistant turns that call a function hold the call as JSON text in `content` and are
+  ordinary, trained assistant turns.
+- assistant `tool_calls` (JSON text): v1 raises; we encode the calls' JSON text as the turn's
+  content (after the content and "\\n\\n" when there is both), trained like any answer.
+- an empty assistant turn: v1 raises; we encode it as EOS alone (trained unless weight 0).
+- a conversation ending in a user or tool turn: the reference's finetuning validator refuses it;
+  we encode it all the same (its last turn is simply not trained).
+
+`turn_tokens[i]` counts the tokens attributed to message i; they sum to `n_tokens`. Each token of
+a segment goes to the message whose text it starts in (by character offsets); the segment's
+template text goes to the message it wraps: `[INST] ` to the first message inside the segment (the
+system message when the system prompt is folded in), ` [/INST]` to the last, EOS to the assistant
+turn. The BOS and an inserted empty user turn go to message 0.
+
+Other models
+------------
+`llama-2`, `phi-3` and `hf-template` formats render the model's Jinja chat template, as
+`transformers`' `apply_chat_template` does, and tokenize the result with the model's
+`tokenizer.json`; per-message spans come from rendering each prefix of the conversation, and an
+assistant turn is trained from the start of its content to the end of its span (so its closing
+`</s>` or `<|end|>` is trained, its header is not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from tokenizers import Tokenizer, decoders, models, normalizers
+
+from curator.errors import CurateError
+from curator.model_profiles import DEFAULT_MODEL, ModelProfile, resolve_profile
+
+__all__ = ["ChatFormatError", "ChatTokenizer", "EncodedChat", "mistral_v1_model_file"]
+
+
+@dataclass(frozen=True)
+class EncodedChat:
+    """One conversation as the trainer sees it."""
+
+    ids: list[int]  # full sequence, starting with BOS
+    trained: list[bool]  # same length; True on assistant-turn tokens and their EOS (weight-0 turns: False)
+    turn_tokens: list[int]  # tokens attributed to each message, in message order; sums to n_tokens
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_trained(self) -> int:
+        return sum(self.trained)
+
+
+class ChatFormatError(ValueError):
+    """The chat template refused a conversation (e.g. roles that do not alternate)."""
+
+
+def mistral_v1_model_file() -> Path:
+    """The Mistral-7B-Instruct-v0.2 SentencePiece model shipped inside the mistral-common wheel."""
+    import mistral_common
+
+    path = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    if not path.is_file():
+        raise CurateError(f"{path} not found: reinstall mistral-common (it ships the Mistral v1 tokenizer)")
+    return path
+
+
+# --- the fast tokenizer, built from the SentencePiece model --------------------------------------
+
+
+def tokenizer_from_sentencepiece(model_file: Path) -> Tokenizer:
+    """A `tokenizers` BPE equal to the SentencePiece BPE model in `model_file`.
+
+    Same construction as transformers' LlamaConverter / SentencePieceExtractor: the vocab is
+    SentencePiece's pieces with their ids; a merge (l, r) exists for every split of a normal piece
+    into two normal pieces, ranked by the merged piece's score (SentencePiece BPE applies the
+    highest-scoring pair first), ties by id; unknown characters fall back to <0xNN> byte pieces.
+    The normalizer is SentencePiece's `identity` rule with `add_dummy_prefix` (a leading "▁") and
+    spaces as "▁" (checked for tokenizer.model.v1: name identity, add_dummy_prefix true,
+    remove_extra_whitespaces false). Control pieces (<s>, </s>) are *not* added as special tokens,
+    because SentencePiece never produces them from text: "<s>" in a message is three characters.
+    """
+    import sentencepiece as spm  # the SentencePiece reader; only needed on this (cached) path
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    n = sp.get_piece_size()
+    vocab = {sp.id_to_piece(i): i for i in range(n)}
+    normal = {
+        sp.id_to_piece(i)
+        for i in range(n)
+        if not (sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i))
+    }
+    ranked: list[tuple[float, int, int, int, tuple[str, str]]] = []
+    for i in range(n):
+        piece = sp.id_to_piece(i)
+        if piece not in normal or len(piece) < 2:
+            continue
+        for k in range(1, len(piece)):
+            left, right = piece[:k], piece[k:]
+            if left in normal and right in normal:
+                ranked.append((-sp.get_score(i), i, vocab[left], vocab[right], (left, right)))
+    ranked.sort()
+    bpe = models.BPE(
+        vocab=vocab,
+        merges=[pair for *_, pair in ranked],
+        unk_token=sp.id_to_piece(sp.unk_id()),
+        fuse_unk=True,
+        byte_fallback=True,
+    )
+    tok = Tokenizer(bpe)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    return tok
+
+
+# --- segment plans ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Segment:
+    """One separately tokenized piece of a conversation."""
+
+    text: str
+    assistant: bool  # followed by EOS
+    trained: bool
+    # (message index, char offset from which tokens count for it), offsets ascending
+    parts: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _assistant_text(msg: dict) -> str:
+    content = _text(msg.get("content"))
+    calls = msg.get("tool_calls")
+    if isinstance(calls, str) and calls:
+        return f"{content}\n\n{calls}" if content else calls
+    return content
+
+
+_JOIN = "\n\n"  # mistral_common InstructRequestNormalizer._msg_join_str
+
+
+def _plan_mistral_v1(messages: Sequence[dict]) -> list[_Segment]:
+    system = [(i, _text(m.get("content"))) for i, m in enumerate(messages) if m.get("role") == "system"]
+    system = [(i, c) for i, c in system if c]
+    # runs of the same (role, weight); tool turns count as user turns (see module docstring)
+    runs: list[tuple[str, Any, list[tuple[int, str]]]] = []
+    key = None
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        if role == "tool":
+            role = "user"
+        weight = msg.get("weight") if role == "assistant" else None
+        if (role, weight) != key:
+            runs.append((role, weight, []))
+            key = (role, weight)
+        if role == "assistant":
+            runs[-1][2].append((i, _assistant_text(msg)))
+        elif role == "user":
+            runs[-1][2].append((i, _text(msg.get("content"))))
+    runs = [r for r in runs if r[0] != "system"]
+    if not runs or runs[0][0] != "user":
+        runs.insert(0, ("user", None, []))
+
+    segments: list[_Segment] = []
+    first_user = True
+    for role, weight, items in runs:
+        if role == "user":
+            pieces: list[tuple[int, str]] = []
+            if first_user and system:
+                pieces.extend(system)
+                pieces.append((-1, ""))  # marks the "\n\n" that always follows the system prompt
+            first_user = False
+            pieces.extend(items)
+            text, parts = _join_parts(pieces, start=len("[INST] "))
+            segments.append(_Segment(f"[INST] {text} [/INST]", False, False, parts))
+        else:
+            text, parts = _join_parts(items, start=0)
+            segments.append(_Segment(text, True, weight != 0, parts))
+    return segments
+
+
+def _join_parts(pieces: list[tuple[int, str]], start: int) -> tuple[str, list[tuple[int, int]]]:
+    """Join non-empty texts with "\\n\\n" and note where each message's text starts.
+
+    The (-1, "") marker stands for the system prompt's separator, which the reference writes even
+    when the user text after it is empty.
+    """
+    out: list[str] = []
+    parts: list[tuple[int, int]] = []
+    pos = start
+    for idx, text in pieces:
+        if idx == -1:
+            out.append(_JOIN)
+            pos += len(_JOIN)
+            continue
+        if text and out and out[-1] != _JOIN:
+            out.append(_JOIN)
+            pos += len(_JOIN)
+        parts.append((idx, pos))
+        out.append(text)
+        pos += len(text)
+    if parts:
+        parts[0] = (parts[0][0], 0)  # the segment's leading template text goes to its first message
+    return "".join(out), parts
+
+
+# --- the tokenizer -----------------------------------------------------------------------------------
+
+
+class ChatTokenizer:
+    """Turns conversations into `EncodedChat`s for one model profile."""
+
+    def __init__(
+        self,
+        profile: ModelProfile,
+        tokenizer: Tokenizer,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+        special_ids: frozenset[int] = frozenset(),
+    ) -> None:
+        self.profile = profile
+        self.tokenizer = tokenizer
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self._special_ids = special_ids
+        self._bos_token = tokenizer.id_to_token(bos_id)
+        self._eos_token = tokenizer.id_to_token(eos_id)
+        self._template = None
+        if profile.chat_format != "mistral-v1":
+            self._template = _compile_template(profile.chat_template or "")
+
+    @classmethod
+    def load(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        tokenizer_path: str | None = None,
+        context_length: int | None = None,
+    ) -> "ChatTokenizer":
+        """The tokenizer of a profile name (see curator/model_profiles.py) or of a Hugging Face folder.
+
+        `tokenizer_path` gives a named profile other than Mistral its tokenizer folder;
+        `context_length` overrides the profile's context. Loads nothing from the network.
+        Memoised: the stage and the trainer share one instance per argument set.
+        """
+        return _load(model, None if tokenizer_path is None else str(tokenizer_path), context_length)
+
+    # -- encoding --
+
+    def encode(self, messages: list[dict]) -> EncodedChat:
+        """One conversation; messages are dicts with role, content, optional weight/tool_calls/tool_call_id."""
+        return self.encode_batch([messages])[0]
+
+    def encode_batch(self, conversations: list[list[dict]]) -> list[EncodedChat]:
+        """Many conversations in one batched `tokenizers` call (parallel over all cores).
+
+        Raises ChatFormatError (naming the conversation's index) when a chat template refuses one;
+        the Mistral format gives every conversation an encoding.
+        """
+        results = self.encode_batch_or_errors(conversations)
+        for i, res in enumerate(results):
+            if isinstance(res, str):
+                raise ChatFormatError(f"conversation {i}: {res}")
+        return results  # type: ignore[return-value]
+
+    def encode_batch_or_errors(self, conversations: list[list[dict]]) -> list[EncodedChat | str]:
+        """Like encode_batch, but a refused conversation yields its error text instead of raising."""
+        for i, conv in enumerate(conversations):
+            if not conv:
+                raise ChatFormatError(f"conversation {i}: a conversation needs at least one message")
+        if self._template is None:
+            return list(self._encode_mistral_v1(conversations))
+        return self._encode_template(conversations)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`, special tokens (BOS, EOS, ...) left out."""
+        return self.tokenizer.decode([i for i in ids if i not in self._special_ids], skip_special_tokens=True)
+
+    def _encode_mistral_v1(self, conversations: list[list[dict]]) -> list[EncodedChat]:
+        plans = [_plan_mistral_v1(conv) for conv in conversations]
+        single: list[str] = []  # segments owned by one message: no offsets needed (faster call)
+        multi: list[str] = []
+        for plan in plans:
+            for seg in plan:
+                (single if len(seg.parts) <= 1 else multi).append(seg.text)
+        # A segment's ids do not depend on its neighbours, so each distinct text is encoded once
+        # (repeated system prompts, answers shared by near-duplicate records, "[INST]  [/INST]" ...).
+        unique = list(dict.fromkeys(single))
+        encoded = self.tokenizer.encode_batch_fast(unique, add_special_tokens=False) if unique else []
+        by_text = {text: enc.ids for text, enc in zip(unique, encoded)}
+        enc_multi = self.tokenizer.encode_batch(multi, add_special_tokens=False) if multi else []
+        it_single, it_multi = iter(single), iter(enc_multi)
+        bos, eos = self.bos_id, self.eos_id
+        out: list[EncodedChat] = []
+        for conv, plan in zip(conversations, plans):
+            ids = [bos]
+            trained = [False]
+            turns = [0] * len(conv)
+            turns[0] = 1
+            for seg in plan:
+                if len(seg.parts) <= 1:
+                    seg_ids = by_text[next(it_single)]
+                    owner = seg.parts[0][0] if seg.parts else 0
+                    turns[owner] += len(seg_ids)
+                else:
+                    enc = next(it_multi)
+                    seg_ids = enc.ids
+                    starts = [p[1] for p in seg.parts]
+                    for start, _end in enc.offsets:
+                        turns[seg.parts[max(bisect_right(starts, start) - 1, 0)][0]] += 1
+                    owner = seg.parts[-1][0]
+                ids.extend(seg_ids)
+                trained.extend([seg.trained] * len(seg_ids))
+                if seg.assistant:
+                    ids.append(eos)
+                    trained.append(seg.trained)
+                    turns[owner] += 1
+            out.append(EncodedChat(ids, trained, turns))
+        return out
+
+    def _encode_template(self, conversations: list[list[dict]]) -> list[EncodedChat | str]:
+        rendered: list[tuple[str, list[int], list[int], list[bool]] | str] = []
+        for conv in conversations:
+            try:
+                rendered.append(self._render_spans(conv))
+            except ChatFormatError as exc:
+                rendered.append(str(exc))
+        texts = [r[0] for r in rendered if not isinstance(r, str)]
+        encs = iter(self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else [])
+        out: list[EncodedChat | str] = []
+        for conv, r in zip(conversations, rendered):
+            if isinstance(r, str):
+                out.append(r)
+                continue
+            _text_, bounds, train_from, trainable = r
+            enc = next(encs)
+            turns = [0] * len(conv)
+            trained: list[bool] = []
+            for start, end in enc.offsets:
+                k = min(bisect_right(bounds, start), len(conv) - 1)
+                turns[k] += 1
+                # a token that reaches into the content is trained ("▁A" of " A" in Llama-2's " {answer}")
+                trained.append(trainable[k] and end > train_from[k])
+            out.append(EncodedChat(list(enc.ids), trained, turns))
+        return out
+
+    def _render_spans(self, conv: list[dict]) -> tuple[str, list[int], list[int], list[bool]]:
+        """The rendered text, the end offset of each message's span, where training starts in it."""
+        msgs = [_template_message(m) for m in conv]
+        full = self._render(msgs)
+        bounds: list[int] = []
+        train_from: list[int] = []
+        trainable: list[bool] = []
+        prev = 0
+        for k in range(1, len(msgs) + 1):
+            prefix = full if k == len(msgs) else self._render(msgs[:k])
+            if not full.startswith(prefix):
+                raise ChatFormatError(
+                    f"the chat template of {self.profile.name} renders message {k - 1} differently "
+                    "depending on what follows it; per-turn masks cannot be derived"
+                )
+            msg = msgs[k - 1]
+            is_trained = msg["role"] == "assistant" and conv[k - 1].get("weight") != 0
+            content = msg["content"].strip()
+            found = full.find(content, prev, len(prefix)) if content else -1
+            train_from.append(found if found >= 0 else prev)
+            trainable.append(is_trained)
+            bounds.append(len(prefix))
+            prev = len(prefix)
+        return full, bounds, train_from, trainable
+
+    def _render(self, msgs: list[dict]) -> str:
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return self._template.render(  # type: ignore[union-attr]
+                messages=msgs,
+                bos_token=self._bos_token,
+                eos_token=self._eos_token,
+                add_generation_prompt=False,
+            )
+        except TemplateError as exc:
+            raise ChatFormatError(f"chat template of {self.profile.name}: {exc}") from None
+
+
+def _template_message(msg: dict) -> dict:
+    out = {"role": msg.get("role"), "content": _text(msg.get("content"))}
+    calls = msg.get("tool_calls")
+    if isinstance(calls, str) and calls:
+        try:
+            out["tool_calls"] = json.loads(calls)
+        except json.JSONDecodeError:
+            out["tool_calls"] = calls
+    if msg.get("tool_call_id"):
+        out["tool_call_id"] = msg["tool_call_id"]
+    return out
+
+
+def _compile_template(source: str):
+    """Compile a chat template the way transformers does (sandboxed, trim/lstrip blocks, tojson)."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        from jinja2.exceptions import TemplateError
+
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(
+        x, indent=indent, ensure_ascii=ensure_ascii
+    )
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+def _special_token(cfg: dict, name: str) -> str | None:
+    value = cfg.get(name)
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8)
+def _load(model: str, tokenizer_path: str | None, context_length: int | None) -> ChatTokenizer:
+    profile = resolve_profile(model, tokenizer_path, context_length)
+    if profile.chat_format == "mistral-v1" and profile.tokenizer_path is None:
+        tok = tokenizer_from_sentencepiece(mistral_v1_model_file())
+        # Mistral has no pad token; padding positions are masked out, so EOS serves (as in mistral-finetune)
+        return ChatTokenizer(profile, tok, bos_id=1, eos_id=2, pad_id=2, special_ids=frozenset({0, 1, 2}))
+    if profile.tokenizer_path is None:
+        raise CurateError(
+            f"tokens.model: profile {profile.name!r} needs its tokenizer on disk: put the tokenizer files of "
+            f"{profile.hf_repo} (tokenizer.json, tokenizer_config.json) in a folder and set "
+            "tokens.tokenizer_path to it (nothing is downloaded)"
+        )
+    folder = Path(profile.tokenizer_path)
+    tok_file = folder / "tokenizer.json"
+    if not tok_file.is_file():
+        raise CurateError(f"tokens.tokenizer_path: {tok_file} not found")
+    tok = Tokenizer.from_file(os.fspath(tok_file))
+    cfg_file = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+    ids: dict[str, int] = {}
+    for name in ("bos_token", "eos_token"):
+        token = _special_token(cfg, name)
+        tid = tok.token_to_id(token) if token else None
+        if tid is None:
+            raise CurateError(f"{cfg_file}: field {name} missing or not in {tok_file}'s vocabulary")
+        ids[name] = tid
+    pad = _special_token(cfg, "pad_token")
+    pad_id = tok.token_to_id(pad) if pad else None
+    specials = frozenset(i for i, t in tok.get_added_tokens_decoder().items() if t.special) | {
+        ids["bos_token"],
+        ids["eos_token"],
+    }
+    return ChatTokenizer(
+        profile,
+        tok,
+        bos_id=ids["bos_token"],
+        eos_id=ids["eos_token"],
+        pad_id=ids["eos_token"] if pad_id is None else pad_id,
+        special_ids=specials,
+    )

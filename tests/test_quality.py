@@ -1,0 +1,237 @@
+"""The quality stage: each default rule on small inline examples (exact rule, value, action and
+reason code), the score, high_quality, the summary, the gate, and one property of the real data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator.columns import MESSAGE
+from curator.config import CurateConfig, load_config
+from curator.errors import CurateError
+from curator.stages import quality
+from curator.stages.base import StageContext
+from curator.stages.secrets import FINDING
+
+CHAT = Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"
+
+
+def frame(*convs, tokens=None, user_lang="en", assistant_lang="en", parse_error=None, findings=None) -> pl.DataFrame:
+    """Rows from (role, content) lists, with the upstream columns quality reads built inline."""
+    n = len(convs)
+    msgs = [[{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
+            for conv in convs]
+    return pl.DataFrame(
+        {
+            "messages": msgs,
+            "content_hash": [f"{i:032x}" for i in range(n)],
+            "reject_reasons": [[] for _ in range(n)],
+            "reject_details": [[] for _ in range(n)],
+            "n_assistant_tokens": tokens if tokens is not None else [50] * n,
+            "user_lang": [user_lang] * n,
+            "assistant_lang": [assistant_lang] * n,
+            "code_parse_error_frac": [parse_error] * n,
+            "secret_findings": findings if findings is not None else [[] for _ in range(n)],
+        },
+        schema={
+            "messages": pl.List(MESSAGE),
+            "content_hash": pl.Utf8,
+            "reject_reasons": pl.List(pl.Utf8),
+            "reject_details": pl.List(pl.Utf8),
+            "n_assistant_tokens": pl.Int64,
+            "user_lang": pl.Utf8,
+            "assistant_lang": pl.Utf8,
+            "code_parse_error_frac": pl.Float64,
+            "secret_findings": pl.List(FINDING),
+        },
+    )
+
+
+def qa(answer: str, question: str = "Tell me about Paris, please.", **kw) -> pl.DataFrame:
+    return frame([("user", question), ("assistant", answer)], **kw)
+
+
+def run(df: pl.DataFrame, *overrides: str) -> tuple[pl.DataFrame, StageContext]:
+    ctx = StageContext(config=load_config(None, list(overrides)))
+    return quality.run(df, ctx), ctx
+
+
+def flags(row: dict) -> dict[str, tuple[float, str]]:
+    return {f["rule"]: (f["value"], f["action"]) for f in row["quality_flags"]}
+
+
+CLEAN = "The capital of France is Paris. It is known for the Eiffel Tower."
+
+
+def test_a_clean_answer_fires_nothing():
+    out, _ = run(qa(CLEAN))
+    row = out.row(0, named=True)
+    assert row["quality_flags"] == []
+    assert row["quality_score"] == 1.0
+    assert row["high_quality"] is True
+    assert row["reject_reasons"] == []
+    assert not any(c.startswith("__") for c in out.columns)
+    assert out.schema["quality_flags"] == pl.List(pl.Struct({"rule": pl.Utf8, "value": pl.Float64, "action": pl.Utf8}))
+
+
+# (rule id, answer, extra frame args, expected measured value, action, score)
+CASES = [
+    ("ai_disclaimer", "As an AI language model, I think Paris is lovely.", {}, 1.0, "score", 0.6),
+    ("repeated_lines", "Paris is the capital.\nParis is the capital.\nParis is the capital.\nLyon is a city too.",
+     {}, 0.5, "score", 0.5),
+    ("repeated_paragraphs", "Lyon is a big city.\n\nParis is the capital.\n\nParis is the capital.", {}, 1 / 3, "score", None),
+    ("top_2gram", " ".join(["the cat"] * 30) + ".", {}, 1.0, "score", None),
+    ("symbol_ratio", "Wait... what... really... yes... no... maybe... so... then... ok... fine... done.", {}, 10 / 11,
+     "score", None),
+    ("few_alphabetic_words", "1 2 3 4 5 6 7 8 9 10 eleven twelve.", {}, 2 / 12, "flag", None),
+    ("ends_mid_sentence", "Paris is the capital of France and", {}, 1.0, "score", 0.5),
+    ("unclosed_code_fence", "Here:\n```python\nprint(1)", {}, 1.0, "score", 0.5),
+    ("glued_code_fence", "Here:\n```js\nf();}```", {}, 1.0, "score", 0.9),
+    ("unclosed_brackets", "Call it like this: foo(bar, [1, 2", {}, 2.0, "score", 0.6),
+    ("placeholder_text", "Hello! I am {{name}}, made by {{ author }}.", {}, 2.0, "score", 0.4),
+    ("todo_only_code", "Sure:\n```python\ndef solve(x):\n    # TODO: implement\n    pass\n```", {}, 1.0, "score", 0.4),
+    ("language_mismatch", CLEAN, {"assistant_lang": "de"}, 1.0, "score", 0.5),
+    ("unparsable_code", CLEAN, {"parse_error": 0.25}, 0.25, "score", 0.6),
+    ("unfenced_code", "def f(x):\n    return x + 1\nprint(f(2))", {}, 1.0, "score", 0.8),
+    ("url_heavy", "See https://a.io and https://b.io/x now.", {}, 40.0, "score", 0.7),
+    ("email_heavy", "Mail ann@corp.io or bob@corp.io today.", {}, 40.0, "score", 0.7),
+    ("short_answer", "Paris.", {"tokens": [2]}, 2.0, "flag", 1.0),
+    ("secrets_found", CLEAN, {"findings": [[{"kind": "email", "action": "redact", "turn": 1}]]}, 1.0, "score", 0.7),
+]
+
+
+@pytest.mark.parametrize(("rule", "answer", "kw", "value", "action", "score"), CASES, ids=[c[0] for c in CASES])
+def test_each_rule_reports_its_measured_value(rule, answer, kw, value, action, score):
+    out, _ = run(qa(answer, **kw))
+    row = out.row(0, named=True)
+    got = flags(row)
+    assert rule in got, got
+    assert got[rule][0] == pytest.approx(value)
+    assert got[rule][1] == action
+    if score is not None:
+        assert row["quality_score"] == pytest.approx(score)
+        assert set(got) == {rule}
+    assert row["reject_reasons"] == []
+
+
+def test_echo_of_the_question():
+    q = "Please explain how photosynthesis works in plants."
+    out, _ = run(qa(q, question=q))
+    row = out.row(0, named=True)
+    assert flags(row) == {"echoes_prompt": (1.0, "score")}
+    assert row["quality_score"] == pytest.approx(0.2)
+    assert row["high_quality"] is False
+    # an answer that only changes case did change the text; a short answer inside the question is fine
+    out, _ = run(frame([("user", "Uppercase this: hello world, hello all"), ("assistant", "HELLO WORLD, HELLO ALL")],
+                       [("user", "Is it 42 or 43? Answer 42"), ("assistant", "42")]))
+    assert [flags(r).get("echoes_prompt") for r in out.iter_rows(named=True)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("rule", "conv", "value", "detail"),
+    [
+        ("refusal", [("user", "Write a poem."), ("assistant", "I'm sorry, but I can't help with that.")], 1.0,
+         "refusals=1.0 (max_refusals=0, turns=assistant)"),
+        ("empty_answer", [("user", "Write a poem."), ("assistant", "")], 0.0,
+         "words=0.0 (min_words=1, turns=assistant)"),
+        ("empty_prompt", [("user", ""), ("assistant", CLEAN)], 0.0, "words=0.0 (min_words=1, turns=user)"),
+    ],
+)
+def test_reject_rules_reject_with_their_code(rule, conv, value, detail):
+    out, _ = run(frame(conv))
+    row = out.row(0, named=True)
+    assert flags(row)[rule] == (value, "reject")
+    assert f"quality.{rule}" in row["reject_reasons"]
+    assert row["reject_details"][row["reject_reasons"].index(f"quality.{rule}")] == detail
+    assert row["quality_score"] == 0.0
+
+
+def test_scores_multiply_and_threshold_is_configurable():
+    df = qa("As an AI language model, I think Paris is the capital of France and")
+    out, _ = run(df)
+    row = out.row(0, named=True)
+    assert flags(row) == {"ai_disclaimer": (1.0, "score"), "ends_mid_sentence": (1.0, "score")}
+    assert row["quality_score"] == pytest.approx(0.6 * 0.5)
+    assert row["high_quality"] is False
+    out, _ = run(df, "quality.high_quality_threshold=0.3")
+    assert out.row(0, named=True)["high_quality"] is True
+
+
+def test_rules_apply_to_the_turns_they_name():
+    # the placeholder rule reads all turns; the disclaimer rule reads the assistant's only
+    out, _ = run(frame([("system", "You are {{name}}."), ("user", "As an AI language model, what are you?"),
+                        ("assistant", CLEAN)]))
+    assert flags(out.row(0, named=True)) == {"placeholder_text": (1.0, "score")}
+
+
+def test_rules_file_from_config(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - id: long\n    description: d\n    signal: words\n    max_words: 3\n"
+        "    weight: 0.25\n    action: score\n",
+        encoding="utf-8",
+    )
+    out, ctx = run(qa(CLEAN), f"quality.rules={path}")
+    row = out.row(0, named=True)
+    assert flags(row) == {"long": (13.0, "score")}
+    assert row["quality_score"] == 0.75
+    assert ctx.manifest["quality"]["rules_file"] == str(path)
+    assert ctx.manifest["quality"]["enabled_rules"] == ["long"]
+
+
+def test_missing_upstream_column_is_a_clear_error():
+    df = qa(CLEAN).drop("user_lang")
+    with pytest.raises(CurateError, match="quality: rules need column\\(s\\) user_lang"):
+        run(df)
+
+
+def test_summary_has_hit_rates_and_histogram():
+    df = frame([("user", "q?"), ("assistant", CLEAN)], [("user", "q?"), ("assistant", "Paris is the capital of France and")],
+               [("user", "q?"), ("assistant", "I'm sorry, but I can't help with that.")])
+    _, ctx = run(df)
+    s = ctx.summaries["quality"]
+    rules = {r["rule"]: r for r in s["rules"]}
+    assert (rules["ends_mid_sentence"]["hits"], rules["refusal"]["hits"], rules["echoes_prompt"]["hits"]) == (1, 1, 0)
+    assert rules["refusal"]["rate"] == pytest.approx(1 / 3)
+    assert s["score_histogram"]["counts"] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert (s["high_quality"], s["rows"]) == (1, 3)
+
+
+def _kept(n_high: int, n: int) -> pl.DataFrame:
+    return pl.DataFrame({"high_quality": [True] * n_high + [False] * (n - n_high)})
+
+
+def test_gate_passes_and_says_by_how_much():
+    ctx = StageContext(config=CurateConfig())
+    (gate,) = quality.gates(_kept(70, 100), ctx)
+    assert (gate.name, gate.passed, gate.value, gate.threshold) == ("quality.high_quality_rate", True, 0.7, 0.6)
+    assert gate.message == "high-quality rate 70.0% (70 of 100 kept) meets the minimum 60% by 10.0 points"
+
+
+def test_gate_misses_and_says_by_how_much():
+    ctx = StageContext(config=CurateConfig())
+    (gate,) = quality.gates(_kept(55, 100), ctx)
+    assert gate.passed is False
+    assert gate.message == (
+        "high-quality rate 55.0% (55 of 100 kept) is under the minimum 60% by 5.0 points "
+        "(5 more high-quality examples needed)"
+    )
+    ctx = StageContext(config=load_config(None, ["quality.min_high_quality_rate=null"]))
+    assert quality.gates(_kept(0, 10), ctx) == []
+
+
+@pytest.mark.skipif(not CHAT.exists(), reason="needs ../shared/data/chat")
+def test_real_identity_set_placeholders_are_caught():
+    """llamafactory_identity.jsonl ships {{name}}/{{author}} placeholders (its meta says so)."""
+    records = [json.loads(line) for line in (CHAT / "llamafactory_identity.jsonl").open(encoding="utf-8")]
+    convs = [[(m["role"], m["content"]) for m in r["messages"]] for r in records]
+    expected = [any(re.search(r"\{\{\s*\w+\s*\}\}", c) for _, c in conv) for conv in convs]
+    out, _ = run(frame(*convs))
+    got = [("placeholder_text" in flags(r)) for r in out.iter_rows(named=True)]
+    assert got == expected
+    assert sum(got) >= 85
+    assert not any(out.filter(pl.Series(got))["high_quality"])

@@ -1,0 +1,227 @@
+"""report.json / report.md / report.html of a small, exact run folder (tests/report_fixture.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import jsonschema
+import pytest
+
+from curator.errors import CurateError
+from curator.report import build_report, dumps_json, render, write_reports
+from curator.report.highlight import excerpt, locate
+from curator.report.model import schema_text
+from tests.conftest import ROOT
+from tests.report_fixture import make_run
+
+SCHEMA_PATH = ROOT / "schemas" / "report.schema.json"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return make_run(tmp_path / "run")
+
+
+@pytest.fixture
+def rep(run_dir):
+    return build_report(run_dir)
+
+
+def test_counts_and_funnel(rep):
+    assert rep["counts"] == {"read": 9, "kept": 3, "rejected": 6, "train": 2, "val": 1,
+                             "consistent_with_manifest": True}
+    assert [(s["step"], s["count"], s["removed"]) for s in rep["funnel"]] == [
+        ("read", 9, None), ("validate", 7, 2), ("dedup_exact", 6, 1), ("tokens", 5, 1), ("quality", 4, 1),
+        ("dedup_minhash", 3, 1), ("split", 3, 0), ("kept", 3, 0), ("train", 2, None), ("val", 1, None)]
+    assert rep["funnel"][1]["share_of_read"] == 0.7778
+
+
+def test_manifest_counts_that_disagree_with_the_columns_are_flagged(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["counts"]["kept"] = 4
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert build_report(run_dir)["counts"]["consistent_with_manifest"] is False
+
+
+def test_gates_carry_a_signed_margin_and_missing_families(rep):
+    g = rep["gates"]
+    assert g["all_passed"] is False and g["n_failed"] == 1
+    assert [(x["name"], x["passed"], x["margin"]) for x in g["items"]] == [
+        ("quality.high_quality_rate", True, 0.0667), ("size.min_examples", False, -9997.0)]
+    assert [m["family"] for m in g["not_measured"]] == ["language", "tokens"]
+
+
+def test_reject_reasons_count_rows_and_carry_samples(rep):
+    items = {r["code"]: r for r in rep["rejects"]["items"]}
+    assert sorted(items) == ["dup.exact", "dup.near", "json.invalid", "quality.refusal", "schema.bad_role",
+                             "tokens.over_budget"]
+    assert all(r["count"] == 1 and r["first_reason"] == 1 for r in items.values())
+    bad_role = items["schema.bad_role"]["samples"][0]
+    assert bad_role["ref"] == "a.jsonl:2" and bad_role["highlight"] == "messages[1].role"
+    assert [(t["role"], t["highlight"], t["field"]) for t in bad_role["turns"]] == [
+        ("user", False, None), ("bot", True, "role")]
+    refusal = items["quality.refusal"]["samples"][0]
+    assert refusal["highlight"] == "messages[1].content"
+    assert refusal["turns"][1]["text"] == "As an AI language model, I cannot do that."
+    invalid = items["json.invalid"]["samples"][0]
+    assert invalid["turns"] == [{"role": None, "text": "{not json", "highlight": True, "field": None}]
+    assert items["dup.exact"]["samples"][0]["highlight"] is None
+
+
+def test_quality_section(rep):
+    q = rep["quality"]
+    assert q["scored_rows"] == 5 and q["kept_high_quality_rate"] == 0.6667 and q["high_quality_threshold"] == 0.7
+    assert q["kept_mean_score"] == round((0.9 + 0.5 + 0.75) / 3, 4)
+    # 0.9 -> bin 18, 0.5 -> bin 10, 0.75 -> bin 15 (kept); 0.1 -> bin 2, 0.8 -> bin 16 (rejected)
+    assert [i for i, c in enumerate(q["histogram"]["kept"]) if c] == [10, 15, 18]
+    assert [i for i, c in enumerate(q["histogram"]["rejected"]) if c] == [2, 16]
+    assert q["rules"] == [
+        {"rule": "short_answer", "action": "score", "hits": 2, "hit_rate": 0.4, "kept_hits": 1},
+        {"rule": "refusal", "action": "reject", "hits": 1, "hit_rate": 0.2, "kept_hits": 0},
+    ]
+
+
+def test_pipeline_rule_figures_take_precedence(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["summaries"]["quality"] = {"rules": [
+        {"rule": "short_answer", "action": "score", "hits": 2, "rate": 0.4},
+        {"rule": "lorem_ipsum", "action": "reject", "hits": 0, "rate": 0.0}]}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    rules = build_report(run_dir)["quality"]["rules"]
+    assert [(r["rule"], r["hits"], r["kept_hits"]) for r in rules] == [("short_answer", 2, 1), ("lorem_ipsum", 0, 0)]
+
+
+def test_languages_tokens_duplicates_split(rep):
+    assert [(x["key"], x["count"]) for x in rep["languages"]["natural"]["items"]] == [("de", 1), ("en", 1), ("fr", 1)]
+    code = rep["languages"]["code"]
+    assert code["examples_with_code"] == 2
+    assert [(x["key"], x["share"]) for x in code["items"]] == [("go", 0.5), ("python", 0.5), ("rust", 0.5)]
+    t = rep["tokens"]
+    assert t["budget"] == 8192 and t["over_budget_rows"] == 1
+    assert t["kept"] == {"examples": 3, "total": 420, "trained": 268, "mean": 140.0, "p50": 100, "p90": 300,
+                         "p99": 300, "max": 300}
+    assert t["histogram"]["edges"][1] == 512 and t["histogram"]["kept"][0] == 3
+    assert t["histogram"]["rejected"][17] == 1  # 9,000 tokens in [8704, 9216)
+    d = rep["duplicates"]
+    assert (d["exact_rejected"], d["near_rejected"], d["exact_groups"], d["near_clusters"]) == (1, 1, 1, 1)
+    near = d["largest_near"][0]
+    assert near["id"] == "7" and near["size"] == 2
+    assert [(m["ref"], m["kept"], m["jaccard"], m["prompt"]) for m in near["members"]] == [
+        ("a.jsonl:1", True, None, "Write hello world in Python."),
+        ("a.jsonl:4", False, 0.85, "Write hello world in Python please.")]
+    s = rep["split"]
+    assert (s["train"], s["val"], s["content_hash_in_both"], s["near_clusters_in_both"]) == (2, 1, 0, 0)
+    assert rep["cost"]["estimate"]["epochs"] == 3
+    assert rep["sources"][0] == {"source_file": "a.jsonl", "read": 4, "kept": 1, "rejected": 3, "train": 1,
+                                 "val": 0, "kept_share": 0.25}
+    assert rep["not_measured"] == ["gates.language", "gates.tokens"]
+
+
+def test_partial_pipeline_says_not_measured(tmp_path):
+    rep = build_report(make_run(tmp_path / "run", full=False))
+    assert rep["not_measured"] == ["quality", "tokens", "cost", "languages.natural", "languages.code",
+                                   "duplicates.near", "gates.quality", "gates.language", "gates.size",
+                                   "gates.tokens"]
+    md = render(rep, "md")
+    assert "_Quality scores: not measured" in md and "_Token counts: not measured" in md
+    assert "not measured" in render(rep, "html")
+
+
+def test_reports_validate_against_the_checked_in_schema(tmp_path, rep):
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.validate(rep, schema)
+    jsonschema.validate(build_report(make_run(tmp_path / "partial", full=False)), schema)
+    broken = json.loads(json.dumps(rep))
+    broken["schema_version"] = 2
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_checked_in_schema_is_current():
+    assert SCHEMA_PATH.read_text() == schema_text(), "run: python -m curator.report.model > schemas/report.schema.json"
+
+
+def test_write_reports_writes_three_files_and_rebuild_is_identical(run_dir):
+    rep = write_reports(run_dir)
+    assert (run_dir / "report.json").read_text() == dumps_json(rep)
+    assert json.loads((run_dir / "report.json").read_text()) == build_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    assert md.index("## Gates") < md.index("## Funnel"), "gates come first"
+    assert "| ❌ | `size.min_examples` | 3 | 10,000 | -9,997 |" in md
+    assert "> **bot**: Hello!" in md  # the offending turn of the bad-role sample
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.tags, self.marks, self._in_mark = set(), [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.ids.update(v for k, v in attrs if k == "id")
+        self._in_mark = tag == "mark"
+
+    def handle_data(self, data):
+        if self._in_mark:
+            self.marks.append(data)
+            self._in_mark = False
+
+
+def test_html_is_self_contained_with_sections_and_marks(rep):
+    html = render(rep, "html")
+    p = _Collect()
+    p.feed(html)
+    for section in ("gates", "funnel", "rejects", "quality", "languages", "tokens", "duplicates", "split",
+                    "sources", "cost", "config"):
+        assert section in p.ids and f'href="#{section}"' in html
+    assert p.tags.count("svg") == 7  # funnel, reasons, quality, natural, code, tokens, split
+    assert "bot" in p.marks and "As an AI language model, I cannot do that." in p.marks
+    assert not re.search(r'(src|href)="(https?:)?//', html), "no network references"
+    assert "<link" not in html
+
+
+def test_html_escapes_text_from_the_data(tmp_path):
+    from tests import report_fixture
+
+    original = report_fixture.RECORDS[5]
+    report_fixture.RECORDS[5] = report_fixture.conv("x", "<script>alert(1)</script>")
+    try:
+        html = render(build_report(make_run(tmp_path / "run")), "html")
+    finally:
+        report_fixture.RECORDS[5] = original
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_locate_and_excerpt_rules():
+    rec = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                        {"role": "assistant", "content": "a"}], "meta": {"k": 1}}
+    assert locate("schema.bad_role", "messages[1].role: bad", rec) == {"path": "messages[1].role", "turn": 1,
+                                                                      "field": "role"}
+    assert locate("quality.echo", "echoes the prompt", rec)["turn"] == 2
+    assert locate("dup.prompt_conflict", "", rec)["turn"] == 1
+    assert locate("quality.x", "turn 0 has a problem", rec)["turn"] == 0
+    assert locate("schema.bad_meta", "meta: Input should be an object", rec)["path"] == "meta"
+    assert locate("dup.exact", "duplicate of f:1", rec) is None
+    _, turns = excerpt("structure.control_char", "messages[1].content: U+0000", {"messages": [
+        {"role": "user", "content": "nul\x00byte"}]}, "")
+    assert turns[0]["text"] == "nul\u2400byte"  # shown, not written raw into the report
+
+
+def test_not_a_run_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(CurateError, match="missing annotations.parquet"):
+        (tmp_path / "x").mkdir()
+        (tmp_path / "x" / "manifest.json").write_text("{}")
+        build_report(tmp_path / "x")
+    with pytest.raises(CurateError, match="no such directory"):
+        build_report(tmp_path / "nope")
+
+
+def test_edited_split_file_is_detected(run_dir):
+    lines = (run_dir / "train.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    records[0]["id"] = "not-the-hash"
+    (run_dir / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    with pytest.raises(CurateError, match=r"train.jsonl:1: id not-the-hash does not match content_hash h0"):
+        build_report(run_dir)

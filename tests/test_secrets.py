@@ -1,0 +1,160 @@
+"""Secrets and PII: each kind found, redacted with its typed placeholder, rejected or flagged by
+policy; no findings on look-alikes; the known findings of the real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator.columns import MESSAGE
+from curator.config import load_config
+from curator.stages import secrets
+from curator.stages.base import StageContext
+
+CHAT = Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"
+
+# one made-up value per kind, in the vendor's documented format
+SAMPLES = {
+    "aws_access_key": "AKIAZ2QW7YXK4MDN3BTE",
+    "aws_secret_key": "aws_secret_access_key = wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY1",
+    "github_token": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "openai_key": "sk-" + "A" * 10 + "b" * 10 + "T3BlbkFJ" + "c" * 20,
+    "slack_token": "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "email": "maria.lopez@acme-corp.io",
+    "phone": "(415) 555-0132",
+}
+
+
+def frame(*convs, meta=None) -> pl.DataFrame:
+    n = len(convs)
+    msgs = [[{"role": r, "content": c, "weight": None, "tool_calls": t, "tool_call_id": None}
+             for r, c, *rest in conv for t in [rest[0] if rest else None]] for conv in convs]
+    return pl.DataFrame(
+        {"messages": msgs, "meta": meta or [None] * n, "reject_reasons": [[] for _ in range(n)],
+         "reject_details": [[] for _ in range(n)]},
+        schema={"messages": pl.List(MESSAGE), "meta": pl.Utf8, "reject_reasons": pl.List(pl.Utf8),
+                "reject_details": pl.List(pl.Utf8)},
+    )
+
+
+def run(df, *overrides):
+    ctx = StageContext(config=load_config(None, list(overrides)))
+    return secrets.run(df, ctx), ctx
+
+
+@pytest.mark.parametrize("kind", list(SAMPLES))
+def test_each_kind_is_found_and_redacted_with_its_placeholder(kind):
+    text = f"Here you go: {SAMPLES[kind]} and that is all."
+    out, ctx = run(frame([("user", "config?"), ("assistant", text)]), f"secrets.policy.{kind}=redact")
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": kind, "action": "redact", "turn": 1}]
+    redacted = row["messages"][1]["content"]
+    assert f"[REDACTED:{kind}]" in redacted
+    assert redacted.startswith("Here you go: ") and redacted.endswith(" and that is all.")
+    secret_part = SAMPLES[kind].split("= ")[-1]
+    assert secret_part not in redacted
+    assert row["messages"][0]["content"] == "config?"
+    assert row["reject_reasons"] == []
+    assert ctx.summaries["secrets"]["kinds"][kind] == {"rows": 1, "action": "redact"}
+
+
+def test_aws_secret_redaction_keeps_the_key_name():
+    out, _ = run(frame([("user", SAMPLES["aws_secret_key"])]))
+    assert out.row(0, named=True)["messages"][0]["content"] == "aws_secret_access_key = [REDACTED:aws_secret_key]"
+
+
+def test_private_key_block_is_redacted_whole():
+    text = "key:\n" + SAMPLES["private_key"] + "\nthen run ssh."
+    out, _ = run(frame([("user", text)]), "secrets.policy.private_key=redact")
+    assert out.row(0, named=True)["messages"][0]["content"] == "key:\n[REDACTED:private_key]\nthen run ssh."
+
+
+def test_reject_policy_rejects_with_kind_reason():
+    out, _ = run(frame([("user", "hi"), ("assistant", SAMPLES["private_key"])], [("user", "hi"), ("assistant", "no key")]))
+    first, second = out.rows(named=True)
+    assert first["reject_reasons"] == ["secrets.private_key"]
+    assert first["reject_details"] == ["private_key found in turn 1"]
+    assert first["messages"][1]["content"] == SAMPLES["private_key"]  # rejected rows are not rewritten
+    assert second["reject_reasons"] == [] and second["secret_findings"] == []
+
+
+def test_flag_policy_keeps_the_text():
+    text = f"Write to {SAMPLES['email']}"
+    out, _ = run(frame([("user", text)]), "secrets.policy.email=flag")
+    row = out.row(0, named=True)
+    assert row["messages"][0]["content"] == text
+    assert row["secret_findings"] == [{"kind": "email", "action": "flag", "turn": 0}]
+    assert row["reject_reasons"] == []
+
+
+def test_tool_calls_and_meta_are_scanned_and_redacted():
+    calls = json.dumps([{"function": {"name": "send", "arguments": {"to": SAMPLES["email"]}}}])
+    out, _ = run(frame([("user", "mail her"), ("assistant", "", calls)], meta=[json.dumps({"by": "li.wei@corp.io"})]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "email", "action": "redact", "turn": 1},
+                                      {"kind": "email", "action": "redact", "turn": None}]
+    assert json.loads(row["messages"][1]["tool_calls"])[0]["function"]["arguments"]["to"] == "[REDACTED:email]"
+    assert json.loads(row["meta"]) == {"by": "[REDACTED:email]"}
+
+
+def test_one_finding_per_kind_per_turn_and_rows_without_untouched():
+    out, _ = run(frame([("user", f"{SAMPLES['phone']} or {SAMPLES['phone']}"), ("assistant", SAMPLES["github_token"])],
+                       [("user", "plain"), ("assistant", "text")]))
+    first, second = out.rows(named=True)
+    assert first["secret_findings"] == [{"kind": "phone", "action": "redact", "turn": 0},
+                                        {"kind": "github_token", "action": "redact", "turn": 1}]
+    assert first["messages"][0]["content"] == "[REDACTED:phone] or [REDACTED:phone]"
+    assert second["messages"] == [{"role": "user", "content": "plain", "weight": None, "tool_calls": None, "tool_call_id": None},
+                                  {"role": "assistant", "content": "text", "weight": None, "tool_calls": None, "tool_call_id": None}]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write to john.doe@example.com or test@mail.example or a@b.test",  # reserved documentation domains
+        "On 2023-10-15 the total was 315581.4976 and 450000-2000 = 448000.",  # dates and math, not phones
+        "Use the AKIA prefix; keys look like AKIA... but this is not one.",
+        "The sk-learn package, eyJ-prefixed strings and xoxb- prefixes are not tokens.",
+        "Version 1.2.3.4, ISBN 978-3-16-148410-0, the loop for i in range(1000000).",
+    ],
+)
+def test_look_alikes_are_not_findings(text):
+    out, _ = run(frame([("user", text)]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == []
+    assert row["messages"][0]["content"] == text
+
+
+def test_unknown_kind_in_policy_is_a_config_error():
+    from curator.errors import CurateError
+
+    with pytest.raises(CurateError, match="secrets.policy.password"):
+        load_config(None, ["secrets.policy.password=reject"])
+    with pytest.raises(CurateError, match="secrets.policy.email"):
+        load_config(None, ["secrets.policy.email=delete"])
+
+
+@pytest.mark.skipif(not CHAT.exists(), reason="needs ../shared/data/chat")
+def test_real_data_holds_no_credentials_and_the_known_pii():
+    """The public sets carry no keys or tokens; the e-mails and phone numbers they do carry are
+    fictional ones in coding tasks (Exercism's phone-number exercise uses 613-995-0253)."""
+    convs = []
+    for path in sorted(CHAT.glob("*.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            rec = json.loads(line)
+            convs.append([(m["role"], m.get("content") or "", m.get("tool_calls") and json.dumps(m["tool_calls"]))
+                          for m in rec["messages"]])
+    out, ctx = run(frame(*convs))
+    kinds = ctx.summaries["secrets"]["kinds"]
+    credentials = [k for k in secrets.KINDS if k not in ("email", "phone")]
+    assert {k: kinds[k]["rows"] for k in credentials} == {k: 0 for k in credentials}
+    phones = out.filter(pl.col("secret_findings").list.eval(pl.element().struct.field("kind") == "phone").list.any())
+    texts = phones.select(pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n")).to_series()
+    assert phones.height >= 1
+    assert texts.str.contains("[REDACTED:phone]", literal=True).all()
+    assert not texts.str.contains("613-995-0253", literal=True).any()
