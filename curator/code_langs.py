@@ -274,7 +274,7 @@ _JS_SHARED = [
     (r"\bconsole\.(log|error|warn|info)\(", 2),
     (r"\b(const|let|var) \w+\s*(:[^=]+)?=", 1.5),
     (r"\bfunction\s*\*?\s*\w*\s*\(", 1.5),
-    (r"=>", 1),
+    (r"(\)|\b\w+)\s*=>\s*[\w{(\[]", 1),  # an arrow function, not a `// => result` comment
     (r"===|!==", 1.5),
     (r"\brequire\(['\"]", 2),
     (r"\bmodule\.exports\b|^\s*export (default |const |function |class |async )", 2),
@@ -344,6 +344,7 @@ CUES: dict[str, list[tuple[str, float]]] = {
         (r"\bfinal \w+", 1),
         (r"\bnew \w+(<[^>]*>)?\s*[\(\[]", 1),
         (r"\bprivate (static )?(final )?\w+(<[^>]*>)? \w+\s*[;=]", 1),
+        (r"^\s*(String|boolean|List<[\w<>, ]+>|Map<[\w<>, ]+>|int\[\]|String\[\])\s+\w+\s*\(", 2),
     ],
     "csharp": [
         (r"^\s*using System(\.[\w.]+)?;", 4),
@@ -472,7 +473,7 @@ class DetectSettings:
     """Thresholds of detection; the code_language stage's Config fills them (defaults there)."""
 
     clean_max_error: float = 0.0  # a parse with at most this error fraction is "clean"
-    tie_margin: float = 0.1  # grammars within this error fraction of the best one tie; cues decide
+    cue_weight: float = 0.2  # how many error-fraction points the best-cued language may trail by
     detect_max_error: float = 0.5  # an unlabelled block whose best parse is worse is not code we know
     mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails this badly
     strong_cues: float = 5.0  # ...unless its cues are this strong (a block cut off mid-construct)
@@ -520,10 +521,9 @@ def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> D
     if min(errors.values()) > settings.clean_max_error:
         for g in ranked[settings.max_candidates :]:
             errors[g] = parse_error_frac(sample, g)
-    best = min(errors.values())
-    tied = [g for g, e in errors.items() if e <= best + settings.tie_margin]
-    pick = max(tied, key=lambda g: (scores[g], -_RANK[g]))
-    if best > settings.detect_max_error and scores[pick] < settings.strong_cues:
+    top = max(scores[g] for g in errors)
+    pick = min(errors, key=lambda g: (errors[g] - settings.cue_weight * scores[g] / top, _RANK[g]))
+    if errors[pick] > settings.detect_max_error and scores[pick] < settings.strong_cues:
         return Detection(None, None, errors, scores)
     return Detection(pick, errors[pick], errors, scores)
 

@@ -142,6 +142,7 @@ def _versions() -> dict[str, str]:
 
 
 def _output_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The output record of one kept row (the slow, general path: any optional field)."""
     messages = []
     for m in row[C.MESSAGES]:
         msg: dict[str, Any] = {"role": m["role"], "content": m["content"]}
@@ -156,6 +157,44 @@ def _output_record(row: dict[str, Any]) -> dict[str, Any]:
     if row[C.META] is not None:
         record["meta"] = json.loads(row[C.META])
     return record
+
+
+def output_lines(kept: pl.DataFrame) -> list[str]:
+    """One JSON line per kept row: {"id", "messages", "meta"}, in row order.
+
+    Rows whose turns carry only role and content (nearly all) are encoded by polars in one
+    pass; the few with weights or tool calls go through `_output_record`.
+    """
+    if kept.height == 0:
+        return []
+    optional = pl.col(C.MESSAGES).list.eval(
+        pl.element().struct.field("weight").is_not_null()
+        | pl.element().struct.field("tool_calls").is_not_null()
+        | pl.element().struct.field("tool_call_id").is_not_null()
+    ).list.any()
+    frame = kept.with_columns(optional.alias("_optional"))
+    plain = frame.filter(~pl.col("_optional"))
+    turn = pl.element().struct.field
+    messages_json = pl.col(C.MESSAGES).list.eval(pl.struct(turn("role"), turn("content")).struct.json_encode()).list.join(",")
+    encoded = plain.select(
+        C.ROW,
+        pl.concat_str(
+            pl.lit('{"id":"'),
+            pl.col(C.CONTENT_HASH),
+            pl.lit('","messages":['),
+            messages_json,
+            pl.lit("]"),
+            pl.when(pl.col(C.META).is_not_null()).then(pl.lit(',"meta":') + pl.col(C.META)).otherwise(pl.lit("")),
+            pl.lit("}"),
+        ).alias("line"),
+    )
+    special = frame.filter(pl.col("_optional")).select(C.ROW, C.CONTENT_HASH, C.MESSAGES, C.META)
+    if special.height:
+        lines = [
+            json.dumps(_output_record(r), ensure_ascii=False, separators=(",", ":")) for r in special.iter_rows(named=True)
+        ]
+        encoded = pl.concat([encoded, pl.DataFrame({C.ROW: special.get_column(C.ROW), "line": lines})])
+    return encoded.sort(C.ROW).get_column("line").to_list()
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
@@ -184,10 +223,10 @@ def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext, manifest: d
     alive = _alive_mask(frame)
     kept = frame.filter(alive)
     rejected = frame.filter(~alive)
-    out_cols = [C.CONTENT_HASH, C.MESSAGES, C.META]
     for side in ("train", "val"):
-        part = kept.filter(pl.col(C.SPLIT) == side).select(out_cols)
-        _write_jsonl(tmp / f"{side}.jsonl", (_output_record(r) for r in part.iter_rows(named=True)))
+        lines = output_lines(kept.filter(pl.col(C.SPLIT) == side))
+        with (tmp / f"{side}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
+            fh.writelines(line + "\n" for line in lines)
     reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
     _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
     frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")

@@ -12,10 +12,11 @@ A record's shingle set is built from the turns of the roles being compared, one 
   `ngrams(..., min_length)` for character-level scripts.
 - A system prompt shared by many records is left out (`system_prompt="drop_shared"`), otherwise
   every record that shares it would look like a duplicate of every other.
-- Each token is hashed once with xxh3-64 (the `xxhash` package) over its UTF-8 bytes; an n-gram's
-  64-bit value is the polynomial (Rabin-Karp) combination of its token hashes modulo 2**64, so no
-  per-shingle Python call is needed. datasketch's "affine64" MinHash scheme pre-mixes every value with
-  the MurmurHash3 finalizer before permuting it, so the combination needs no extra avalanche step.
+- Each distinct token is hashed once with xxh3-64 (the `xxhash` package) over its UTF-8 bytes; an
+  n-gram's 64-bit value is the polynomial (Rabin-Karp) combination of its token hashes modulo 2**64, so
+  no per-shingle Python call is needed. datasketch's MinHash pre-mixes every input with the MurmurHash3
+  finalizer before permuting it, so the combination needs no extra avalanche step. Exact Jaccard is
+  computed on these 64-bit values (a false match needs a 64-bit collision).
 - A turn shorter than n tokens becomes one shingle (all its tokens), as in text-dedup, so a two-word
   turn still counts.
 
@@ -79,6 +80,10 @@ class ShingleSets:
 
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def set_of(self, i: int) -> np.ndarray:
+        """Record i's shingle set as a sorted unique array (for `jaccard`)."""
+        return np.unique(self.raw(i))
 
 
 def tokenize_turns(
@@ -181,15 +186,15 @@ def shingle(turns: Turns, n_per_record: np.ndarray | int, turn_mask: np.ndarray 
     return ShingleSets(hashes=values, offsets=offsets)
 
 
-def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """The set of a record's shingle values (sorted, unique), for exact Jaccard."""
-    return np.unique(values)
-
-
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two shingle sets given as sorted unique arrays; 0.0 when both are empty."""
-    if len(a) == 0 and len(b) == 0:
+    """Exact Jaccard |A & B| / |A | B| of two shingle sets given as sorted unique arrays; 0.0 when both are empty."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) == 0:
         return 0.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
+    if len(a) == 0:
+        return 0.0
+    at = np.searchsorted(b, a)
+    at[at == len(b)] = 0
+    inter = int(np.count_nonzero(b[at] == a))
     return inter / (len(a) + len(b) - inter)
-

@@ -11,9 +11,14 @@ pytest.importorskip("peft")
 from finetune import modeling  # noqa: E402
 from finetune.config import LoraSettings  # noqa: E402
 from finetune.data import ChatRecord, collate, encode_records  # noqa: E402
-from tests.finetune_support import chat_tokenizer, real_records, tiny_mistral  # noqa: E402
+from tests.finetune_support import chat_tokenizer, one_torch_thread, real_records, tiny_mistral  # noqa: E402
 
 NO_DROPOUT = LoraSettings(dropout=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    yield from one_torch_thread()
 
 
 def _examples(file_name: str, n: int, start: int = 0):

@@ -18,11 +18,17 @@ from finetune.config import TrainConfig  # noqa: E402
 from finetune.train import prepare_split, run_training  # noqa: E402
 from tests.finetune_support import (  # noqa: E402
     chat_tokenizer,
+    one_torch_thread,
     real_records,
     save_tiny_mistral,
     tiny_train_settings,
     write_curated_folder,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -183,10 +183,14 @@ def test_rules_file_from_config(tmp_path):
     assert ctx.manifest["quality"]["enabled_rules"] == ["long"]
 
 
-def test_missing_upstream_column_is_a_clear_error():
-    df = qa(CLEAN).drop("user_lang")
+def test_missing_upstream_column_skips_its_rules_and_says_so():
+    df = qa(CLEAN, assistant_lang="de").drop("user_lang")
     with pytest.raises(CurateError, match="quality: rules need column\\(s\\) user_lang"):
-        run(df)
+        quality.evaluate(df, quality.load_rules())
+    out, ctx = run(df)
+    assert out.row(0, named=True)["quality_flags"] == []
+    assert ctx.summaries["quality"]["skipped_rules"] == {"language_mismatch": "missing column(s) user_lang"}
+    assert ctx.manifest["quality"]["skipped_rules"] == ["language_mismatch"]
 
 
 def test_summary_has_hit_rates_and_histogram():

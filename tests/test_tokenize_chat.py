@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 
 import pytest
 import sentencepiece as spm
@@ -64,6 +68,22 @@ def reference_ids(ref: MistralTokenizer, messages: list[dict], validate: bool = 
     return ref.instruct_tokenizer.encode_instruct(instruct).tokens
 
 
+@lru_cache(maxsize=1)
+def _worker_reference() -> MistralTokenizer:
+    return MistralTokenizer.from_file(str(mistral_v1_model_file()), mode=ValidationMode.finetuning)
+
+
+def _reference_chunk(chunk: list[list[dict]]) -> list[list[int] | None]:
+    """Reference ids of a chunk of conversations (None where the reference refuses one); runs in a worker."""
+    out: list[list[int] | None] = []
+    for messages in chunk:
+        try:
+            out.append(reference_ids(_worker_reference(), messages))
+        except Exception:
+            out.append(None)
+    return out
+
+
 def u(text: str) -> dict:
     return {"role": "user", "content": text}
 
@@ -79,7 +99,7 @@ def s(text: str) -> dict:
 # --- the proof: every real record ------------------------------------------------------------------
 
 
-def test_equal_to_mistral_common_on_every_real_record(tok, ref):
+def test_equal_to_mistral_common_on_every_real_record(tok):
     records = []
     for path in sorted(CHAT_DATA.glob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
@@ -88,15 +108,22 @@ def test_equal_to_mistral_common_on_every_real_record(tok, ref):
     assert len(records) > 20_000
     encoded = tok.encode_batch([m for _, _, m in records])  # the fast path, one batched call
 
+    # the reference is slow (pydantic + one SentencePiece call per segment): spread it over the cores
+    convs = [m for _, _, m in records]
+    step = 1000
+    # spawn, not fork: the parent's tokenizers thread pool must not be forked
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1), mp_context=ctx) as pool:
+        chunks = pool.map(_reference_chunk, [convs[i : i + step] for i in range(0, len(convs), step)])
+        expected_all = [ids for chunk in chunks for ids in chunk]
+
     mismatches, refused, with_tool = [], [], 0
     longest: dict[str, int] = defaultdict(int)
-    for (name, n, messages), enc in zip(records, encoded):
+    for (name, n, messages), enc, expected in zip(records, encoded, expected_all):
         longest[name] = max(longest[name], enc.n_tokens)
         assert sum(enc.turn_tokens) == enc.n_tokens and len(enc.trained) == enc.n_tokens
         with_tool += any(m["role"] == "tool" for m in messages)
-        try:
-            expected = reference_ids(ref, messages)
-        except Exception:  # the reference refuses empty answers; checked below
+        if expected is None:  # the reference refuses empty answers; checked below
             refused.append((name, n, messages, enc))
             continue
         if expected != enc.ids:

@@ -87,27 +87,6 @@ def _decode(data: bytes, source: str, number: int, max_bytes: int) -> RawLine:
     return RawLine(source, number, text, warnings=warnings)
 
 
-def _read_bytes(path: Path) -> tuple[bytes, str | None]:
-    """The file's bytes, and an error message when a gzip file was cut short."""
-    try:
-        if not path.name.endswith(".gz"):
-            return path.read_bytes(), None
-        chunks = []
-        with gzip.open(path, "rb") as fh:
-            try:
-                while chunk := fh.read(1 << 20):
-                    chunks.append(chunk)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                if not chunks and isinstance(exc, gzip.BadGzipFile):
-                    raise CurateError(f"{path}: not a gzip file ({exc})") from exc
-                return b"".join(chunks), f"gzip stream is truncated or corrupt ({exc})"
-        return b"".join(chunks), None
-    except OSError as exc:
-        if isinstance(exc, gzip.BadGzipFile):
-            raise CurateError(f"{path}: not a gzip file ({exc})") from exc
-        raise CurateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-
-
 def _open(path: Path):
     try:
         return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
@@ -146,23 +125,32 @@ def _truncated(source: str, number: int, exc: Exception) -> RawLine:
 
 
 def iter_json_array(path: Path, source: str | None = None) -> Iterator[RawLine]:
-    """One RawLine per element of a .json file holding an array of records."""
+    """One RawLine per element of a .json file holding an array of records.
+
+    An element that cannot be decoded is rejected on its own (curator/io/formats.py keeps the
+    element boundaries and the exact raw bytes); a file that is not an array raises.
+    """
+    from curator.io.formats import FormatError, iter_json_array as elements
+
     source = source or str(path)
-    data, truncated = _read_bytes(path)
-    if truncated:
-        raise CurateError(f"{source}: {truncated}")
-    if data.startswith(BOM):
-        data = data[len(BOM) :]
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CurateError(f"{source}: not valid JSON ({exc}); a .json input holds an array of records") from exc
-    if isinstance(value, dict):
-        value = [value]  # a single record
-    if not isinstance(value, list):
-        raise CurateError(f"{source}: a .json input holds an array of records, not {type(value).__name__}")
-    for i, element in enumerate(value, start=1):
-        yield RawLine(source, i, json.dumps(element, ensure_ascii=False), obj=element, parsed=True)
+    if path.name.endswith(".gz"):
+        with _open(path) as fh:
+            try:
+                data = fh.read()
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise CurateError(f"{source}: gzip stream is truncated or corrupt ({exc})") from exc
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CurateError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    for number, value, raw in elements(data, name=source, with_raw=True):
+        text = raw.decode("utf-8", errors="replace")
+        if isinstance(value, FormatError):
+            b64 = base64.b64encode(raw).decode("ascii") if value.code == "io.bad_utf8" else None
+            yield RawLine(source, number, text, raw_b64=b64, error=(value.code, value.message))
+        else:
+            yield RawLine(source, number, text, obj=value, parsed=True)
 
 
 def iter_file(path: Path, source: str | None = None, max_line_bytes: int = 4_000_000) -> Iterator[RawLine]:

@@ -15,9 +15,10 @@ ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exa
 
 1. Shingles (curator/shingles.py): word n-grams (default 5, as datatrove and text-dedup) over the user and
    assistant turns, shared system prompts left out.
-2. Signatures: datasketch `MinHash.bulk`, scheme "affine64" (64-bit input values: the xxh3-based shingle
-   hashes), `num_perm` permutations from `seed`, computed in `workers` forked processes.
-3. Candidates: datasketch `MinHashLSH` with (bands, rows) chosen here, not by datasketch's default
+2. Signatures: datasketch's MinHash, scheme "affine32" (its default), `num_perm` permutations drawn from
+   `seed` by datasketch; computed for all records at once, one permutation at a time, bit for bit what
+   `MinHash.bulk` returns (tested), because MinHash.bulk's per-record objects cost 6x more time.
+3. Candidates: LSH banding with (bands, rows) chosen here, not by datasketch's default
    optimiser (which weighs false positives and negatives equally and gives 9 bands x 13 rows at 0.8/128, recall 0.40 at
    the threshold): the (b, r) with b*r <= num_perm whose recall at the threshold, 1 - (1 - t^r)^b, is at least
    `min_recall_at_threshold` and whose false-positive area (datasketch's integral of the candidate
@@ -56,7 +57,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,7 +79,7 @@ PROMPT_CONFLICT = "prompt_conflict"
 QUALITY_SCORE = "quality_score"
 N_ASSISTANT_TOKENS = "n_assistant_tokens"
 
-SCHEME = "affine64"
+SCHEME = "affine32"
 ARTIFACT = "duplicates.jsonl"
 # Below this many records the fork of worker processes costs more than it saves.
 _MIN_RECORDS_FOR_WORKERS = 4_000
@@ -205,61 +205,107 @@ def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> B
 # ------------------------------------------------------------------------------------------------ signatures
 
 
-def _whole_array(values: np.ndarray) -> np.ndarray:
-    """MinHash hashfunc: each record is one update_batch item, the array of its 64-bit shingle values.
-
-    datasketch applies the hashfunc per item and then permutes the resulting array in one numpy step, so
-    handing the array through lets one numpy operation permute all of a record's shingles.
-    """
-    return values
-
-
-def _bulk(arrays: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
+def minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of datasketch's affine32 permutations for this seed: the ones `MinHash(num_perm, seed)` uses."""
     from datasketch import MinHash
 
-    out = np.empty((len(arrays), num_perm), dtype=np.uint64)
-    for i, m in enumerate(
-        MinHash.generator(([a] for a in arrays), num_perm=num_perm, seed=seed, scheme=SCHEME, hashfunc=_whole_array)
-    ):
-        out[i] = m.hashvalues
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def minhash_inputs(values: np.ndarray) -> np.ndarray:
+    """The 32-bit MinHash input of 64-bit shingle values: high half xor low half.
+
+    "affine32" is datasketch's default scheme; 64-bit inputs (affine64) only pay off for sets of about 10^8
+    elements (datasketch's docs), while the exact verification below uses the full 64-bit values anyway.
+    """
+    return ((values >> np.uint64(32)) ^ values).astype(np.uint32)
+
+
+def signatures(sets: ShingleSets, members: np.ndarray, num_perm: int, seed: int, workers: int = 1) -> np.ndarray:
+    """MinHash signatures of the non-empty sets `members`, shape (num_perm, len(members)), uint32.
+
+    Bit for bit what datasketch's `MinHash.bulk(..., scheme="affine32")` gives for the same inputs (the
+    tests check it), computed one permutation at a time over all records (`minimum.reduceat`), because
+    MinHash.bulk builds one MinHash object per record: on 50,000 records its per-record Python overhead made
+    it 6x slower than this on the reference box. Permutations are shared out to `workers` threads (numpy
+    releases the GIL inside these array operations).
+    """
+    from datasketch.minhash import _fmix  # the MurmurHash3 finalizer datasketch pre-mixes inputs with
+
+    a, b = minhash_permutations(num_perm, seed)
+    starts = sets.offsets[members]
+    lengths = sets.offsets[members + 1] - starts
+    if len(members) == 0:
+        return np.zeros((num_perm, 0), dtype=np.uint32)
+    if np.any(lengths == 0):
+        raise ValueError("signatures: every member must have at least one shingle")
+    # Gather the members' values into one contiguous array (a no-op copy when every record is a member).
+    first = np.zeros(len(members), dtype=np.int64)
+    first[1:] = np.cumsum(lengths)[:-1]
+    index = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    mixed = _fmix(minhash_inputs(sets.hashes[index]), 32)
+    out = np.empty((num_perm, len(members)), dtype=np.uint32)
+
+    def fill(perms: range) -> None:
+        for k in perms:
+            out[k] = np.minimum.reduceat(mixed * a[k] + b[k], first)
+
+    parts = [range(w, num_perm, workers) for w in range(workers)]
+    if workers == 1:
+        fill(parts[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, parts))
     return out
 
 
-_FORK_STATE: tuple[list[np.ndarray], int, int] | None = None
+# ----------------------------------------------------------------------------------------------- LSH + verify
+
+# A band shared by more records than this (boilerplate) yields a star and a chain, not every pair.
+_MAX_BUCKET_PAIRS = 256
 
 
-def _bulk_slice(bounds: tuple[int, int]) -> np.ndarray:
-    assert _FORK_STATE is not None
-    arrays, num_perm, seed = _FORK_STATE
-    return _bulk(arrays[bounds[0] : bounds[1]], num_perm, seed)
+def band_pairs(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Candidate pairs (column indices i < j of `sig`) that agree on every row of at least one band.
 
-
-def signatures(arrays: list[np.ndarray], num_perm: int, seed: int, workers: int = 1) -> np.ndarray:
-    """MinHash signatures (one row per non-empty array) with datasketch's MinHash.bulk.
-
-    With workers > 1 the records are cut into slices of about equal shingle counts and signed in forked
-    processes (they inherit the arrays; only the signatures travel back). Fork is safe here because the
-    children call only numpy and datasketch, never Polars.
+    The LSH banding of Leskovec et al., ch. 3.4, as datasketch's MinHashLSH buckets it, done with a sort per
+    band instead of one dict insert per record and band (datasketch's index took most of the stage's time).
+    Returns unique pairs as an (m, 2) int64 array, sorted.
     """
-    global _FORK_STATE
-    n = len(arrays)
-    use_fork = workers > 1 and n >= _MIN_RECORDS_FOR_WORKERS and "fork" in multiprocessing.get_all_start_methods()
-    if not use_fork:
-        return _bulk(arrays, num_perm, seed)
-    sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=n)
-    n_slices = workers * 4
-    cuts = np.searchsorted(np.cumsum(sizes), np.linspace(0, sizes.sum(), n_slices + 1)[1:-1], side="right")
-    bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
-    _FORK_STATE = (arrays, num_perm, seed)
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_bulk_slice, bounds, chunksize=1)
-    finally:
-        _FORK_STATE = None
-    return np.concatenate(parts) if parts else np.zeros((0, num_perm), dtype=np.uint64)
+    n = sig.shape[1]
+    codes = []
+    for band in range(bands):
+        block = sig[band * rows : (band + 1) * rows].astype(np.uint64)
+        key = block[0].copy()
+        for row in block[1:]:
+            key = key * _BAND_MIX + row
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
+        run_start = np.concatenate(([0], cut))
+        run_len = np.diff(np.concatenate((run_start, [n])))
+        for size in np.unique(run_len[run_len > 1]):
+            starts = run_start[run_len == size]
+            if size <= _MAX_BUCKET_PAIRS:
+                x, y = np.triu_indices(int(size), 1)
+            else:  # star on the first member plus the chain of neighbours
+                x = np.concatenate((np.zeros(size - 1, np.int64), np.arange(1, size - 1)))
+                y = np.concatenate((np.arange(1, size), np.arange(2, size)))
+            i = order[starts[:, None] + x[None, :]].ravel()
+            j = order[starts[:, None] + y[None, :]].ravel()
+            lo, hi = np.minimum(i, j), np.maximum(i, j)
+            codes.append(lo.astype(np.int64) * n + hi)
+    if not codes:
+        return np.zeros((0, 2), dtype=np.int64)
+    unique = np.unique(np.concatenate(codes))
+    return np.stack((unique // n, unique % n), axis=1)
 
 
-# ------------------------------------------------------------------------------------------------ clustering
+# Odd 64-bit multiplier folding a band's rows into one key (a collision only adds a candidate).
+_BAND_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
 class UnionFind:
@@ -292,82 +338,99 @@ class View:
     """One way of comparing records: their shingle sets, the records signed, and the LSH parameters."""
 
     name: str
+    ngram: int
     sets: ShingleSets
     members: np.ndarray  # record indices with a non-empty set that take part
     threshold: float
     bands: Bands
-    sig: np.ndarray | None = None  # rows aligned with `members`
-    sig_row: dict[int, int] = field(default_factory=dict)
-    _unique: dict[int, np.ndarray] = field(default_factory=dict)
+    sig: np.ndarray | None = None  # (num_perm, len(members))
+    sig_col: np.ndarray | None = None  # record index -> column of `sig`, -1 when not signed
+    _sets: dict[int, np.ndarray] = field(default_factory=dict)
+    _scores: dict[tuple[int, int], float] = field(default_factory=dict)
     candidates: int = 0
     verified: int = 0
 
     def set_of(self, i: int) -> np.ndarray:
-        got = self._unique.get(i)
+        got = self._sets.get(i)
         if got is None:
-            got = self._unique[i] = np.unique(self.sets.raw(i))
+            got = self._sets[i] = self.sets.set_of(i)
         return got
 
     def exact(self, i: int, j: int) -> float:
-        return jaccard(self.set_of(i), self.set_of(j))
+        """Exact Jaccard of the two records' shingle sets (64-bit values), remembered per pair."""
+        key = (i, j) if i < j else (j, i)
+        got = self._scores.get(key)
+        if got is None:
+            got = self._scores[key] = jaccard(self.set_of(i), self.set_of(j))
+        return got
 
     def estimate(self, i: int, j: int) -> float | None:
-        a, b = self.sig_row.get(i), self.sig_row.get(j)
-        if a is None or b is None or self.sig is None:
+        """MinHash estimate: the share of permutations whose minima agree (null when one is not signed)."""
+        if self.sig is None or self.sig_col is None:
             return None
-        return float(np.count_nonzero(self.sig[a] == self.sig[b])) / self.sig.shape[1]
+        a, b = int(self.sig_col[i]), int(self.sig_col[j])
+        if a < 0 or b < 0:
+            return None
+        return float(np.count_nonzero(self.sig[:, a] == self.sig[:, b])) / self.sig.shape[0]
+
+    def sign(self, num_perm: int, seed: int, workers: int) -> None:
+        self.sig = signatures(self.sets, self.members, num_perm, seed, workers)
+        self.sig_col = np.full(len(self.sets), -1, dtype=np.int64)
+        self.sig_col[self.members] = np.arange(len(self.members))
 
 
-def _sign(view: View, num_perm: int, seed: int, workers: int) -> None:
-    arrays = [view.sets.raw(int(i)) for i in view.members]
-    view.sig = signatures(arrays, num_perm, seed, workers)
-    view.sig_row = {int(i): k for k, i in enumerate(view.members)}
+# A candidate is verified only when its MinHash estimate could come from a pair at the threshold: the
+# agreement count X of k permutations is Binomial(k, J) (Broder 1997), and the cut-off is the largest count
+# with P(X < cut | J = threshold) <= PREFILTER_MISS. Candidates below it are LSH false positives.
+PREFILTER_MISS = 1e-4
 
 
-def _buckets(view: View, seed: int) -> list[list[int]]:
-    """Records that share a band in datasketch's MinHashLSH, as sorted lists (one per bucket of 2 or more)."""
-    from datasketch import LeanMinHash, MinHashLSH
+def min_agreement(num_perm: int, threshold: float, miss: float = PREFILTER_MISS) -> int:
+    """Largest c with P(Binomial(num_perm, threshold) < c) <= miss."""
+    cdf, c = 0.0, 0
+    for x in range(num_perm + 1):
+        cdf += math.comb(num_perm, x) * threshold**x * (1.0 - threshold) ** (num_perm - x)
+        if cdf > miss:
+            break
+        c = x + 1
+    return c
 
-    assert view.sig is not None
-    lsh = MinHashLSH(num_perm=view.sig.shape[1], params=(view.bands.bands, view.bands.rows))
-    with lsh.insertion_session(buffer_size=len(view.members) + 1) as session:
-        for k, i in enumerate(view.members):
-            session.insert(int(i), LeanMinHash(seed=seed, hashvalues=view.sig[k], scheme=SCHEME), check_duplication=False)
-    out = []
-    for table in lsh.hashtables:
-        for key in table.keys():
-            bucket = table.get(key)
-            if len(bucket) > 1:
-                out.append(sorted(bucket))
+
+def agreements(sig: np.ndarray, cols: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """For each column pair, how many permutations give both the same minimum."""
+    out = np.empty(len(cols), dtype=np.int64)
+    for lo in range(0, len(cols), chunk):
+        part = cols[lo : lo + chunk]
+        out[lo : lo + chunk] = np.count_nonzero(sig[:, part[:, 0]] == sig[:, part[:, 1]], axis=0)
     return out
 
 
-def find_edges(view: View, seed: int, accept=None) -> list[tuple[int, int, float]]:
-    """Verified pairs (i, j, exact Jaccard >= threshold) of a view, i < j, via LSH candidates.
+def find_edges(view: View, accept: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """Verified pairs (i, j, exact Jaccard >= threshold), i < j record indices, from the view's LSH candidates.
 
-    A candidate whose two records are already connected is skipped: it cannot change a component, and it
-    keeps a bucket of k identical records at k-1 verifications instead of k(k-1)/2.
+    `accept` (bool per record) keeps only candidates with at least one accepted member. A candidate whose
+    MinHash estimate is below the binomial cut-off, or whose two records are already connected (it cannot
+    change a component), is not verified.
     """
-    uf = UnionFind(view.sets.offsets.shape[0] - 1)
-    seen: set[tuple[int, int]] = set()
+    assert view.sig is not None
+    cols = band_pairs(view.sig, view.bands.bands, view.bands.rows)
+    view.candidates = len(cols)
+    if accept is not None:
+        cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
+    cut = min_agreement(view.sig.shape[0], view.threshold)
+    cols = cols[agreements(view.sig, cols) >= cut]
+    # `members` is ascending and band_pairs sorts (lo, hi), so record pairs come out as i < j, sorted.
+    pairs = view.members[cols]
+    uf = UnionFind(len(view.sets))
     edges = []
-    for bucket in _buckets(view, seed):
-        for x in range(len(bucket)):
-            for y in range(x + 1, len(bucket)):
-                i, j = bucket[x], bucket[y]
-                if (i, j) in seen:
-                    continue
-                seen.add((i, j))
-                view.candidates += 1
-                if accept is not None and not accept(i, j):
-                    continue
-                if uf.find(i) == uf.find(j):
-                    continue
-                view.verified += 1
-                score = view.exact(i, j)
-                if score >= view.threshold:
-                    uf.union(i, j)
-                    edges.append((i, j, score))
+    for i, j in pairs.tolist():
+        if uf.find(i) == uf.find(j):
+            continue
+        view.verified += 1
+        score = view.exact(i, j)
+        if score >= view.threshold:
+            uf.union(i, j)
+            edges.append((i, j, score))
     return edges
 
 
@@ -485,26 +548,32 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     is_short = words < short_words
 
     full_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    long_view = View("long", shingle(turns, cfg.ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
-    short_view = View("short", shingle(turns, cfg.short_ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
+    long_view = View("long", cfg.ngram, shingle(turns, cfg.ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
+    short_view = View(
+        "short", cfg.short_ngram, shingle(turns, cfg.short_ngram), np.zeros(0, np.int64), cfg.threshold, full_bands
+    )
     long_view.members = np.flatnonzero(~is_short & (long_view.sets.sizes() > 0))
     short_view.members = np.flatnonzero((words < short_hi) & (short_view.sets.sizes() > 0))
     user_turns = turns.role == "user"
     prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     prompt_view = View(
-        "prompt", shingle(turns, cfg.prompt_ngram, user_turns), np.zeros(0, np.int64), cfg.prompt_threshold, prompt_bands
+        "prompt",
+        cfg.prompt_ngram,
+        shingle(turns, cfg.prompt_ngram, user_turns),
+        np.zeros(0, np.int64),
+        cfg.prompt_threshold,
+        prompt_bands,
     )
     prompt_view.members = np.flatnonzero(prompt_view.sets.sizes() > 0)
 
     views = (long_view, short_view, prompt_view)
     for view in views:
-        _sign(view, cfg.num_perm, cfg.seed, workers)
+        view.sign(cfg.num_perm, cfg.seed, workers)
 
     def pair_view(i: int, j: int) -> View:
         return short_view if min(words[i], words[j]) < short_words else long_view
 
-    edges = find_edges(long_view, cfg.seed)
-    edges += find_edges(short_view, cfg.seed, accept=lambda i, j: bool(is_short[i] or is_short[j]))
+    edges = find_edges(long_view) + find_edges(short_view, accept=is_short)
 
     # --- near-duplicate clusters, numbered by their first row
     clusters = sorted(_components(n, edges), key=lambda g: g[0])
@@ -529,13 +598,13 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
             reason[i] = "dup.near"
             detail[i] = (
                 f"near-duplicate of {refs[kept]} (jaccard {dup_j[i]:.3f}, estimated {_fmt(dup_est[i])}, "
-                f"cluster {cid}, {view.name} {cfg.ngram if view is long_view else cfg.short_ngram}-grams)"
+                f"cluster {cid}, {view.ngram}-grams)"
             )
 
     # --- prompt conflicts: near-identical user turns, but not one near-duplicate cluster
     prompt_edges = [
         (min(kept_of[i], kept_of[j]), max(kept_of[i], kept_of[j]), s)
-        for i, j, s in find_edges(prompt_view, cfg.seed)
+        for i, j, s in find_edges(prompt_view)
         if kept_of[i] != kept_of[j]
     ]
     groups = sorted(_components(n, prompt_edges), key=lambda g: g[0])

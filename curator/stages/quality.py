@@ -97,7 +97,14 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.quality
     ruleset = load_rules(cfg.rules)
-    compiled = compile_rules(ruleset)
+    # a rule whose input column no earlier stage wrote (its stage disabled) is skipped and reported,
+    # rather than failing the run or firing on made-up values
+    skipped = {
+        r.id: sorted(set(SIGNALS[r.signal].needs) - set(df.columns))
+        for r in ruleset.enabled
+        if set(SIGNALS[r.signal].needs) - set(df.columns)
+    }
+    compiled = compile_rules([r for r in ruleset.enabled if r.id not in skipped])
     with ctx.progress.task("quality", total=1) as advance:
         out = evaluate(df, compiled, keep_signals=True)
         advance(1)
@@ -108,7 +115,9 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
             detail = pl.format(f"{r.signal}={{}} ({r.threshold_text()}, turns={r.turns})", value.round(4))
             out = with_reject(out, pl.col(compiled.fired_col(r)), f"quality.{r.id}", detail)
     ctx.summaries[NAME] = _summary(out, compiled, cfg)
+    ctx.summaries[NAME]["skipped_rules"] = {k: f"missing column(s) {', '.join(v)}" for k, v in skipped.items()}
     ctx.manifest[NAME] = {
+        "skipped_rules": sorted(skipped),
         "rules_file": str(ruleset.path),
         "rules_sha256": ruleset.sha256,
         "rules": [r.id for r in ruleset.rules],

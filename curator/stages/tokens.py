@@ -23,6 +23,9 @@ truncates from the right), which drops the end of the answer and its EOS; here t
 Rows with no trained token (no assistant turn with weight 1) get `tokens.no_trainable`: the trainer
 would spend compute on them and learn nothing (finetune/data.py skips them too).
 
+Rows whose chat template refuses them (only template-based profiles can; e.g. Llama-2's template raises
+on roles that do not alternate) get `tokens.template_error` with the template's message.
+
 The stage also puts a training cost estimate into the report (curator/cost.py): tokens seen and
 trained x `epochs`, over the throughput of each GPU option in the prices file.
 """
@@ -172,9 +175,11 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         pl.Series("_last_alone", [last_alone.get(i) for i in range(len(encoded))], dtype=pl.Int64),
     )
     if truncated:
-        idx = sorted(truncated)
-        new = pl.Series(C.MESSAGES, [truncated[i][0] for i in idx], dtype=df.schema[C.MESSAGES])
-        df = df.with_columns(df.get_column(C.MESSAGES).scatter(idx, new))
+        new = pl.Series("_cut", [truncated[i][0] if i in truncated else None for i in range(df.height)],
+                        dtype=df.schema[C.MESSAGES])
+        df = df.with_columns(
+            pl.when(pl.col(TRUNCATED_TURNS) > 0).then(new).otherwise(pl.col(C.MESSAGES)).alias(C.MESSAGES)
+        )
 
     fits = pl.col(N_TOKENS) <= limit
     if cfg.policy in ("reject", "truncate"):

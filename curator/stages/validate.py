@@ -47,26 +47,19 @@ class Config(BaseModel):
     )
 
 
-def _message_row(msg: dict) -> dict:
-    calls = msg.get("tool_calls")
-    return {
-        "role": msg["role"],
-        "content": msg["content"],
-        "weight": msg.get("weight"),
-        "tool_calls": json.dumps(calls, ensure_ascii=False, sort_keys=True) if calls else None,
-        "tool_call_id": msg.get("tool_call_id"),
-    }
-
-
 def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0) -> pl.DataFrame:
     """Validate every line and return the run's frame, one row per line, rejects included."""
     cfg = ctx.config
     fmt = cfg.input.format
     extra = cfg.validate_.extra_fields
-    rows: dict[str, list] = {name: [] for name in FRAME_SCHEMA}
+    nested_cols = (C.MESSAGES, C.WARNINGS, C.REJECT_REASONS, C.REJECT_DETAILS)
+    rows: dict[str, list] = {name: [] for name in FRAME_SCHEMA if name not in nested_cols}
+    notes: dict[str, list] = {C.ROW: [], "warning": [], "code": [], "detail": []}  # one entry per problem
+    # Messages are collected flat (one entry per turn) and nested once by polars: building a
+    # List(Struct) column from Python dicts row by row is an order of magnitude slower.
+    turns: dict[str, list] = {C.ROW: [], "role": [], "content": [], "weight": [], "tool_calls": [], "tool_call_id": []}
     for i, line in enumerate(lines, start=first_row):
         record, problems, source_format = check_line(line, fmt, extra)
-        errors = [p for p in problems if not p.warning]
         rows[C.ROW].append(i)
         rows[C.SOURCE_FILE].append(line.source_file)
         rows[C.SOURCE_LINE].append(line.source_line)
@@ -75,16 +68,40 @@ def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0)
         rows[C.RAW].append(line.text)
         rows[C.RAW_B64].append(line.raw_b64)
         if record is not None:
-            rows[C.MESSAGES].append([_message_row(m) for m in record["messages"]])
+            for m in record["messages"]:
+                calls = m.get("tool_calls")
+                turns[C.ROW].append(i)
+                turns["role"].append(m["role"])
+                turns["content"].append(m["content"])
+                turns["weight"].append(m.get("weight"))
+                turns["tool_calls"].append(json.dumps(calls, ensure_ascii=False, sort_keys=True) if calls else None)
+                turns["tool_call_id"].append(m.get("tool_call_id"))
             meta = record["meta"]
-            rows[C.META].append(json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta is not None else None)
+            rows[C.META].append(json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if meta is not None else None)
         else:
-            rows[C.MESSAGES].append(None)
             rows[C.META].append(None)
-        rows[C.WARNINGS].append([f"{p.code}: {(p.field + ': ') if p.field else ''}{p.message}" for p in problems if p.warning])
-        rows[C.REJECT_REASONS].append([p.code for p in errors])
-        rows[C.REJECT_DETAILS].append([f"{p.field}: {p.message}" if p.field else p.message for p in errors])
-    return pl.DataFrame(rows, schema=FRAME_SCHEMA)
+        for p in problems:
+            notes[C.ROW].append(i)
+            notes["warning"].append(p.warning)
+            notes["code"].append(p.code)
+            notes["detail"].append(f"{p.field}: {p.message}" if p.field else p.message)
+    base = pl.DataFrame(rows, schema={k: v for k, v in FRAME_SCHEMA.items() if k not in nested_cols})
+    notes_df = pl.DataFrame(notes, schema={C.ROW: pl.Int64, "warning": pl.Boolean, "code": pl.Utf8, "detail": pl.Utf8})
+    by_row = notes_df.group_by(C.ROW, maintain_order=True).agg(
+        (pl.col("code") + ": " + pl.col("detail")).filter(pl.col("warning")).alias(C.WARNINGS),
+        pl.col("code").filter(~pl.col("warning")).alias(C.REJECT_REASONS),
+        pl.col("detail").filter(~pl.col("warning")).alias(C.REJECT_DETAILS),
+    )
+    fields = [f.name for f in C.MESSAGE.fields]
+    flat = pl.DataFrame(turns, schema={C.ROW: pl.Int64, **{f.name: f.dtype for f in C.MESSAGE.fields}})
+    nested = flat.group_by(C.ROW, maintain_order=True).agg(pl.struct(fields).alias(C.MESSAGES))
+    frame = base.join(nested, on=C.ROW, how="left", maintain_order="left").join(
+        by_row, on=C.ROW, how="left", maintain_order="left"
+    )
+    empty = pl.lit([], dtype=pl.List(pl.Utf8))
+    return frame.with_columns(pl.col(c).fill_null(empty) for c in (C.WARNINGS, C.REJECT_REASONS, C.REJECT_DETAILS)).select(
+        list(FRAME_SCHEMA)
+    )
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
