@@ -14,8 +14,12 @@ from curator.io.readers import RawLine, iter_file, parse
 from curator.schema import Problem, check_record, to_plain
 
 
-def check_line(line: RawLine, fmt: str = "auto", extra_fields: str = "warn") -> tuple[dict | None, list[Problem], str]:
+def check_line(
+    line: RawLine, fmt: str = "auto", extra_fields: str = "warn", build: bool = True
+) -> tuple[dict | None, list[Problem], str]:
     """Parse and validate one line: (plain record or None, problems, detected source format).
+
+    With `build=False` (the hook) the plain record is not built and None is returned for it.
 
     Lines in Alpaca, ShareGPT or GPTeacher shape are converted to chat records first
     (curator/io/formats.py) unless `fmt` is "chat".
@@ -35,7 +39,7 @@ def check_line(line: RawLine, fmt: str = "auto", extra_fields: str = "warn") -> 
     if extra_fields == "reject":
         found = [Problem(p.field, p.message, p.code) if p.code == "schema.extra_field" else p for p in found]
     problems += found
-    if record is None or any(not p.warning for p in problems):
+    if record is None or not build or any(not p.warning for p in problems):
         return None, problems, source_format
     return to_plain(record), problems, source_format
 
@@ -78,5 +82,5 @@ def validate_file(path: Path, fmt: str = "auto", extra_fields: str = "warn") -> 
     """For each record of `path`: (1, its findings). Streams; raises CurateError if unreadable."""
     source = str(path)
     for line in iter_file(path, source):
-        _, problems, _ = check_line(line, fmt, extra_fields)
+        _, problems, _ = check_line(line, fmt, extra_fields, build=False)
         yield 1, [Finding(source, line.source_line, p) for p in problems]

@@ -1,0 +1,275 @@
+"""Near-duplicate stage (issue 3): shingles, LSH parameters, signatures, clusters, kept copy, conflicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curator import columns as C
+from curator.config import CurateConfig
+from curator.io.readers import iter_file
+from curator.shingles import TOKEN_PATTERN, jaccard, shingle, tokenize_turns
+from curator.stages import dedup_minhash, normalize, validate
+from curator.stages.base import StageContext
+from tests.conftest import CHAT_DATA, chat, write_lines
+
+WORDS = [f"w{i}" for i in range(400)]  # distinct tokens, so Jaccard values are exact fractions
+
+
+def text(start: int, length: int) -> str:
+    return " ".join(WORDS[start : start + length])
+
+
+def stage_frame(tmp_path: Path, records: list[dict], name: str = "in.jsonl") -> pl.DataFrame:
+    """The frame dedup_minhash receives: read, validated, normalised, alive rows only."""
+    path = write_lines(tmp_path / name, records)
+    ctx = StageContext(config=CurateConfig())
+    frame = validate.build_frame(iter_file(path, name), ctx)
+    frame = normalize.run(frame.filter(C.alive()), ctx)
+    return frame.filter(C.alive())
+
+
+def run_stage(df: pl.DataFrame, **cfg) -> tuple[pl.DataFrame, StageContext]:
+    ctx = StageContext(config=CurateConfig.model_validate({"dedup_minhash": cfg}))
+    return dedup_minhash.run(df, ctx), ctx
+
+
+def reasons(df: pl.DataFrame) -> list[list[str]]:
+    return df.get_column(C.REJECT_REASONS).to_list()
+
+
+# --------------------------------------------------------------------------------------------- parameters
+
+
+def test_bands_reach_the_recall_datasketch_default_misses():
+    from datasketch import MinHashLSH
+
+    b = dedup_minhash.choose_bands(0.8, 128, 0.99)
+    assert (b.bands, b.rows) == (16, 6)
+    assert b.recall_at_threshold == pytest.approx(1 - (1 - 0.8**6) ** 16)
+    assert b.recall_at_threshold >= 0.99
+    default = MinHashLSH(threshold=0.8, num_perm=128)
+    assert 1 - (1 - 0.8**default.r) ** default.b < 0.5  # why the stage chooses its own bands
+
+
+def test_bands_error_names_the_fix():
+    with pytest.raises(ValueError, match="raise num_perm"):
+        dedup_minhash.choose_bands(0.8, 4, 0.999999)
+
+
+def test_prefilter_cutoff_is_the_binomial_tail():
+    cut = dedup_minhash.min_agreement(128, 0.8)
+    from math import comb
+
+    below = sum(comb(128, x) * 0.8**x * 0.2 ** (128 - x) for x in range(cut))
+    assert below <= dedup_minhash.PREFILTER_MISS
+    assert below + comb(128, cut) * 0.8**cut * 0.2 ** (128 - cut) > dedup_minhash.PREFILTER_MISS
+
+
+def test_signatures_equal_datasketch_minhash_bulk(tmp_path):
+    from datasketch import MinHash
+
+    records = [chat(("user", text(i, 30)), ("assistant", text(i + 50, 40))) for i in range(0, 60, 7)]
+    df = stage_frame(tmp_path, records)
+    sets = shingle(tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"]), 5)
+    members = np.arange(len(sets))
+    ours = dedup_minhash.signatures(sets, members, 128, 7, workers=2)
+    inputs = [dedup_minhash.minhash_inputs(sets.raw(i)) for i in members]
+    theirs = MinHash.bulk(([v] for v in inputs), num_perm=128, seed=7, scheme="affine32", hashfunc=lambda v: v)
+    assert np.array_equal(ours, np.stack([m.hashvalues for m in theirs], axis=1))
+
+
+# ----------------------------------------------------------------------------------------------- shingles
+
+
+def test_tokens_are_words_and_cjk_characters():
+    tokens = pl.Series(["Hello, World! 我喜欢Python_3 ok"]).str.extract_all(TOKEN_PATTERN).to_list()[0]
+    assert tokens == ["Hello", "World", "我", "喜", "欢", "Python_3", "ok"]
+
+
+def test_ngrams_stay_inside_a_turn_and_short_turns_are_one_shingle():
+    messages = pl.Series(
+        [[{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "d e"}]],
+        dtype=pl.List(C.MESSAGE),
+    )
+    sets = shingle(tokenize_turns(messages, ["user", "assistant"]), 2)
+    assert len(sets.raw(0)) == 3  # "a b", "b c" and the one-shingle turn "d e"; no "c d" across turns
+    assert len(shingle(tokenize_turns(messages, ["user"]), 5).raw(0)) == 1
+
+
+def test_jaccard_is_exact():
+    assert jaccard(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4, 5], np.uint64)) == pytest.approx(2 / 5)
+    assert jaccard(np.array([], np.uint64), np.array([], np.uint64)) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ clusters
+
+
+def test_near_duplicate_is_rejected_naming_the_kept_copy(tmp_path):
+    original = text(0, 100)
+    edited = original.replace("w50", "changed")  # 5 of 96 five-grams change: J = 91 / 101
+    other = text(200, 100)
+    df = stage_frame(tmp_path, [chat(("user", "q"), ("assistant", original)), chat(("user", "q"), ("assistant", edited)),
+                                chat(("user", "r"), ("assistant", other))])
+    out, ctx = run_stage(df)
+    assert reasons(out) == [[], ["dup.near"], []]
+    row = out.row(1, named=True)
+    assert row["near_dup_of"] == "in.jsonl:1"
+    assert row["near_dup_jaccard"] == pytest.approx(91 / 101)
+    assert row[C.REJECT_DETAILS][0].startswith("near-duplicate of in.jsonl:1 (jaccard 0.901, estimated ")
+    assert out.get_column("near_dup_cluster").to_list() == [0, 0, None]
+    assert out.get_column(C.SPLIT_KEY).to_list() == [row[C.CONTENT_HASH] and out.row(0, named=True)[C.CONTENT_HASH]] * 2 + [None]
+    manifest = ctx.manifest["dedup_minhash"]
+    assert manifest["scheme"] == "affine32" and manifest["seed"] == 1 and manifest["num_perm"] == 128
+    assert (manifest["views"]["long"]["bands"], manifest["views"]["long"]["rows"]) == (16, 6)
+    assert ctx.summaries["dedup_minhash"]["clusters"] == 1
+
+
+def test_below_threshold_is_not_a_duplicate(tmp_path):
+    original = text(0, 100)
+    edited = " ".join("x" if i % 25 == 0 else w for i, w in enumerate(original.split()))  # 4 edits: J < 0.8
+    df = stage_frame(tmp_path, [chat(("user", "q"), ("assistant", original)), chat(("user", "q"), ("assistant", edited))])
+    out, _ = run_stage(df)
+    assert reasons(out) == [[], []]
+    assert out.get_column("near_dup_cluster").to_list() == [None, None]
+
+
+def test_kept_copy_is_best_quality_then_most_assistant_tokens_then_first(tmp_path):
+    base = text(0, 120)
+    records = [chat(("user", "q"), ("assistant", base + suffix)) for suffix in ("", " extra", " more", " again")]
+    df = stage_frame(tmp_path, records)
+    with_scores = df.with_columns(
+        pl.Series("quality_score", [0.5, 0.9, 0.9, None], dtype=pl.Float64),
+        pl.Series("n_assistant_tokens", [10, 20, 30, 99], dtype=pl.Int64),
+    )
+    out, _ = run_stage(with_scores)
+    assert out.get_column("near_dup_of").to_list() == ["in.jsonl:3", "in.jsonl:3", None, "in.jsonl:3"]
+    out, _ = run_stage(df)  # no quality or token columns: first seen wins
+    assert reasons(out) == [[], ["dup.near"], ["dup.near"], ["dup.near"]]
+
+
+def test_short_records_match_with_the_short_ngram(tmp_path):
+    original = text(0, 20)
+    edited = original.replace("w10", "changed")  # bigrams: 17 shared of 21; 5-grams would give 11 / 21
+    df = stage_frame(tmp_path, [chat(("user", original)), chat(("user", edited), ("assistant", ""))])
+    out, _ = run_stage(df, roles=["user"])
+    assert reasons(out) == [[], ["dup.near"]]
+    assert out.get_column("near_dup_jaccard").to_list()[1] == pytest.approx(17 / 21)
+    assert "2-grams" in out.row(1, named=True)[C.REJECT_DETAILS][0]
+
+
+def test_shared_system_prompt_is_left_out(tmp_path):
+    system = text(300, 90)
+    records = [chat(("system", system), ("user", text(i * 10, 6)), ("assistant", text(i * 10 + 100, 6))) for i in range(3)]
+    df = stage_frame(tmp_path, records)
+    out, ctx = run_stage(df)
+    assert reasons(out) == [[], [], []]
+    assert ctx.summaries["dedup_minhash"]["shared_system_prompts_dropped"] == 1
+    out, _ = run_stage(df, system_prompt="keep")  # the shared prompt dominates: all three look alike
+    assert reasons(out) == [[], ["dup.near"], ["dup.near"]]
+
+
+def test_chinese_is_shingled_by_characters(tmp_path):
+    zh = "我们今天学习如何使用数据去重工具来清理训练数据集并保证验证集没有泄漏问题这是一个很长的句子用来测试字符级别的分词效果"
+    df = stage_frame(tmp_path, [chat(("user", zh)), chat(("user", zh.replace("今天", "明天")))])
+    out, _ = run_stage(df, roles=["user"])
+    assert reasons(out) == [[], ["dup.near"]]
+
+
+# ------------------------------------------------------------------------------------------ prompt conflicts
+
+
+def conflict_records() -> list[dict]:
+    prompt = text(0, 30)
+    return [
+        chat(("user", prompt), ("assistant", text(100, 60))),
+        chat(("user", prompt), ("assistant", text(200, 60))),
+        chat(("user", text(300, 30)), ("assistant", text(340, 40))),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("keep_all", [[], [], []]),
+        ("keep_best", [[], ["dup.prompt_conflict"], []]),
+        ("reject", [["dup.prompt_conflict"], ["dup.prompt_conflict"], []]),
+    ],
+)
+def test_same_prompt_different_answers(tmp_path, policy, expected):
+    df = stage_frame(tmp_path, conflict_records())
+    out, ctx = run_stage(df, prompt_conflict=policy)
+    assert reasons(out) == expected
+    assert out.get_column("prompt_conflict").to_list() == [True, True, False]
+    keys = out.get_column(C.SPLIT_KEY).to_list()
+    assert keys[0] == keys[1] == out.row(0, named=True)[C.CONTENT_HASH] and keys[2] is None
+    line = json.loads(ctx.artifacts["duplicates.jsonl"])
+    assert line["kind"] == "prompt_conflict" and line["best"] == "in.jsonl:1"
+    assert [m["ref"] for m in line["members"]] == ["in.jsonl:1", "in.jsonl:2"]
+
+
+# ------------------------------------------------------------------------------------------------ artifact
+
+
+def test_duplicates_jsonl_lists_every_member_and_is_deterministic(tmp_path):
+    base = text(0, 100)
+    records = [
+        chat(("user", "q"), ("assistant", base)),
+        chat(("user", "unrelated"), ("assistant", text(250, 80))),
+        chat(("user", "q"), ("assistant", base.replace("w70", "seventy"))),
+    ]
+    df = stage_frame(tmp_path, records)
+    _, ctx1 = run_stage(df)
+    _, ctx2 = run_stage(df, workers=1)
+    assert ctx1.artifacts["duplicates.jsonl"] == ctx2.artifacts["duplicates.jsonl"]
+    lines = [json.loads(x) for x in ctx1.artifacts["duplicates.jsonl"].decode().splitlines()]
+    assert lines == [
+        {
+            "kind": "near_dup",
+            "cluster": 0,
+            "kept": "in.jsonl:1",
+            "size": 2,
+            "members": [
+                {"ref": "in.jsonl:1", "kept": True, "jaccard": None, "jaccard_estimate": None},
+                {"ref": "in.jsonl:3", "kept": False, "jaccard": round(91 / 101, 4),
+                 "jaccard_estimate": lines[0]["members"][1]["jaccard_estimate"]},
+            ],
+        }
+    ]
+    assert 0.6 <= lines[0]["members"][1]["jaccard_estimate"] <= 1.0
+
+
+def test_disabled_stage_adds_null_columns(tmp_path):
+    df = stage_frame(tmp_path, conflict_records())
+    out, ctx = run_stage(df, enabled=False)
+    assert out.get_column("near_dup_cluster").null_count() == 3
+    assert out.get_column("prompt_conflict").to_list() == [False] * 3
+    assert ctx.artifacts["duplicates.jsonl"] == b""
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(Exception, match="short_ngram"):
+        CurateConfig.model_validate({"dedup_minhash": {"short_ngram": 6}})
+    with pytest.raises(Exception, match="prompt_conflict"):
+        CurateConfig.model_validate({"dedup_minhash": {"prompt_conflict": "merge"}})
+
+
+# ---------------------------------------------------------------------------------------------- real data
+
+
+def test_real_copies_with_a_lead_in_are_found(real_data, tmp_path):
+    """Every GSM8K record re-collected with a short lead-in (bench/corpus.py's edit) is a near-duplicate."""
+    path = CHAT_DATA / "gsm8k_train.jsonl"
+    originals = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:300]]
+    copies = json.loads(json.dumps(originals))
+    for rec in copies:
+        rec["messages"][0]["content"] = "Question from a colleague:\n" + rec["messages"][0]["content"]
+    df = stage_frame(tmp_path, originals + copies)
+    out, ctx = run_stage(df)
+    dup_of = out.get_column("near_dup_of").to_list()
+    assert dup_of[300:] == [f"in.jsonl:{i + 1}" for i in range(300)]
+    assert all(r == [] for r in reasons(out)[:300])
