@@ -113,7 +113,7 @@ def build(variant: str, smoke: bool, device, dtype):
     return model, optimizer
 
 
-def stock_batches(examples, full: bool):
+def stock_batches(examples):
     """Lists of 4 examples -> padded input_ids / attention_mask / labels (the transformers recipe)."""
     import torch
 
@@ -164,7 +164,7 @@ def step(variant: str, model, optimizer, batch, device, dtype) -> int:
 def measure(variant: str, workload: str, model, optimizer, examples, device, dtype, warmup: int, steps: int) -> dict:
     import torch
 
-    batches = stock_batches(examples, workload == "full") if variant == "stock" else trainer_batches(examples, workload == "real")
+    batches = stock_batches(examples) if variant == "stock" else trainer_batches(examples, workload == "real")
     need = warmup + steps
     if len(batches) < need:
         batches = (batches * math.ceil(need / max(1, len(batches))))[:need]

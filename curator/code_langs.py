@@ -478,6 +478,7 @@ class DetectSettings:
     mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails this badly
     strong_cues: float = 5.0  # ...unless its cues are this strong (a block cut off mid-construct)
     max_candidates: int = 3  # grammars tried first, by cue score (the fast path)
+    fallback: bool = True  # try grammars on cue-less blocks shaped like C-family code
     max_lines: int = 200  # detection looks at the first lines only; a language shows early
 
 
@@ -505,6 +506,24 @@ def _head(code: str, max_lines: int) -> str:
     return "\n".join(code.split("\n", max_lines)[:max_lines])
 
 
+# A block with no cue of any language still looks like code when a line ends the way statements
+# and blocks do in the C family; such a block takes the first grammar, in this order (the most
+# common languages of chat data first), that parses it cleanly. Permissive grammars (bash, ruby,
+# php) and SQL are left out: they would accept prose.
+_CODE_SHAPE = re.compile(r"[;{})]\s*$|^\s*[}\])]", re.MULTILINE)
+FALLBACK_ORDER = ["javascript", "java", "cpp", "go", "python", "csharp", "rust", "typescript", "c"]
+
+
+def _fallback(sample: str, scores: dict[str, float], settings: DetectSettings) -> Detection:
+    errors: dict[str, float] = {}
+    if settings.fallback and _CODE_SHAPE.search(sample):
+        for g in FALLBACK_ORDER:
+            errors[g] = parse_error_frac(sample, g)
+            if errors[g] <= settings.clean_max_error:
+                return Detection(g, errors[g], errors, scores)
+    return Detection(None, None, errors, scores)
+
+
 def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> Detection:
     """The language whose grammar parses `code` best; cues choose among near ties.
 
@@ -516,7 +535,7 @@ def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> D
     scores = cue_scores(sample)
     ranked = sorted((g for g in GRAMMARS if scores[g] > 0), key=lambda g: (-scores[g], _RANK[g]))
     if not ranked:
-        return Detection(None, None, {}, scores)
+        return _fallback(sample, scores, settings)
     errors = {g: parse_error_frac(sample, g) for g in ranked[: settings.max_candidates]}
     if min(errors.values()) > settings.clean_max_error:
         for g in ranked[settings.max_candidates :]:

@@ -90,7 +90,11 @@ def add_lora(model, settings: "LoraSettings", seed: int):
 def enable_gradient_checkpointing(peft_model) -> None:
     # Non-reentrant checkpointing needs no `enable_input_require_grads` hook on the frozen embeddings and
     # works with keyword arguments (position_ids); it is what PyTorch recommends since 2.1.
-    peft_model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm = peft_model.get_base_model()
+    if hasattr(lm, "activation_checkpointing_enable"):  # the name since transformers 5.2x; the old one warns
+        lm.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def compile_decoder_layers(peft_model) -> None:

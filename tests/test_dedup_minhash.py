@@ -111,7 +111,8 @@ def test_jaccard_is_exact():
 
 def test_near_duplicate_is_rejected_naming_the_kept_copy(tmp_path):
     original = text(0, 100)
-    edited = original.replace("w50", "changed")  # 5 of 96 five-grams change: J = 91 / 101
+    # 5 of the 96 assistant five-grams change; the one-shingle user turn "q" is shared: J = 92 / 102
+    edited = original.replace("w50", "changed")
     other = text(200, 100)
     df = stage_frame(tmp_path, [chat(("user", "q"), ("assistant", original)), chat(("user", "q"), ("assistant", edited)),
                                 chat(("user", "r"), ("assistant", other))])
@@ -119,10 +120,11 @@ def test_near_duplicate_is_rejected_naming_the_kept_copy(tmp_path):
     assert reasons(out) == [[], ["dup.near"], []]
     row = out.row(1, named=True)
     assert row["near_dup_of"] == "in.jsonl:1"
-    assert row["near_dup_jaccard"] == pytest.approx(91 / 101)
-    assert row[C.REJECT_DETAILS][0].startswith("near-duplicate of in.jsonl:1 (jaccard 0.901, estimated ")
+    assert row["near_dup_jaccard"] == pytest.approx(92 / 102)
+    assert row[C.REJECT_DETAILS][0].startswith("near-duplicate of in.jsonl:1 (jaccard 0.902, estimated ")
     assert out.get_column("near_dup_cluster").to_list() == [0, 0, None]
-    assert out.get_column(C.SPLIT_KEY).to_list() == [row[C.CONTENT_HASH] and out.row(0, named=True)[C.CONTENT_HASH]] * 2 + [None]
+    kept_hash = out.row(0, named=True)[C.CONTENT_HASH]
+    assert out.get_column(C.SPLIT_KEY).to_list() == [kept_hash, kept_hash, None]
     manifest = ctx.manifest["dedup_minhash"]
     assert manifest["scheme"] == "affine32" and manifest["seed"] == 1 and manifest["num_perm"] == 128
     assert (manifest["views"]["long"]["bands"], manifest["views"]["long"]["rows"]) == (16, 6)
@@ -155,7 +157,7 @@ def test_kept_copy_is_best_quality_then_most_assistant_tokens_then_first(tmp_pat
 def test_short_records_match_with_the_short_ngram(tmp_path):
     original = text(0, 20)
     edited = original.replace("w10", "changed")  # bigrams: 17 shared of 21; 5-grams would give 11 / 21
-    df = stage_frame(tmp_path, [chat(("user", original)), chat(("user", edited), ("assistant", ""))])
+    df = stage_frame(tmp_path, [chat(("user", original), ("assistant", "ok")), chat(("user", edited), ("assistant", "ok"))])
     out, _ = run_stage(df, roles=["user"])
     assert reasons(out) == [[], ["dup.near"]]
     assert out.get_column("near_dup_jaccard").to_list()[1] == pytest.approx(17 / 21)
@@ -175,9 +177,11 @@ def test_shared_system_prompt_is_left_out(tmp_path):
 
 def test_chinese_is_shingled_by_characters(tmp_path):
     zh = "我们今天学习如何使用数据去重工具来清理训练数据集并保证验证集没有泄漏问题这是一个很长的句子用来测试字符级别的分词效果"
-    df = stage_frame(tmp_path, [chat(("user", zh)), chat(("user", zh.replace("今天", "明天")))])
+    # 58 characters; the third changes, which only 3 of the 54 character 5-grams contain: J = 51 / 57
+    df = stage_frame(tmp_path, [chat(("user", zh), ("assistant", "好")), chat(("user", zh.replace("今天", "明天")), ("assistant", "好"))])
     out, _ = run_stage(df, roles=["user"])
     assert reasons(out) == [[], ["dup.near"]]
+    assert out.get_column("near_dup_jaccard").to_list()[1] == pytest.approx(51 / 57)
 
 
 # ------------------------------------------------------------------------------------------ prompt conflicts
@@ -235,7 +239,7 @@ def test_duplicates_jsonl_lists_every_member_and_is_deterministic(tmp_path):
             "size": 2,
             "members": [
                 {"ref": "in.jsonl:1", "kept": True, "jaccard": None, "jaccard_estimate": None},
-                {"ref": "in.jsonl:3", "kept": False, "jaccard": round(91 / 101, 4),
+                {"ref": "in.jsonl:3", "kept": False, "jaccard": round(92 / 102, 4),
                  "jaccard_estimate": lines[0]["members"][1]["jaccard_estimate"]},
             ],
         }

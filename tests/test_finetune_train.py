@@ -84,7 +84,7 @@ def test_train_writes_adapter_tokenizer_logs_checkpoints_and_sheet(trained):
 
 def test_val_perplexity_counts_exactly_the_assistant_tokens(trained, workspace):
     adapter, _ = trained
-    expected = sum(sum(enc.trained) - 0 for enc in chat_tokenizer().encode_batch([r["messages"] for r in workspace["val"]]))
+    expected = sum(sum(enc.trained) for enc in chat_tokenizer().encode_batch([r["messages"] for r in workspace["val"]]))
     assert _metrics(adapter)[-1]["val_tokens"] == expected
 
 

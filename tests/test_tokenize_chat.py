@@ -306,3 +306,16 @@ def test_hf_folder_uses_its_own_template_and_max_length(tmp_path, tok):
     assert other.tokenizer.decode([i for i, t in zip(enc.ids, enc.trained) if t], skip_special_tokens=False) == (
         "Answer</s>"
     )
+
+
+def test_converted_tokenizer_cache_round_trips(tmp_path, monkeypatch, sp):
+    from curator.tokenize_chat import _cached_fast_tokenizer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = _cached_fast_tokenizer(mistral_v1_model_file())
+    [cached_file] = list((tmp_path / "curator" / "tokenizers").iterdir())
+    loaded = _cached_fast_tokenizer(mistral_v1_model_file())
+    texts = ["def f(x):\n    return x  # ok", "  leading", "émoji 😀"]
+    for t in (built, loaded):
+        assert [e.ids for e in t.encode_batch(texts, add_special_tokens=False)] == [sp.encode(x) for x in texts]
+    assert cached_file.name.endswith(".tokenizer.json")

@@ -1,0 +1,122 @@
+"""No near-duplicate pair straddles train and val (issue 3), proved by brute force on real records."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import polars as pl
+
+from curator import columns as C
+from curator.config import CurateConfig
+from curator.shingles import jaccard, shingle, tokenize_turns
+from curator.stages import dedup_minhash, split
+from curator.stages.base import StageContext
+from tests.conftest import CHAT_DATA
+from tests.test_dedup_minhash import stage_frame
+
+
+def sample_records() -> list[dict]:
+    rng = random.Random(0)
+    base = []
+    for name, n in (("gsm8k_train.jsonl", 120), ("codealpaca_2k.jsonl", 120), ("gpteacher_codegen.jsonl", 80)):
+        lines = (CHAT_DATA / name).read_text(encoding="utf-8").splitlines()
+        base += [json.loads(x) for x in lines[:n]]
+    planted = []
+    for rec in base[::3]:  # edited copies, from one deleted word to a quarter of the answer rewritten
+        copy = json.loads(json.dumps(rec))
+        turn = copy["messages"][-1]
+        words = turn["content"].split(" ")
+        for _ in range(rng.choice([1, 1, 2, 3, max(1, len(words) // 4)])):
+            at = rng.randrange(len(words))
+            if rng.random() < 0.5:
+                del words[at]
+            else:
+                words.insert(at, rng.choice(["also", "then", "indeed", "note"]))
+            if not words:
+                words = ["x"]
+        turn["content"] = " ".join(words)
+        planted.append(copy)
+    conflicts = []
+    for k, rec in enumerate(base[1:60:6]):  # the same prompt answered by another record's answer
+        other = base[(k * 37 + 100) % len(base)]
+        conflicts.append({"messages": [rec["messages"][0], other["messages"][-1]]})
+    return base + planted + conflicts
+
+
+def pair_sets(df: pl.DataFrame, cfg: dedup_minhash.Config):
+    turns = tokenize_turns(df.get_column(C.MESSAGES), cfg.roles, cfg.system_prompt, cfg.shared_system_min_records)
+    words = turns.words()
+    long_sets, short_sets = shingle(turns, cfg.ngram), shingle(turns, cfg.short_ngram)
+    prompt_sets = shingle(turns, cfg.prompt_ngram, turns.role == "user")
+    return words, long_sets, short_sets, prompt_sets
+
+
+_MEMO: dict = {}
+
+
+def set_of(sets, i: int) -> np.ndarray:
+    key = (id(sets), i)
+    if key not in _MEMO:
+        _MEMO[key] = sets.set_of(i)
+    return _MEMO[key]
+
+
+def test_no_near_duplicate_pair_crosses_the_split(real_data, tmp_path):
+    _MEMO.clear()
+    df = stage_frame(tmp_path, sample_records())
+    cfg = CurateConfig.model_validate({"seed": 3, "dedup_minhash": {"prompt_conflict": "keep_all"}})
+    ctx = StageContext(config=cfg)
+    out = dedup_minhash.run(df, ctx)
+    kept = split.run(out.filter(C.alive()), ctx)
+    side = dict(zip(kept.get_column(C.ROW).to_list(), kept.get_column(C.SPLIT).to_list()))
+    keys = out.get_column(C.SPLIT_KEY).to_list()
+    rows = out.get_column(C.ROW).to_list()
+
+    mcfg = cfg.dedup_minhash
+    words, long_sets, short_sets, prompt_sets = pair_sets(df, mcfg)
+    short = mcfg.short_words()
+    n = df.height
+    near, same_prompt = 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            sets = short_sets if min(words[i], words[j]) < short else long_sets
+            a, b = set_of(sets, i), set_of(sets, j)
+            # |A| / |B| >= J, so a size ratio below the threshold rules the pair out without the intersection
+            if len(a) and len(b) and min(len(a), len(b)) >= mcfg.threshold * max(len(a), len(b)) \
+                    and jaccard(a, b) >= mcfg.threshold:
+                near += 1
+                assert keys[i] is not None and keys[i] == keys[j], (i, j)
+                if rows[i] in side and rows[j] in side:  # both kept: possible only in a conflict group
+                    assert side[rows[i]] == side[rows[j]]
+            pa, pb = set_of(prompt_sets, i), set_of(prompt_sets, j)
+            if len(pa) and len(pb) and min(len(pa), len(pb)) >= mcfg.prompt_threshold * max(len(pa), len(pb)) \
+                    and jaccard(pa, pb) >= mcfg.prompt_threshold:
+                same_prompt += 1
+                assert keys[i] is not None and keys[i] == keys[j], (i, j)
+                if rows[i] in side and rows[j] in side:
+                    assert side[rows[i]] == side[rows[j]]
+    # the sample must exercise both rules, with both sides present
+    assert near >= 60 and same_prompt >= 10
+    assert {"train", "val"} == set(side.values())
+    assert int(out.get_column("prompt_conflict").sum()) >= 10
+
+
+def test_a_kept_singleton_keeps_its_side_when_duplicates_arrive(real_data, tmp_path):
+    """The split key of a cluster is its kept copy's content hash, the key the split uses for singletons."""
+    records = sample_records()[:120]
+    cfg = CurateConfig.model_validate({"seed": 3})
+    before = dedup_minhash.run(stage_frame(tmp_path, records, "a.jsonl"), StageContext(config=cfg))
+    before = split.run(before.filter(C.alive()), StageContext(config=cfg))
+    copies = [json.loads(json.dumps(r)) for r in records[:40]]
+    for r in copies:
+        r["messages"][-1]["content"] += " Thanks."
+    after = dedup_minhash.run(stage_frame(tmp_path, records + copies, "a.jsonl"), StageContext(config=cfg))
+    after = split.run(after.filter(C.alive()), StageContext(config=cfg))
+    side_before = dict(zip(before.get_column(C.CONTENT_HASH), before.get_column(C.SPLIT)))
+    side_after = dict(zip(after.get_column(C.CONTENT_HASH), after.get_column(C.SPLIT)))
+    common = set(side_before) & set(side_after)
+    assert len(common) >= 100
+    assert all(side_before[h] == side_after[h] for h in common)
+    assert np.count_nonzero(after.get_column("near_dup_cluster").is_not_null().to_numpy()) >= 30
