@@ -12,7 +12,8 @@ the same settings: 5-grams, threshold 0.8 via 16 bands x 6 rows (what curator ch
 0.8; datatrove has no threshold setting, only bands). datatrove runs its four MinHash stages (signatures,
 buckets, clusters, filter) with the local executor and 2 workers, from its own venv:
 
-    python -m venv bench/.venv-datatrove && bench/.venv-datatrove/bin/pip install datatrove
+    python -m venv bench/.venv-datatrove && bench/.venv-datatrove/bin/pip install datatrove orjson regex \
+        tokenizers spacy "xxhash<4"   # datatrove 0.10.1 hashes str, which xxhash 4 refuses
     python bench/dedup_bench.py [--planted 2000] [--skip-datatrove]
 
 Prints a table; figures go to bench/RESULTS.md (issue 3 section).

@@ -473,10 +473,10 @@ class DetectSettings:
     """Thresholds of detection; the code_language stage's Config fills them (defaults there)."""
 
     clean_max_error: float = 0.0  # a parse with at most this error fraction is "clean"
-    cue_weight: float = 0.2  # how many error-fraction points the best-cued language may trail by
-    detect_max_error: float = 0.5  # an unlabelled block whose best parse is worse is not code we know
-    mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails this badly
-    strong_cues: float = 5.0  # ...unless its cues are this strong (a block cut off mid-construct)
+    cue_weight: float = 0.35  # error-fraction points the best-cued language may trail the best parse by
+    detect_max_error: float = 0.5  # an unlabelled block whose best parse is worse is not code we know...
+    strong_cues: float = 2.0  # ...unless its language's cues score this much (a block cut off mid-construct)
+    mismatch_min_error: float = 0.3  # a label is contradicted only when its grammar fails on this share
     max_candidates: int = 3  # grammars tried first, by cue score (the fast path)
     fallback: bool = True  # try grammars on cue-less blocks shaped like C-family code
     max_lines: int = 200  # detection looks at the first lines only; a language shows early
@@ -532,7 +532,7 @@ def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> D
     `max_candidates` first; the rest only when none of those parses cleanly.
     """
     sample = _head(code, settings.max_lines)
-    scores = cue_scores(sample)
+    scores = cue_scores(sample[:4000])  # cues show in the first screenfuls; bounds regex work
     ranked = sorted((g for g in GRAMMARS if scores[g] > 0), key=lambda g: (-scores[g], _RANK[g]))
     if not ranked:
         return _fallback(sample, scores, settings)

@@ -1,0 +1,258 @@
+"""Language tagging benchmark (issue 5): accuracy on real labelled data, and speed on the corpus.
+
+    python bench/language_bench.py            # everything (a few minutes on 2 cores)
+    python bench/language_bench.py --only code|mismatch|natural|speed --n 50000
+
+1. Code detection: every fenced block of the Exercism and HumanEval-X records in ../shared/data/chat
+   whose fence label names the record's language (`meta.language`), label stripped, through
+   `detect_language`; full blocks and blocks cut to their first half (by lines). Blocks that are
+   another file type under a language label (Exercism's `Cargo.toml` under ```rust) are left out:
+   the file name before the fence says what they are. Accuracy per language, overall, by size
+   (lines of code, comments excluded), and the confusion matrix.
+2. Label mismatch: the same blocks with a wrong label (the next language in a fixed rotation) must
+   be flagged; with their true label they must not be.
+3. Text blocks: Exercism blocks labelled text/plaintext, label stripped, should be detected as
+   no language.
+4. Natural language: bench/data/udhr_langs.jsonl (UDHR paragraphs, 26 languages, see
+   bench/data/build_udhr_set.py for the source) by text length; and on the real chat data, how
+   often langdetect agrees with the English fast path on the samples the fast path takes.
+5. Speed: both stages on the first `--n` records of the benchmark corpus (bench/corpus.py), and
+   the variants (fast path off, every grammar tried) on a slice, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+
+from curator import columns as C  # noqa: E402
+from curator.code_blocks import extract_code_blocks  # noqa: E402
+from curator.code_langs import NOT_PROGRAMMING, DetectSettings, classify_block, detect_language, normalize_label  # noqa: E402
+from curator.config import CurateConfig  # noqa: E402
+from curator.stages import code_language, language  # noqa: E402
+from curator.stages.base import StageContext  # noqa: E402
+
+CHAT = ROOT.parent / "shared" / "data" / "chat"
+META = {
+    "C++": "cpp", "cpp": "cpp", "Go": "go", "go": "go", "Java": "java", "java": "java",
+    "JavaScript": "javascript", "javascript": "javascript", "Python": "python", "python": "python",
+    "Rust": "rust", "rust": "rust", "TypeScript": "typescript", "SQL (SQLite)": "sql",
+}
+LANGS = ["python", "javascript", "typescript", "java", "cpp", "go", "rust", "sql"]
+_FILE_BEFORE = re.compile(r"`([^`\n]+\.(\w+))`:\s*\n?$")
+_COMMENTS = re.compile(r"/\*.*?(\*/|$)|\"\"\".*?(\"\"\"|$)", re.S)
+_COMMENT_LINE = re.compile(r"\s*(//|--|# |\*)")
+
+
+def labelled_blocks() -> list[tuple[str, str]]:
+    """(true language, code) of every block labelled with its record's language."""
+    out = []
+    files = sorted(CHAT.glob("exercism_*.jsonl")) + [CHAT / "humaneval_x_6lang.jsonl"]
+    for path in files:
+        for line in path.open(encoding="utf-8"):
+            rec = json.loads(line)
+            lang = META[rec["meta"]["language"]]
+            for msg in rec["messages"]:
+                text = msg["content"] or ""
+                for b in extract_code_blocks(text):
+                    if normalize_label(b.label) != lang or not b.code.strip():
+                        continue
+                    named = _FILE_BEFORE.search(text[max(0, b.start - 200) : b.start])
+                    if named and normalize_label(named.group(2)) in NOT_PROGRAMMING:
+                        continue  # Cargo.toml under a rust label: not rust
+                    out.append((lang, b.code))
+    return out
+
+
+def code_lines(code: str) -> int:
+    return sum(1 for ln in _COMMENTS.sub("", code).split("\n") if ln.strip() and not _COMMENT_LINE.match(ln))
+
+
+def first_half(code: str) -> str:
+    lines = code.split("\n")
+    return "\n".join(lines[: (len(lines) + 1) // 2])
+
+
+def bench_code(blocks) -> None:
+    print("\n## Code-language detection, fence labels stripped (Exercism + HumanEval-X)")
+    for variant, cut in (("full blocks", lambda c: c), ("first half", first_half)):
+        t0 = time.perf_counter()
+        hits, totals, conf = Counter(), Counter(), defaultdict(Counter)
+        size_hits, size_totals = Counter(), Counter()
+        for lang, code in blocks:
+            code = cut(code)
+            n = code_lines(code)
+            if n == 0:
+                continue  # comments only: nothing to detect (reported below)
+            got = detect_language(code).lang
+            totals[lang] += 1
+            hits[lang] += got == lang
+            conf[lang][got or "none"] += 1
+            size = "1-2" if n <= 2 else ("3-9" if n <= 9 else "10+")
+            size_totals[size] += 1
+            size_hits[size] += got == lang
+        secs = time.perf_counter() - t0
+        n_all = sum(totals.values())
+        skipped = len(blocks) - n_all
+        print(f"\n### {variant}: {n_all} blocks ({skipped} comment-only left out), {secs:.1f} s")
+        print("| language | blocks | accuracy |")
+        print("|---|---:|---:|")
+        for lang in LANGS:
+            print(f"| {lang} | {totals[lang]} | {hits[lang] / totals[lang]:.3f} |")
+        print(f"| **overall** | {n_all} | **{sum(hits.values()) / n_all:.3f}** |")
+        print("\n| lines of code | blocks | accuracy |")
+        print("|---|---:|---:|")
+        for size in ("1-2", "3-9", "10+"):
+            print(f"| {size} | {size_totals[size]} | {size_hits[size] / size_totals[size]:.3f} |")
+        cols = LANGS + sorted({g for c in conf.values() for g in c} - set(LANGS) - {"none"}) + ["none"]
+        print("\nconfusion (rows: true, columns: detected)\n")
+        print("| true \\ detected | " + " | ".join(cols) + " |")
+        print("|---|" + "---:|" * len(cols))
+        for lang in LANGS:
+            print(f"| {lang} | " + " | ".join(str(conf[lang][c] or "") for c in cols) + " |")
+
+
+def bench_mismatch(blocks) -> None:
+    print("\n## Label mismatch")
+    rotate = {lang: LANGS[(i + 1) % len(LANGS)] for i, lang in enumerate(LANGS)}
+    flagged = Counter()
+    wrong_total = 0
+    false_flags = 0
+    for lang, code in blocks:
+        if code_lines(code) < 3:
+            continue
+        wrong_total += 1
+        flagged[lang] += classify_block(code, rotate[lang]).label_mismatch
+        false_flags += classify_block(code, lang).label_mismatch
+    print(f"| blocks (3+ code lines) | wrong label flagged | true label flagged |")
+    print("|---:|---:|---:|")
+    print(f"| {wrong_total} | {sum(flagged.values()) / wrong_total:.3f} | {false_flags / wrong_total:.4f} |")
+    print("per language (wrong label -> flagged): " + ", ".join(
+        f"{lang}->{rotate[lang]} {flagged[lang]}" for lang in LANGS))
+
+
+def bench_text_blocks() -> None:
+    texts = []
+    for path in sorted(CHAT.glob("exercism_*.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            for msg in json.loads(line)["messages"]:
+                texts += [b.code for b in extract_code_blocks(msg["content"]) if normalize_label(b.label) == "text"
+                          and b.code.strip()]
+    got = Counter(detect_language(t).lang or "none" for t in texts)
+    print("\n## Exercism `text` blocks, label stripped (should be no language)")
+    print(f"{len(texts)} blocks: none {got['none'] / len(texts):.3f}; detected as code: "
+          + ", ".join(f"{k} {v}" for k, v in got.most_common() if k != "none"))
+
+
+def bench_natural() -> None:
+    rows = [json.loads(x) for x in (ROOT / "bench" / "data" / "udhr_langs.jsonl").open(encoding="utf-8")]
+    det = language.Detector(language.Config(), seed=0)
+    buckets = {"20+ words": lambda w: w >= 20, "5-19 words": lambda w: 5 <= w < 20, "<5 words": lambda w: w < 5}
+    print("\n## Natural language: UDHR paragraphs, 26 languages (bench/data/udhr_langs.jsonl)")
+    print("| length | texts | accuracy | und |")
+    print("|---|---:|---:|---:|")
+    per_lang = defaultdict(lambda: [0, 0])
+    for name, keep in buckets.items():
+        sel = [r for r in rows if keep(r["words"])]
+        got = det.detect_all([r["text"] for r in sel])
+        acc = sum(g[0] == r["lang"] for g, r in zip(got, sel)) / len(sel)
+        und = sum(g[0] == "und" for g in got) / len(sel)
+        print(f"| {name} | {len(sel)} | {acc:.3f} | {und:.3f} |")
+        if name == "20+ words":
+            for g, r in zip(got, sel):
+                per_lang[r["lang"]][0] += g[0] == r["lang"]
+                per_lang[r["lang"]][1] += 1
+    worst = sorted(per_lang.items(), key=lambda kv: kv[1][0] / kv[1][1])[:5]
+    print("lowest per-language accuracy on 20+ words: " + ", ".join(f"{k} {a / n:.2f} ({n})" for k, (a, n) in worst))
+    # agreement of the fast path with langdetect on real chat prose
+    fast = language.Detector(language.Config(), seed=0)
+    slow = language.Detector(language.Config(fast_path=False), seed=0)
+    samples = []
+    for path in sorted(CHAT.glob("*.jsonl")):
+        for i, line in enumerate(path.open(encoding="utf-8")):
+            if i % 10:
+                continue
+            for m in json.loads(line)["messages"]:
+                if isinstance(m.get("content"), str) and m["role"] in ("user", "assistant"):
+                    samples.append(language._sample([language.prose(m["content"], 1000)], 1000))
+    taken = [s for s in dict.fromkeys(samples) if fast.cheap(s) == ("en", language.FAST_CONFIDENCE, None)]
+    agree = sum(v[0] == "en" for v in slow.detect_all(taken))
+    print(f"\nfast path on real chat prose (every 10th record): takes {len(taken)} of {len(set(samples))} distinct "
+          f"samples; langdetect says en on {agree / len(taken):.4f} of them")
+
+
+def _frame(records: list[dict]) -> pl.DataFrame:
+    rows = [
+        [{"role": m["role"], "content": m.get("content") if isinstance(m.get("content"), str) else None,
+          "weight": None, "tool_calls": None, "tool_call_id": None} for m in r["messages"]]
+        for r in records
+    ]
+    return pl.DataFrame(
+        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
+        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
+    )
+
+
+def _time_stages(df: pl.DataFrame, overrides: dict) -> tuple[float, float]:
+    ctx = StageContext(config=CurateConfig.model_validate(overrides))
+    t0 = time.perf_counter()
+    language.run(df, ctx)
+    t1 = time.perf_counter()
+    code_language.run(df, ctx)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def bench_speed(n: int) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from corpus import build_corpus
+
+    df = _frame(build_corpus(n))
+    print(f"\n## Speed: language + code_language on {df.height} corpus records")
+    lang_s, code_s = _time_stages(df, {})
+    print("| stage | seconds |")
+    print("|---|---:|")
+    print(f"| language | {lang_s:.1f} |\n| code_language | {code_s:.1f} |\n| **both** | **{lang_s + code_s:.1f}** |")
+    part = df.head(min(5000, df.height))
+    base_l, base_c = _time_stages(part, {})
+    nofast_l, _ = _time_stages(part, {"language": {"fast_path": False}})
+    serial_l, _ = _time_stages(part, {"language": {"workers": 1}})
+    _, allg_c = _time_stages(part, {"code_language": {"max_candidates": 13}})
+    print(f"\nvariants on {part.height} records (seconds, ratio to the default)")
+    print("| variant | seconds | ratio |")
+    print("|---|---:|---:|")
+    print(f"| language, default | {base_l:.1f} | 1.00 |")
+    print(f"| language, fast path off | {nofast_l:.1f} | {nofast_l / base_l:.2f} |")
+    print(f"| language, one process | {serial_l:.1f} | {serial_l / base_l:.2f} |")
+    print(f"| code_language, default (3 cue-ranked grammars first) | {base_c:.1f} | 1.00 |")
+    print(f"| code_language, every cued grammar | {allg_c:.1f} | {allg_c / base_c:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["code", "mismatch", "natural", "speed"])
+    ap.add_argument("--n", type=int, default=50_000)
+    args = ap.parse_args()
+    blocks = labelled_blocks() if args.only in (None, "code", "mismatch") else []
+    if args.only in (None, "code"):
+        bench_code(blocks)
+        bench_text_blocks()
+    if args.only in (None, "mismatch"):
+        bench_mismatch(blocks)
+    if args.only in (None, "natural"):
+        bench_natural()
+    if args.only in (None, "speed"):
+        bench_speed(args.n)
+
+
+if __name__ == "__main__":
+    main()

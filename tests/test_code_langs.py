@@ -1,0 +1,208 @@
+"""Programming-language tagging: alias table, tree-sitter detection, mismatch flags, the stage
+(curator/stages/code_language.py) and its diversity gate."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator import columns as C
+from curator.code_langs import GRAMMARS, classify_block, detect_language, normalize_label, parse_error_frac
+from curator.config import CurateConfig
+from curator.stages import code_language
+from curator.stages.base import StageContext
+
+CHAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
+
+
+@pytest.mark.parametrize(
+    "label, lang",
+    [
+        ("py", "python"), ("python3", "python"), ("Python", "python"), ("js", "javascript"),
+        ("node", "javascript"), ("ts", "typescript"), ("c++", "cpp"), ("cpp", "cpp"), ("cc", "cpp"),
+        ("sh", "bash"), ("shell", "bash"), ("zsh", "bash"), ("console", "bash"), ("golang", "go"),
+        ("rs", "rust"), ("cs", "csharp"), ("csharp", "csharp"), ("c#", "csharp"), ("postgresql", "sql"),
+        ("mysql", "sql"), ("sqlite", "sql"), ("rb", "ruby"), ("php", "php"), ("c", "c"), ("java", "java"),
+        ("{.python}", "python"), ("language-js", "javascript"), ("python title=a.py", "python"),
+        ("json", "json"), ("kotlin", "kotlin"), ("plaintext", "text"), ("text", "text"),
+    ],
+)
+def test_alias_table(label, lang):
+    assert normalize_label(label) == lang
+
+
+@pytest.mark.parametrize("label", [None, "", "exercism/note", "Starter", "# Instructions"])
+def test_unknown_labels_normalise_to_none(label):
+    assert normalize_label(label) is None
+
+
+def test_every_grammar_loads_and_parses_cleanly():
+    snippets = {
+        "python": "def f(x):\n    return x + 1\n",
+        "javascript": "const f = (x) => x + 1;\n",
+        "typescript": "const f = (x: number): number => x + 1;\n",
+        "java": "class A { int f(int x) { return x + 1; } }\n",
+        "c": "int f(int x) { return x + 1; }\n",
+        "cpp": "int f(int x) { return x + 1; }\n",
+        "csharp": "class A { int F(int x) { return x + 1; } }\n",
+        "go": "package main\nfunc f(x int) int { return x + 1 }\n",
+        "rust": "fn f(x: i32) -> i32 { x + 1 }\n",
+        "bash": "echo hello | wc -c\n",
+        "sql": "SELECT a FROM t WHERE b = 1;\n",
+        "ruby": "def f(x)\n  x + 1\nend\n",
+        "php": "function f($x) { return $x + 1; }\n",
+    }
+    assert set(snippets) == set(GRAMMARS)
+    for lang, code in snippets.items():
+        assert parse_error_frac(code, lang) == 0.0, lang
+
+
+@pytest.mark.parametrize(
+    "code, lang",
+    [
+        ("import os\n\ndef main():\n    for name in os.listdir('.'):\n        print(name)\n", "python"),
+        ("const xs = [1, 2, 3];\nxs.forEach((x) => console.log(x));\n", "javascript"),
+        ("interface P { name: string }\nconst p: P = { name: 'a' };\n", "typescript"),
+        ('public class Main {\n  public static void main(String[] args) {\n    System.out.println("hi");\n  }\n}\n', "java"),
+        ('#include <stdio.h>\nint main(void) {\n  printf("%d\\n", 1);\n  return 0;\n}\n', "c"),
+        ("#include <iostream>\nint main() {\n  std::cout << 1 << std::endl;\n}\n", "cpp"),
+        ('using System;\nclass P {\n  static void Main() {\n    Console.WriteLine("hi");\n  }\n}\n', "csharp"),
+        ('package main\n\nimport "fmt"\n\nfunc main() {\n\tx := 1\n\tfmt.Println(x)\n}\n', "go"),
+        ('fn main() {\n    let mut v: Vec<i32> = Vec::new();\n    v.push(1);\n    println!("{:?}", v);\n}\n', "rust"),
+        ("#!/bin/bash\nfor f in *.txt; do\n  echo \"$f\"\ndone\n", "bash"),
+        ("SELECT name, COUNT(*) FROM users\nWHERE age > 30\nGROUP BY name;\n", "sql"),
+        ("class Dog\n  attr_reader :name\n  def bark\n    puts \"Woof\"\n  end\nend\n", "ruby"),
+        ("<?php\n$items = array(1, 2);\nforeach ($items as $i) {\n  echo $i;\n}\n", "php"),
+    ],
+)
+def test_detects_each_language(code, lang):
+    assert detect_language(code).lang == lang
+
+
+def test_ties_break_to_the_subset_language_without_superset_cues():
+    c_code = '#include <stdio.h>\nint main(void) {\n  int x = 1;\n  printf("%d", x);\n  return 0;\n}\n'
+    det = detect_language(c_code)
+    assert det.errors["c"] == det.errors["cpp"] == 0.0  # both grammars parse it: a tie
+    assert det.lang == "c"
+    js = "function add(a, b) {\n  return a + b;\n}\nconsole.log(add(1, 2));\n"
+    det = detect_language(js)
+    assert det.errors["javascript"] == det.errors["typescript"] == 0.0
+    assert det.lang == "javascript"
+    ts = "function add(a: number, b: number): number {\n  return a + b;\n}\n"
+    assert detect_language(ts).lang == "typescript"
+
+
+def test_label_mismatch_is_flagged_and_the_content_wins():
+    code = "def greet(name):\n    if name is None:\n        return 'hi'\n    return f'hi {name}'\n"
+    res = classify_block(code, "javascript")
+    assert (res.lang, res.decided_by, res.label_mismatch, res.parse_error_frac) == ("python", "detected", True, 0.0)
+
+
+def test_clean_label_is_confirmed_and_broken_code_keeps_its_label():
+    assert classify_block("x = [1, 2]\nprint(x)\n", "py") == code_language.classify_block(
+        "x = [1, 2]\nprint(x)\n", "python"
+    )
+    res = classify_block("x = [1, 2]\nprint(x)\n", "py")
+    assert (res.lang, res.decided_by, res.label_mismatch, res.parse_error_frac) == ("python", "both", False, 0.0)
+    # broken python that parses nowhere cleanly: the label stands, with its error fraction
+    res = classify_block("def f(:\n    return )\n", "python")
+    assert (res.lang, res.decided_by, res.label_mismatch) == ("python", "label", False)
+    assert res.parse_error_frac == 1.0
+
+
+def test_labels_without_grammar_and_text_are_kept_unparsed():
+    assert classify_block('{"a": 1}', "json") == code_language.classify_block('{"a": 1}', "json")
+    res = classify_block('{"a": 1}', "json")
+    assert (res.lang, res.decided_by, res.parse_error_frac) == ("json", "label", None)
+    assert classify_block("Input: 3\nOutput: 6", "text").lang == "text"
+
+
+def test_prose_and_repl_transcripts():
+    prose = "The plaintext should be organized into a rectangle as square as possible."
+    assert classify_block(prose, None).lang is None
+    repl = ">>> x = [1, 2]\n>>> len(x)\n2\n"
+    assert parse_error_frac(repl, "python") == 0.0
+    assert classify_block(repl, None).lang == "python"
+
+
+def _frame(conversations):
+    rows = [
+        [{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
+        for conv in conversations
+    ]
+    return pl.DataFrame(
+        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
+        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
+    )
+
+
+def _ctx(**overrides):
+    return StageContext(config=CurateConfig.model_validate({"code_language": overrides}))
+
+
+def test_stage_columns_on_inline_rows():
+    df = _frame(
+        [
+            [("user", "Fix:\n```js\nlet x = 1\n```"), ("assistant", "```python\nx = 1\nprint(x)\n```\n```text\nok\n```")],
+            [("user", "hi"), ("assistant", "hello")],
+            [("user", "q"), ("assistant", "```javascript\ndef f(a):\n    if a:\n        return a\n```")],
+        ]
+    )
+    ctx = _ctx()
+    out = code_language.run(df, ctx)
+    assert out["code_langs"].to_list() == [["javascript", "python"], [], ["python"]]
+    assert out["has_code"].to_list() == [True, False, True]
+    assert out["code_parse_error_frac"].to_list() == [0.0, None, 0.0]
+    assert out["code_label_mismatch"].to_list() == [False, False, True]
+    first = out["code_blocks"][0].to_list()
+    assert [(b["turn"], b["role"], b["label"], b["lang"], b["decided_by"], b["n_lines"]) for b in first] == [
+        (0, "user", "js", "javascript", "both", 1),
+        (1, "assistant", "python", "python", "both", 2),
+        (1, "assistant", "text", "text", "label", 1),
+    ]
+    assert out.schema["code_blocks"] == pl.List(code_language.BLOCK)
+    assert out[C.REJECT_REASONS].to_list() == [[], [], []]
+    assert ctx.summaries["code_language"]["label_mismatch_blocks"] == 1
+
+
+def test_stage_rejects_mismatch_when_configured():
+    df = _frame([[("user", "q"), ("assistant", "```javascript\ndef f(a):\n    if a:\n        return a\n```")]])
+    out = code_language.run(df, _ctx(label_mismatch="reject"))
+    assert out[C.REJECT_REASONS].to_list() == [["code.label_mismatch"]]
+    assert out[C.REJECT_DETAILS].to_list() == [["turn 1: labelled 'javascript', parses as python"]]
+
+
+def _kept(langs_per_row):
+    return pl.DataFrame({"code_langs": langs_per_row}, schema={"code_langs": pl.List(pl.Utf8)})
+
+
+def test_gate_passes_with_five_languages_over_the_share():
+    kept = _kept([["python"], ["go"], ["rust"], ["java"], ["cpp", "json"], [], ["text"]])
+    (gate,) = code_language.gates(kept, _ctx())
+    assert (gate.name, gate.passed, gate.value, gate.threshold) == ("code.language_diversity", True, 5.0, 5.0)
+    ctx = _ctx()
+    code_language.gates(kept, ctx)
+    assert ctx.summaries["code_language"]["kept_language_shares"] == {
+        "cpp": 0.2, "go": 0.2, "java": 0.2, "python": 0.2, "rust": 0.2
+    }
+
+
+def test_gate_fails_when_a_language_is_below_the_share():
+    kept = _kept([["python"]] * 60 + [["go"]] * 20 + [["rust"]] * 10 + [["java"]] * 9 + [["cpp"]])
+    (gate,) = code_language.gates(kept, _ctx(min_share=0.02))
+    assert (gate.passed, gate.value) == (False, 4.0)
+    assert "below the share: cpp" in gate.message
+    (gate,) = code_language.gates(kept, _ctx(min_share=0.01))
+    assert (gate.passed, gate.value) == (True, 5.0)
+    assert code_language.gates(kept, _ctx(min_languages=None)) == []
+
+
+def test_real_exercism_records_carry_their_language():
+    """Exercism records name their language in meta; the stage finds it in every record's blocks."""
+    expected = {"exercism_go.chat.jsonl": "go", "exercism_rust.chat.jsonl": "rust", "exercism_sqlite.chat.jsonl": "sql"}
+    for name, lang in expected.items():
+        records = [json.loads(line) for line in (CHAT / name).read_text(encoding="utf-8").splitlines()[:15]]
+        df = _frame([[(m["role"], m["content"]) for m in r["messages"]] for r in records])
+        out = code_language.run(df, _ctx())
+        assert all(lang in langs for langs in out["code_langs"].to_list()), name

@@ -1,0 +1,100 @@
+"""Natural-language tagging with langdetect (curator/stages/language.py)."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from curator import columns as C
+from curator.config import CurateConfig
+from curator.stages import language
+from curator.stages.base import StageContext
+
+CHAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
+FR = ("Considérant que la reconnaissance de la dignité inhérente à tous les membres de la famille humaine "
+      "et de leurs droits égaux et inaliénables constitue le fondement de la liberté.")
+DE = ("Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen "
+      "begabt und sollen einander im Geist der Brüderlichkeit begegnen.")
+EN = "Could you explain how the garbage collector in Python decides when to free memory for an object?"
+
+
+def _frame(conversations):
+    rows = [
+        [{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
+        for conv in conversations
+    ]
+    return pl.DataFrame(
+        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
+        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
+    )
+
+
+def _run(conversations, **overrides):
+    ctx = StageContext(config=CurateConfig.model_validate({"language": overrides}))
+    return language.run(_frame(conversations), ctx), ctx
+
+
+def test_languages_per_role_and_example():
+    out, ctx = _run(
+        [
+            [("user", EN), ("assistant", EN)],
+            [("user", FR), ("assistant", FR)],
+            [("user", DE), ("assistant", "```python\nprint('hallo')\n```")],
+        ]
+    )
+    assert out["user_lang"].to_list() == ["en", "fr", "de"]
+    assert out["assistant_lang"].to_list() == ["en", "fr", "und"]
+    assert out["lang"].to_list() == ["en", "fr", "de"]
+    assert out["lang_reason"].to_list() == [None, None, None]
+    assert out["lang_confidence"][0] == language.FAST_CONFIDENCE  # the English fast path
+    assert out["lang_confidence"][1] > 0.9  # langdetect's probability
+    assert ctx.summaries["language"]["lang"] == {"de": 1, "en": 1, "fr": 1}
+    assert ctx.summaries["language"]["distinct_samples_by_decision"] == {
+        "fast_path": 1, "langdetect": 2, "no_text": 1
+    }
+
+
+def test_short_text_is_und_with_a_reason():
+    out, _ = _run([[("user", "Hi"), ("assistant", "Hello!")], [("user", ""), ("assistant", "`x = 1`")]])
+    assert out["user_lang"].to_list() == ["und", "und"]
+    assert out["lang"].to_list() == ["und", "und"]
+    assert out["lang_reason"].to_list() == ["too_short", "no_text"]
+    assert out["lang_confidence"].to_list() == [None, None]
+
+
+def test_code_urls_and_unfenced_code_are_not_prose():
+    text = "See https://example.com/a-long-path-with-words\n```js\nconst a = 1;\n```\n`inline code here`"
+    assert language.prose(text).split() == ["See"]
+    assert language.prose("public class A {\n  int x;\n}\nimport os") == ""
+    gsm = "Natalia sold 48/2 = <<48/2=24>>24 clips in May."
+    assert language.prose(gsm) == gsm
+
+
+def test_fast_path_leaves_other_languages_to_langdetect():
+    det = language.Detector(language.Config(), seed=0)
+    assert det.cheap(EN) == ("en", language.FAST_CONFIDENCE, None)
+    dutch = "Alle mensen worden vrij en gelijk in waardigheid en rechten geboren. Zij zijn begiftigd met verstand"
+    indonesian = "Semua orang dilahirkan merdeka dan mempunyai martabat dan hak-hak yang sama"
+    assert det.cheap(dutch) is None and det.cheap(indonesian) is None
+    assert det.detect(dutch)[0] == "nl" and det.detect(indonesian)[0] == "id"
+    assert language.Detector(language.Config(fast_path=False), seed=0).cheap(EN) is None
+
+
+def test_mixed_roles_fall_back_to_the_whole_example():
+    out, _ = _run([[("user", FR), ("assistant", DE + " " + DE)]])
+    assert (out["user_lang"][0], out["assistant_lang"][0]) == ("fr", "de")
+    assert out["lang"][0] == "de"  # most of the example's prose is German
+
+
+def test_deterministic_with_the_seed():
+    ambiguous = "Tanto gusto, grazie mille amici miei, tutto bene qui"
+    runs = [language.Detector(language.Config(), seed=7).detect(ambiguous) for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_real_gsm8k_is_english():
+    """GSM8K is English; the stage must say so for (nearly) every record."""
+    lines = (CHAT / "gsm8k_train.jsonl").read_text(encoding="utf-8").splitlines()[:200]
+    out, _ = _run([[(m["role"], m["content"]) for m in json.loads(line)["messages"]] for line in lines])
+    assert out["user_lang"].to_list().count("en") >= 198
+    assert out["lang"].to_list().count("en") >= 198
