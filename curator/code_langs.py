@@ -243,6 +243,7 @@ def source_of(code: str, lang: str) -> str:
     return "\n".join(line[4:] if lang == "python" else line[2:] for line in lines if prompt.match(line))
 
 
+@lru_cache(maxsize=256)  # classify_block asks for the same (block, grammar) from label and detection
 def parse_error_frac(code: str, lang: str) -> float:
     """Share of the non-blank lines of `code` holding code its grammar could not place.
 
@@ -444,7 +445,63 @@ CUES: dict[str, list[tuple[str, float]]] = {
         (r"^\s*namespace [\w\\]+;|^\s*use [\w\\]+;", 2),
     ],
 }
-_CUES = {lang: [(re.compile(p, _M), w) for p, w in pats] for lang, pats in CUES.items()}
+
+
+def required_literals(pattern: str) -> tuple[frozenset[str], bool] | None:
+    """Strings of which at least one occurs in any text `pattern` matches, and whether they are
+    case-folded; None when the pattern requires no literal we can name.
+
+    A necessary condition, read from the parsed pattern (Python's own `re._parser`): a run of
+    literal characters in the pattern's top-level sequence must occur, and so must one of the
+    alternatives of a group every branch of which requires a literal. This is the prefilter of
+    RE2 and Hyperscan (Cox, "Regular Expression Matching with a Trigram Index", 2012): a
+    substring test (`in`, memchr speed) rules a cue out before its regex scans the block, and
+    the regex still decides, so the cue scores are exactly those of running every regex.
+    """
+    from re import _constants as K, _parser
+
+    parsed = _parser.parse(pattern)
+    fold = bool(parsed.state.flags & re.IGNORECASE)
+
+    def seq(items) -> frozenset[str] | None:
+        best: frozenset[str] | None = None
+        run: list[str] = []
+
+        def consider(cand: frozenset[str] | None) -> None:
+            nonlocal best
+            if cand and (best is None or min(map(len, cand)) > min(map(len, best))):
+                best = cand
+
+        for op, av in items:
+            if op is K.LITERAL:
+                run.append(chr(av))
+                continue
+            if run:
+                consider(frozenset({"".join(run)}))
+                run = []
+            if op is K.SUBPATTERN:
+                if av[1] or av[2]:  # scoped flags, e.g. (?i:...): no prefilter for this group
+                    continue
+                consider(seq(av[3]))
+            elif op is K.BRANCH:
+                alts = [seq(branch) for branch in av[1]]
+                if all(alts):
+                    consider(frozenset().union(*alts))
+            elif op in (K.MAX_REPEAT, K.MIN_REPEAT, K.POSSESSIVE_REPEAT) and av[0] >= 1:
+                consider(seq(av[2]))
+        if run:
+            consider(frozenset({"".join(run)}))
+        return best
+
+    lits = seq(list(parsed))
+    if not lits:
+        return None
+    return (frozenset(x.casefold() for x in lits) if fold else lits), fold
+
+
+_CUES = {
+    lang: [(re.compile(p, _M), w, required_literals(p)) for p, w in pats] for lang, pats in CUES.items()
+}
 
 # Tie order when grammar and cues cannot separate languages: subsets first (c before cpp,
 # javascript before typescript), permissive grammars (bash, ruby, php) last.
@@ -455,10 +512,18 @@ _RANK = {lang: i for i, lang in enumerate(PREFERENCE)}
 
 def cue_scores(code: str) -> dict[str, float]:
     """Sum of the weights of each language's cues found in `code` (each cue counted once)."""
+    folded = None
     out = {}
     for lang, cues in _CUES.items():
         s = 0.0
-        for pat, w in cues:
+        for pat, w, need in cues:
+            if need is not None:
+                lits, fold = need
+                if fold and folded is None:
+                    folded = code.casefold()
+                text = folded if fold else code
+                if not any(lit in text for lit in lits):
+                    continue  # a literal the pattern needs is absent: no match possible
             if pat.search(code):
                 s += w
         out[lang] = s
