@@ -248,7 +248,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000, help="records from bench/corpus.py")
     ap.add_argument("--planted", type=int, default=2_000, help="planted edited copies added on top")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="curator's signature threads")
+    ap.add_argument("--datatrove-workers", type=int, default=1,
+                    help="datatrove's LocalPipelineExecutor workers (2 hung in its process pool on the reference box)")
     ap.add_argument("--skip-datatrove", action="store_true")
     args = ap.parse_args()
 
@@ -271,22 +273,25 @@ def main() -> None:
 
     results = {}
     seconds, cluster, ctx = run_curator(frame, args.workers)
-    results["curator"] = (seconds, cluster)
+    results[f"curator/{args.workers}"] = (seconds, cluster)
+    if args.workers != 1:
+        seconds1, cluster1, _ = run_curator(frame, 1)
+        results["curator/1"] = (seconds1, cluster1)
     if not args.skip_datatrove:
-        results["datatrove"] = run_datatrove(frame, args.workers)
+        results[f"datatrove/{args.datatrove_workers}"] = run_datatrove(frame, args.datatrove_workers)
 
     print(f"records into the stage: {frame.height:,} ({len(base):,} corpus + {len(planted):,} planted, "
           f"after exact dedup); planted pairs scored: {len(pairs):,}, "
           f"of which true J >= {THRESHOLD}: {sum(t >= THRESHOLD for t in truths):,}")
     bins = [(0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)]
     print("planted true-J bins:", {f"{lo}-{min(hi, 1.0)}": sum(lo <= t < hi for t in truths) for lo, hi in bins})
-    base_seconds = results["curator"][0]
-    print(f"\n{'tool':<10} {'seconds':>8} {'x curator':>9} {'precision':>9} {'recall':>7} {'F1':>6} "
+    base_seconds = results[f"curator/{args.workers}"][0]
+    print(f"\n{'tool/workers':<12} {'seconds':>8} {'x curator':>9} {'precision':>9} {'recall':>7} {'F1':>6} "
           f"{'natural clusters':>16} {'natural removed':>15}")
     for name, (secs, cl) in results.items():
         s = score(pairs, truths, cl)
         nc, nr = natural(cl, planted_rows)
-        print(f"{name:<10} {secs:>8.2f} {secs / base_seconds:>9.2f} {s['precision']:>9.4f} {s['recall']:>7.4f} "
+        print(f"{name:<12} {secs:>8.2f} {secs / base_seconds:>9.2f} {s['precision']:>9.4f} {s['recall']:>7.4f} "
               f"{s['f1']:>6.4f} {nc:>16,} {nr:>15,}   (tp {s['tp']}, fp {s['fp']}, fn {s['fn']})")
     print("\nrecall by edit kind (pairs with true J >= threshold):")
     for name, (_, cl) in results.items():
@@ -295,7 +300,7 @@ def main() -> None:
             sel = [(p, t) for p, t, k in zip(pairs, truths, kinds) if k == kind and t >= THRESHOLD]
             hit = sum(cl.get(a) is not None and cl.get(a) == cl.get(b) for (a, b), _ in sel)
             parts.append(f"{kind} {hit}/{len(sel)}")
-        print(f"  {name:<10} " + ", ".join(parts))
+        print(f"  {name:<12} " + ", ".join(parts))
     summary = ctx.summaries["dedup_minhash"]
     print("\ncurator summary:", json.dumps({k: summary[k] for k in ("clusters", "near_duplicates_rejected",
                                                                    "largest_cluster", "prompt_conflict_groups", "lsh")}))

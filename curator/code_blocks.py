@@ -81,41 +81,53 @@ def _dedent(line: str, indent: int) -> str:
     return line[i:]
 
 
-def extract_code_blocks(text: str | None) -> list[CodeBlock]:
-    """All fenced code blocks of `text`, in order; empty for text without fences."""
-    if not text or ("```" not in text and "~~~" not in text):
-        return []
-    blocks: list[CodeBlock] = []
+def _fences(text: str):
+    """(opening fence match, body start, body end, block end, closed) of every fenced block."""
     pos = 0
     n = len(text)
     while pos < n:
         m = _FENCE.search(text, pos)
         if m is None:
             break
-        indent, fence, info = m.group(1), m.group(2), m.group(3)
+        fence, info = m.group(2), m.group(3)
         if fence[0] == "`" and "`" in info:
             # not a fence (CommonMark: a backtick fence's info string holds no backtick)
             pos = m.end() + 1
             continue
-        char, size = fence[0], len(fence)
         body_start = m.end() + 1  # after the newline of the opening line
-        close = _closing_fence(char, size).search(text, body_start) if body_start <= n else None
+        close = _closing_fence(fence[0], len(fence)).search(text, body_start) if body_start <= n else None
         if close is None:
-            body = text[body_start:] if body_start <= n else ""
+            yield m, body_start, n, n, False
             end = n
-            closed = False
         else:
-            body = text[body_start : close.start()]
+            yield m, body_start, close.start(), close.end(), True
             end = close.end()
-            closed = True
+        pos = end + 1
+
+
+def extract_code_blocks(text: str | None) -> list[CodeBlock]:
+    """All fenced code blocks of `text`, in order; empty for text without fences."""
+    if not text or ("```" not in text and "~~~" not in text):
+        return []
+    blocks: list[CodeBlock] = []
+    for m, body_start, body_end, end, closed in _fences(text):
+        indent, fence, info = m.group(1), m.group(2), m.group(3)
+        body = text[body_start:body_end] if body_start <= len(text) else ""
         lines = body.split("\n")
         if closed and lines and lines[-1] == "":
             lines.pop()  # the newline before the closing fence ends the last line, it opens none
         code = "\n".join(_dedent(line, len(indent)) for line in lines)
         label = info.strip() or None
         blocks.append(CodeBlock(label=label, code=code, start=m.start(), end=end, closed=closed, fence=fence))
-        pos = end + 1
     return blocks
+
+
+def block_spans(text: str | None) -> list[tuple[int, int]]:
+    """(start, end) of every fenced block of `text` (what `extract_code_blocks` would return as
+    `start`/`end`), without building the blocks' code: for callers that only cut code out."""
+    if not text or ("```" not in text and "~~~" not in text):
+        return []
+    return [(m.start(), end) for m, _, _, end, _ in _fences(text)]
 
 
 def strip_code(text: str | None, blocks: list[CodeBlock] | None = None, inline: bool = True) -> str:
@@ -125,15 +137,14 @@ def strip_code(text: str | None, blocks: list[CodeBlock] | None = None, inline: 
     """
     if not text:
         return ""
-    if blocks is None:
-        blocks = extract_code_blocks(text)
-    if blocks:
+    spans = block_spans(text) if blocks is None else [(b.start, b.end) for b in blocks]
+    if spans:
         parts = []
         prev = 0
-        for b in blocks:
-            parts.append(text[prev : b.start])
+        for start, end in spans:
+            parts.append(text[prev:start])
             parts.append("\n")
-            prev = b.end
+            prev = end
         parts.append(text[prev:])
         text = "".join(parts)
     if inline and "`" in text:

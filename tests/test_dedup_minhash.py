@@ -83,6 +83,26 @@ def test_signatures_equal_datasketch_minhash_bulk(tmp_path):
     assert np.array_equal(ours, np.stack([m.hashvalues for m in theirs], axis=1))
 
 
+def test_band_pairs_equal_datasketch_minhash_lsh(tmp_path):
+    from datasketch import LeanMinHash, MinHashLSH
+
+    # near-duplicate families (shifted windows) so that many records share LSH buckets
+    records = [chat(("user", text(i % 40, 30)), ("assistant", text(i % 40 + 3, 60))) for i in range(0, 120, 3)]
+    df = stage_frame(tmp_path, records)
+    sets = shingle(tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"]), 5)
+    members = np.arange(len(sets))
+    sig = dedup_minhash.signatures(sets, members, 128, 1)
+    bands = dedup_minhash.choose_bands(0.8, 128)
+    ours = {tuple(p) for p in dedup_minhash.band_pairs(sig, bands.bands, bands.rows).tolist()}
+    lsh = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
+    sketches = [LeanMinHash(seed=1, hashvalues=sig[:, k], scheme=dedup_minhash.SCHEME) for k in range(sig.shape[1])]
+    for k, m in enumerate(sketches):
+        lsh.insert(k, m)
+    theirs = {(min(k, q), max(k, q)) for k, m in enumerate(sketches) for q in lsh.query(m) if q != k}
+    assert len(theirs) > 20
+    assert ours == theirs
+
+
 # ----------------------------------------------------------------------------------------------- shingles
 
 

@@ -81,8 +81,6 @@ N_ASSISTANT_TOKENS = "n_assistant_tokens"
 
 SCHEME = "affine32"
 ARTIFACT = "duplicates.jsonl"
-# Below this many records the fork of worker processes costs more than it saves.
-_MIN_RECORDS_FOR_WORKERS = 4_000
 
 
 class Config(BaseModel):
@@ -133,7 +131,7 @@ class Config(BaseModel):
         0.9, gt=0.0, le=1.0, description="exact Jaccard of the user-turn shingles for 'near-identical prompts'"
     )
     prompt_ngram: int = Field(2, ge=1, description="n-gram size of the user-turn shingles (prompts are short)")
-    workers: int = Field(2, ge=1, description="processes computing signatures (the reference box has 2 cores)")
+    workers: int = Field(2, ge=1, description="threads computing signatures (the reference box has 2 cores)")
 
     @model_validator(mode="after")
     def _short_below_ngram(self) -> "Config":
@@ -704,7 +702,9 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         ds_version = "unknown"
     manifest = {
         "library": f"datasketch {ds_version}",
-        "signatures": "MinHash.bulk",
+        "signatures": "datasketch MinHash permutations, vectorised over all records; equal to MinHash.bulk "
+        "(tests/test_dedup_minhash.py)",
+        "banding": "one sort per band; the same candidate pairs as datasketch MinHashLSH with these params (tested)",
         "scheme": SCHEME,
         "token_hash": "xxh3_64 (xxhash) of each lower-cased token's UTF-8 bytes, seed 0",
         "shingle_hash": "polynomial combination of the n token hashes, multiplier 0x9E3779B97F4A7C15, mod 2**64",

@@ -18,12 +18,14 @@ is not reliable, so a sample with fewer than `min_letters` letters is "und" with
 below `min_confidence` is "und" with reason `low_confidence`. The default of 20 letters is where
 accuracy on the UDHR set rises above 0.8 (bench/language_bench.py).
 
-Fast path: text whose letters are all ASCII, with at least `fast_min_words` words of which at
-least `fast_min_share` are frequent English words (`EN_COMMON_WORDS`), is English without asking
-langdetect, with confidence `FAST_CONFIDENCE`. Other languages written in plain ASCII (Dutch,
-Indonesian, unaccented Spanish) stay below 19% on the UDHR set, English texts there are at 31% or
-more, and on the real chat data langdetect agrees with the fast path on the texts it takes
-(bench/language_bench.py, figures in bench/RESULTS.md). Repeated samples (data collected twice)
+Fast path: text whose letters are ASCII (at most `fast_max_non_ascii` of them outside it: the
+`é` of a borrowed `café`, a name like `Saint-Rémy`), with at least `fast_min_words` words of
+which at least `fast_min_share` are frequent English words (`EN_COMMON_WORDS`), is English
+without asking langdetect, with confidence `FAST_CONFIDENCE`. No UDHR paragraph of the 25 other
+languages reaches 24% of these words, English texts there are at 31% or more, and on the real
+chat data langdetect agrees with the fast path on the texts it takes (bench/language_bench.py,
+figures in bench/RESULTS.md). The verdicts that need no langdetect (no text, too short, fast
+path) are Polars expressions over all samples at once. Repeated samples (data collected twice)
 are detected once, and the rest go to langdetect in one batch, over `workers` processes.
 
 Determinism: langdetect draws random n-grams; a private DetectorFactory seeded with the run's
@@ -66,10 +68,19 @@ EN_COMMON_WORDS = frozenset(
     has look two more write go see number no way could people my than first water been call who its
     now find long down day did get come made may part function program code given list array string
     create return returns example value values using find numbers total new second much per""".split()
+) | frozenset(
+    # English words of chat instructions and everyday prose that are not words of another
+    # Latin-script language (German/Dutch/Scandinavian `also`, `most`, `name`, `just`, Italian
+    # `file`, French `question`, `main`, `large`, tech loanwords `data`, `text`, `input`, `user`
+    # were left out): the samples the first list missed on the benchmark corpus
+    """following describe explain generate give provide based sentence answer please should would
+    about below above identify short best good different between three four five ten why because
+    before know think only very through where any same our us years work help want need paragraph
+    write rewrite summarize suggest classify compose design develop solve calculate every more such
+    well first last next small big great little thing things ways days time times year world life
+    food money book books city country company people result results method methods class object
+    story words""".split()
 )
-_URL = re.compile(r"https?://\S+|www\.\S+|\S+@\S+\.\w+")
-_WORD = re.compile(r"[^\W\d_]+")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 class Config(BaseModel):
@@ -87,6 +98,9 @@ class Config(BaseModel):
     fast_path: bool = Field(True, description="decide obvious English without langdetect (see module docstring)")
     fast_min_words: int = Field(5, ge=1, description="fast path: at least this many words")
     fast_min_share: float = Field(0.25, ge=0, le=1, description="fast path: share of frequent English words")
+    fast_max_non_ascii: float = Field(
+        0.01, ge=0, le=1, description="fast path: at most this share of the letters outside ASCII (0: none)"
+    )
 
 
 @lru_cache(maxsize=4)
@@ -100,50 +114,102 @@ def _factory(seed: int):
     return factory
 
 
-# a plain word standing as a whole whitespace-separated token, with its punctuation
-_PROSE_WORD = re.compile(r"(?:^|(?<=\s))[(\"'*_]*[^\W\d_]+(?:['’-][^\W\d_]+)*[.,;:!?)\"'*_]*(?=\s|$)")
+# URLs and e-mail addresses (the same pattern runs in Polars' Rust regex engine and in `re`)
+_URL_RE = r"https?://\S+|www\.\S+|\S+@\S+\.\w+"
+# A plain word as a whole whitespace-separated token, with its punctuation. Polars' regex engine
+# has no lookaround, so tokens are counted on the line with every whitespace run doubled and a
+# space at each end: each token then has a space of its own on both sides, and a match (which
+# holds no space inside) is exactly one token.
+_PROSE_TOKEN = r" [(\"'*_]*[^\W\d_]+(?:['’-][^\W\d_]+)*[.,;:!?)\"'*_]* "
 # statement shapes no sentence has: `;`/`{`/`}` at the end, a call `name(`, a keyword leading a line
-_CODE_LINE = re.compile(
+_CODE_LINE = (
     r"[;{}]\s*$|\w\(|^\s*(import|from|return|public|private|protected|def|class|function|const|let|var|"
     r"#include|using|package|SELECT|INSERT|UPDATE|CREATE|print|echo|if|for|while)\b[^.?!]*$"
 )
+_LETTER_RE = r"[^\W\d_]"
+_WORD_RE = r"[^\W\d_]+"
+_NON_ASCII_LETTER = r"[[^\W\d_]&&[^\x00-\x7F]]"
 
 
-def _is_prose_line(line: str) -> bool:
-    """A line of sentences, not of code: plain words make at least 60% of its tokens (at least 3 of
-    them; all of them on a line of one or two tokens), and it has no statement shape
-    (`_CODE_LINE`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose. Answers that
-    are code without fences (GPTeacher Codegen) would otherwise be read as Romanian or Catalan."""
-    n = len(line.split())
-    if n == 0 or _CODE_LINE.search(line):
-        return False
-    words = len(_PROSE_WORD.findall(line))
-    return words == n if n < 3 else (words >= 3 and words >= 0.6 * n)
+def _strip_code(texts: pl.Series) -> pl.Series:
+    """Fenced blocks and inline code cut out (code_blocks.strip_code, the CommonMark rules);
+    only turns holding a backtick or a tilde fence go through Python."""
+    mask = texts.str.contains("`", literal=True) | texts.str.contains("~~~", literal=True)
+    hits = mask.fill_null(False).arg_true()
+    if len(hits) == 0:
+        return texts
+    # scatter writes in place: on a clone, so the caller's column is left as it was
+    return texts.clone().scatter(hits, [strip_code(t) for t in texts.gather(hits).to_list()])
+
+
+def prose_of_turns(texts: pl.Series, limit: int | None = None) -> pl.DataFrame:
+    """The natural-language part of each turn: no code (fenced, inline, or lines of unfenced
+    code), URLs or e-mails; a turn's lines are read until `limit` characters of prose are found.
+
+    A line is prose when plain words (`_PROSE_TOKEN`) make at least 60% of its tokens (at least 3
+    of them; all of them on a line of one or two tokens) and it has no statement shape
+    (`_CODE_LINE`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose; answers that
+    are code without fences (GPTeacher Codegen) would otherwise be read as Romanian or Catalan.
+
+    All rows at once, as Polars string expressions (per-line Python was the stage's main cost).
+    Returns one row per turn: `prose` (the prose lines as written, joined by newlines), `size`
+    (its length in characters) and `flat` (the same words with every whitespace run made one
+    space: what langdetect is given).
+    """
+    texts = _strip_code(texts.cast(pl.Utf8).fill_null("")).str.replace_all(_URL_RE, " ")
+    ids = pl.int_range(len(texts), dtype=pl.Int64, eager=True)
+    flat = pl.col("line").str.replace_all(r"\s+", " ").str.strip_chars()
+    # cheap filters first, so the costlier expressions see fewer lines
+    lines = (
+        pl.DataFrame({"_t": ids, "line": texts.str.split("\n")})
+        .explode("line")
+        .filter(pl.col("line").str.len_bytes() > 0)
+        .filter(~pl.col("line").str.contains(_CODE_LINE))
+        .with_columns(flat.alias("flat"))
+        .filter(pl.col("flat") != "")
+        .with_columns(
+            n=pl.col("flat").str.count_matches(" ", literal=True) + 1,
+            words=(" " + pl.col("flat").str.replace_all(" ", "  ", literal=True) + " ").str.count_matches(_PROSE_TOKEN),
+        )
+        .filter(
+            pl.when(pl.col("n") < 3)
+            .then(pl.col("words") == pl.col("n"))
+            .otherwise((pl.col("words") >= 3) & (pl.col("words") >= 0.6 * pl.col("n")))
+        )
+        .with_columns(size=pl.col("line").str.len_chars() + 1)
+    )
+    if limit is not None:
+        lines = lines.filter((pl.col("size").cum_sum() - pl.col("size")).over("_t") < limit)
+    joined = lines.group_by("_t").agg(
+        pl.col("line").str.join("\n").alias("prose"),
+        (pl.col("size").sum() - 1).alias("size"),
+        pl.col("flat").str.join(" "),
+    )
+    return (
+        pl.DataFrame({"_t": ids})
+        .join(joined, on="_t", how="left", maintain_order="left")
+        .select(pl.col("prose", "flat").fill_null(""), pl.col("size").fill_null(0))
+    )
 
 
 def prose(text: str | None, limit: int | None = None) -> str:
-    """The natural-language part of a turn: no code (fenced, inline, or lines of unfenced code),
-    URLs or e-mails; lines are read until `limit` characters of prose are found."""
-    if not text:
-        return ""
-    text = _URL.sub(" ", strip_code(text))
-    out: list[str] = []
-    size = 0
-    for line in text.split("\n"):
-        if _is_prose_line(line):
-            out.append(line)
-            size += len(line) + 1
-            if limit is not None and size >= limit:
-                break
-    return "\n".join(out)
+    """`prose_of_turns` of one text."""
+    return prose_of_turns(pl.Series([text], dtype=pl.Utf8), limit)["prose"][0]
+
+
+def _cut(text: pl.Expr, max_chars: int) -> pl.Expr:
+    """Cut a flattened sample at the last space before `max_chars` (or at `max_chars` when there
+    is no space there)."""
+    return (
+        pl.when(text.str.len_chars() > max_chars)
+        .then(text.str.slice(0, max_chars).str.replace(r" [^ ]*$", ""))
+        .otherwise(text)
+    )
 
 
 def _sample(parts: list[str], max_chars: int) -> str:
-    text = " ".join(" ".join(p.split()) for p in parts if p)
-    if len(text) > max_chars:
-        cut = text.rfind(" ", 0, max_chars)
-        text = text[: cut if cut > 0 else max_chars]
-    return text
+    """One sample of prose parts: whitespace runs made one space, cut by `_cut`."""
+    return pl.select(_cut(pl.lit(" ".join(" ".join(p.split()) for p in parts if p), dtype=pl.Utf8), max_chars)).item()
 
 
 def _langdetect(sample: str, seed: int, min_confidence: float) -> tuple[str, float | None, str | None]:
@@ -178,30 +244,46 @@ class Detector:
         self.cache: dict[str, tuple[str, float | None, str | None]] = {}
         self.counts: Counter[str] = Counter()
 
-    def fast_english(self, sample: str) -> bool:
-        if not sample.isascii() and any(ch.isalpha() for ch in sample if ord(ch) > 127):
-            return False  # a letter outside ASCII: leave it to langdetect (punctuation is fine)
-        words = _WORD.findall(sample.lower())
-        if len(words) < self.cfg.fast_min_words:
-            return False
-        return sum(1 for w in words if w in EN_COMMON_WORDS) >= self.cfg.fast_min_share * len(words)
+    def cheap_all(self, samples: list[str]) -> list[tuple[str, float | None, str | None] | None]:
+        """The verdict of each sample when langdetect is not needed, else None; all samples at
+        once, as Polars expressions: no prose (`no_text`), fewer than `min_letters` letters
+        (`too_short`), or the English fast path (at most `fast_max_non_ascii` of the letters
+        outside ASCII, at least
+        `fast_min_words` words, at least `fast_min_share` of them in `EN_COMMON_WORDS`)."""
+        cfg = self.cfg
+        x = pl.col("s")
+        words = x.str.to_lowercase().str.extract_all(_WORD_RE)
+        common = pl.Series(sorted(EN_COMMON_WORDS), dtype=pl.Utf8)
+        frame = pl.DataFrame({"s": samples}, schema={"s": pl.Utf8}).select(
+            blank=x.str.strip_chars() == "",
+            letters=x.str.count_matches(_LETTER_RE),
+            non_ascii=x.str.count_matches(_NON_ASCII_LETTER),
+            n_words=words.list.len(),
+            n_common=words.list.eval(pl.element().is_in(common.implode())).list.sum(),
+        )
+        out: list[tuple[str, float | None, str | None] | None] = []
+        for blank, letters, non_ascii, n_words, n_common in frame.iter_rows():
+            if blank:
+                out.append((UND, None, REASON_NO_TEXT))
+            elif letters < cfg.min_letters:
+                out.append((UND, None, REASON_TOO_SHORT))
+            elif (
+                cfg.fast_path and non_ascii <= cfg.fast_max_non_ascii * letters and n_words >= cfg.fast_min_words
+                and n_common >= cfg.fast_min_share * n_words
+            ):
+                out.append(("en", FAST_CONFIDENCE, None))
+            else:
+                out.append(None)
+        return out
 
     def cheap(self, sample: str) -> tuple[str, float | None, str | None] | None:
-        """The verdict when langdetect is not needed, else None."""
-        if not sample.strip():
-            return UND, None, REASON_NO_TEXT
-        if len(_LETTER.findall(sample)) < self.cfg.min_letters:
-            return UND, None, REASON_TOO_SHORT
-        if self.cfg.fast_path and self.fast_english(sample):
-            return "en", FAST_CONFIDENCE, None
-        return None
+        """`cheap_all` of one sample."""
+        return self.cheap_all([sample])[0]
 
     def detect_all(self, samples: list[str]) -> list[tuple[str, float | None, str | None]]:
+        new = [x for x in dict.fromkeys(samples) if x not in self.cache]
         todo: list[str] = []
-        for x in dict.fromkeys(samples):
-            if x in self.cache:
-                continue
-            verdict = self.cheap(x)
+        for x, verdict in zip(new, self.cheap_all(new)):
             if verdict is None:
                 todo.append(x)
             else:
@@ -243,29 +325,64 @@ def _combine(user: tuple, assistant: tuple) -> tuple[str, float | None, str | No
     return None
 
 
+_ROLES = ("system", "user", "assistant")
+
+
+def role_parts(df: pl.DataFrame, max_chars: int) -> pl.DataFrame:
+    """The prose of every turn that reaches its role's sample: (`_idx`, `_rank` of the role in
+    system/user/assistant, `_turn`, `role`, `flat`).
+
+    A role's turns are read in order while its prose so far is under `max_chars` (the later
+    ones cannot reach the sample)."""
+    turns = (
+        df.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_idx"), pl.col(C.MESSAGES))
+        .explode(C.MESSAGES)
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("_idx").alias("_turn"))
+        .unnest(C.MESSAGES)
+        .filter(pl.col("role").is_in(_ROLES) & (pl.col("content").str.len_bytes() > 0))
+        .select("_idx", "_turn", "role", "content")
+    )
+    turns = pl.concat([turns, prose_of_turns(turns["content"], max_chars)], how="horizontal")
+    return turns.filter((pl.col("size").cum_sum() - pl.col("size")).over("_idx", "role") < max_chars).select(
+        "_idx",
+        pl.col("role").replace_strict({r: i for i, r in enumerate(_ROLES)}, return_dtype=pl.Int8).alias("_rank"),
+        "_turn",
+        "role",
+        "flat",
+    )
+
+
+def samples_of(parts: pl.DataFrame, n_rows: int, max_chars: int, roles: tuple[str, ...] | None) -> pl.Series:
+    """Per row (0..n_rows-1): the sample of `roles`' parts (None: of all three roles, in
+    system/user/assistant order), "" for a row without such prose."""
+    if roles is not None:
+        parts = parts.filter(pl.col("role").is_in(roles))
+    joined = (
+        parts.sort("_idx", "_rank", "_turn")
+        .group_by("_idx")
+        .agg(pl.col("flat").filter(pl.col("flat") != "").str.join(" ").alias("sample"))
+        .with_columns(_cut(pl.col("sample"), max_chars))
+    )
+    return (
+        pl.DataFrame({"_idx": pl.int_range(n_rows, dtype=pl.Int64, eager=True)})
+        .join(joined, on="_idx", how="left", maintain_order="left")["sample"]
+        .fill_null("")
+    )
+
+
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = getattr(ctx.config, NAME)
     det = Detector(cfg, ctx.config.seed)
-    user_s, asst_s, whole_s = [], [], []
     with ctx.progress.task("natural language", total=df.height) as advance:
-        for messages in df[C.MESSAGES].to_list():
-            by_role: dict[str, list[str]] = {"system": [], "user": [], "assistant": []}
-            for m in messages or []:
-                parts = by_role.get(m["role"])
-                if parts is not None and m["content"] and sum(map(len, parts)) < cfg.max_sample_chars:
-                    parts.append(prose(m["content"], cfg.max_sample_chars))
-            user_s.append(_sample(by_role["user"], cfg.max_sample_chars))
-            asst_s.append(_sample(by_role["assistant"], cfg.max_sample_chars))
-            whole_s.append(by_role)
+        parts = role_parts(df, cfg.max_sample_chars)
         advance(df.height // 2)
-        users = det.detect_all(user_s)
-        assistants = det.detect_all(asst_s)
+        users = det.detect_all(samples_of(parts, df.height, cfg.max_sample_chars, ("user",)).to_list())
+        assistants = det.detect_all(samples_of(parts, df.height, cfg.max_sample_chars, ("assistant",)).to_list())
         combined = [_combine(u, a) for u, a in zip(users, assistants)]
         ask = [i for i, c in enumerate(combined) if c is None]
-        wholes = det.detect_all(
-            [_sample(whole_s[i]["system"] + whole_s[i]["user"] + whole_s[i]["assistant"], cfg.max_sample_chars)
-             for i in ask]
-        )
+        # the whole example's prose only where the roles disagree (a few in a thousand)
+        whole = samples_of(parts.filter(pl.col("_idx").is_in(ask)), df.height, cfg.max_sample_chars, None)
+        wholes = det.detect_all(whole.gather(ask).to_list() if ask else [])
         for i, verdict in zip(ask, wholes):
             combined[i] = verdict
         advance(df.height - df.height // 2)
