@@ -16,14 +16,16 @@
 4. Natural language: bench/data/udhr_langs.jsonl (UDHR paragraphs, 26 languages, see
    bench/data/build_udhr_set.py for the source) by text length; and on the real chat data, how
    often langdetect agrees with the English fast path on the samples the fast path takes.
-5. Speed: both stages on the first `--n` records of the benchmark corpus (bench/corpus.py), and
-   the variants (fast path off, every grammar tried) on a slice, as ratios.
+5. Speed: both stages on the first `--n` records of the benchmark corpus (bench/corpus.py), wall
+   and CPU seconds (this process and its pool workers), and the variants (fast path off, process
+   pools, every grammar tried) on a slice, as ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -203,13 +205,21 @@ def _frame(records: list[dict]) -> pl.DataFrame:
     )
 
 
-def _time_stages(df: pl.DataFrame, overrides: dict) -> tuple[float, float]:
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (a process pool's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _time_stages(df: pl.DataFrame, overrides: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((wall, cpu) of language, (wall, cpu) of code_language) on `df`."""
     ctx = StageContext(config=CurateConfig.model_validate(overrides))
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), _cpu()
     language.run(df, ctx)
-    t1 = time.perf_counter()
+    w1, c1 = time.perf_counter(), _cpu()
     code_language.run(df, ctx)
-    return t1 - t0, time.perf_counter() - t1
+    w2, c2 = time.perf_counter(), _cpu()
+    return (w1 - w0, c1 - c0), (w2 - w1, c2 - c1)
 
 
 def bench_speed(n: int) -> None:
@@ -217,24 +227,30 @@ def bench_speed(n: int) -> None:
     from corpus import build_corpus
 
     df = _frame(build_corpus(n))
-    print(f"\n## Speed: language + code_language on {df.height} corpus records")
-    lang_s, code_s = _time_stages(df, {})
-    print("| stage | seconds |")
-    print("|---|---:|")
-    print(f"| language | {lang_s:.1f} |\n| code_language | {code_s:.1f} |\n| **both** | **{lang_s + code_s:.1f}** |")
-    part = df.head(min(5000, df.height))
-    base_l, base_c = _time_stages(part, {})
-    nofast_l, _ = _time_stages(part, {"language": {"fast_path": False}})
-    serial_l, _ = _time_stages(part, {"language": {"workers": 1}})
-    _, allg_c = _time_stages(part, {"code_language": {"max_candidates": 13}})
-    print(f"\nvariants on {part.height} records (seconds, ratio to the default)")
-    print("| variant | seconds | ratio |")
+    print(f"\n## Speed: language + code_language on {df.height} corpus records (load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start)")
+    (lw, lc), (cw, cc) = _time_stages(df, {})
+    print("| stage | wall s | CPU s |")
     print("|---|---:|---:|")
-    print(f"| language, default | {base_l:.1f} | 1.00 |")
-    print(f"| language, fast path off | {nofast_l:.1f} | {nofast_l / base_l:.2f} |")
-    print(f"| language, one process | {serial_l:.1f} | {serial_l / base_l:.2f} |")
-    print(f"| code_language, default (3 cue-ranked grammars first) | {base_c:.1f} | 1.00 |")
-    print(f"| code_language, every cued grammar | {allg_c:.1f} | {allg_c / base_c:.2f} |")
+    print(f"| language | {lw:.1f} | {lc:.1f} |\n| code_language | {cw:.1f} | {cc:.1f} |")
+    print(f"| **both** | **{lw + cw:.1f}** | **{lc + cc:.1f}** |")
+    part = df.head(min(10_000, df.height))
+    variants = [
+        ("language, default", {}, 0),
+        ("language, fast path off", {"language": {"fast_path": False}}, 0),
+        ("language, 2 processes for langdetect from 1 sample", {"language": {"workers": 2, "pool_min_samples": 1}}, 0),
+        ("code_language, default", {}, 1),
+        ("code_language, 2 processes from 1 block", {"code_language": {"workers": 2, "pool_min_blocks": 1}}, 1),
+        ("code_language, every cued grammar", {"code_language": {"max_candidates": 13}}, 1),
+    ]
+    print(f"\nvariants on the first {part.height} records, same run (ratio to the stage's default)")
+    print("| variant | wall s | CPU s | wall ratio | CPU ratio |")
+    print("|---|---:|---:|---:|---:|")
+    base: dict[int, tuple[float, float]] = {}
+    for name, overrides, which in variants:
+        wall, cpu = _time_stages(part, overrides)[which]
+        base.setdefault(which, (wall, cpu))
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / base[which][0]:.2f} | {cpu / base[which][1]:.2f} |")
 
 
 def main() -> None:

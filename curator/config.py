@@ -95,7 +95,8 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set `data[a][b][c] = value` for `dotted` = "a.b.c", creating sections on the way."""
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
@@ -129,7 +130,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if "=" not in item:
             raise CurateError(f"override {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        _set_dotted(data, key.strip(), _parse_value(value))
+        set_dotted(data, key.strip(), _parse_value(value))
     try:
         return CurateConfig.model_validate(data)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from curator.config import set_dotted
 from curator.errors import CurateError
 
 DEFAULT_YAML = Path(__file__).with_name("default.yaml")
@@ -92,16 +93,6 @@ class TrainConfig(BaseModel):
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise CurateError(f"override {dotted}: {key} is not a section")
-    node[keys[-1]] = value
-
-
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -125,7 +116,7 @@ def load_train_config(path: str | Path | None = None, overrides: tuple[str, ...]
         if "=" not in item:
             raise CurateError(f"override {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(value))
+        set_dotted(data, key.strip(), yaml.safe_load(value))
         source = f"{source} + overrides" if "overrides" not in source else source
     try:
         return TrainConfig.model_validate(data)
