@@ -297,3 +297,21 @@ def test_real_copies_with_a_lead_in_are_found(real_data, tmp_path):
     dup_of = out.get_column("near_dup_of").to_list()
     assert dup_of[300:] == [f"in.jsonl:{i + 1}" for i in range(300)]
     assert all(r == [] for r in reasons(out)[:300])
+
+
+def test_jaccard_many_equals_pairwise_jaccard():
+    from curator.shingles import ShingleSets, jaccard_many, sorted_sets
+
+    rng = np.random.default_rng(0)
+    top = np.iinfo(np.uint64).max  # the block padding value must still count as a real shingle
+    raw = [rng.integers(0, 40, size=int(k)).astype(np.uint64) for k in rng.integers(0, 60, size=40)]
+    raw[3] = np.array([top, top, 5], dtype=np.uint64)
+    raw[4] = np.array([top, 7], dtype=np.uint64)
+    raw[5] = np.zeros(0, dtype=np.uint64)
+    sets = ShingleSets(np.concatenate(raw), np.concatenate(([0], np.cumsum([len(r) for r in raw]))).astype(np.int64))
+    distinct = sorted_sets(sets)
+    i, j = np.triu_indices(len(raw), 1)
+    got = jaccard_many(distinct, i, j)
+    want = [jaccard(np.unique(raw[a]), np.unique(raw[b])) for a, b in zip(i.tolist(), j.tolist())]
+    assert got.tolist() == want
+    assert got[(i == 3) & (j == 4)].tolist() == [1 / 3]

@@ -58,7 +58,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -67,7 +67,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curator import columns as C
 from curator.columns import with_reject
-from curator.shingles import ShingleSets, Turns, jaccard, shingle, tokenize_turns
+from curator.shingles import (
+    ShingleSets,
+    SortedSets,
+    Turns,
+    jaccard_many,
+    merge_sorted_sets,
+    shingle,
+    sorted_sets,
+    tokenize_turns,
+)
 from curator.stages.base import StageContext
 
 NAME = "dedup_minhash"
@@ -343,36 +352,43 @@ class View:
     bands: Bands
     sig: np.ndarray | None = None  # (num_perm, len(members))
     sig_col: np.ndarray | None = None  # record index -> column of `sig`, -1 when not signed
-    _sets: dict[int, np.ndarray] = field(default_factory=dict)
-    _scores: dict[tuple[int, int], float] = field(default_factory=dict)
+    distinct: SortedSets | None = None  # the members' sets (distinct values, sorted), for exact Jaccard
     candidates: int = 0
     verified: int = 0
 
-    def set_of(self, i: int) -> np.ndarray:
-        got = self._sets.get(i)
-        if got is None:
-            got = self._sets[i] = self.sets.set_of(i)
-        return got
+    def prepare(self) -> None:
+        self.distinct = sorted_sets(self.sets, self.members)
 
-    def exact(self, i: int, j: int) -> float:
-        """Exact Jaccard of the two records' shingle sets (64-bit values), remembered per pair."""
-        key = (i, j) if i < j else (j, i)
-        got = self._scores.get(key)
-        if got is None:
-            got = self._scores[key] = jaccard(self.set_of(i), self.set_of(j))
-        return got
+    def add_sets(self, extra: ShingleSets) -> None:
+        """Make the sets of records outside `members` available to `exact` (taken from `extra`)."""
+        assert self.distinct is not None
+        sizes = self.distinct.sizes()
+        need = np.flatnonzero((sizes == 0) & (extra.sizes() > 0))
+        if len(need):
+            self.distinct = merge_sorted_sets(self.distinct, sorted_sets(extra, need))
 
-    def estimate(self, i: int, j: int) -> float | None:
-        """MinHash estimate: the share of permutations whose minima agree (null when one is not signed)."""
+    def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the shingle sets (64-bit values) of each pair (i[p], j[p])."""
+        assert self.distinct is not None
+        return jaccard_many(self.distinct, i, j)
+
+    def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
+        """MinHash estimates: the share of permutations whose minima agree (null when one is not signed)."""
         if self.sig is None or self.sig_col is None:
-            return None
-        a, b = int(self.sig_col[i]), int(self.sig_col[j])
-        if a < 0 or b < 0:
-            return None
-        return float(np.count_nonzero(self.sig[:, a] == self.sig[:, b])) / self.sig.shape[0]
+            return [None] * len(i)
+        a, b = self.sig_col[i], self.sig_col[j]
+        ok = (a >= 0) & (b >= 0)
+        est = agreements(self.sig, np.stack((a[ok], b[ok]), axis=1)) / self.sig.shape[0]
+        out: list[float | None] = [None] * len(i)
+        for k, e in zip(np.flatnonzero(ok).tolist(), est.tolist()):
+            out[k] = e
+        return out
 
     def sign(self, num_perm: int, seed: int, workers: int) -> None:
-        self.sig = signatures(self.sets, self.members, num_perm, seed, workers)
+        assert self.distinct is not None
+        # The minimum over a multiset is the minimum over its distinct values, so the signature is the same.
+        distinct = ShingleSets(self.distinct.values, self.distinct.offsets)
+        self.sig = signatures(distinct, self.members, num_perm, seed, workers)
         self.sig_col = np.full(len(self.sets), -1, dtype=np.int64)
         self.sig_col[self.members] = np.arange(len(self.members))
 
@@ -419,13 +435,15 @@ def find_edges(view: View, accept: np.ndarray | None = None) -> list[tuple[int, 
     cols = cols[agreements(view.sig, cols) >= cut]
     # `members` is ascending and band_pairs sorts (lo, hi), so record pairs come out as i < j, sorted.
     pairs = view.members[cols]
+    # Exact Jaccard of every remaining candidate in one batch; the walk below then counts as verified only
+    # those whose records were not connected yet (the others cannot change a component).
+    scores = view.exact(pairs[:, 0], pairs[:, 1])
     uf = UnionFind(len(view.sets))
     edges = []
-    for i, j in pairs.tolist():
+    for (i, j), score in zip(pairs.tolist(), scores.tolist()):
         if uf.find(i) == uf.find(j):
             continue
         view.verified += 1
-        score = view.exact(i, j)
         if score >= view.threshold:
             uf.union(i, j)
             edges.append((i, j, score))
@@ -546,12 +564,19 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     is_short = words < short_words
 
     full_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    long_view = View("long", cfg.ngram, shingle(turns, cfg.ngram), np.zeros(0, np.int64), cfg.threshold, full_bands)
+    # Each view shingles only the records it compares (a turn mask by record): the long view the records
+    # of at least `short_words` tokens, the short view those below `short_hi`.
+    long_view = View(
+        "long", cfg.ngram, shingle(turns, cfg.ngram, ~is_short[turns.record]), np.zeros(0, np.int64),
+        cfg.threshold, full_bands,
+    )
+    in_short = words < short_hi
     short_view = View(
-        "short", cfg.short_ngram, shingle(turns, cfg.short_ngram), np.zeros(0, np.int64), cfg.threshold, full_bands
+        "short", cfg.short_ngram, shingle(turns, cfg.short_ngram, in_short[turns.record]), np.zeros(0, np.int64),
+        cfg.threshold, full_bands,
     )
     long_view.members = np.flatnonzero(~is_short & (long_view.sets.sizes() > 0))
-    short_view.members = np.flatnonzero((words < short_hi) & (short_view.sets.sizes() > 0))
+    short_view.members = np.flatnonzero(in_short & (short_view.sets.sizes() > 0))
     user_turns = turns.role == "user"
     prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     prompt_view = View(
@@ -566,10 +591,8 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
 
     views = (long_view, short_view, prompt_view)
     for view in views:
+        view.prepare()
         view.sign(cfg.num_perm, cfg.seed, workers)
-
-    def pair_view(i: int, j: int) -> View:
-        return short_view if min(words[i], words[j]) < short_words else long_view
 
     edges = find_edges(long_view) + find_edges(short_view, accept=is_short)
 
@@ -587,16 +610,28 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         for i in members:
             cluster[i] = cid
             kept_of[i] = kept
-            if i == kept:
-                continue
-            view = pair_view(i, kept)
-            dup_of[i] = refs[kept]
-            dup_j[i] = view.exact(i, kept)
-            dup_est[i] = view.estimate(i, kept)
+    # Each rejected member's exact and estimated Jaccard to its kept copy, in one batch per view: the short
+    # view when either is below `short_words` (the n the pair is judged at), else the long view.
+    dups = np.array([i for i in range(n) if cluster[i] is not None and kept_of[i] != i], dtype=np.int64)
+    kept_arr = np.asarray(kept_of, dtype=np.int64)[dups]
+    in_short_pair = np.minimum(words[dups], words[kept_arr]) < short_words
+    # A short record can be chained to a copy longer than the short view's records: shingle those too.
+    outside = np.zeros(n, dtype=bool)
+    outside[dups[in_short_pair]] = True
+    outside[kept_arr[in_short_pair]] = True
+    outside &= ~in_short
+    if outside.any():
+        short_view.add_sets(shingle(turns, cfg.short_ngram, outside[turns.record]))
+    for view, sel in ((short_view, in_short_pair), (long_view, ~in_short_pair)):
+        di, dk = dups[sel], kept_arr[sel]
+        for i, k, jac, est in zip(di.tolist(), dk.tolist(), view.exact(di, dk).tolist(), view.estimate(di, dk)):
+            dup_of[i] = refs[k]
+            dup_j[i] = jac
+            dup_est[i] = est
             reason[i] = "dup.near"
             detail[i] = (
-                f"near-duplicate of {refs[kept]} (jaccard {dup_j[i]:.3f}, estimated {_fmt(dup_est[i])}, "
-                f"cluster {cid}, {view.ngram}-grams)"
+                f"near-duplicate of {refs[k]} (jaccard {jac:.3f}, estimated {_fmt(est)}, "
+                f"cluster {cluster[i]}, {view.ngram}-grams)"
             )
 
     # --- prompt conflicts: near-identical user turns, but not one near-duplicate cluster
@@ -609,13 +644,18 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     conflict = [False] * n
     anchor_of = list(range(n))
     conflict_lines = []
+    anchors = [min(members, key=lambda i: rank[i]) for members in groups]
+    flat_i = np.array([i for members in groups for i in members], dtype=np.int64)
+    flat_a = np.array([a for a, members in zip(anchors, groups) for _ in members], dtype=np.int64)
+    prompt_j = iter(prompt_view.exact(flat_i, flat_a).tolist())
     for gid, members in enumerate(groups):
-        anchor = min(members, key=lambda i: rank[i])
+        anchor = anchors[gid]
         lines = []
         for i in members:
             conflict[i] = True
             anchor_of[i] = anchor
-            pj = prompt_view.exact(i, anchor) if i != anchor else None
+            pj_all = next(prompt_j)
+            pj = pj_all if i != anchor else None
             keep = cfg.prompt_conflict == "keep_all" or (cfg.prompt_conflict == "keep_best" and i == anchor)
             if not keep:
                 reason[i] = "dup.prompt_conflict"
@@ -689,7 +729,7 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         "prompt_conflict_rejected": sum(1 for r in reason if r == "dup.prompt_conflict"),
         "prompt_conflict_policy": cfg.prompt_conflict,
         "short_records": int(is_short.sum()),
-        "records_without_shingles": int(((long_view.sets.sizes() == 0) & (short_view.sets.sizes() == 0)).sum()),
+        "records_without_shingles": int((words == 0).sum()),  # no token in any shingled turn
         "shared_system_prompts_dropped": turns.dropped_system_prompts,
         "lsh": {
             v.name: {"signed": len(v.members), "candidate_pairs": v.candidates, "verified_pairs": v.verified}
