@@ -206,3 +206,57 @@ def test_real_exercism_records_carry_their_language():
         df = _frame([[(m["role"], m["content"]) for m in r["messages"]] for r in records])
         out = code_language.run(df, _ctx())
         assert all(lang in langs for langs in out["code_langs"].to_list()), name
+
+
+def test_cue_prefilter_gives_the_scores_of_running_every_regex():
+    """`required_literals` only skips regexes that cannot match: same scores as scanning with all."""
+    import re
+
+    from curator.code_langs import CUES, cue_scores, required_literals
+
+    assert required_literals(r"\bconsole\.(log|error)\(") == (frozenset({"console."}), False)
+    assert required_literals(r"(?i)\bselect\b[\s\S]*?\bfrom\b") == (frozenset({"select"}), True)
+    assert required_literals(r"\b(async|await)\b") == (frozenset({"sync", "wait"}), False)  # common prefix factored
+    assert required_literals(r"^\s*\w+$") is None
+    snippets = [
+        "SeLeCt a FrOm t",
+        "fn main() { let mut v = vec![1]; v.push(2); }",
+        'package main\nimport "fmt"\nfunc main() { fmt.Println(strings.ToUpper("a")) }',
+        "#include <vector>\nstd::vector<int> v; for (int i = 0; i < 3; i++) {}",
+        "export interface P { name: string }\nconst p: P = { name: `x${1}` };",
+        "class A:\n    def f(self):\n        return None\n",
+    ]
+    for code in snippets:
+        brute = {lang: sum(w for p, w in pats if re.search(p, code, re.MULTILINE)) for lang, pats in CUES.items()}
+        assert cue_scores(code) == brute, code
+
+
+@pytest.mark.parametrize(
+    "code, lang",
+    [
+        ('Welcome("Christiane")\n// => Welcome to my party, Christiane!\n', "go"),  # exported call, no `;`
+        ("var p *int\np = &a\n", "go"),
+        ('re := regexp.MustCompile(`[a-z]+`)\n', "go"),
+        ('BirdWatcher.getLastWeek();\n// => [0, 2, 5, 3, 7, 8, 4]\n', "java"),  # static call on a class
+        ("enum Result {\n    WIN,\n    DRAW,\n    LOSS\n}\n", "java"),
+        ("Math.floor(234.34);\n", "javascript"),  # JavaScript's built-ins are not Java classes
+        ("let pr: String = text.chars().rev().collect();\n", "rust"),
+        ("UPDATE t\nSET\n  result = REPLACE(dna, 'A', 'U');\n", "sql"),  # upper-case SQL calls are not Go's
+        ('# a 2-student roster\nGarden("VRCC\\nVCGG", students=["Valorie", "Raven"])\n', "python"),
+    ],
+)
+def test_one_line_examples_of_exercism_style(code, lang):
+    assert detect_language(code).lang == lang
+
+
+def test_labelled_block_with_few_errors_keeps_its_label_without_full_detection():
+    # one broken line of five: under mismatch_min_error (0.3), so the label stands; python's cues
+    # rank first, so the content agrees (`both`)
+    code = "def f(x):\n    y = x +\n    return x\n\nprint(f(1))\n"
+    res = classify_block(code, "python")
+    assert (res.lang, res.decided_by, res.label_mismatch) == ("python", "both", False)
+    assert 0 < res.parse_error_frac < 0.3
+    # the same kind of block whose cues point elsewhere keeps the label alone
+    js = "const x = 1;\nconsole.log(x);\nlet y = ;\nconsole.log(x === 1);\nconst z = [1].map((v) => v);\n"
+    res = classify_block(js, "typescript")
+    assert res.lang == "typescript" and res.label_mismatch is False

@@ -98,3 +98,27 @@ def test_real_gsm8k_is_english():
     out, _ = _run([[(m["role"], m["content"]) for m in json.loads(line)["messages"]] for line in lines])
     assert out["user_lang"].to_list().count("en") >= 198
     assert out["lang"].to_list().count("en") >= 198
+
+
+def test_prose_of_turns_all_rows_at_once_and_the_limit():
+    texts = pl.Series(
+        ["Line one is prose here.\nx = compute(1);\nLine three is prose too.", None, "```py\nx = 1\n```\nAfter the code."]
+    )
+    before = texts.to_list()
+    out = language.prose_of_turns(texts, limit=30)
+    # the limit stops after the line that reaches it; code lines and fenced blocks are not prose
+    assert out["prose"].to_list() == ["Line one is prose here.\nLine three is prose too.", "", "After the code."]
+    assert out["size"].to_list() == [48, 0, 15]
+    assert language.prose_of_turns(texts, limit=10)["prose"][0] == "Line one is prose here."
+    assert texts.to_list() == before  # cutting code out does not write into the caller's column
+    spaced = language.prose_of_turns(pl.Series(["  Tabs\tand   spaces   are one space  "]))
+    assert spaced["flat"][0] == "Tabs and spaces are one space"
+
+
+def test_fast_path_allows_a_borrowed_accent_but_not_accented_languages():
+    det = language.Detector(language.Config(), seed=0)
+    cafe = ("We went to the café after work and it was one of the best places in the city for coffee "
+            "and cake, so we will go there again with all of our friends")
+    assert det.cheap(cafe) == ("en", language.FAST_CONFIDENCE, None)  # 1 letter of ~110 outside ASCII
+    assert language.Detector(language.Config(fast_max_non_ascii=0), seed=0).cheap(cafe) is None
+    assert det.cheap(FR) is None and det.cheap(DE) is None

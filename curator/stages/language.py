@@ -38,7 +38,6 @@ Example language: the user's and the assistant's language when they agree (or wh
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from functools import lru_cache
 from importlib import metadata
@@ -205,11 +204,6 @@ def _cut(text: pl.Expr, max_chars: int) -> pl.Expr:
         .then(text.str.slice(0, max_chars).str.replace(r" [^ ]*$", ""))
         .otherwise(text)
     )
-
-
-def _sample(parts: list[str], max_chars: int) -> str:
-    """One sample of prose parts: whitespace runs made one space, cut by `_cut`."""
-    return pl.select(_cut(pl.lit(" ".join(" ".join(p.split()) for p in parts if p), dtype=pl.Utf8), max_chars)).item()
 
 
 def _langdetect(sample: str, seed: int, min_confidence: float) -> tuple[str, float | None, str | None]:
