@@ -63,6 +63,14 @@ def test_each_kind_is_found_and_redacted_with_its_placeholder(kind):
     assert ctx.summaries["secrets"]["kinds"][kind] == {"rows": 1, "action": "redact"}
 
 
+def test_aws_secret_after_the_cli_flag_is_redacted():
+    text = "aws configure set aws_secret_access_key 9f2Kq8LmZx4Vb7Nc1Rt6Yh3Wj5Pd0Sa2Ge8Ui4Oo\nthen run it"
+    out, _ = run(frame([("user", text)]))
+    assert out.row(0, named=True)["messages"][0]["content"] == (
+        "aws configure set aws_secret_access_key [REDACTED:aws_secret_key]\nthen run it"
+    )
+
+
 def test_aws_secret_redaction_keeps_the_key_name():
     out, _ = run(frame([("user", SAMPLES["aws_secret_key"])]))
     assert out.row(0, named=True)["messages"][0]["content"] == "aws_secret_access_key = [REDACTED:aws_secret_key]"

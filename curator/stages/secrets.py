@@ -65,10 +65,11 @@ DETECTORS: dict[str, Detector] = {
         # the 40-character secret access key is only recognisable next to its name
         Detector(
             "aws_secret_key",
-            r"(?i)aws_?(?:secret)?_?(?:access)?_?key[\"'`]?\s*[:=]\s*[\"'`]?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)",
-            redact_pattern=r"(?i)(aws_?(?:secret)?_?(?:access)?_?key[\"'`]?\s*[:=]\s*[\"'`]?)[A-Za-z0-9/+]{40}",
+            r"(?i)aws_?(?:secret)?_?(?:access)?_?key[\"'`]?(?:\s*[:=]\s*|\s+)[\"'`]?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)",
+            redact_pattern=r"(?i)(aws_?(?:secret)?_?(?:access)?_?key[\"'`]?(?:\s*[:=]\s*|\s+)[\"'`]?)[A-Za-z0-9/+]{40}",
             replacement="${1}[REDACTED:aws_secret_key]",
         ),
+        # (also `aws configure set aws_secret_access_key VALUE`: the name, whitespace, the key)
         # gitleaks github-pat / github-oauth / github-app-token / github-refresh-token / fine-grained
         Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})\b"),
         # gitleaks openai-api-key (the T3BlbkFJ marker), project/service keys, legacy 48-char keys
