@@ -84,7 +84,8 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         mfu=float(data["mfu"]),
         flops_per_token_per_param=float(data["flops_per_token_per_param"]),
         currency=str(data.get("currency", "USD")),
-        path=str(path),
+        # the built-in table is named as in the source tree, so outputs do not depend on the install folder
+        path="curator/data/gpu_prices.yaml" if path == DEFAULT_PRICES else str(path),
     )
 
 
