@@ -37,6 +37,7 @@ from curator.signals import SIGNALS, TURN_SCOPES, Scope
 
 # The package source tree: rules/default.yaml sits beside curator/ in the repository.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGED_RULES = Path(__file__).resolve().parent / "data" / "rules"
 DEFAULT_RULES = "rules/default.yaml"
 
 FLAG = pl.Struct({"rule": pl.Utf8, "value": pl.Float64, "action": pl.Utf8})
@@ -150,6 +151,12 @@ def resolve_rules_path(path: str | Path) -> Path:
     in_tree = SOURCE_ROOT / p
     if in_tree.exists():
         return in_tree
+    # An installed (non-editable) package has no source tree: rules/ ships inside it as
+    # curator/data/rules (a link to rules/ in the repository, copied into the wheel).
+    if p.parts[:1] == ("rules",):
+        packaged = PACKAGED_RULES / Path(*p.parts[1:])
+        if packaged.exists():
+            return packaged
     raise CurateError(f"{path}: rule file not found (looked in {Path.cwd()} and {SOURCE_ROOT})")
 
 

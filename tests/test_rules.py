@@ -8,6 +8,7 @@ import pytest
 from curator.errors import CurateError
 from curator.rules import DEFAULT_RULES, Rule, compile_rules, load_rules, resolve_rules_path
 from curator.signals import SIGNALS
+from tests.conftest import ROOT
 
 
 def write(tmp_path, text: str):
@@ -108,3 +109,14 @@ def test_compiled_rule_fires_below_min_and_above_max_never_on_null():
     )
     values = pl.DataFrame({"v": [1.0, 2.0, 4.0, 5.0, None]})
     assert values.select(rule.fired(pl.col("v"))).to_series().to_list() == [True, False, False, True, False]
+
+
+def test_default_rules_are_found_without_the_source_tree(tmp_path, monkeypatch):
+    # An installed wheel has no rules/ beside the package: the copy shipped as package data is used.
+    import curator.rules as rules_module
+
+    monkeypatch.setattr(rules_module, "SOURCE_ROOT", tmp_path / "no-source-tree")
+    monkeypatch.chdir(tmp_path)
+    found = rules_module.resolve_rules_path("rules/default.yaml")
+    assert found == rules_module.PACKAGED_RULES / "default.yaml"
+    assert found.read_text(encoding="utf-8") == (ROOT / "rules" / "default.yaml").read_text(encoding="utf-8")
