@@ -105,3 +105,13 @@ def test_validate_does_not_import_heavy_modules(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_pipeline_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "import curator.pipeline, curator.report, curator.report.commands, finetune.commands\n"
+        "print([m for m in ('torch', 'transformers', 'peft') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
