@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -218,7 +217,7 @@ def _reject_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext, manifest: dict[str, Any]) -> dict[str, str]:
+def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
     """Write the split, the rejects, the annotations and the stage artifacts; return their sha256s."""
     alive = _alive_mask(frame)
     kept = frame.filter(alive)
@@ -320,7 +319,7 @@ def run(
     tmp.mkdir()
     try:
         manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
-        outputs = write_outputs(tmp, frame, ctx, manifest)
+        outputs = write_outputs(tmp, frame, ctx)
         manifest.update(
             {
                 "config": config.resolved(),

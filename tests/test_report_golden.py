@@ -14,7 +14,7 @@ import pytest
 
 from curator.config import load_config
 from curator.pipeline import run
-from curator.report import build_report, dumps_json, render
+from curator.report import build_report, render
 from tests.conftest import ROOT, SAMPLES
 
 EXPECTED = SAMPLES / "expected"
