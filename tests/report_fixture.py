@@ -86,7 +86,7 @@ def annotations(full: bool = True) -> pl.DataFrame:
 
 def manifest(full: bool = True) -> dict:
     m = {
-        "config": {"seed": 0, "tokens": {"max_tokens": 8192}, "quality": {"high_quality_threshold": 0.7}},
+        "config": {"seed": 0, "tokens": {"context_length": 8192}, "quality": {"high_quality_threshold": 0.7}},
         "versions": {"curator": "0.1.0", "polars": "test"},
         "inputs": {"a.jsonl": "0" * 64, "b.jsonl": "1" * 64},
         "outputs": {"train.jsonl": "2" * 64},

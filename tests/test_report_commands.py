@@ -41,7 +41,7 @@ def test_compare_counts_records_and_distributions(tmp_path):
 def test_compare_reports_config_changes_and_split_moves(tmp_path):
     prev = make_run(tmp_path / "prev")
     manifest = json.loads((prev / "manifest.json").read_text())
-    manifest["config"]["tokens"]["max_tokens"] = 4096
+    manifest["config"]["tokens"]["context_length"] = 4096
     (prev / "manifest.json").write_text(json.dumps(manifest))
     import polars as pl
 
@@ -49,7 +49,7 @@ def test_compare_reports_config_changes_and_split_moves(tmp_path):
     ann.with_columns(pl.when(pl.col("ref") == "b.jsonl:1").then(pl.lit("train")).otherwise(pl.col("split"))
                      .alias("split")).write_parquet(prev / "annotations.parquet")
     c = build_report(make_run(tmp_path / "cur"), compare=prev)["compare"]
-    assert c["config_changes"] == [{"key": "tokens.max_tokens", "previous": 4096, "current": 8192}]
+    assert c["config_changes"] == [{"key": "tokens.context_length", "previous": 4096, "current": 8192}]
     assert c["records"]["moved_split"] == 1
 
 

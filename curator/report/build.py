@@ -274,7 +274,9 @@ def _languages(run: Run) -> dict:
 def _token_budget(run: Run) -> int | None:
     summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
     conf = (run.manifest.get("config") or {}).get("tokens") or {}
-    keys = ("budget", "max_tokens", "context_length", "max_length", "context")
+    # The context the token stage enforced (its summary resolves the profile's default); never
+    # `max_tokens`, which is the longest example seen.
+    keys = ("context_length", "budget")
     value = _first_number(summary, keys) or _first_number(conf, keys)
     return int(value) if value else None
 
