@@ -297,15 +297,20 @@ def separation(n: int, seed: int) -> None:
     print()
 
 
-def findings_on_real() -> None:
-    records = real_records()
-    ctx = StageContext(config=CurateConfig())
+def real_frame(records: list[dict], ctx: StageContext) -> pl.DataFrame:
+    """The validated frame of `records`, read back through the real reader."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "real.jsonl"
         with path.open("w", encoding="utf-8") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        frame = validate.build_frame(iter_file(path, "real.jsonl"), ctx)
+        return validate.build_frame(iter_file(path, "real.jsonl"), ctx)
+
+
+def findings_on_real() -> None:
+    records = real_records()
+    ctx = StageContext(config=CurateConfig())
+    frame = real_frame(records, ctx)
     raw_messages = frame.select(C.MESSAGES).to_series().to_list()
     frame, _, _ = run_stages(frame, ctx, [normalize, secrets])
     frame = frame.sort(C.ROW)
@@ -338,12 +343,7 @@ def findings_on_real() -> None:
 def rule_rates() -> None:
     records = real_records()
     ctx = StageContext(config=CurateConfig())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "real.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        frame = validate.build_frame(iter_file(path, "real.jsonl"), ctx)
+    frame = real_frame(records, ctx)
     df, filled = run_pipeline_frame(frame, ctx)
     df = df.with_columns(pl.col(C.META).str.json_path_match("$.source").str.split("/").list.last().str.slice(0, 28).alias("src"))
     summary = ctx.summaries["quality"]

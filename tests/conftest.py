@@ -43,3 +43,19 @@ def real_data() -> Path:
     if not CHAT_DATA.is_dir():
         pytest.skip("../shared/data/chat is not available")
     return CHAT_DATA
+
+
+def messages_frame(conversations: list[list[tuple[str, str]]]):
+    """A stage-input frame (messages + empty reject lists) from [(role, content), ...] per row."""
+    import polars as pl
+
+    from curator import columns as C
+
+    rows = [
+        [{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
+        for conv in conversations
+    ]
+    return pl.DataFrame(
+        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
+        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
+    )

@@ -12,6 +12,7 @@ from curator.code_langs import GRAMMARS, classify_block, detect_language, normal
 from curator.config import CurateConfig
 from curator.stages import code_language
 from curator.stages.base import StageContext
+from tests.conftest import messages_frame
 
 CHAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
 
@@ -126,15 +127,7 @@ def test_prose_and_repl_transcripts():
     assert classify_block(repl, None).lang == "python"
 
 
-def _frame(conversations):
-    rows = [
-        [{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
-        for conv in conversations
-    ]
-    return pl.DataFrame(
-        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
-        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
-    )
+_frame = messages_frame
 
 
 def _ctx(**overrides):

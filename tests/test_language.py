@@ -5,10 +5,10 @@ from pathlib import Path
 
 import polars as pl
 
-from curator import columns as C
 from curator.config import CurateConfig
 from curator.stages import language
 from curator.stages.base import StageContext
+from tests.conftest import messages_frame
 
 CHAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
 FR = ("Considérant que la reconnaissance de la dignité inhérente à tous les membres de la famille humaine "
@@ -18,15 +18,7 @@ DE = ("Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sin
 EN = "Could you explain how the garbage collector in Python decides when to free memory for an object?"
 
 
-def _frame(conversations):
-    rows = [
-        [{"role": r, "content": c, "weight": None, "tool_calls": None, "tool_call_id": None} for r, c in conv]
-        for conv in conversations
-    ]
-    return pl.DataFrame(
-        {C.MESSAGES: rows, C.REJECT_REASONS: [[]] * len(rows), C.REJECT_DETAILS: [[]] * len(rows)},
-        schema={C.MESSAGES: pl.List(C.MESSAGE), C.REJECT_REASONS: pl.List(pl.Utf8), C.REJECT_DETAILS: pl.List(pl.Utf8)},
-    )
+_frame = messages_frame
 
 
 def _run(conversations, **overrides):
