@@ -1,8 +1,10 @@
 """Token-budget benchmark (issue 6): tokenizer throughput and the whole tokens stage on the 50k corpus.
 
 Variants, in one run:
-- `encode_batch`: ChatTokenizer.encode_batch on all conversations (the stage's path: one batched
-  `tokenizers` call over both cores; each distinct segment text is encoded once).
+- `TokenCounter.count`: the stage's path (curator/token_counts.py): counts only, each distinct unit
+  (a word with its leading spaces, or a newline) encoded once; checked equal to encode_batch here.
+- `encode_batch`: ChatTokenizer.encode_batch on all conversations (the trainer's path: ids and masks,
+  one batched `tokenizers` call over both cores; each distinct segment text is encoded once).
 - `encode_batch, no segment reuse`: the same segments, every one encoded (tokenizers alone).
 - `per-record encode`: ChatTokenizer.encode in a Python loop (on the first --subset records).
 - `mistral_common reference`: MistralTokenizer (tokenizer.model.v1) chat-completion encoding, one
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from curator import columns as C  # noqa: E402
+from curator.token_counts import TokenCounter  # noqa: E402
 from curator.tokenize_chat import ChatTokenizer, _plan_mistral_v1, mistral_v1_model_file  # noqa: E402
 
 CORPUS = ROOT / "bench" / "corpus" / "corpus50k.jsonl"
@@ -86,10 +89,21 @@ def main() -> None:
     tok, load_s, _ = timed(ChatTokenizer.load)
     tok.encode_batch(convs[:100])  # warm the thread pool
 
+    TokenCounter(tok).count(convs[:100])  # build the unit tokenizer (memoised, as in a run)
+
     rows = []
+    counts, wall, cpu = timed(lambda: TokenCounter(tok).count(convs))
+    rows.append(("TokenCounter.count (stage path)", len(convs), int(counts["n_tokens"].sum()), wall, cpu))
     batch, wall, cpu = timed(lambda: tok.encode_batch(convs))
     total = sum(e.n_tokens for e in batch)
-    rows.append(("encode_batch (stage path)", len(convs), total, wall, cpu))
+    rows.append(("encode_batch (trainer path: ids, masks)", len(convs), total, wall, cpu))
+    _, wall, cpu = timed(lambda: TokenCounter(tok).count(convs))
+    rows.append(("TokenCounter.count again", len(convs), total, wall, cpu))
+    count_mismatches = sum(
+        1
+        for (n, t, turns), e in zip(counts.select("n_tokens", "n_assistant_tokens", "turn_tokens").iter_rows(), batch)
+        if (n, t, turns) != (e.n_tokens, e.n_trained, e.turn_tokens)
+    )
 
     texts = [seg.text for conv in convs for seg in _plan_mistral_v1(conv)]
     raw, wall, cpu = timed(lambda: tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False))
@@ -120,10 +134,13 @@ def main() -> None:
     rows.append(("tokens stage (whole)", len(convs), total, wall, cpu))
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; tokenizer load {load_s:.2f} s")
-    print(f"{'variant':<42} {'records':>8} {'tokens':>11} {'wall s':>8} {'cpu s':>7} {'tok/s':>11}")
+    print(f"{'variant':<44} {'records':>8} {'tokens':>11} {'wall s':>8} {'cpu s':>7} {'tok/s':>11}")
     for name, n, t, wall, cpu in rows:
-        print(f"{name:<42} {n:>8,} {t:>11,} {wall:>8.2f} {cpu:>7.2f} {t / wall:>11,.0f}")
+        print(f"{name:<44} {n:>8,} {t:>11,} {wall:>8.2f} {cpu:>7.2f} {t / wall:>11,.0f}")
     by = {r[0]: r for r in rows}
+    count_s = min(by["TokenCounter.count (stage path)"][3], by["TokenCounter.count again"][3])
+    print(f"encode_batch / TokenCounter.count: {by['encode_batch (trainer path: ids, masks)'][3] / count_s:.2f}x slower; "
+          f"count mismatches against encode_batch: {count_mismatches}")
     fast = by[f"encode_batch, first {len(sub):,}"][3]
     print(f"per-record / encode_batch: {by[f'per-record encode, first {len(sub):,}'][3] / fast:.1f}x slower; "
           f"reference / encode_batch: {by[f'mistral_common reference, first {len(sub):,}'][3] / fast:.1f}x slower; "

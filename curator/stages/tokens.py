@@ -6,8 +6,10 @@ Int64 (tokens the trainer computes loss on: assistant turns and their EOS, weigh
 (messages dropped by the `truncate` policy, 0 otherwise); under `truncate` it also rewrites `messages`
 of the rows it shortened (their `content_hash` still names the source record).
 
-All counts come from `curator.tokenize_chat.ChatTokenizer`, the module the trainer (finetune/data.py)
-builds its sequences and loss masks with, so the budget is the length the trainer sees.
+All counts come from `curator.tokenize_chat`, the module the trainer (finetune/data.py) builds its
+sequences and loss masks with, so the budget is the length the trainer sees. The stage counts through
+`curator.token_counts.TokenCounter`, which gives exactly `ChatTokenizer.encode_batch`'s counts
+(tested on every record of ../shared/data/chat) without building ids, about twice as fast.
 
 Most trainers silently cut an example longer than the context (e.g. TRL's SFTTrainer `max_length`
 truncates from the right), which drops the end of the answer and its EOS; here the policy decides:
@@ -138,42 +140,44 @@ def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tupl
     return chosen, last_alone
 
 
+def _patch_truncated(counts: pl.DataFrame, truncated: dict[int, tuple], last_alone: dict[int, int]) -> pl.DataFrame:
+    """The counts of the rows `_truncate` shortened, and each over-budget row's last exchange alone."""
+    cols = {name: counts.get_column(name).to_list() for name in (N_TOKENS, N_ASSISTANT_TOKENS, TURN_TOKENS,
+                                                                   TRUNCATED_TURNS, "_last_alone")}
+    for i, (_kept, enc, dropped) in truncated.items():
+        cols[N_TOKENS][i], cols[N_ASSISTANT_TOKENS][i], cols[TURN_TOKENS][i] = enc.n_tokens, enc.n_trained, enc.turn_tokens
+        cols[TRUNCATED_TURNS][i] = dropped
+    for i, n in last_alone.items():
+        cols["_last_alone"][i] = n
+    return counts.with_columns(pl.Series(name, values, dtype=counts.schema[name]) for name, values in cols.items())
+
+
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
+    from curator.token_counts import ERROR, TokenCounter
+
     cfg: Config = ctx.config.tokens
     tok = _tokenizer(cfg)
     limit = tok.profile.context_length
     convs: list[list[dict]] = df.get_column(C.MESSAGES).to_list()
 
-    encoded: list = []
+    counter = TokenCounter(tok)
+    parts: list[pl.DataFrame] = []
     with ctx.progress.task("tokens", total=len(convs)) as advance:
         for start in range(0, len(convs), cfg.batch_size):
             chunk = convs[start : start + cfg.batch_size]
-            encoded.extend(tok.encode_batch_or_errors(chunk))
+            parts.append(counter.count(chunk))
             advance(len(chunk))
+    counts = pl.concat(parts) if parts else counter.count([])
+    counts = counts.rename({ERROR: "_error"}).with_columns(
+        pl.lit(0, dtype=pl.Int32).alias(TRUNCATED_TURNS), pl.lit(None, dtype=pl.Int64).alias("_last_alone")
+    )
 
-    errors = [enc if isinstance(enc, str) else None for enc in encoded]
-    over = [i for i, enc in enumerate(encoded) if not isinstance(enc, str) and enc.n_tokens > limit]
+    over = counts.with_row_index("i").filter(pl.col(N_TOKENS) > limit).get_column("i").to_list()
     truncated: dict[int, tuple] = {}
-    last_alone: dict[int, int] = {}
     if cfg.policy == "truncate" and over:
         truncated, last_alone = _truncate(tok, convs, over, limit)
-        for i, (_kept, enc, _dropped) in truncated.items():
-            encoded[i] = enc
-
-    n_tokens = [None if isinstance(e, str) else e.n_tokens for e in encoded]
-    n_trained = [None if isinstance(e, str) else e.n_trained for e in encoded]
-    turns = [None if isinstance(e, str) else e.turn_tokens for e in encoded]
-    dropped = [0] * len(encoded)
-    for i, (_kept, _enc, k) in truncated.items():
-        dropped[i] = k
-    df = df.with_columns(
-        pl.Series(N_TOKENS, n_tokens, dtype=pl.Int64),
-        pl.Series(N_ASSISTANT_TOKENS, n_trained, dtype=pl.Int64),
-        pl.Series(TURN_TOKENS, turns, dtype=pl.List(pl.Int64)),
-        pl.Series(TRUNCATED_TURNS, dropped, dtype=pl.Int32),
-        pl.Series("_error", errors, dtype=pl.Utf8),
-        pl.Series("_last_alone", [last_alone.get(i) for i in range(len(encoded))], dtype=pl.Int64),
-    )
+        counts = _patch_truncated(counts, truncated, last_alone)
+    df = df.with_columns(counts)
     if truncated:
         new = pl.Series("_cut", [truncated[i][0] if i in truncated else None for i in range(df.height)],
                         dtype=df.schema[C.MESSAGES])
