@@ -1,7 +1,7 @@
 """Token counts of many conversations without building their ids: the token-budget stage's fast path.
 
 The stage needs, per conversation, only `n_tokens`, `n_assistant_tokens` and per-message counts,
-not the ids. `count_tokens` gives exactly what `ChatTokenizer.encode_batch` would give
+not the ids. `TokenCounter.count` gives exactly what `ChatTokenizer.encode_batch` would give
 (tests/test_token_counts.py checks every record of ../shared/data/chat), from the same segment plan
 (`curator.tokenize_chat._plan_mistral_v1`) and the same `tokenizers` BPE, about twice as fast:
 
@@ -9,17 +9,17 @@ not the ids. `count_tokens` gives exactly what `ChatTokenizer.encode_batch` woul
   (space) after any other character (checked when the counter is built: `splits_exactly`). So no
   token crosses the boundary before a run of "▁" that follows a non-"▁" character, nor either side
   of a "\\n": a segment's tokens are the concatenation of the tokens of its units
-  `▁*[^▁\\n]+ | ▁+ | \\n`. Splitting there and encoding each unit on its own gives the same ids, as
-  a regex pre-tokenizer would (SentencePiece itself splits on whitespace the same way before BPE,
-  `split_by_whitespace`).
+  `▁*[^▁\\n]+ | ▁+ | \\n`. BPE merges only pairs whose concatenation is a piece, so encoding each
+  unit on its own gives the same ids as encoding the segment.
 - **Reuse.** 50,000 chat records hold about 5 million units but only about 200,000 distinct ones,
   so each distinct unit is encoded once (one batched `tokenizers` call over all cores) and the
   counts are summed with Polars joins. Encoding whole segments instead runs BPE over every
   character of every segment, at about half the speed on the 50k corpus (bench/RESULTS.md).
 - **Attribution.** A segment that holds several messages (the system prompt folded into the first
-  user turn, merged consecutive turns) is cut where each message's text starts; that is always
-  just after a "\\n\\n" join, so no token crosses the cut and each piece's tokens are exactly those
-  `encode` attributes to its message by character offset.
+  user turn, merged consecutive turns) is cut where each message's text starts: just after a
+  "\\n\\n" join, where no token crosses, so each piece's tokens are exactly those `encode` attributes
+  to its message by character offset. An empty message's piece is the next join or the closing
+  " [/INST]"; the latter is exact too, as "▁[" outranks "▁▁" in the merges (both are tested).
 
 Template-based profiles (every model but Mistral-7B-Instruct-v0.2's built-in one), and any
 vocabulary for which the splitting property does not hold, are counted from `encode_batch_or_errors`.

@@ -73,8 +73,23 @@ def test_random_texts_equal_encode(tok):
     convs = []
     for _ in range(400):
         texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(4)]
-        convs.append([s(texts[0]), u(texts[1]), a(texts[2]), a(texts[3])] if rng.random() < 0.5 else [u(texts[1]), a(texts[2])])
+        shape = rng.randrange(3)
+        if shape == 0:
+            convs.append([s(texts[0]), u(texts[1]), a(texts[2]), a(texts[3])])
+        elif shape == 1:  # merged user turns, some of them empty: cuts inside one segment
+            convs.append([u(texts[0]), u(rng.choice(["", texts[1]])), u(texts[2]), a(texts[3])])
+        else:
+            convs.append([u(texts[1]), a(texts[2])])
     assert counted(TokenCounter(tok), convs) == expected(tok, convs)
+
+
+@pytest.mark.parametrize("spaces", range(1, 10))
+def test_empty_turn_after_trailing_spaces(tok, spaces):
+    # the empty turn's piece is " [/INST]", cut right after the spaces (not at a newline): still exact,
+    # because "▁[" outranks "▁▁" in the merges
+    pad = " " * spaces
+    for conv in ([u("a" + pad), u(""), a("x")], [u("q"), a("x"), u("b" + pad), u(""), u(""), a("y")]):
+        assert counted(TokenCounter(tok), [conv]) == expected(tok, [conv])
 
 
 def test_batches_reuse_units_and_give_the_same_counts(tok):
