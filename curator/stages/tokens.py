@@ -177,7 +177,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     if cfg.policy == "truncate" and over:
         truncated, last_alone = _truncate(tok, convs, over, limit)
         counts = _patch_truncated(counts, truncated, last_alone)
-    df = df.with_columns(counts)
+    df = df.with_columns(counts.get_columns())
     if truncated:
         new = pl.Series("_cut", [truncated[i][0] if i in truncated else None for i in range(df.height)],
                         dtype=df.schema[C.MESSAGES])
