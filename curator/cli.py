@@ -83,7 +83,7 @@ def cli() -> None:
 
 
 @cli.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output for people or for machines.")
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after this many errors.")
 @click.option("--input-format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default="auto", show_default=True, help="Shape of the records.")
@@ -104,6 +104,8 @@ def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | 
     findings = []
     stopped = False
     for path in files:
+        if path.is_dir():
+            raise CurateError(f"{path}: is a folder; pass the files in it (e.g. {path}/*.jsonl)")
         if not path.is_file():
             raise CurateError(f"{path}: no such file")
         for count, found in validate_file(path, input_format, "reject" if strict else "warn"):
@@ -176,6 +178,10 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
         extra.append(f"tokens.model={model}")
     config = load_config(config_path, extra)
     result = run(raw, out, config, force=force, progress=not quiet)
+    if result.skipped:  # shown even with --quiet: data the user may have meant to include
+        shown = ", ".join(path for path, _ in result.skipped[:3]) + (" ..." if len(result.skipped) > 3 else "")
+        noun = "path" if len(result.skipped) == 1 else "paths"
+        click.echo(f"warning: {len(result.skipped):,} {noun} under {raw} not read ({shown}); see inputs_skipped in manifest.json", err=True)
     if not quiet:
         _print_summary(result)
     failed = [g for g in result.gates if not g.passed]

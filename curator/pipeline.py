@@ -26,7 +26,7 @@ from curator import __version__, columns as C
 from curator.config import CurateConfig
 from curator.errors import CurateError
 from curator.gates import Gate
-from curator.io.readers import RawLine, discover, iter_file
+from curator.io.readers import RawLine, discover, display_name, iter_file
 from curator.stages import (
     code_language,
     dedup_exact,
@@ -69,23 +69,43 @@ class RunResult:
     counts: dict[str, int]
     gates: list[Gate]
     timings: list[tuple[str, float]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # files under RAW that were not read, and why
 
     @property
     def gates_passed(self) -> bool:
         return all(g.passed for g in self.gates)
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse an OUT that holds anything, unless --force (which replaces it whole, atomically)."""
+def check_out_dir(out: Path, force: bool, raw: Path | None = None) -> None:
+    """Refuse an OUT that holds anything, unless --force (which replaces it whole, atomically).
+
+    Checked before any work: OUT must not be RAW or a folder holding it (--force would delete the
+    input), and OUT's folder must be writable, so a run never fails after the work is done.
+    """
+    if raw is not None:
+        r, o = Path(os.path.abspath(raw)).resolve(), Path(os.path.abspath(out)).resolve()
+        if r == o or o in r.parents:
+            raise CurateError(f"{out}: holds the input {raw}; replacing it would delete the input, choose another OUT")
     if out.exists():
         if not out.is_dir():
             raise CurateError(f"{out}: exists and is not a folder")
         if any(out.iterdir()) and not force:
             raise CurateError(f"{out}: folder is not empty; use --force to replace it")
+    where = out if os.path.ismount(out) else _nearest_existing(out.absolute().parent)
+    if not where.is_dir():
+        raise CurateError(f"{out}: cannot be created: {where} is not a folder")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise CurateError(f"{out}: cannot be written: no write permission in {where}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _source_name(path: Path) -> str:
-    return path.as_posix()
+    return display_name(path)
 
 
 def read_lines(files: list[Path], cfg: CurateConfig, progress: Progress) -> Iterator[RawLine]:
@@ -260,8 +280,26 @@ def evaluate_gates(kept: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     return gates
 
 
+def _staging_dir(out: Path) -> Path:
+    """Where outputs are written before they are moved into place: beside OUT, or inside a mount point.
+
+    A mount point (e.g. a container's `-v host:/out`) cannot be renamed, so its outputs are staged
+    inside it and moved in file by file.
+    """
+    if os.path.ismount(out):
+        return out / f".curate.tmp-{os.getpid()}"
+    return out.parent / f".{out.name}.tmp-{os.getpid()}"
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
+    if tmp.parent == out:  # OUT is a mount point: replace its contents
+        for entry in out.iterdir():
+            if entry != tmp:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, out / entry.name)
+        tmp.rmdir()
+    elif out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
@@ -281,8 +319,11 @@ def run(
     """Curate everything under `raw` into `out`. Gates are evaluated, not enforced: see RunResult."""
     config = config or CurateConfig()
     out = Path(out)
-    check_out_dir(out, force)
-    files = discover(raw)
+    if out.is_symlink():  # replace what the link points at, and keep the link
+        out = out.resolve()
+    check_out_dir(out, force, Path(raw))
+    found = discover(raw, exclude=out)
+    files = found.files
     if not files:
         raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found")
     ctx = StageContext(config=config, progress=Progress(progress))
@@ -313,7 +354,7 @@ def run(
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = _staging_dir(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -325,6 +366,7 @@ def run(
                 "config": config.resolved(),
                 "versions": _versions(),
                 "inputs": {_source_name(p): _sha256_file(p) for p in files},
+                "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
                 "outputs": outputs,
                 "counts": counts,
                 "funnel": funnel,
@@ -341,4 +383,4 @@ def run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RunResult(out, counts, gates, timings)
+    return RunResult(out, counts, gates, timings, found.skipped)

@@ -29,7 +29,9 @@ from pydantic_core import PydanticCustomError
 ROLES = ("system", "user", "assistant", "tool")
 
 # Control characters other than tab and newline (CR is normalised away, so it is allowed here).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls but tab, LF and CR, DEL, and the C1 block (U+0080-U+009F: in text, nearly always
+# cp1252 mojibake)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,24 @@ def to_plain(record: ChatRecord) -> dict[str, Any]:
         extra["messages"] = extras_by_turn
     if extra:
         meta = dict(meta or {})
-        meta["_extra"] = extra
+        meta[_extra_key(meta, extra)] = {**meta.get("_extra", {}), **extra} if _mergeable(meta, extra) else extra
     return {"messages": messages, "meta": meta}
+
+
+def _mergeable(meta: dict, extra: dict) -> bool:
+    """The record's own meta._extra is a dict that shares no key with the extras: merge into it."""
+    mine = meta.get("_extra")
+    return isinstance(mine, dict) and not (mine.keys() & extra.keys())
+
+
+def _extra_key(meta: dict, extra: dict) -> str:
+    """`_extra`, unless the record's meta already holds an `_extra` that cannot take the extras."""
+    if "_extra" not in meta or _mergeable(meta, extra):
+        return "_extra"
+    n = 2
+    while f"_extra_{n}" in meta:
+        n += 1
+    return f"_extra_{n}"
 
 
 def json_schema() -> dict[str, Any]:

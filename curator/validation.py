@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from curator.io.readers import RawLine, iter_file, parse
+from curator.io.readers import RawLine, display_name, iter_file, parse
 from curator.schema import Problem, check_record, to_plain
 
 
@@ -80,7 +80,7 @@ class Finding:
 
 def validate_file(path: Path, fmt: str = "auto", extra_fields: str = "warn") -> Iterator[tuple[int, list[Finding]]]:
     """For each record of `path`: (1, its findings). Streams; raises CurateError if unreadable."""
-    source = str(path)
+    source = display_name(path)
     for line in iter_file(path, source):
         _, problems, _ = check_line(line, fmt, extra_fields, build=False)
         yield 1, [Finding(source, line.source_line, p) for p in problems]

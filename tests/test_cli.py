@@ -73,6 +73,23 @@ def test_missing_file_is_one_line_error(tmp_path):
     assert result.output.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file"
 
 
+def test_a_folder_is_one_line_error_naming_what_to_pass(tmp_path):
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path}: is a folder; pass the files in it (e.g. {tmp_path}/*.jsonl)"
+
+
+def test_run_warns_about_paths_it_did_not_read_even_when_quiet(tmp_path):
+    write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
+    write_lines(tmp_path / "raw" / "b.ndjson", [GOOD])
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "raw"), str(tmp_path / "out"), "--quiet", "--no-gate"])
+    assert result.exit_code == 0
+    raw = tmp_path / "raw"
+    assert result.stderr.splitlines() == [
+        f"warning: 1 path under {raw} not read ({(raw / 'b.ndjson').as_posix()}); see inputs_skipped in manifest.json"
+    ]
+
+
 def test_run_refuses_non_empty_out_with_one_line(tmp_path):
     write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
     (tmp_path / "out").mkdir()

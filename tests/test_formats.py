@@ -337,12 +337,40 @@ def test_iter_json_array_unterminated_or_trailing(data, raw, message):
         (b'{"instruction": "a", "output": "b"}', "expected a JSON array of records, found object"),
         (b"42", "expected a JSON array of records, found number"),
         (b"{oops", "expected a JSON array of records, found invalid JSON"),
-        (b"  \n", "empty file; expected a JSON array of records"),
     ],
 )
-def test_iter_json_array_not_an_array_is_a_file_error(data, found):
-    with pytest.raises(CurateError, match=rf"^data/x\.json: {found}"):
-        list(iter_json_array(data, name="data/x.json"))
+def test_iter_json_array_not_an_array_is_one_reject_with_the_whole_file(data, found):
+    [(n, err, raw)] = list(iter_json_array(data, name="data/x.json", with_raw=True))
+    assert (n, err.code, raw) == (1, "io.not_array", data)
+    assert err.message.startswith(found)
+
+
+def test_iter_json_array_empty_file_holds_no_records():
+    assert list(iter_json_array(b"  \n", name="data/x.json")) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'[{"a": 1}, {"a": 1e999}, {"a": 2}]', "array element 2 is not valid JSON: number 1e999 is out of range"),
+        (b'[{"a": 1}, {"a": NaN}, {"a": 2}]', "array element 2 is not valid JSON: NaN is not a JSON number"),
+    ],
+)
+def test_iter_json_array_non_finite_numbers_reject_their_element_only(data, message):
+    items = list(iter_json_array(data, with_raw=True))
+    assert [(n, v) for n, v, _ in items if not isinstance(v, FormatError)] == [(1, {"a": 1}), (3, {"a": 2})]
+    n, err, raw = items[1]
+    assert (n, err.code) == (2, "io.bad_json") and err.message.startswith(message)
+    assert raw.startswith(b'{"a": ') and raw.endswith(b"}")
+
+
+def test_iter_json_array_too_deep_is_the_rest_of_the_file():
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    items = list(iter_json_array(b'[{"a": 1}, ' + deep + b"]", with_raw=True))
+    assert items[0][:2] == (1, {"a": 1})
+    n, err, raw = items[1]
+    assert (n, err.code) == (2, "io.bad_json") and "nested too deeply" in err.message
+    assert raw == deep + b"]"
 
 
 def test_iter_json_array_names_a_missing_file(tmp_path):

@@ -70,6 +70,7 @@ def test_bad_role_message_matches_the_hook_format():
         ([("user", "a"), ("assistant", " \n\t")], ["structure.empty_content"]),
         ([("user", "a\x00b"), ("assistant", "c")], ["structure.control_char"]),
         ([("user", "a\x1bb"), ("assistant", "c")], ["structure.control_char"]),
+        ([("user", "caf\u00c3\u0083\u009b"), ("assistant", "c")], ["structure.control_char"]),  # C1: mojibake
         ([("user", "tab\tand\nnewline"), ("assistant", "fine")], []),
     ],
 )
@@ -107,6 +108,19 @@ def test_unknown_fields_are_warnings_and_kept_under_meta():
     record, problems = check_record({"messages": [{"role": "user", "content": "a", "name": "bob"}, {"role": "assistant", "content": "b"}], "id": 7, "meta": {"k": 1}})
     assert [(p.field, p.code, p.warning) for p in problems] == [("id", "schema.extra_field", True), ("messages[0].name", "schema.extra_field", True)]
     assert to_plain(record)["meta"] == {"k": 1, "_extra": {"id": 7, "messages": {"0": {"name": "bob"}}}}
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"_extra": {"mine": 1}}, {"_extra": {"mine": 1, "id": 7}}),  # the record's own _extra: merged into
+        ({"_extra": {"id": 0}}, {"_extra": {"id": 0}, "_extra_2": {"id": 7}}),  # a clash: kept apart
+        ({"_extra": "note", "_extra_2": 1}, {"_extra": "note", "_extra_2": 1, "_extra_3": {"id": 7}}),
+    ],
+)
+def test_a_records_own_meta_extra_is_never_overwritten(meta, expected):
+    record, _ = check_record({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "id": 7, "meta": meta})
+    assert to_plain(record)["meta"] == expected
 
 
 def test_weight_only_on_assistant_turns():

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from curator.errors import CurateError
+from curator.io.strict_json import DECODER
 
 FORMATS = ("chat", "alpaca", "sharegpt", "gpteacher")
 
@@ -46,6 +47,7 @@ CODE_UNKNOWN_ROLE = "format.unknown_role"
 CODE_FIELD_CONFLICT = "format.field_conflict"
 CODE_BAD_JSON = "io.bad_json"  # an element of a .json array that is not valid JSON
 CODE_BAD_UTF8 = "io.bad_utf8"  # an element of a .json array whose bytes are not valid UTF-8
+CODE_NOT_ARRAY = "io.not_array"  # a .json file that is not an array of records (e.g. a dataset_info.json)
 
 # Stanford Alpaca's prompt puts the input in its own paragraph below the instruction
 # ("{instruction}\n\n### Input:\n{input}"), and the chat-JSONL conversions of Alpaca, CodeAlpaca and
@@ -293,8 +295,8 @@ def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
 # --- .json files holding an array of records ---------------------------------------------------
 
 _WS = re.compile(r"[ \t\n\r]*")
+_LENIENT = json.JSONDecoder()  # only to find where an element with a non-finite number ends
 _LONE_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
-_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -327,8 +329,10 @@ def iter_json_array(
     Text after the closing bracket is one more erroneous element.
 
     With `with_raw=True` the tuples are `(n, value_or_error, raw)` where `raw` is the element's exact
-    bytes, for the rejects file. A file that is not a JSON array (an object, a scalar, empty) raises
-    CurateError naming it; a UTF-8 byte order mark is ignored, as RFC 8259 section 8.1 allows.
+    bytes, for the rejects file. A file that is not a JSON array (an object, a scalar: a sidecar like
+    LLaMA-Factory's dataset_info.json) is one `io.not_array` error, element 1, carrying the whole
+    file, so a run goes on and the file is accounted for; an empty file holds no records. A UTF-8 byte
+    order mark is ignored, as RFC 8259 section 8.1 allows.
     """
     src = _load(source, name)
     # surrogateescape maps each invalid byte to one lone surrogate, so decoding never fails and
@@ -337,16 +341,19 @@ def iter_json_array(
     pos = 1 if text.startswith("\ufeff") else 0
     pos = _WS.match(text, pos).end()
     if pos == len(text):
-        raise CurateError(f"{src.name}: empty file; expected a JSON array of records")
+        return  # an empty file holds no records, like an empty .jsonl
     if text[pos] != "[":
         try:
-            kind = _kind(_DECODER.raw_decode(text, pos)[0])
-        except ValueError:
+            kind = _kind(DECODER.raw_decode(text, pos)[0])
+        except (ValueError, RecursionError):
             kind = "invalid JSON"
-        raise CurateError(
-            f"{src.name}: expected a JSON array of records, found {kind}; "
+        message = (
+            f"expected a JSON array of records, found {kind}; "
             "a file with one record per line should be named .jsonl"
         )
+        raw = src.data
+        yield (1, FormatError("", message, CODE_NOT_ARRAY), raw) if with_raw else (1, FormatError("", message, CODE_NOT_ARRAY))
+        return
 
     def out(n: int, value: Any, start: int, end: int) -> tuple:
         if with_raw:
@@ -362,10 +369,17 @@ def iter_json_array(
             n += 1
             start = pos
             try:
-                value, end = _DECODER.raw_decode(text, pos)
+                value, end = DECODER.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 yield out(n, _bad_json(text, exc, n), start, len(text))
                 return
+            except RecursionError:
+                err = FormatError("", f"array element {n} is nested too deeply to parse; the rest of the file is unreadable", CODE_BAD_JSON)
+                yield out(n, err, start, len(text))
+                return
+            except ValueError as exc:  # well-formed, but a number that is not finite: reject this element only
+                end = _LENIENT.raw_decode(text, pos)[1]
+                value = FormatError("", f"array element {n} is not valid JSON: {exc}", CODE_BAD_JSON)
             if _LONE_SURROGATE.search(text, start, end):
                 bad_at = len(text[:_LONE_SURROGATE.search(text, start, end).start()].encode("utf-8", "surrogateescape"))
                 value = FormatError("", f"invalid UTF-8 at byte offset {bad_at} of the file", CODE_BAD_UTF8)

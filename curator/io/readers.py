@@ -1,6 +1,6 @@
 """Readers: every input line, with its provenance, and nothing lost.
 
-`discover(raw)` lists the input files under RAW in a deterministic order; `iter_lines(path)`
+`discover(raw)` lists the input files under RAW in a deterministic order; `iter_file(path)`
 yields one `RawLine` per line of a .jsonl / .jsonl.gz file, or per element of a .json array.
 A line that cannot be read (invalid UTF-8, a truncated gzip tail, an overlong line) is still
 yielded, with the reason it failed, so the pipeline rejects it instead of losing it.
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curator.errors import CurateError
+from curator.io.strict_json import DECODER, lone_surrogate, surrogate_error
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -38,33 +40,83 @@ class RawLine:
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), not fatal
 
 
+def display_name(path: Path) -> str:
+    """The path as text that can be written as UTF-8: undecodable bytes in a name become \\xNN."""
+    name = path.as_posix()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 def is_input_file(path: Path) -> bool:
-    return path.name.endswith(SUFFIXES)
+    return path.name.lower().endswith(SUFFIXES)
 
 
-def discover(raw: str | Path) -> list[Path]:
-    """RAW itself when it is a file; else every input file under it, recursively, sorted by path."""
+@dataclass
+class Discovered:
+    """The input files under RAW, and what was left out and why (reported in the manifest)."""
+
+    files: list[Path]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    raise CurateError(f"{exc.filename}: cannot read folder: {exc.strerror or exc}")
+
+
+def discover(raw: str | Path, exclude: Path | None = None) -> Discovered:
+    """RAW itself when it is a file; else every input file under it, recursively, sorted by path.
+
+    Input files end in .jsonl, .jsonl.gz, .json or .json.gz (any case). Hidden files and folders
+    (a leading ".") are passed over silently; other files, symbolic links to folders (not followed,
+    so a link cannot loop or pull in a second copy) and `exclude` (OUT, when it lies inside RAW)
+    are listed in `skipped`. A folder that cannot be read is an error, not a silent gap.
+    """
     raw = Path(raw)
     if raw.is_file():
-        return [raw]
+        return Discovered([raw])
     if not raw.exists():
         raise CurateError(f"{raw}: no such file or folder")
     if not raw.is_dir():
         raise CurateError(f"{raw}: not a file or folder")
-    files = []
-    for root, dirs, names in os.walk(raw):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    excluded = exclude.resolve() if exclude is not None else None
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for root, dirs, names in os.walk(raw, onerror=_unreadable_folder):
+        keep = []
+        for d in sorted(dirs):
+            path = Path(root) / d
+            if d.startswith("."):
+                continue
+            if path.is_symlink():
+                skipped.append((path.as_posix(), "symbolic link to a folder (not followed)"))
+            elif excluded is not None and path.resolve() == excluded:
+                skipped.append((path.as_posix(), "the output folder of this run"))
+            else:
+                keep.append(d)
+        dirs[:] = keep
         for name in names:
             path = Path(root) / name
-            if not name.startswith(".") and is_input_file(path):
+            if name.startswith("."):
+                continue
+            if is_input_file(path):
                 files.append(path)
-    return sorted(files, key=lambda p: p.relative_to(raw).as_posix())
+            else:
+                skipped.append((path.as_posix(), "not .jsonl, .jsonl.gz, .json or .json.gz"))
+    files.sort(key=lambda p: p.relative_to(raw).as_posix())
+    return Discovered(files, sorted(skipped))
 
 
 def _decode(data: bytes, source: str, number: int, max_bytes: int) -> RawLine:
     if len(data) > max_bytes:
         preview = data[:200].decode("utf-8", errors="replace")
-        return RawLine(source, number, preview, error=("io.line_too_long", f"line is {len(data):,} bytes, over the limit of {max_bytes:,}"))
+        message = (
+            f"line is {len(data):,} bytes, over the limit of {max_bytes:,} (input.max_line_bytes); "
+            "raw holds its first 200 bytes only"
+        )
+        return RawLine(source, number, preview, error=("io.line_too_long", message))
     warnings = []
     if data.startswith(BOM):
         data = data[len(BOM) :]
@@ -88,8 +140,13 @@ def _decode(data: bytes, source: str, number: int, max_bytes: int) -> RawLine:
 
 
 def _open(path: Path):
+    """The file's bytes; gzip when named .gz, or when a file named otherwise starts with gzip's magic."""
     try:
-        return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+        if path.name.lower().endswith(".gz"):
+            return gzip.open(path, "rb")
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == GZIP_MAGIC
+        return gzip.open(path, "rb") if compressed else path.open("rb")
     except OSError as exc:
         raise CurateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
@@ -133,7 +190,7 @@ def iter_json_array(path: Path, source: str | None = None) -> Iterator[RawLine]:
     from curator.io.formats import FormatError, iter_json_array as elements
 
     source = source or str(path)
-    if path.name.endswith(".gz"):
+    if path.name.lower().endswith(".gz"):
         with _open(path) as fh:
             try:
                 data = fh.read()
@@ -149,12 +206,14 @@ def iter_json_array(path: Path, source: str | None = None) -> Iterator[RawLine]:
         if isinstance(value, FormatError):
             b64 = base64.b64encode(raw).decode("ascii") if value.code == "io.bad_utf8" else None
             yield RawLine(source, number, text, raw_b64=b64, error=(value.code, value.message))
+        elif (field := lone_surrogate(text, value)) is not None:
+            yield RawLine(source, number, text, error=surrogate_error(field))
         else:
             yield RawLine(source, number, text, obj=value, parsed=True)
 
 
 def iter_file(path: Path, source: str | None = None, max_line_bytes: int = 4_000_000) -> Iterator[RawLine]:
-    if path.name.endswith((".json", ".json.gz")):
+    if path.name.lower().endswith((".json", ".json.gz")):
         return iter_json_array(path, source)
     return iter_jsonl(path, source, max_line_bytes)
 
@@ -164,10 +223,16 @@ def parse(line: RawLine) -> RawLine:
     if line.parsed or line.error:
         return line
     try:
-        line.obj = json.loads(line.text)
+        line.obj = DECODER.decode(line.text)
         line.parsed = True
     except RecursionError:
         line.error = ("io.bad_json", "JSON nested too deeply to parse")
+        return line
     except ValueError as exc:
         line.error = ("io.bad_json", f"invalid JSON: {exc}")
+        return line
+    field = lone_surrogate(line.text, line.obj)
+    if field is not None:
+        line.error = surrogate_error(field)
+        line.obj, line.parsed = None, False
     return line
