@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -144,6 +146,34 @@ NOT_PROGRAMMING = frozenset(
     {TEXT, "html", "css", "xml", "json", "yaml", "toml", "ini", "markdown", "latex", "csv", "diff", "regex",
      "mermaid", "nginx", "protobuf", "dockerfile", "makefile", "cmake", "graphql", "terraform"}
 )
+
+
+def is_programming(lang: str | None) -> bool:
+    """Languages the gate counts: not text, data or markup (NOT_PROGRAMMING)."""
+    return lang is not None and lang not in NOT_PROGRAMMING
+
+
+def language_counts(rows: Iterable[Iterable[str | None] | None]) -> tuple[int, Counter[str]]:
+    """(code-bearing examples, examples per programming language) of `code_langs` rows.
+
+    A code-bearing example has at least one programming-language block; an example whose blocks are
+    all data or markup (json, html, yaml ...) is not one. A language counts once per example.
+    """
+    counts: Counter[str] = Counter()
+    n = 0
+    for row in rows:
+        langs = {lang for lang in (row or ()) if is_programming(lang)}
+        if langs:
+            n += 1
+            counts.update(langs)
+    return n, counts
+
+
+def language_shares(rows: Iterable[Iterable[str | None] | None]) -> tuple[int, dict[str, float]]:
+    """(code-bearing examples, share of them per programming language) of `code_langs` rows, most
+    common first (ties by name). The diversity gate and the report's table both read this."""
+    n, counts = language_counts(rows)
+    return n, ({lang: counts[lang] / n for lang in sorted(counts, key=lambda k: (-counts[k], k))} if n else {})
 
 
 def normalize_label(info: str | None) -> str | None:

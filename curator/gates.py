@@ -11,7 +11,7 @@ class Gate:
 
     name: str  # stable id, e.g. "quality.high_quality_rate", "size.min_examples"
     passed: bool
-    value: float
+    value: float | None  # None when there is nothing to measure (no kept example)
     threshold: float
     message: str  # one line a person reads, saying by how much it passed or missed
 

@@ -267,12 +267,16 @@ class CompiledRules:
         return [r.fired(pl.col(self.value_col(r))).alias(self.fired_col(r)) for r in self.rules]
 
     def score_expr(self) -> pl.Expr:
-        """Product of (1 - weight) over the fired score/reject rules, in [0, 1]."""
+        """Product of (1 - weight) over the fired score/reject rules, in [0, 1].
+
+        Rounded to 9 places: 0.8 * 0.7 is 0.5599999999999999 in floating point, which a threshold
+        of 0.56 would class as below it.
+        """
         score = pl.lit(1.0, dtype=pl.Float64)
         for r in self.rules:
             if r.action != "flag" and r.weight > 0:
                 score = score * pl.when(pl.col(self.fired_col(r))).then(1.0 - r.weight).otherwise(1.0)
-        return score.clip(0.0, 1.0)
+        return score.clip(0.0, 1.0).round(9)
 
     def flags_expr(self) -> pl.Expr:
         """List of {rule, value, action} for every fired rule, in rule order."""

@@ -253,3 +253,18 @@ def test_labelled_block_with_few_errors_keeps_its_label_without_full_detection()
     js = "const x = 1;\nconsole.log(x);\nlet y = ;\nconsole.log(x === 1);\nconst z = [1].map((v) => v);\n"
     res = classify_block(js, "typescript")
     assert res.lang == "typescript" and res.label_mismatch is False
+
+
+def test_language_shares_of_code_langs_rows_count_programming_languages_only():
+    from curator.code_langs import is_programming, language_counts, language_shares
+
+    assert [is_programming(x) for x in ("python", "sql", "json", "html", "css", "yaml", "text", None)] == [
+        True, True, False, False, False, False, False, False]
+    rows = [["json", "python"], ["json"], ["css", "html"], [], None, ["go", "python"], ["go", "go"]]
+    # code examples: rows 0, 5 and 6 (a row of data/markup blocks only is not one); go counts once in row 6
+    assert language_counts(rows) == (3, {"python": 2, "go": 2})
+    n, shares = language_shares(rows)
+    assert (n, list(shares.items())) == (3, [("go", 2 / 3), ("python", 2 / 3)])
+    assert language_shares([]) == (0, {}) and language_shares([["json"], None]) == (0, {})
+    # the stage uses the very same functions
+    assert code_language.language_shares is language_shares and code_language.is_programming is is_programming

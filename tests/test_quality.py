@@ -239,3 +239,48 @@ def test_real_identity_set_placeholders_are_caught():
     assert got == expected
     assert sum(got) >= 85
     assert not any(out.filter(pl.Series(got))["high_quality"])
+
+
+def test_threshold_at_a_product_of_weights_classes_the_row_high(tmp_path):
+    # two rules of weights 0.2 and 0.3 fire: the score is 0.56 exactly, so a 0.56 threshold holds
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        "  - {id: long, description: d, signal: words, max_words: 3, weight: 0.2, action: score}\n"
+        "  - {id: longer, description: d, signal: words, max_words: 4, weight: 0.3, action: score}\n",
+        encoding="utf-8",
+    )
+    out, _ = run(qa(CLEAN), f"quality.rules={path}", "quality.high_quality_threshold=0.56")
+    row = out.row(0, named=True)
+    assert (row["quality_score"], row["high_quality"]) == (0.56, True)
+
+
+def _gate(n_high: int, n: int, need: float):
+    ctx = StageContext(config=load_config(None, [f"quality.min_high_quality_rate={need}"]))
+    (gate,) = quality.gates(_kept(n_high, n), ctx)
+    return gate
+
+
+def test_gate_message_prints_the_minimum_exactly_and_the_rate_apart_from_it():
+    gate = _gate(247, 259, 0.955)
+    assert gate.message == (
+        "high-quality rate 95.4% (247 of 259 kept) is under the minimum 95.5% by 0.1 points "
+        "(1 more high-quality examples needed)"
+    )
+    # 95.367% would print as 95.4%, or as 95.37% (the minimum) with two decimals
+    gate = _gate(247, 259, 0.9537)
+    assert (gate.passed, gate.value, gate.threshold) == (False, 247 / 259, 0.9537)
+    assert gate.message == (
+        "high-quality rate 95.367% (247 of 259 kept) is under the minimum 95.37% by 0.003 points "
+        "(1 more high-quality examples needed)"
+    )
+    gate = _gate(247, 259, 0.9536)
+    assert gate.message == "high-quality rate 95.37% (247 of 259 kept) meets the minimum 95.36% by 0.01 points"
+    gate = _gate(60, 100, 0.6)
+    assert gate.message == "high-quality rate 60.0% (60 of 100 kept) meets the minimum 60% by 0.0 points"
+
+
+def test_gate_rate_of_no_kept_example_is_not_available():
+    gate = _gate(0, 0, 0.6)
+    assert (gate.passed, gate.value, gate.threshold) == (False, None, 0.6)
+    assert gate.message == "high-quality rate n/a (no example kept); the minimum is 60%"

@@ -49,7 +49,7 @@ def test_gates_carry_a_signed_margin_and_missing_families(rep):
     g = rep["gates"]
     assert g["all_passed"] is False and g["n_failed"] == 1
     assert [(x["name"], x["passed"], x["margin"]) for x in g["items"]] == [
-        ("quality.high_quality_rate", True, 0.0667), ("size.min_examples", False, -9997.0)]
+        ("quality.high_quality_rate", True, 0.066667), ("size.min_examples", False, -9997.0)]
     assert [m["family"] for m in g["not_measured"]] == ["language", "tokens"]
 
 
@@ -225,3 +225,163 @@ def test_edited_split_file_is_detected(run_dir):
     (run_dir / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     with pytest.raises(CurateError, match=r"train.jsonl:1: id not-the-hash does not match content_hash h0"):
         build_report(run_dir)
+
+
+# --- figures the reviewer found wrong (each test fails on the code before its fix) ---------------
+
+def _edit(run_dir, manifest=None, columns=None):
+    """Change manifest.json (a function of the dict) and annotations.parquet columns (name -> values)."""
+    import polars as pl
+
+    if manifest is not None:
+        m = json.loads((run_dir / "manifest.json").read_text())
+        manifest(m)
+        (run_dir / "manifest.json").write_text(json.dumps(m))
+    if columns:
+        ann = pl.read_parquet(run_dir / "annotations.parquet")
+        ann = ann.with_columns(pl.Series(k, v, dtype=ann.schema.get(k)) for k, v in columns.items())
+        ann.write_parquet(run_dir / "annotations.parquet")
+    return run_dir
+
+
+def test_cost_is_the_estimate_of_the_kept_set(run_dir):
+    # `cost` is the tokens stage's estimate before quality and near-dup removal; `cost_kept` the final set's
+    def add(m):
+        m["summaries"]["tokens"] = {
+            "cost": {"epochs": 3, "tokens_seen_per_epoch": 9234, "tokens_trained_per_epoch": 9043, "options": []},
+            "cost_kept": {"epochs": 3, "tokens_seen_per_epoch": 420, "tokens_trained_per_epoch": 268, "options": []}}
+    rep = build_report(_edit(run_dir, add))
+    assert rep["cost"] == {"measured": True, "estimate": {
+        "epochs": 3, "tokens_seen_per_epoch": 420, "tokens_trained_per_epoch": 268, "options": []}}
+    assert rep["cost"]["estimate"]["tokens_seen_per_epoch"] == rep["tokens"]["kept"]["total"]
+    assert rep["cost"]["estimate"]["tokens_trained_per_epoch"] == rep["tokens"]["kept"]["trained"]
+
+
+def test_a_pre_drop_cost_alone_is_not_shown_as_the_kept_sets(run_dir):
+    def add(m):
+        m["summaries"]["tokens"] = {"cost": {"epochs": 3, "tokens_seen_per_epoch": 9234, "options": []}}
+    rep = build_report(_edit(run_dir, add))
+    note = "the only estimate covers 9,234 tokens per epoch, the rows alive at the tokens stage, not the 420 of the kept set"
+    assert rep["cost"] == {"measured": False, "note": note}
+    assert f"_Cost estimate: not shown: {note}._" in render(rep, "md")
+    assert f"Cost estimate: not shown: {note}." in render(rep, "html")
+    jsonschema.validate(rep, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_code_languages_are_the_gates_figures_and_data_languages_are_apart(run_dir):
+    import polars as pl
+
+    from curator.config import CurateConfig
+    from curator.stages import code_language
+    from curator.stages.base import StageContext
+
+    # a.jsonl:1 also has an html block; b.jsonl:1 only a json block: it is not a code example
+    langs = [["html", "python"], None, None, ["python"], ["json"], [], [], None, ["go", "rust"]]
+    rep = build_report(_edit(run_dir, columns={"code_langs": langs,
+                                               "has_code": [True, None, None, True, True, False, False, None, True]}))
+    code = rep["languages"]["code"]
+    assert (code["examples_with_code"], code["share_with_code"]) == (2, 0.6667)
+    assert code["items"] == [{"key": "go", "count": 1, "share": 0.5}, {"key": "python", "count": 1, "share": 0.5},
+                             {"key": "rust", "count": 1, "share": 0.5}]
+    assert code["other_items"] == [{"key": "html", "count": 1, "share": 0.3333},
+                                   {"key": "json", "count": 1, "share": 0.3333}]
+    # the same numbers as the diversity gate on the kept rows
+    kept = pl.DataFrame({"code_langs": [langs[i] for i in (0, 4, 8)]}, schema={"code_langs": pl.List(pl.Utf8)})
+    ctx = StageContext(config=CurateConfig())
+    (gate,) = code_language.gates(kept, ctx)
+    assert "of 2 code examples" in gate.message
+    assert ctx.summaries["code_language"]["kept_language_shares"] == {x["key"]: x["share"] for x in code["items"]}
+    md = render(rep, "md")
+    assert ("Programming (2 examples with a programming-language block, 66.7% of kept; shares are of these, as the "
+            "diversity gate counts): go 1 (50.0%), python 1 (50.0%), rust 1 (50.0%)") in md
+    assert "Also seen, not counted by the gate (data and markup; share of kept examples): html 1 (33.3%), json 1 (33.3%)" in md
+    html = render(rep, "html")
+    assert "Also seen, not counted by the gate" in html and "<td>json</td>" in html
+    jsonschema.validate(rep, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_gate_figures_near_the_threshold_keep_six_places_and_no_negative_zero(run_dir):
+    def gates(m):
+        m["gates"] = [
+            {"name": "quality.high_quality_rate", "passed": False, "value": 247 / 259, "threshold": 0.9537,
+             "message": "m1"},
+            {"name": "quality.other", "passed": False, "value": 0.95369999999, "threshold": 0.9537, "message": "m2"}]
+    items = build_report(_edit(run_dir, gates))["gates"]["items"]
+    assert [(g["value"], g["threshold"], g["margin"]) for g in items] == [
+        (0.953668, 0.9537, -0.000032), (0.9537, 0.9537, 0.0)]
+    assert str(items[1]["margin"]) == "0.0"  # not -0.0
+    md = render(build_report(run_dir), "md")
+    assert "| ❌ | `quality.high_quality_rate` | 0.953668 | 0.9537 | -0.000032 | m1 |" in md
+    assert "| ❌ | `quality.other` | 0.9537 | 0.9537 | 0 | m2 |" in md
+    html = render(build_report(run_dir), "html")
+    assert '<td class="n" data-v="0.953668">0.953668</td>' in html and ">-0.000032</td>" in html
+
+
+def test_no_kept_example_has_no_high_quality_rate(run_dir):
+    reasons = [["x.y"]] * 9
+    rep = build_report(_edit(run_dir, columns={"reject_reasons": reasons}))
+    assert rep["quality"]["kept_high_quality_rate"] is None
+    assert "High-quality rate of the kept set: **n/a (no example kept)**" in render(rep, "md")
+    assert "High-quality rate of the kept set: <b>n/a (no example kept)</b>" in render(rep, "html")
+
+
+def test_quality_histogram_bins_scores_on_an_edge_into_the_bin_it_opens():
+    import polars as pl
+
+    from curator.report.build import _histogram
+
+    edges = [round(i / 20, 4) for i in range(21)]
+    # 0.6999999999999999: a score of 0.7 an ulp low (scores were not rounded before), bin 14, not 13
+    counts = _histogram(pl.Series([0.35, 0.6999999999999999, 0.56, 1.0, 0.0]), edges)
+    assert [i for i, c in enumerate(counts) if c] == [0, 7, 11, 14, 19]
+
+
+def test_tokens_section_says_what_the_truncate_policy_did(run_dir):
+    def add(m):
+        m["summaries"]["tokens"] = {"policy": "truncate", "over_budget": 3, "truncated_examples": 2,
+                                    "truncated_turns": 5}
+    # b.jsonl:5 (kept) lost 4 messages, b.jsonl:2 (rejected later) 1
+    rep = build_report(_edit(run_dir, add, {"truncated_turns": [0, None, None, 0, 0, 1, 0, None, 4]}))
+    t = rep["tokens"]
+    assert (t["policy"], t["over_budget"], t["truncated_examples"], t["truncated_turns"], t["kept_truncated"]) == (
+        "truncate", 3, 2, 5, 1)
+    sentence = ("Policy truncate: 3 rows were over the 8,192-token context before the policy; 2 were truncated to "
+                "fit (earliest exchanges dropped, 5 messages in all), of which 1 is in the kept set; 1 could not fit "
+                "and was rejected (`tokens.over_budget`).")
+    assert "\n" + sentence + "\n" in render(rep, "md")
+    assert "<p>" + sentence.replace("`", "") + "</p>" in render(rep, "html")
+    jsonschema.validate(rep, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_tokens_section_without_a_policy_summary_says_nothing_of_it(rep):
+    t = rep["tokens"]
+    assert (t["policy"], t["over_budget"], t["truncated_examples"], t["truncated_turns"], t["kept_truncated"]) == (
+        None, None, None, None, None)
+    assert "Policy" not in render(rep, "md")
+
+
+def test_zero_thresholds_are_thresholds(run_dir):
+    def zero(m):
+        m["summaries"]["quality"] = {"high_quality_threshold": 0.0}
+        m["config"]["tokens"]["context_length"] = 0
+    rep = build_report(_edit(run_dir, zero))
+    assert rep["quality"]["high_quality_threshold"] == 0.0
+    assert (rep["tokens"]["budget"], rep["tokens"]["over_budget_rows"]) == (0, 6)
+
+
+def test_prompt_conflicts_count_records_and_groups(run_dir):
+    def add(m):
+        m["summaries"]["dedup_minhash"] = {"prompt_conflict_groups": 1, "prompt_conflict_records": 2}
+    conflict = [True, None, None, False, True, False, False, None, False]
+    rep = build_report(_edit(run_dir, add, {"prompt_conflict": conflict}))
+    assert (rep["duplicates"]["prompt_conflicts"], rep["duplicates"]["prompt_conflict_groups"]) == (2, 1)
+    assert "prompt conflicts (same prompt with different answers): 2 records in 1 group." in render(rep, "md")
+    assert "prompt conflicts (same prompt with different answers): 2 records in 1 group." in render(rep, "html")
+
+
+def test_markdown_has_the_sources_table(rep):
+    md = render(rep, "md")
+    assert md.index("## Split") < md.index("## Sources") < md.index("## Training cost estimate")
+    assert "| file | read | kept | rejected | train | val | kept share |" in md
+    assert "| `a.jsonl` | 4 | 1 | 3 | 1 | 0 | 25.0% |" in md
+    assert "| `b.jsonl` | 5 | 2 | 3 | 1 | 1 | 40.0% |" in md

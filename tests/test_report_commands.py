@@ -101,3 +101,34 @@ def test_cli_sample_writes_csv_and_html(tmp_path):
                                                      "safe_yes_no", "reviewer", "notes"]
     html = (tmp_path / "review" / "review_sample.html").read_text()
     assert html.count('<tr id="s') == 3 and "Write hello world in Python." in html
+
+
+def _set_scores(run, scores: dict[str, float], threshold: float | None = None):
+    import polars as pl
+
+    ann = pl.read_parquet(run / "annotations.parquet")
+    ann = ann.with_columns(pl.Series("quality_score", [scores.get(r, s) for r, s in
+                                                       zip(ann["ref"], ann["quality_score"])], pl.Float64))
+    ann.write_parquet(run / "annotations.parquet")
+    if threshold is not None:
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["config"]["quality"]["high_quality_threshold"] = threshold
+        (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_sample_gives_spare_room_to_the_borderline_stratum(tmp_path):
+    # two borderline rows (0.72, 0.75) and one other: n=3 asks for all three, though the borderline
+    # stratum's share of n=3 is one row
+    run = _set_scores(make_run(tmp_path / "run"), {"a.jsonl:1": 0.72})
+    rows = draw_sample(run, n=3)
+    assert sorted((r["ref"], r["stratum"]) for r in rows) == [
+        ("a.jsonl:1", "borderline"), ("b.jsonl:1", "de / low <0.7"), ("b.jsonl:5", "borderline")]
+    assert [r["stratum"] for r in draw_sample(run, n=2)] == ["borderline", "de / low <0.7"]
+
+
+def test_sample_honours_a_quality_threshold_of_zero(tmp_path):
+    run = _set_scores(make_run(tmp_path / "run"), {}, threshold=0.0)
+    rows = draw_sample(run, n=200)
+    assert sorted((r["ref"], r["stratum"]) for r in rows) == [
+        ("a.jsonl:1", "en / high >=0.9"), ("b.jsonl:1", "de / mid 0-0.9"), ("b.jsonl:5", "fr / mid 0-0.9")]

@@ -66,3 +66,14 @@ def test_report_reasons_equal_the_rejects_file(sample_out):
     bad_role = next(r for r in rep["rejects"]["items"] if r["code"] == "schema.bad_role")["samples"][0]
     assert bad_role["ref"] == "data_samples/raw/03_defects.jsonl:15" and bad_role["highlight"] == "messages[0].role"
     assert [t for t in bad_role["turns"] if t["highlight"]][0]["field"] == "role"
+
+
+def test_cost_and_languages_describe_the_kept_set_as_the_gates_do(sample_out):
+    rep = json.loads((sample_out / "report.json").read_text(encoding="utf-8"))
+    manifest = json.loads((sample_out / "manifest.json").read_text(encoding="utf-8"))
+    est, kept = rep["cost"]["estimate"], rep["tokens"]["kept"]
+    assert (est["tokens_seen_per_epoch"], est["tokens_trained_per_epoch"]) == (kept["total"], kept["trained"])
+    shares = manifest["summaries"]["code_language"]["kept_language_shares"]
+    assert {x["key"]: x["share"] for x in rep["languages"]["code"]["items"]} == shares
+    gate = next(g for g in manifest["gates"] if g["name"] == "code.language_diversity")
+    assert f"of {rep['languages']['code']['examples_with_code']} code examples" in gate["message"]

@@ -120,3 +120,14 @@ def test_default_rules_are_found_without_the_source_tree(tmp_path, monkeypatch):
     found = rules_module.resolve_rules_path("rules/default.yaml")
     assert found == rules_module.PACKAGED_RULES / "default.yaml"
     assert found.read_text(encoding="utf-8") == (ROOT / "rules" / "default.yaml").read_text(encoding="utf-8")
+
+
+def test_score_is_rounded_so_a_threshold_at_a_product_of_weights_holds():
+    rules = compile_rules([
+        Rule.model_validate({"id": i, "description": "d", "signal": "words", "max_words": 1, "weight": w})
+        for i, w in (("a", 0.2), ("b", 0.3))
+    ])
+    a, b = (rules.fired_col(r) for r in rules.rules)
+    fired = pl.DataFrame({a: [True, True, False], b: [True, False, False]})
+    scores = fired.select(rules.score_expr().alias("s"))["s"].to_list()
+    assert scores == [0.56, 0.8, 1.0]  # 0.8 * 0.7 is 0.5599999999999999 unrounded

@@ -10,10 +10,12 @@ duplicates, split, cost, config and versions.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import polars as pl
 
+from curator.code_langs import TEXT, is_programming, language_counts, language_shares
 from curator.report.highlight import _clip, excerpt
 from curator.report.load import Run, load_run
 
@@ -23,6 +25,7 @@ TOP_CLUSTERS = 10
 MEMBERS_PER_CLUSTER = 6
 QUALITY_BINS = 20  # 0.05 wide: fine enough to see the mass around the high-quality threshold
 TOKEN_BINS = 20
+GATE_DIGITS = 6  # gate figures: enough that a value just under its threshold does not print as equal
 # Gate families the issue asks the report to show even when a run did not evaluate them.
 GATE_FAMILIES = {
     "quality": "high-quality rate (default minimum 60%)",
@@ -37,7 +40,7 @@ _GATE_FAMILY_PREFIXES = {"quality": ("quality",), "language": ("language", "code
 def _r(x: float | None, nd: int = 4) -> float | None:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return None
-    return round(float(x), nd)
+    return round(float(x), nd) + 0.0  # + 0.0: never -0.0
 
 
 def _share(a: int | float, b: int | float) -> float:
@@ -84,12 +87,12 @@ def _gates(run: Run) -> dict:
         margin = None
         if isinstance(value, (int, float)) and isinstance(threshold, (int, float)):
             # Signed distance to the threshold: positive by how much it passed, negative by how much it missed.
-            margin = _r(abs(value - threshold) * (1 if g.get("passed") else -1))
+            margin = _r(abs(value - threshold) * (1 if g.get("passed") else -1), GATE_DIGITS)
         out.append({
             "name": str(g.get("name")),
             "passed": bool(g.get("passed")),
-            "value": _r(value) if isinstance(value, (int, float)) else None,
-            "threshold": _r(threshold) if isinstance(threshold, (int, float)) else None,
+            "value": _r(value, GATE_DIGITS) if isinstance(value, (int, float)) else None,
+            "threshold": _r(threshold, GATE_DIGITS) if isinstance(threshold, (int, float)) else None,
             "margin": margin,
             "message": str(g.get("message") or ""),
         })
@@ -179,16 +182,23 @@ def _quality_threshold(run: Run) -> float | None:
     summary = (run.manifest.get("summaries") or {}).get("quality") or {}
     conf = (run.manifest.get("config") or {}).get("quality") or {}
     keys = ("high_quality_threshold", "high_quality_min_score", "threshold", "min_score")
-    return _first_number(summary, keys) or _first_number(conf, keys)
+    value = _first_number(summary, keys)
+    return value if value is not None else _first_number(conf, keys)  # 0.0 is a threshold, not a missing one
 
 
 def _histogram(values: pl.Series, edges: list[float]) -> list[int]:
-    """Counts per [edges[i], edges[i+1]); the last bin also holds values equal to its upper edge."""
+    """Counts per [edges[i], edges[i+1]); the last bin also holds values equal to its upper edge.
+
+    The bin position is rounded to 9 places before the floor, as quality scores are (rules.score_expr):
+    a value on an edge belongs to the bin the edge opens, also when floating point puts it an ulp
+    below (0.6999999999999999, an unrounded product of rule weights in an older run folder; 0.35 / 0.05
+    is 6.999999999999999 in true division).
+    """
     if values.len() == 0:
         return [0] * (len(edges) - 1)
     n = len(edges) - 1
     lo, width = edges[0], edges[1] - edges[0]
-    idx = ((values.cast(pl.Float64) - lo) / width).floor().clip(0, n - 1).cast(pl.Int64)
+    idx = ((values.cast(pl.Float64) - lo) / width).round(9).floor().clip(0, n - 1).cast(pl.Int64)
     vc = idx.value_counts()
     got = dict(zip(vc[idx.name].to_list(), vc["count"].to_list()))
     return [int(got.get(i, 0)) for i in range(n)]
@@ -204,7 +214,8 @@ def _quality(run: Run) -> dict:
     hq_rate = None
     if run.has("high_quality"):
         kept_all = ann.filter(pl.col("_kept"))
-        hq_rate = _share(kept_all["high_quality"].fill_null(False).sum(), kept_all.height)
+        # no kept example: the rate is undefined (n/a), not 0%
+        hq_rate = _r(kept_all["high_quality"].fill_null(False).sum() / kept_all.height) if kept_all.height else None
     # Rows each rule fired on, counted from `quality_flags`; the pipeline's own per-rule figures
     # (summaries.quality.rules, which also list rules that never fired) take precedence.
     counted: dict[str, dict] = {}
@@ -262,12 +273,18 @@ def _languages(run: Run) -> dict:
         natural["items"] = _distribution(kept["lang"].fill_null("und"), kept.height)
     code: dict[str, Any] = {"measured": run.has("code_langs")}
     if code["measured"]:
-        has_code = kept["has_code"].fill_null(False) if run.has("has_code") else kept["code_langs"].list.len() > 0
-        n_code = int(has_code.sum())
-        langs = kept.select(pl.col("code_langs").explode().drop_nulls())["code_langs"]
+        # The diversity gate's own figures (code_langs.language_shares): programming languages only,
+        # as shares of the examples with at least one programming-language block.
+        rows = kept["code_langs"].to_list()
+        n_code, counts = language_counts(rows)
+        _, shares = language_shares(rows)
         code["examples_with_code"] = n_code
         code["share_with_code"] = _share(n_code, kept.height)
-        code["items"] = [dict(d, share=_share(d["count"], n_code)) for d in _distribution(langs, n_code)]
+        code["items"] = [{"key": k, "count": counts[k], "share": _r(share)} for k, share in shares.items()]
+        other = Counter(lang for row in rows for lang in set(row or ())
+                        if lang is not None and lang != TEXT and not is_programming(lang))
+        code["other_items"] = [{"key": k, "count": c, "share": _share(c, kept.height)}
+                               for k, c in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))]
     return {"natural": natural, "code": code}
 
 
@@ -277,8 +294,10 @@ def _token_budget(run: Run) -> int | None:
     # The context the token stage enforced (its summary resolves the profile's default); never
     # `max_tokens`, which is the longest example seen.
     keys = ("context_length", "budget")
-    value = _first_number(summary, keys) or _first_number(conf, keys)
-    return int(value) if value else None
+    value = _first_number(summary, keys)
+    if value is None:
+        value = _first_number(conf, keys)
+    return int(value) if value is not None else None
 
 
 def _token_stats(df: pl.DataFrame) -> dict:
@@ -313,13 +332,28 @@ def _tokens(run: Run) -> dict:
     by_split = {}
     for split in ("train", "val"):
         by_split[split] = _token_stats(kept.filter(pl.col("split") == split)) if run.has("split") else None
+    # What the over-budget policy did, from the tokens stage's summary: `over_budget` rows were over
+    # the context before the policy; `truncate` cut `truncated_examples` of them to fit, dropping
+    # `truncated_turns` messages in all (the token figures above are those of the cut examples).
+    summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
+    policy = summary.get("policy")
+
+    def count(key: str) -> int | None:
+        v = _first_number(summary, (key,))
+        return int(v) if v is not None else None
+
     return {
         "measured": True,
         "budget": budget,
         "kept": _token_stats(kept),
         "train": by_split["train"],
         "val": by_split["val"],
-        "over_budget_rows": int((measured["n_tokens"] > budget).sum()) if budget else None,
+        "over_budget_rows": int((measured["n_tokens"] > budget).sum()) if budget is not None else None,
+        "policy": policy if isinstance(policy, str) else None,
+        "over_budget": count("over_budget"),
+        "truncated_examples": count("truncated_examples"),
+        "truncated_turns": count("truncated_turns"),
+        "kept_truncated": int((kept["truncated_turns"].fill_null(0) > 0).sum()) if run.has("truncated_turns") else None,
         "histogram": {
             "edges": edges,
             "kept": _histogram(kept["n_tokens"].drop_nulls().filter(kept["n_tokens"].drop_nulls() < edges[-1]),
@@ -387,6 +421,8 @@ def _duplicates(run: Run, reasons: dict) -> dict:
         "exact_rejected": by_code.get("dup.exact", 0),
         "near_rejected": by_code.get("dup.near", 0),
         "prompt_conflicts": int(run.ann["prompt_conflict"].fill_null(False).sum()) if run.has("prompt_conflict") else None,
+        "prompt_conflict_groups": _int_or_none(
+            ((run.manifest.get("summaries") or {}).get("dedup_minhash") or {}).get("prompt_conflict_groups")),
     }
     if run.has("content_hash"):
         n, groups = _clusters(run, "content_hash", TOP_CLUSTERS, with_text=False)
@@ -458,11 +494,31 @@ def _sources(run: Run) -> list[dict]:
     ]
 
 
-def _cost(run: Run) -> dict:
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _cost(run: Run, tokens: dict) -> dict:
+    """The training cost estimate of the kept set.
+
+    `cost_kept` (written by the tokens gate for the final kept set) wins; `cost` is the tokens
+    stage's estimate of the rows alive when it ran, before quality and near-duplicate removal, and
+    is shown only when it covers as many tokens as the kept set (older run folders), so the cost
+    and the Tokens section always describe the same examples.
+    """
     summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
+    if isinstance(summary.get("cost_kept"), dict):
+        return {"measured": True, "estimate": summary["cost_kept"]}
+    kept_total = (tokens.get("kept") or {}).get("total") if tokens.get("measured") else None
     for key in ("cost", "cost_estimate", "training_cost"):
         if key in summary:
-            return {"measured": True, "estimate": summary[key]}
+            est = summary[key]
+            seen = est.get("tokens_seen_per_epoch") if isinstance(est, dict) else None
+            if seen is None or kept_total is None or seen == kept_total:
+                return {"measured": True, "estimate": est}
+            return {"measured": False,
+                    "note": f"the only estimate covers {seen:,} tokens per epoch, the rows alive at the tokens "
+                            f"stage, not the {kept_total:,} of the kept set"}
     return {"measured": False}
 
 
@@ -479,11 +535,11 @@ def build_report(out_dir_or_run: Any) -> dict:
         "rejects": reasons,
         "quality": _quality(run),
         "languages": _languages(run),
-        "tokens": _tokens(run),
+        "tokens": (tokens := _tokens(run)),
         "duplicates": _duplicates(run, reasons),
         "split": _split(run, counts),
         "sources": _sources(run),
-        "cost": _cost(run),
+        "cost": _cost(run, tokens),
         "summaries": run.manifest.get("summaries") or {},
         "config": run.manifest.get("config") or {},
         "versions": run.manifest.get("versions") or {},

@@ -35,9 +35,11 @@ class Counts(_M):
 class Gate(_M):
     name: str
     passed: bool
-    value: Optional[float]
-    threshold: Optional[float]
-    margin: Optional[float] = Field(description="distance to the threshold: positive when passed, negative when missed")
+    value: Optional[float] = Field(description="rounded to 6 places; null when undefined (a rate of no example)")
+    threshold: Optional[float] = Field(description="rounded to 6 places")
+    margin: Optional[float] = Field(
+        description="distance to the threshold, rounded to 6 places: positive when passed, negative when missed "
+        "(0, never -0, when the miss is below the rounding)")
     message: str
 
 
@@ -107,7 +109,7 @@ class Rule(_M):
 class Quality(_M):
     measured: bool
     scored_rows: Optional[int] = None
-    kept_high_quality_rate: Optional[float] = None
+    kept_high_quality_rate: Optional[float] = Field(None, description="null when no example was kept (n/a)")
     high_quality_threshold: Optional[float] = None
     kept_mean_score: Optional[float] = None
     histogram: Optional[Histogram] = None
@@ -127,9 +129,16 @@ class Natural(_M):
 
 class Code(_M):
     measured: bool
-    examples_with_code: Optional[int] = None
-    share_with_code: Optional[float] = None
-    items: Optional[list[Share]] = None
+    examples_with_code: Optional[int] = Field(
+        None, description="kept examples with at least one programming-language block (the diversity gate's "
+        "denominator; data and markup blocks alone do not count)")
+    share_with_code: Optional[float] = Field(None, description="examples_with_code / kept examples")
+    items: Optional[list[Share]] = Field(
+        None, description="programming languages, as the diversity gate counts them: examples per language and "
+        "their share of examples_with_code")
+    other_items: Optional[list[Share]] = Field(
+        None, description="data and markup languages (json, html, css, yaml ...) also seen, not counted by the "
+        "gate: examples per language and their share of all kept examples")
 
 
 class Languages(_M):
@@ -154,8 +163,13 @@ class Tokens(_M):
     kept: Optional[TokenStats] = None
     train: Optional[TokenStats] = None
     val: Optional[TokenStats] = None
-    over_budget_rows: Optional[int] = None
+    over_budget_rows: Optional[int] = Field(None, description="rows over the budget after the policy")
     histogram: Optional[Histogram] = None
+    policy: Optional[str] = Field(None, description="tokens.policy: reject | truncate | report")
+    over_budget: Optional[int] = Field(None, description="rows over the context before the policy (tokens stage)")
+    truncated_examples: Optional[int] = Field(None, description="rows the truncate policy cut to fit")
+    truncated_turns: Optional[int] = Field(None, description="messages the truncate policy dropped, in all")
+    kept_truncated: Optional[int] = Field(None, description="kept examples that were truncated")
 
 
 class Member(_M):
@@ -176,7 +190,8 @@ class Cluster(_M):
 class Duplicates(_M):
     exact_rejected: int
     near_rejected: int
-    prompt_conflicts: Optional[int]
+    prompt_conflicts: Optional[int] = Field(description="records in a prompt-conflict group (same prompt, other answer)")
+    prompt_conflict_groups: Optional[int] = None
     exact_groups: Optional[int]
     largest_exact: list[Cluster]
     near_measured: bool
@@ -212,7 +227,8 @@ class Source(_M):
 
 class Cost(_M):
     measured: bool
-    estimate: Any = None
+    estimate: Any = Field(None, description="the tokens stage's estimate for the final kept set (cost_kept)")
+    note: Optional[str] = Field(None, description="why no estimate is shown, when one exists for other rows")
 
 
 class CountChange(_M):

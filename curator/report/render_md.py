@@ -26,6 +26,40 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def _exact(value: Any) -> str:
+    """A gate figure with all its (up to 6) decimals: 0.953668 is not shown as its threshold 0.9537."""
+    if isinstance(value, float) and not value.is_integer() and abs(value) < 1000:
+        return f"{value:,.6f}".rstrip("0").rstrip(".")
+    return _cell(value)
+
+
+def tokens_policy_text(t: dict) -> str | None:
+    """What the over-budget policy did, in words (report.md and report.html say the same)."""
+    policy, over = t.get("policy"), t.get("over_budget")
+    if policy is None or over is None:
+        return None
+    ctx = f"the {t['budget']:,}-token context" if t.get("budget") is not None else "the context"
+    rows = "1 row was" if over == 1 else f"{over:,} rows were"
+    if over == 0:
+        return f"Policy {policy}: no row was over {ctx}, so nothing was rejected or truncated for length."
+    if policy == "truncate":
+        cut, turns = t.get("truncated_examples") or 0, t.get("truncated_turns") or 0
+        text = (f"Policy truncate: {rows} over {ctx} before the policy; {cut:,} {'was' if cut == 1 else 'were'} "
+                f"truncated to fit (earliest exchanges dropped, {turns:,} messages in all)")
+        if t.get("kept_truncated") is not None:
+            k = t["kept_truncated"]
+            text += f", of which {k:,} {'is' if k == 1 else 'are'} in the kept set"
+        if over - cut:
+            left = over - cut
+            text += f"; {left:,} could not fit and {'was' if left == 1 else 'were'} rejected (`tokens.over_budget`)"
+        return text + "."
+    if policy == "reject":
+        return f"Policy reject: {rows} over {ctx} and rejected (`tokens.over_budget`); none was truncated."
+    if policy == "report":
+        return f"Policy report: {rows} over {ctx}; the tokens stage neither rejected nor truncated them."
+    return f"Policy {policy}: {rows} over {ctx} before the policy."
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
@@ -43,7 +77,8 @@ def _gates(rep: dict) -> list[str]:
     if g["items"]:
         lines.append(table(
             ["", "gate", "value", "threshold", "margin", "message"],
-            [["✅" if x["passed"] else "❌", f"`{x['name']}`", x["value"], x["threshold"], x["margin"], x["message"]]
+            [["✅" if x["passed"] else "❌", f"`{x['name']}`", _exact(x["value"]), _exact(x["threshold"]),
+              _exact(x["margin"]), x["message"]]
              for x in g["items"]],
         ))
     if g["not_measured"]:
@@ -89,6 +124,16 @@ def _compare(c: dict) -> list[str]:
     return lines
 
 
+def conflicts_text(d: dict) -> str:
+    if d["prompt_conflicts"] is None:
+        return "–"
+    records = f"{d['prompt_conflicts']:,} record" + ("" if d["prompt_conflicts"] == 1 else "s")
+    groups = d.get("prompt_conflict_groups")
+    if groups is None:
+        return records
+    return f"{records} in {groups:,} group" + ("" if groups == 1 else "s")
+
+
 def _gate_state(x: dict, side: str) -> str:
     passed = x[f"{side}_passed"]
     state = "–" if passed is None else ("pass" if passed else "FAIL")
@@ -130,7 +175,8 @@ def render_markdown(rep: dict) -> str:
     q = rep["quality"]
     lines += ["", "## Quality", ""]
     if q["measured"]:
-        lines.append(f"High-quality rate of the kept set: **{_pct(q['kept_high_quality_rate'])}** "
+        rate = q["kept_high_quality_rate"]
+        lines.append(f"High-quality rate of the kept set: **{_pct(rate) if rate is not None else 'n/a (no example kept)'}** "
                      f"(threshold score {_cell(q['high_quality_threshold'])}); mean kept score "
                      f"{_cell(q['kept_mean_score'])}; {q['scored_rows']:,} rows scored.")
         if q["rules"]:
@@ -148,8 +194,12 @@ def render_markdown(rep: dict) -> str:
         lines.append(_not_measured("Natural languages"))
     lines.append("")
     if code["measured"]:
-        lines.append(f"Programming ({code['examples_with_code']:,} examples with code, {_pct(code['share_with_code'])}): "
-                     + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["items"]))
+        lines.append(f"Programming ({code['examples_with_code']:,} examples with a programming-language block, "
+                     f"{_pct(code['share_with_code'])} of kept; shares are of these, as the diversity gate counts): "
+                     + (", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["items"]) or "none"))
+        if code.get("other_items"):
+            lines += ["", "Also seen, not counted by the gate (data and markup; share of kept examples): "
+                      + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["other_items"])]
     else:
         lines.append(_not_measured("Programming languages"))
 
@@ -157,6 +207,8 @@ def render_markdown(rep: dict) -> str:
     lines += ["", "## Tokens", ""]
     if t["measured"]:
         lines.append(f"Budget: {_cell(t['budget'])} tokens; rows over it: {_cell(t['over_budget_rows'])}.")
+        if (policy := tokens_policy_text(t)) is not None:
+            lines += ["", policy]
         lines += ["", table(["set", "examples", "total tokens", "trained tokens", "mean", "p50", "p90", "p99", "max"],
                             [[name, s["examples"], s["total"], s["trained"], s["mean"], s["p50"], s["p90"], s["p99"],
                               s["max"]] for name in ("kept", "train", "val") if (s := t[name])])]
@@ -167,7 +219,7 @@ def render_markdown(rep: dict) -> str:
     lines += ["", "## Duplicates", "",
               f"Exact duplicates rejected: {d['exact_rejected']:,} ({_cell(d['exact_groups'])} groups); "
               f"near duplicates rejected: {d['near_rejected']:,} ({_cell(d['near_clusters'])} clusters); "
-              f"prompt conflicts: {_cell(d['prompt_conflicts'])}."]
+              f"prompt conflicts (same prompt with different answers): {conflicts_text(d)}."]
     if d["largest_near"]:
         lines += ["", "<details><summary>Largest near-duplicate clusters</summary>", ""]
         for cl in d["largest_near"]:
@@ -186,9 +238,19 @@ def render_markdown(rep: dict) -> str:
     else:
         lines.append(_not_measured("Split"))
 
+    lines += ["", "## Sources", ""]
+    if rep["sources"]:
+        lines.append(table(["file", "read", "kept", "rejected", "train", "val", "kept share"],
+                           [[f"`{x['source_file']}`", x["read"], x["kept"], x["rejected"], x["train"], x["val"],
+                             _pct(x["kept_share"])] for x in rep["sources"]]))
+    else:
+        lines.append("_No source files._")
+
     lines += ["", "## Training cost estimate", ""]
     if rep["cost"]["measured"]:
         lines.append(_render_value(rep["cost"]["estimate"]))
+    elif rep["cost"].get("note"):
+        lines.append(f"_Cost estimate: not shown: {rep['cost']['note']}._")
     else:
         lines.append(_not_measured("Cost estimate"))
 

@@ -5,9 +5,10 @@ Strata are natural language x quality-score band, plus one stratum of borderline
 score lies within `BORDER` of the high-quality threshold, where a person's verdict says most about
 whether the threshold is right. Allocation: the borderline stratum gets up to `BORDER_SHARE` of n;
 the rest is shared by the other strata in proportion to their size (largest deficit first), with every
-stratum getting at least one example while n allows, so rare languages are seen at all. Within a
-stratum, examples are taken in the order of a seeded xxh3 hash of their content hash: deterministic,
-and independent of input order.
+stratum getting at least one example while n allows, so rare languages are seen at all; what the other
+strata cannot fill goes back to the borderline stratum, so a sheet has n rows whenever the kept set
+has. Within a stratum, examples are taken in the order of a seeded xxh3 hash of their content hash:
+deterministic, and independent of input order.
 
 Reads: annotations.parquet (`ref`, `split`, `content_hash`, `lang`, `code_langs`, `quality_score`,
 `high_quality` where present), manifest.json (the threshold), train.jsonl/val.jsonl (the text).
@@ -72,7 +73,9 @@ def draw_sample(out_dir: str | Path, n: int = 200, seed: int = 0) -> list[dict]:
     kept = run.ann.filter(KEPT)
     if kept.height == 0:
         raise CurateError(f"{out_dir}: the run kept no example; nothing to sample")
-    threshold = _quality_threshold(run) or DEFAULT_THRESHOLD
+    threshold = _quality_threshold(run)
+    if threshold is None:  # 0.0 is a threshold the run recorded, not a missing one
+        threshold = DEFAULT_THRESHOLD
     lang = kept["lang"].fill_null("und") if run.has("lang") else pl.Series([None] * kept.height, dtype=pl.Utf8)
     score = kept["quality_score"] if run.has("quality_score") else pl.Series([None] * kept.height, dtype=pl.Float64)
     key = kept["content_hash"] if run.has("content_hash") else kept["ref"]
@@ -88,8 +91,12 @@ def draw_sample(out_dir: str | Path, n: int = 200, seed: int = 0) -> list[dict]:
         .alias("stratum")
     ).sort("_order", "row")
     sizes = dict(frame.group_by("stratum").len().iter_rows())
-    border = min(sizes.pop("borderline", 0), max(1, round(n * BORDER_SHARE)))
+    n_border = sizes.pop("borderline", 0)
+    border = min(n_border, max(1, round(n * BORDER_SHARE)))
     alloc = allocate(sizes, n - border)
+    # what the other strata cannot fill goes back to the borderline one (and the borderline
+    # stratum's unused share went to the others above), so n rows come back whenever n exist
+    border += min(n_border - border, n - border - sum(alloc.values()))
     if border:
         alloc["borderline"] = border
     picked = pl.concat([frame.filter(pl.col("stratum") == s).head(k) for s, k in sorted(alloc.items()) if k])

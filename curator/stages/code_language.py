@@ -41,7 +41,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.code_blocks import extract_code_blocks
-from curator.code_langs import NOT_PROGRAMMING, TEXT, DetectSettings, classify_block, grammar_versions
+from curator.code_langs import (
+    TEXT,
+    DetectSettings,
+    classify_block,
+    grammar_versions,
+    is_programming,  # noqa: F401  (moved to code_langs; still importable from the stage)
+    language_shares,
+)
 from curator.gates import Gate
 from curator.stages.base import StageContext
 
@@ -116,11 +123,6 @@ class Config(BaseModel):
 
 def _config(ctx: StageContext) -> Config:
     return getattr(ctx.config, NAME)
-
-
-def is_programming(lang: str | None) -> bool:
-    """Languages the gate counts: not text, data or markup (code_langs.NOT_PROGRAMMING)."""
-    return lang is not None and lang not in NOT_PROGRAMMING
 
 
 def _classify_chunk(args: tuple[list[tuple[str | None, str]], DetectSettings]) -> list:
@@ -221,7 +223,7 @@ def summarize(df: pl.DataFrame) -> dict:
     """Distributions for the report: examples per language, blocks per language and decision."""
     blocks = df.select(pl.col("code_blocks").explode()).unnest("code_blocks").drop_nulls("turn")
     per_example = Counter(lang for langs in df["code_langs"].to_list() for lang in langs)
-    n_code, _ = language_shares(df)
+    n_code, _ = language_shares(df["code_langs"].to_list())
     return {
         "examples": df.height,
         "has_code": int(df["has_code"].sum()),
@@ -239,21 +241,10 @@ def summarize(df: pl.DataFrame) -> dict:
     }
 
 
-def language_shares(kept: pl.DataFrame) -> tuple[int, dict[str, float]]:
-    """(code-bearing examples, share of them per programming language) of a frame."""
-    langs = kept["code_langs"].to_list()
-    code_rows = [[lang for lang in row if is_programming(lang)] for row in langs if row]
-    code_rows = [row for row in code_rows if row]
-    n = len(code_rows)
-    counts = Counter(lang for row in code_rows for lang in row)
-    shares = {lang: counts[lang] / n for lang in sorted(counts, key=lambda k: (-counts[k], k))} if n else {}
-    return n, shares
-
-
 def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     """The diversity gate on the kept set; the distribution goes to the report either way."""
     cfg = _config(ctx)
-    n, shares = language_shares(kept_df)
+    n, shares = language_shares(kept_df["code_langs"].to_list())
     counted = [lang for lang, share in shares.items() if share >= cfg.min_share]
     ctx.summaries.setdefault(NAME, {})["kept_language_shares"] = {k: round(v, 4) for k, v in shares.items()}
     if cfg.min_languages is None:

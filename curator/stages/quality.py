@@ -168,6 +168,18 @@ def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
     }
 
 
+def _decimals(rate: float, need: float) -> int:
+    """Decimals of the percentages in the gate message: one, or as many as the minimum is written
+    with, and more while the rate (or its distance to the minimum) would print as the minimum
+    (or as zero) though they differ."""
+    d = next((d for d in range(1, 9) if round(need * 100, d) == round(need * 100, 9)), 9)
+    while d < 9 and rate != need and (
+        round(rate * 100, d) == round(need * 100, d) or round(abs(rate - need) * 100, d) == 0
+    ):
+        d += 1
+    return d
+
+
 def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     """The high-quality rate of the kept set against `min_high_quality_rate`."""
     cfg: Config = ctx.config.quality
@@ -178,16 +190,22 @@ def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     rate = n_high / n if n else 0.0
     need = cfg.min_high_quality_rate
     passed = rate >= need
-    margin = (rate - need) * 100
+    need_text = f"{need * 100:g}%"  # exactly as configured: 0.955 is 95.5%, not 96%
+    if n == 0:
+        # a rate of no example is undefined, not 0%
+        message = f"high-quality rate n/a (no example kept); the minimum is {need_text}"
+        return [Gate(name="quality.high_quality_rate", passed=passed, value=None, threshold=need, message=message)]
+    d = _decimals(rate, need)
+    margin = f"{abs(rate - need) * 100:.{d}f}"
     if passed:
         message = (
-            f"high-quality rate {rate:.1%} ({n_high:,} of {n:,} kept) meets the minimum {need:.0%} "
-            f"by {margin:.1f} points"
+            f"high-quality rate {rate * 100:.{d}f}% ({n_high:,} of {n:,} kept) meets the minimum {need_text} "
+            f"by {margin} points"
         )
     else:
         short = max(0, math.ceil(need * n - 1e-9) - n_high)
         message = (
-            f"high-quality rate {rate:.1%} ({n_high:,} of {n:,} kept) is under the minimum {need:.0%} "
-            f"by {-margin:.1f} points ({short:,} more high-quality examples needed)"
+            f"high-quality rate {rate * 100:.{d}f}% ({n_high:,} of {n:,} kept) is under the minimum {need_text} "
+            f"by {margin} points ({short:,} more high-quality examples needed)"
         )
     return [Gate(name="quality.high_quality_rate", passed=passed, value=rate, threshold=need, message=message)]
