@@ -102,7 +102,9 @@ CODE_LINE_PATTERN = (
     r")$"
 )
 URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+"
-EMAIL_PATTERN = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+# An address the secrets stage redacted still counts: the rule judges the text, whatever the
+# secrets policy did to the addresses in it.
+EMAIL_PATTERN = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b|\[REDACTED:email\]"
 # A cut-off answer stops after a word: its last line is prose (not indented, at least
 # MIN_CUT_LINE_WORDS words, not a line of code such as `done`, `End Sub` or `return x`) and ends in
 # a letter, a comma, an opening bracket or an operator (GSM8K's "She put", "$50 * 2 ="). Sentence

@@ -99,12 +99,14 @@ CASES = [
     ("unfenced_code", "def f(x):\n    return x + 1\nprint(f(2))", {}, 1.0, "score", 0.8),
     ("url_heavy", "See https://a.io and https://b.io/x now.", {}, 40.0, "score", 0.7),
     ("email_heavy", "Mail ann@corp.io or bob@corp.io today.", {}, 40.0, "score", 0.7),
+    # as the secrets stage leaves them under its default policy
+    ("email_heavy", "Mail [REDACTED:email] or [REDACTED:email] today.", {}, 40.0, "score", 0.7),
     ("short_answer", "Paris.", {"tokens": [2]}, 2.0, "flag", 1.0),
     ("secrets_found", CLEAN, {"findings": [[{"kind": "email", "action": "redact", "turn": 1}]]}, 1.0, "score", 0.7),
 ]
 
 
-@pytest.mark.parametrize(("rule", "answer", "kw", "value", "action", "score"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("rule", "answer", "kw", "value", "action", "score"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_each_rule_reports_its_measured_value(rule, answer, kw, value, action, score):
     out, _ = run(qa(answer, **kw))
     row = out.row(0, named=True)

@@ -166,3 +166,59 @@ def test_real_data_holds_no_credentials_and_the_known_pii():
     assert phones.height >= 1
     assert texts.str.contains("[REDACTED:phone]", literal=True).all()
     assert not texts.str.contains("613-995-0253", literal=True).any()
+
+
+# --- JSON columns: decoded values, valid JSON after redaction ------------------------------------
+
+
+def test_jwt_in_tool_call_arguments_is_redacted_and_the_json_stays_valid():
+    calls = json.dumps([{"function": {"name": "login", "arguments": json.dumps({"auth": SAMPLES["jwt"]})}}])
+    out, _ = run(frame([("user", "log in"), ("assistant", "", calls)]))
+    row = out.row(0, named=True)
+    assert row["reject_reasons"] == []
+    args = json.loads(json.loads(row["messages"][1]["tool_calls"])[0]["function"]["arguments"])
+    assert args == {"auth": "[REDACTED:jwt]"}
+
+
+def test_secret_in_meta_next_to_escaped_quotes_keeps_the_json_valid():
+    meta = json.dumps({"note": f'token "{SAMPLES["jwt"]}" used', "n": 1}, sort_keys=True, separators=(",", ":"))
+    out, _ = run(frame([("user", "q"), ("assistant", "a")], meta=[meta]))
+    assert json.loads(out.row(0, named=True)["meta"]) == {"note": 'token "[REDACTED:jwt]" used', "n": 1}
+
+
+def test_unterminated_private_key_in_meta_is_redacted_within_its_value(tmp_path):
+    meta = json.dumps({"key": "-----BEGIN RSA PRIVATE KEY-----\nMIIE", "other": "kept"}, sort_keys=True, separators=(",", ":"))
+    out, _ = run(frame([("user", "q"), ("assistant", "a")], meta=[meta]), "secrets.policy.private_key=redact")
+    assert json.loads(out.row(0, named=True)["meta"]) == {"key": "[REDACTED:private_key]", "other": "kept"}
+
+
+def test_aws_secret_in_double_encoded_arguments_is_found():
+    args = json.dumps({"aws_secret_access_key": "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY1"})
+    calls = json.dumps([{"function": {"name": "configure", "arguments": args}}])
+    out, _ = run(frame([("user", "set it"), ("assistant", "", calls)]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "aws_secret_key", "action": "redact", "turn": 1}]
+    args_out = json.loads(json.loads(row["messages"][1]["tool_calls"])[0]["function"]["arguments"])
+    assert args_out == {"aws_secret_access_key": "[REDACTED:aws_secret_key]"}
+
+
+def test_aws_secret_named_by_its_meta_key_is_redacted():
+    meta = json.dumps({"aws_secret_access_key": "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY1"})
+    out, _ = run(frame([("user", "q"), ("assistant", "a")], meta=[meta]))
+    assert json.loads(out.row(0, named=True)["meta"]) == {"aws_secret_access_key": "[REDACTED:aws_secret_key]"}
+
+
+def test_jwt_before_an_escape_in_code_keeps_the_escape():
+    code = f'printf("token: {SAMPLES["jwt"]}\\n");'
+    out, _ = run(frame([("user", "q"), ("assistant", code)]))
+    assert out.row(0, named=True)["messages"][1]["content"] == 'printf("token: [REDACTED:jwt]\\n");'
+
+
+def test_a_secret_redaction_cannot_remove_is_rejected(monkeypatch):
+    # a redaction pattern that misses what the detector finds must not let the secret through
+    broken = secrets.Detector("github_token", secrets.DETECTORS["github_token"].pattern, redact_pattern="nothing-matches-this")
+    monkeypatch.setitem(secrets.DETECTORS, "github_token", broken)
+    out, _ = run(frame([("user", "q"), ("assistant", SAMPLES["github_token"])]))
+    row = out.row(0, named=True)
+    assert row["reject_reasons"] == ["secrets.redaction_incomplete"]
+    assert row["reject_details"] == ["github_token still found after redaction in turn 1"]

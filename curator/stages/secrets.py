@@ -7,7 +7,15 @@ turn where it was found (`turn` is the 0-based message index; null for `meta`). 
 `messages` (and `meta`) are rewritten: each match becomes a typed placeholder such as
 `[REDACTED:aws_access_key]`. Under `reject`, the row gets reason `secrets.<kind>`. Under `flag`, the
 text is kept and only the finding is recorded. A secret therefore reaches train.jsonl or val.jsonl
-only when its policy is `flag`. ctx.summaries["secrets"] counts rows per kind and action.
+only when its policy is `flag`: after redaction each redacted row is scanned again, and one that
+still holds a kind under `redact` is rejected (`secrets.redaction_incomplete`) rather than kept.
+ctx.summaries["secrets"] counts rows per kind and action.
+
+`meta` and `tool_calls` hold JSON text. They are scanned and redacted on their decoded string
+values, not on the JSON text: escapes (`\\"`, `\\n`, a tool call's arguments encoded twice) would
+hide a secret from a pattern, and a pattern matching across an escape would break the JSON. A string
+value under a key is scanned as `key: value`, so a name in the key still marks the value (an AWS
+secret under "aws_secret_access_key"); the JSON is written back in the pipeline's own encoding.
 
 The patterns follow the rules of gitleaks (github.com/gitleaks/gitleaks, config/gitleaks.toml:
 aws-access-token, github-pat / github-fine-grained-pat / github-oauth / github-app-token,
@@ -23,8 +31,9 @@ of them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,8 +97,10 @@ DETECTORS: dict[str, Detector] = {
             _PRIVATE_KEY_HEAD,
             redact_pattern=r"(?s)" + _PRIVATE_KEY_HEAD + r".*?(?:-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----|$)",
         ),
-        # gitleaks jwt: header.payload.signature, both JSON parts base64url of "{"
-        Detector("jwt", r"\bey[A-Za-z0-9_-]{17,}\.ey[A-Za-z0-9_/\\-]{17,}\.[A-Za-z0-9_/\\-]{10,}={0,2}"),
+        # gitleaks jwt: header.payload.signature, both JSON parts base64url of "{". gitleaks also takes
+        # "/" and "\\" (JSON-escaped text); base64url has neither, and taking them ate the "\\" of a
+        # following "\\n" in code
+        Detector("jwt", r"\bey[A-Za-z0-9_-]{17,}\.ey[A-Za-z0-9_-]{17,}\.[A-Za-z0-9_-]{10,}={0,2}"),
         Detector("email", _EMAIL),
         Detector(
             "phone",
@@ -149,6 +160,55 @@ def _hit(text: pl.Expr, kind: str, cfg: Config) -> pl.Expr:
     return text.str.contains(DETECTORS[kind].pattern).fill_null(False)
 
 
+def _leaves(value, out: list[tuple[str, int]]) -> None:
+    """The string values in `value` (decoded JSON), in walk order, as (text, prefix length).
+
+    A string under a dict key is given as "key: value" (prefix = len("key: ")), so patterns that
+    need the name (aws_secret_key) see it; list items and a bare string have no prefix.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str):
+                out.append((f"{key}: {item}", len(key) + 2))
+            else:
+                _leaves(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                out.append((item, 0))
+            else:
+                _leaves(item, out)
+    elif isinstance(value, str):
+        out.append((value, 0))
+
+
+def _replace_leaves(value, new: Iterator[str]):
+    """`value` with its string values replaced, in `_leaves` order."""
+    if isinstance(value, dict):
+        return {k: next(new) if isinstance(v, str) else _replace_leaves(v, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [next(new) if isinstance(v, str) else _replace_leaves(v, new) for v in value]
+    if isinstance(value, str):
+        return next(new)
+    return value
+
+
+def _json_view(text: str | None) -> str | None:
+    """What the patterns scan in a JSON column: its keys and decoded string values, one per line.
+
+    The JSON text itself serves when it holds no backslash (no escape can hide or split a secret).
+    """
+    if text is None or "\\" not in text:
+        return text
+    leaves: list[tuple[str, int]] = []
+    _leaves(json.loads(text), leaves)
+    return "\n".join(leaf for leaf, _ in leaves)
+
+
+def _json_views(col: pl.Expr) -> pl.Expr:
+    return col.map_elements(_json_view, return_dtype=pl.Utf8, skip_nulls=True)
+
+
 def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
     """`secret_findings` for each row of `df`, in order."""
     policy = cfg.policy.model_dump()
@@ -163,6 +223,7 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
             pl.col(MESSAGES).struct.field("tool_calls").alias("__tools"),
         )
         .filter(pl.col("__turn").is_not_null())
+        .with_columns(_json_views(pl.col("__tools")))
     )
     hits = turns.select(
         "__r",
@@ -176,8 +237,8 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
         meta = df.select(
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("__r"),
             pl.lit(None, dtype=pl.Int32).alias("__turn"),
-            *[_hit(pl.col(META), k, cfg).alias(k) for k in KINDS],
-        )
+            _json_views(pl.col(META)).alias("__meta"),
+        ).select("__r", "__turn", *[_hit(pl.col("__meta"), k, cfg).alias(k) for k in KINDS])
         hits = pl.concat([hits, meta])
     found = (
         hits.unpivot(index=["__r", "__turn"], on=list(KINDS), variable_name="kind", value_name="hit")
@@ -218,6 +279,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     redact_kinds = [k for k in KINDS if policy[k] == "redact"]
     if redact_kinds:
         out = _apply_redaction(out, redact_kinds)
+        out = _reject_unredacted(out, cfg, redact_kinds)
     for kind in KINDS:
         if policy[kind] != "reject":
             continue
@@ -247,15 +309,21 @@ def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str]) -> pl.DataFrame:
     sub = sub.with_columns(kinds_in_row.list.join(",").alias("__kinds"), pl.Series("__i", idx))
     for (key,), group in sub.group_by(["__kinds"], maintain_order=True):
         kinds = [k for k in str(key).split(",") if k in redact_kinds]
-        fields = {
-            "content": redact(pl.field("content"), kinds),
-            "tool_calls": redact(pl.field("tool_calls"), kinds),
-        }
         group = group.with_columns(
-            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(**fields)).cast(df.schema[MESSAGES])
+            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(content=redact(pl.field("content"), kinds)))
+            .cast(df.schema[MESSAGES])
         )
+        messages = group.get_column(MESSAGES).to_list()
+        calls = [m["tool_calls"] for row in messages for m in row]
+        new_calls = iter(_redact_json(calls, kinds, compact=False))
+        for row in messages:
+            for m in row:
+                m["tool_calls"] = next(new_calls)
+        group = group.with_columns(pl.Series(MESSAGES, messages, dtype=df.schema[MESSAGES]))
         if META in group.columns:
-            group = group.with_columns(redact(pl.col(META), kinds))
+            group = group.with_columns(
+                pl.Series(META, _redact_json(group.get_column(META).to_list(), kinds, compact=True), dtype=pl.Utf8)
+            )
         parts.append(group)
     redacted = pl.concat(parts).sort("__i")
     full = df.with_columns(pl.int_range(pl.len(), dtype=redacted.schema["__i"]).alias("__i"))
@@ -267,6 +335,59 @@ def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str]) -> pl.DataFrame:
             pl.when(pl.col("__i").is_in(idx.implode())).then(pl.col(f"{META}__red")).otherwise(pl.col(META)).alias(META)
         )
     return full.with_columns(replace).select(df.columns)
+
+
+def _reject_unredacted(df: pl.DataFrame, cfg: Config, redact_kinds: list[str]) -> pl.DataFrame:
+    """Scan the redacted rows again; one still holding a kind under `redact` is rejected
+    (`secrets.redaction_incomplete`), so such a secret never reaches the split."""
+    mask = df.select((_kinds_with("redact").list.len() > 0).alias("m")).to_series()
+    if not mask.any():
+        return df
+    idx = mask.arg_true()
+    again = find_secrets(df[idx], cfg)
+    left = again.list.eval(pl.element().filter(pl.element().struct.field("kind").is_in(redact_kinds)))
+    detail = left.list.eval(
+        pl.format("{} still found after redaction in turn {}", pl.element().struct.field("kind"),
+                  pl.element().struct.field("turn").cast(pl.Utf8).fill_null("meta"))
+    ).list.join("; ")
+    leftovers = pl.DataFrame({"__i": idx, "__left": left.list.len() > 0, "__detail": detail})
+    full = df.with_row_index("__i").join(leftovers, on="__i", how="left", maintain_order="left")
+    full = with_reject(full, pl.col("__left").fill_null(False), "secrets.redaction_incomplete", pl.col("__detail"))
+    return full.select(df.columns)
+
+
+def _redact_json(texts: list[str | None], kinds: list[str], compact: bool) -> list[str | None]:
+    """JSON texts with `kinds` redacted in their string values (see the module docstring).
+
+    A text none of whose values changes is returned as it is; a changed one is written back as the
+    validate stage wrote it (`compact`: meta's separators; tool_calls use json's defaults).
+    """
+    objs = [None if t is None else json.loads(t) for t in texts]
+    leaves: list[tuple[str, int]] = []
+    spans = []
+    for obj in objs:
+        start = len(leaves)
+        if obj is not None:
+            _leaves(obj, leaves)
+        spans.append((start, len(leaves)))
+    if not leaves:
+        return texts
+    done = pl.DataFrame({"ctx": [t for t, _ in leaves], "bare": [t[p:] for t, p in leaves]}).select(
+        redact(pl.col("ctx"), kinds), redact(pl.col("bare"), kinds)
+    )
+    values = []
+    for (text, p), ctx, bare in zip(leaves, done.get_column("ctx"), done.get_column("bare")):
+        # the value with its key as context, unless a match reached into the key: then the value alone
+        values.append(ctx[p:] if ctx[:p] == text[:p] else bare)
+    out = []
+    for text, obj, (start, end) in zip(texts, objs, spans):
+        if obj is None or all(values[i] == leaves[i][0][leaves[i][1]:] for i in range(start, end)):
+            out.append(text)
+            continue
+        new = _replace_leaves(obj, iter(values[start:end]))
+        separators = (",", ":") if compact else None
+        out.append(json.dumps(new, ensure_ascii=False, sort_keys=True, separators=separators))
+    return out
 
 
 def _summary(df: pl.DataFrame, policy: dict[str, str]) -> dict:
