@@ -33,14 +33,17 @@ def require_train_extra() -> None:
               help="YAML train config (see finetune/default.yaml for every key)")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override one config key, e.g. -s lora.r=8 -s learning_rate=1e-4 (repeatable)")
-@click.option("--resume", is_flag=True, help="continue from the latest checkpoint in --output")
-@click.option("--force", is_flag=True, help="train on a folder that did not come from a passing `curate run`")
+@click.option("--resume", is_flag=True, help="continue the run in --output from its latest checkpoint (same settings)")
+@click.option("--force", is_flag=True,
+              help="train on a folder that did not come from a passing `curate run`, and start over in an --output "
+                   "that holds an earlier run (its checkpoints/ and tensorboard/ are cleared)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def train(out: Path, output_dir: Path, model: str | None, config_path: Path | None, overrides: tuple[str, ...],
           resume: bool, force: bool, quiet: bool) -> None:
     """Train a LoRA adapter on OUT/train.jsonl, evaluating on OUT/val.jsonl.
 
     OUT must be the folder of a passing `curate run` (manifest.json gates passed, split files unchanged).
+    An --output folder that holds an earlier run is refused unless --resume (continue it) or --force.
 
     \b
     Example:
@@ -48,11 +51,13 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     """
     from finetune.config import load_train_config
     from finetune.curated import open_curated_folder
+    from finetune.output_dir import prepare_output_dir
 
     config = load_train_config(config_path, overrides)
     if model:
         config = config.model_copy(update={"model": model})
     open_curated_folder(out, force=force)  # refuse early, before the heavy imports
+    prepare_output_dir(output_dir, resume, force, clear=False)
     require_train_extra()
     from finetune.train import train_from_folder
 
@@ -65,6 +70,14 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
         summary += f", BLEU {last['bleu']:.2f}"
     if result.stopped_early:
         summary += "; stopped early"
+        if result.best_step is not None:
+            summary += f", adapter of step {result.best_step} (lowest val loss)"
+    skipped = result.skipped_over_context
+    if any(skipped.values()):
+        summary += (
+            f"; skipped {skipped.get('train', 0)} train and {skipped.get('val', 0)} val examples longer than "
+            f"context_length {config.context_length} (data_report.json)"
+        )
     click.echo(f"{summary}; adapter in {output_dir}")
 
 

@@ -55,15 +55,16 @@ def write_compare_sheet(
     for i in sample_indices(len(records), n_samples, seed):
         item = prompt_and_reference(records[i], tokenizer)
         if item is not None:
-            chosen.append((records[i], item[0], item[1]))
-    prompts = [ids for _, ids, _ in chosen]
+            chosen.append((records[i], item))
+    prompts = [item.ids for _, item in chosen]
     finetuned = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype)
     with model.disable_adapter():
         base = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype)
-    rows = []
-    for (record, _, reference), b, f in zip(chosen, base, finetuned):
-        last = max(i for i, m in enumerate(record.messages) if m.get("role") == "assistant" and m.get("content") == reference)
-        rows.append({"ref": record.ref, "prompt": record.messages[:last], "reference": reference, "base": b, "finetuned": f})
+    rows = [
+        # the prompt shown is the messages the model was given: those before the reference turn
+        {"ref": record.ref, "prompt": record.messages[: item.turn], "reference": item.reference, "base": b, "finetuned": f}
+        for (record, item), b, f in zip(chosen, base, finetuned)
+    ]
     path = Path(path)
     path.write_text(render_compare_sheet(rows, title), encoding="utf-8")
     return path

@@ -44,7 +44,8 @@ class EvalSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="generation length for BLEU and the comparison sheet")
     generation_batch_size: int = Field(8, ge=1, description="prompts generated together (left padded)")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="stop after this many evaluations without a lower val loss; null never stops"
+        None, ge=1, description="stop after this many evaluations without a lower val loss and save the adapter of "
+        "the best one; null never stops"
     )
     compare_sheet_samples: int = Field(
         16, ge=0, description="val prompts in compare.html (base vs fine-tuned) written at the end; 0 skips it"
@@ -62,7 +63,10 @@ class TrainConfig(BaseModel):
         description="tokenizer profile or HF tokenizer folder; null uses the one the curation run used "
         "(manifest config tokens.model), else mistral-7b-instruct-v0.2",
     )
-    seed: int = Field(0, description="seeds data order, LoRA init, dropout and the BLEU sample")
+    seed: int = Field(
+        0, description="seeds data order, LoRA init, dropout and the BLEU sample: the same loss curve on a rerun "
+        "(exactly on CPU; on CUDA up to its non-deterministic kernels)",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(3, gt=0, description="passes over train.jsonl (a fraction stops mid-epoch)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
@@ -76,10 +80,10 @@ class TrainConfig(BaseModel):
     micro_batch_rows: int = Field(1, ge=1, description="rows per forward pass")
     grad_accumulation: int = Field(8, ge=1, description="micro-batches per optimizer step")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto = bf16 where the device supports it, else fp32"
+        "auto", description="auto = bf16 on a CUDA device with native bf16 (compute capability 8.0+), else fp32"
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
-        "auto", description="auto = flash_attention_2 when installed on CUDA, else sdpa"
+        "auto", description="auto = flash_attention_2 when installed, on CUDA, in bf16; else sdpa"
     )
     gradient_checkpointing: bool = Field(True, description="recompute each decoder layer in backward")
     loss_chunk_tokens: int = Field(

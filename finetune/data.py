@@ -23,7 +23,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 from curator.errors import CurateError
 
@@ -209,15 +209,26 @@ def collate(
     }
 
 
-def prompt_and_reference(record: ChatRecord, tokenizer) -> tuple[list[int], str] | None:
-    """Prompt ids up to the last assistant turn, and that turn's text as the reference answer.
+class PromptReference(NamedTuple):
+    """A generation prompt and its reference answer, for BLEU and the comparison sheet."""
 
-    The prompt is cut where the shared mask starts training the last assistant turn, so generation starts
-    exactly where the training target starts. None when the record has no assistant turn with text.
+    ids: list[int]  # the prompt's token ids: the conversation up to where `turn`'s training target starts
+    reference: str  # the text `turn` trains the model to write (content, then its tool calls as in training)
+    turn: int  # index in the record's messages of that assistant turn: messages[:turn] is the prompt
+
+
+def prompt_and_reference(record: ChatRecord, tokenizer) -> PromptReference | None:
+    """The last TRAINED assistant turn as the reference, and the conversation before it as the prompt.
+
+    An assistant turn with weight 0 after it is left out of both: its text is not what the model is taught to
+    write, and the prompt is cut where the reference turn's training target starts (the shared mask), so
+    generation starts exactly where training's target did. None when no assistant turn is trained and has text.
     """
+    from curator.tokenize_chat import _assistant_text  # the text training puts in an assistant turn
+
     last = None
     for i, msg in enumerate(record.messages):
-        if msg.get("role") == "assistant" and isinstance(msg.get("content"), str) and msg["content"].strip():
+        if msg.get("role") == "assistant" and msg.get("weight") != 0 and _assistant_text(msg).strip():
             last = i
     if last is None:
         return None
@@ -231,7 +242,7 @@ def prompt_and_reference(record: ChatRecord, tokenizer) -> tuple[list[int], str]
     start = end
     while start > 0 and trained[start - 1]:
         start -= 1
-    return list(enc.ids[:start]), record.messages[last]["content"]
+    return PromptReference(list(enc.ids[:start]), _assistant_text(record.messages[last]), last)
 
 
 def sample_indices(n: int, k: int, seed: int) -> list[int]:

@@ -4,8 +4,9 @@ Perplexity is exp(sum of token cross-entropies / number of trained tokens) over 
 accumulated batch by batch in float64, so it never holds more than one micro-batch of activations and equals
 the perplexity of one big batch. Only assistant tokens and their end-of-sequence token count (the same mask
 as training). BLEU is sacrebleu's corpus BLEU (Post 2018, "A Call for Clarity in Reporting BLEU Scores") of
-greedy generations against the last assistant turn of a fixed, seeded sample of val prompts: the same prompts
-at every evaluation, so the numbers of one run are comparable with each other.
+greedy generations against the last trained assistant turn (weight not 0) of a fixed, seeded sample of val
+records, prompted with the conversation before that turn (finetune.data.prompt_and_reference, which the
+comparison sheet uses too): the same prompts at every evaluation, so the numbers of one run are comparable.
 """
 
 from __future__ import annotations

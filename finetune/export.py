@@ -1,9 +1,13 @@
 """Export: the PEFT adapter with its tokenizer and chat template, and a merged bf16 model.
 
 The adapter folder is what vLLM (`--enable-lora --lora-modules name=DIR`) and TGI (`LORA_ADAPTERS=DIR`) load:
-`adapter_config.json` + `adapter_model.safetensors` as written by peft's `save_pretrained`, next to the
-tokenizer files (`tokenizer_config.json` carrying the chat template) so a server renders prompts the way the
-model was trained. `curate export ADAPTER_DIR --merge OUT_DIR` folds the adapter into the base weights
+`adapter_config.json` + `adapter_model.safetensors` as written by peft's `save_pretrained` (the base model named
+by an absolute path when it is a local folder), next to the files of the tokenizer the run trained with
+(`tokenizer.json`, `tokenizer_config.json` carrying the chat template) so a server renders and tokenizes prompts
+into the ids the model was trained on: for the built-in Mistral profile, AutoTokenizer's apply_chat_template
+equals curator.tokenize_chat's ids on every record of ../shared/data/chat, tool calls and indented code included
+(checked on all 20,000, tested on a sample of each kind). The one exception by construction: message text holding "<s>", "</s>" or "<unk>" literally, which
+training encodes as text and a Hugging Face tokenizer parses as the special token. `curate export ADAPTER_DIR --merge OUT_DIR` folds the adapter into the base weights
 (peft `merge_and_unload`, W + (alpha / r) B A) and saves a plain transformers model in bf16 that needs no
 peft at inference.
 """
@@ -16,15 +20,16 @@ from pathlib import Path
 
 from curator.errors import CurateError
 
-# Files of a transformers tokenizer folder, copied as they are when the base model folder has them.
+# Files of a transformers tokenizer folder, copied as they are from a tokenizer folder.
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
     "added_tokens.json",
 )
 
 # Mistral-7B-Instruct-v0.2's own chat template (tokenizer_config.json of mistralai/Mistral-7B-Instruct-v0.2,
-# current revision): an optional system message is folded into the first user turn, as mistral-common's v1
-# tokenizer does, which is how curator.tokenize_chat renders training examples.
+# current revision): an optional system message is folded into the first user turn. Kept for reference and
+# for tools that look for it; the adapter gets CURATOR_MISTRAL_V1_CHAT_TEMPLATE below, which also renders the
+# structures training encodes and this template refuses (tool turns, system messages elsewhere, runs of one role).
 MISTRAL_V02_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}\n"
     "    {%- set system_message = messages[0]['content'] %}\n"
@@ -53,6 +58,86 @@ MISTRAL_V02_CHAT_TEMPLATE = (
     "{%- endfor %}\n"
 )
 
+# The chat template of the adapter folder for the `mistral-v1` chat format: the conversation rendered as
+# curator.tokenize_chat encodes it for training (`_plan_mistral_v1`), so that a server's
+# apply_chat_template gives the ids the model was trained on (tested on every structure of ../shared/data/chat):
+# - every non-empty system message, wherever it stands, joined with "\n\n" and put before the first user turn;
+# - `tool` turns rendered as user turns (`[INST] {tool output} [/INST]`), as training encodes them;
+# - consecutive messages of one role (assistant: and one weight) merged into one turn, joined with "\n\n";
+#   a system message between two of them keeps them apart;
+# - an assistant turn's `tool_calls` (JSON text) after its content and "\n\n"; an empty assistant turn is EOS alone;
+# - an empty user turn first when the conversation does not start with one.
+# Each turn is a separately tokenized SentencePiece segment in training; here the leading space of " [INST]" and
+# of " {answer}" is that segment's dummy prefix "▁" (the tokenizer.json below prepends "▁" only at the start of
+# the text, never after <s> or </s>), and no SentencePiece piece holds "▁" after another character, so the
+# one-string tokenization equals the per-segment one.
+CURATOR_MISTRAL_V1_CHAT_TEMPLATE = (
+    "{#- curator mistral-v1: the encoding of curator.tokenize_chat (mistral-common v1 for plain chats) -#}\n"
+    "{%- macro turn(role, text) -%}\n"
+    "    {%- if role == 'user' -%}\n"
+    "        {{- ' [INST] ' + text + ' [/INST]' -}}\n"
+    "    {%- elif text -%}\n"
+    "        {{- ' ' + text + eos_token -}}\n"
+    "    {%- else -%}\n"
+    "        {{- eos_token -}}\n"
+    "    {%- endif -%}\n"
+    "{%- endmacro -%}\n"
+    "{%- set ns = namespace(system='', role='', weight=none, started=false, first=true, buf='', n=0, joined=false) -%}\n"
+    "{%- for m in messages -%}\n"
+    "    {%- if m['role'] == 'system' and m['content'] is string and m['content'] -%}\n"
+    "        {%- set ns.system = ns.system + ('\\n\\n' if ns.system else '') + m['content'] -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{{- bos_token -}}\n"
+    "{%- for m in messages -%}\n"
+    "    {%- set role = 'user' if m['role'] == 'tool' else m['role'] -%}\n"
+    "    {%- if role not in ['system', 'user', 'assistant'] -%}\n"
+    "        {{- raise_exception('roles are system, user, assistant and tool, got ' + (m['role'] | string)) -}}\n"
+    "    {%- endif -%}\n"
+    "    {%- set weight = (m['weight'] if m['weight'] is defined else none) if role == 'assistant' else none -%}\n"
+    "    {%- if not ns.started or role != ns.role or weight != ns.weight -%}\n"
+    "        {%- if ns.role in ['user', 'assistant'] -%}\n"
+    "            {{- turn(ns.role, ns.buf) -}}\n"
+    "        {%- endif -%}\n"
+    "        {%- set ns.buf = '' -%}\n"
+    "        {%- set ns.n = 0 -%}\n"
+    "        {%- set ns.joined = false -%}\n"
+    "        {%- if role != 'system' and ns.first -%}\n"
+    "            {%- set ns.first = false -%}\n"
+    "            {%- if role == 'assistant' -%}\n"
+    "                {{- turn('user', ns.system + '\\n\\n' if ns.system else '') -}}\n"
+    "            {%- elif ns.system -%}\n"
+    "                {%- set ns.buf = ns.system + '\\n\\n' -%}\n"
+    "                {%- set ns.n = 1 -%}\n"
+    "                {%- set ns.joined = true -%}\n"
+    "            {%- endif -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- set ns.started = true -%}\n"
+    "        {%- set ns.role = role -%}\n"
+    "        {%- set ns.weight = weight -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- if role != 'system' -%}\n"
+    "        {%- set text = m['content'] if m['content'] is string else '' -%}\n"
+    "        {%- if role == 'assistant' and m['tool_calls'] is defined and m['tool_calls'] -%}\n"
+    "            {%- set calls = m['tool_calls'] if m['tool_calls'] is string else (m['tool_calls'] | tojson) -%}\n"
+    "            {%- set text = text + '\\n\\n' + calls if text else calls -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- if text and ns.n > 0 and not ns.joined -%}\n"
+    "            {%- set ns.buf = ns.buf + '\\n\\n' -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- set ns.buf = ns.buf + text -%}\n"
+    "        {%- set ns.n = ns.n + 1 -%}\n"
+    "        {%- set ns.joined = false -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if ns.role in ['user', 'assistant'] -%}\n"
+    "    {{- turn(ns.role, ns.buf) -}}\n"
+    "{%- endif -%}\n"
+    "{%- if ns.first -%}\n"
+    "    {{- turn('user', ns.system + '\\n\\n' if ns.system else '') -}}\n"
+    "{%- endif -%}\n"
+)
+
 
 def _copy_tokenizer_folder(source: Path, out_dir: Path) -> list[str]:
     copied = []
@@ -66,11 +151,14 @@ def _copy_tokenizer_folder(source: Path, out_dir: Path) -> list[str]:
 def save_tokenizer(tokenizer, base_model: str | None, out_dir: Path) -> list[str]:
     """Tokenizer files with a chat template into out_dir; returns the file names written.
 
-    Preference: the base model folder's own tokenizer files (exactly what the server would use), then the
-    cached hub tokenizer, then the files of the ChatTokenizer the run trained with.
+    The files are those of the tokenizer the run trained with, so that a server tokenizes as training did:
+    for the built-in Mistral profile (`mistral-v1` chat format), the SentencePiece model with a tokenizer.json
+    equal to it and the template that renders training's encoding (see `_save_chat_tokenizer`); for a profile
+    read from a Hugging Face tokenizer folder, that folder's files. Only a ChatTokenizer without files of its
+    own falls back to the base model's tokenizer (its folder, then the cached hub tokenizer).
     """
-    written: list[str] = []
-    if base_model and Path(base_model).is_dir():
+    written = _save_chat_tokenizer(tokenizer, out_dir)
+    if not written and base_model and Path(base_model).is_dir():
         written = _copy_tokenizer_folder(Path(base_model), out_dir)
     if not written and base_model:
         try:
@@ -81,47 +169,72 @@ def save_tokenizer(tokenizer, base_model: str | None, out_dir: Path) -> list[str
         except (OSError, ValueError):
             written = []
     if not written:
-        written = _save_chat_tokenizer(tokenizer, out_dir)
+        raise CurateError(
+            f"no tokenizer files for profile {tokenizer.profile.name}: give --model a folder that holds its tokenizer"
+        )
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     has_template = bool(config.get("chat_template")) or (out_dir / "chat_template.jinja").is_file()
     if not has_template:
-        config["chat_template"] = MISTRAL_V02_CHAT_TEMPLATE
+        config["chat_template"] = CURATOR_MISTRAL_V1_CHAT_TEMPLATE
         config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         if "tokenizer_config.json" not in written:
             written.append("tokenizer_config.json")
     return written
 
 
+def mistral_v1_tokenizer_json():
+    """The `tokenizers` Tokenizer of tokenizer.json for the built-in Mistral profile.
+
+    Its model (BPE vocab, merges, byte fallback) and decoder are those the trainer encodes with
+    (`curator.tokenize_chat.tokenizer_from_sentencepiece`); for whole strings it adds what SentencePiece and
+    transformers' Llama tokenizers do: <unk>, <s>, </s> as special tokens (so "<s>" in a chat template is the
+    BOS id), the dummy prefix "▁" at the start of the text only (Metaspace, prepend_scheme "first", no split:
+    after <s> or </s> the template's own space is the prefix), and <s> before a plain text (post-processor).
+    """
+    from tokenizers import AddedToken, pre_tokenizers, processors
+
+    from curator.tokenize_chat import mistral_v1_model_file, tokenizer_from_sentencepiece
+
+    tok = tokenizer_from_sentencepiece(mistral_v1_model_file())
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return tok
+
+
 def _save_chat_tokenizer(tokenizer, out_dir: Path) -> list[str]:
     """The ChatTokenizer's own files: its profile's tokenizer folder, or for the built-in Mistral profile the
-    SentencePiece model shipped by mistral-common with a tokenizer_config.json in the layout of the
-    mistralai/Mistral-7B-Instruct-v0.2 repository (LlamaTokenizer, <s>/</s>, BOS added, the chat template)."""
+    SentencePiece model shipped by mistral-common, tokenizer.json built from it (`mistral_v1_tokenizer_json`:
+    what AutoTokenizer, vLLM and TGI load) and a tokenizer_config.json with the template that renders what
+    training encoded (CURATOR_MISTRAL_V1_CHAT_TEMPLATE). Empty when the profile has no files of its own."""
     profile = tokenizer.profile
     if profile.tokenizer_path:
-        written = _copy_tokenizer_folder(Path(profile.tokenizer_path), out_dir)
-        if written:
-            return written
+        return _copy_tokenizer_folder(Path(profile.tokenizer_path), out_dir)
     if profile.chat_format == "mistral-v1":
         from curator.tokenize_chat import mistral_v1_model_file
 
         shutil.copy2(mistral_v1_model_file(), out_dir / "tokenizer.model")
+        mistral_v1_tokenizer_json().save(str(out_dir / "tokenizer.json"))
         config = {
-            "tokenizer_class": "LlamaTokenizer",
+            # the generic fast tokenizer: it uses tokenizer.json as written (a LlamaTokenizer class would rebuild
+            # the pre-tokenizer and, in transformers 5, split "    return" as "▁▁▁▁", "return" where SentencePiece
+            # and training give "▁▁▁", "▁return")
+            "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": "<s>",
             "eos_token": "</s>",
             "unk_token": "<unk>",
             "add_bos_token": True,
             "add_eos_token": False,
-            "legacy": False,
             "model_max_length": profile.context_length,
-            "chat_template": MISTRAL_V02_CHAT_TEMPLATE,
+            "chat_template": CURATOR_MISTRAL_V1_CHAT_TEMPLATE,
         }
         (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return ["tokenizer.model", "tokenizer_config.json"]
-    raise CurateError(
-        f"no tokenizer files for profile {profile.name}: give --model a folder that holds its tokenizer"
-    )
+        return ["tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
+    return []
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path, base_model: str | None = None) -> Path:

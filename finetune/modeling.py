@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from curator.errors import CurateError
 from finetune.data import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -29,20 +30,28 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """bf16 where the hardware has it (CUDA with bf16 support); fp32 otherwise (CPU bf16 is slow and lossy)."""
+    """bf16 where the hardware has it natively; fp32 otherwise (CPU bf16 is slow and lossy).
+
+    `auto` asks the configured device itself (cuda:1 is not the current device in every process) for its
+    compute capability: bf16 tensor cores start with Ampere (8.0). `torch.cuda.is_bf16_supported()` is not
+    used: it answers for the current device and, by default, counts the emulation of T4 / V100 (7.x), where
+    bf16 runs several times slower than fp32.
+    """
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
         return torch.bfloat16
     return torch.float32
 
 
-def resolve_attn_implementation(setting: str, device: torch.device) -> str:
+def resolve_attn_implementation(setting: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """`auto`: flash_attention_2 on CUDA when flash-attn is installed and the weights are bf16 / fp16 (its
+    kernels take nothing else: an fp32 model would raise at the first forward), else sdpa."""
     if setting != "auto":
         return setting
-    if device.type == "cuda":
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
         try:
             import flash_attn  # noqa: F401  (varlen kernels make packed rows cost only their own blocks)
 
@@ -149,6 +158,53 @@ def loss_sum(model, batch: dict, chunk_tokens: int) -> tuple[torch.Tensor, int]:
     return total, int(t.numel())
 
 
+def check_packed_attention(model, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse to train on packed rows when attention would cross example boundaries.
+
+    Packing relies on transformers deriving a block-diagonal mask from the position ids (see finetune.data):
+    sdpa / eager / flex do so since transformers 4.54 (masking_utils.find_packed_sequence_indices), flash-attn 2
+    through varlen kernels. The tests show packed == unpacked for the transformers they run with, on CPU with
+    sdpa; this guard checks the installed transformers with the run's own architecture, attention
+    implementation, device and dtype, in a fraction of a second: a 1-layer random model of the same config
+    class runs example B after example A in one row (positions 0..5, 0..4) and B alone. Where attention is
+    confined the two agree to rounding (<= 0.02 in bf16 on values of order 3); where B attends to A they
+    differ by more than the values themselves (about 4.4). The global RNG is left as it was.
+    """
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    lm = causal_lm(model)
+    attn = getattr(lm.config, "_attn_implementation", None) or "sdpa"
+    try:
+        config = type(lm.config)(
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, initializer_range=0.5, sliding_window=None, use_cache=False,
+        )
+    except (TypeError, ValueError) as exc:  # an architecture whose config takes other fields
+        warnings.warn(f"packed attention not checked for {type(lm.config).__name__}: {exc}", stacklevel=2)
+        return
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        torch.manual_seed(0)
+        probe = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype).to(device).eval()
+        a, b = [5, 17, 33, 64, 9, 71], [90, 3, 45, 12, 100]
+        packed = {"input_ids": torch.tensor([a + b]), "position_ids": torch.tensor([list(range(6)) + list(range(5))])}
+        alone = {"input_ids": torch.tensor([b]), "position_ids": torch.tensor([list(range(5))])}
+        with autocast_context(device, dtype):
+            got = hidden_states(probe, packed)[0, len(a):].float()
+            want = hidden_states(probe, alone)[0].float()
+    diff = float((got - want).abs().max())
+    if not diff <= 0.1 * float(want.abs().max()):
+        import transformers
+
+        raise CurateError(
+            f"packed rows are not confined to their examples with transformers {transformers.__version__} and "
+            f"attn_implementation {attn} (an example's hidden states change by {diff:.3g} when another precedes it "
+            "in the row): install transformers>=4.56 or set packing: false"
+        )
+
+
 def autocast_context(device: torch.device, dtype: torch.dtype):
     """bf16 autocast on CUDA so the float32 adapters meet the bf16 base in bf16 matmuls."""
     if dtype == torch.bfloat16 and device.type == "cuda":
@@ -160,7 +216,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
 
 def build_training_model(config: "TrainConfig", device: torch.device, dtype: torch.dtype):
     """Base model + LoRA + checkpointing (+ compile), ready for the loop."""
-    attn = resolve_attn_implementation(config.attn_implementation, device)
+    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
     base = load_base_model(config.model, dtype, attn, device)
     model = add_lora(base, config.lora, config.seed)
     if config.gradient_checkpointing:

@@ -9,7 +9,13 @@ fixed in 4.46).
 
 Data order is a pure function of (seed, epoch, step), and each checkpoint holds the adapter, AdamW, the
 schedule, the early-stopping state and every RNG state, so `--resume` continues with the very batches and
-dropout masks the uninterrupted run would have used: the loss curve is the same (tested).
+dropout masks the uninterrupted run would have used: the loss curve is the same (tested; exactly on CPU, on
+CUDA up to its non-deterministic kernels). A checkpoint also records the settings that define the run and a
+fingerprint of the tokenized train split; `--resume` refuses a config or split that differs in them, naming
+the keys (RESUMABLE_KEYS lists what may change: devices, kernels, logging, checkpointing, evaluation).
+
+Early stopping keeps a CPU copy of the adapter weights of the best evaluation (lowest val loss, `best_step`);
+when it stops, that copy is what the adapter folder gets, not the weights of the last, worse evaluation.
 
 Outputs in the output folder: the PEFT adapter with tokenizer and chat template (finetune.export),
 metrics.jsonl (one line per train log / evaluation), tensorboard/ (the same scalars), checkpoints/step-N/,
@@ -18,8 +24,10 @@ train_config.yaml (resolved), data_report.json (what was skipped and why), compa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -46,6 +54,16 @@ from finetune.data import (
     sample_indices,
 )
 from finetune.evaluate import corpus_bleu, generate, streaming_perplexity
+from finetune.output_dir import prepare_output_dir
+
+# Config keys that may differ on --resume: where and how fast the same math runs, what is logged and saved,
+# and evaluation (which never changes the weights). Any other key (model, tokenizer, seed, lora.*, epochs,
+# max_steps, learning rate and schedule, optimizer, context_length, packing, batch rows, accumulation, and keys
+# added later) defines the run: a change would silently continue a different run or break its schedule.
+RESUMABLE_KEYS = (
+    "device", "precision", "attn_implementation", "gradient_checkpointing", "loss_chunk_tokens", "compile",
+    "log_every_steps", "save_every_steps", "keep_checkpoints", "eval",
+)
 
 
 @dataclass
@@ -54,6 +72,7 @@ class TrainState:
 
     step: int = 0
     best_val_loss: float = math.inf
+    best_step: int | None = None  # the step of the evaluation with the lowest val loss
     evals_without_improvement: int = 0
     stopped_early: bool = False
     tokens_seen: int = 0
@@ -67,6 +86,8 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)  # one per optimizer step of this process
     evals: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    best_step: int | None = None  # on early stop: the step whose adapter was saved
+    skipped_over_context: dict[str, int] = field(default_factory=dict)  # examples longer than context_length
 
 
 class MetricsLog:
@@ -84,7 +105,10 @@ class MetricsLog:
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=resume_step)
+        # purge_step drops, on reading, the events at and after it: those the interrupted run wrote after its
+        # checkpoint. The checkpoint's own step is not written again, so it is kept: purge from the step after.
+        purge_step = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=purge_step)
 
     def write(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": step, **values}
@@ -119,8 +143,48 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(model, optimizer, scheduler, state: TrainState, output_dir: Path, keep: int) -> Path:
-    """checkpoints/step-N/: the adapter (PEFT format) and trainer_state.pt; written to a temp folder, then moved."""
+def run_settings(config: TrainConfig, train: "Split") -> dict:
+    """What defines a run, as flat `key.sub: value` pairs: the config less RESUMABLE_KEYS, and the train data."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}{key}.", sub)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", {k: v for k, v in config.model_dump(mode="json").items() if k not in RESUMABLE_KEYS})
+    digest = hashlib.sha256()
+    for example in train.examples:
+        digest.update(np.asarray(example.ids, dtype=np.int64).tobytes())
+        digest.update(np.asarray(example.labels, dtype=np.int64).tobytes())
+    flat["train data"] = f"{len(train.examples)} examples, sha256 {digest.hexdigest()[:16]}"
+    return flat
+
+
+def check_same_run(checkpoint: Path, saved: dict | None, current: dict) -> None:
+    """One line naming every run-defining setting that differs between the checkpoint and this invocation."""
+    if saved is None:
+        raise CurateError(f"{checkpoint}: records no run settings (an older checkpoint); cannot check --resume")
+    differ = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
+        raise CurateError(
+            f"{checkpoint}: --resume needs the run's own settings, these differ: {shown} "
+            "(train into another --output, or --force to start over)"
+        )
+
+
+def save_checkpoint(
+    model, optimizer, scheduler, state: TrainState, output_dir: Path, keep: int, run: dict | None = None,
+    best: dict | None = None,
+) -> Path:
+    """checkpoints/step-N/: the adapter (PEFT format) and trainer_state.pt; written to a temp folder, then moved.
+
+    trainer_state.pt holds AdamW, the schedule, TrainState, the RNG states, the run settings (`run_settings`)
+    and, with early stopping, the best evaluation's adapter weights (`best`).
+    """
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.step:07d}"
@@ -128,7 +192,8 @@ def save_checkpoint(model, optimizer, scheduler, state: TrainState, output_dir: 
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": asdict(state), "rng": _rng_state()},
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": asdict(state),
+         "rng": _rng_state(), "run": run, "best": best},
         tmp / "trainer_state.pt",
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -146,16 +211,28 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
+def read_trainer_state(path: Path) -> dict:
+    return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None = None) -> TrainState:
+    """Adapter weights, AdamW, schedule and RNG states of checkpoint `path` into the given objects."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
-    result = set_peft_model_state_dict(model, weights)
-    missing_lora = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing_lora:
-        raise CurateError(f"{path}: adapter weights do not fit the model: {missing_lora[0]}")
-    saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as exc:  # shape mismatches: one line, not one per tensor
+        raise CurateError(f"{path}: adapter weights do not fit the model: {str(exc).strip().splitlines()[-1].strip()}") from exc
+    # missing: adapter weights the model has and the checkpoint lacks; unexpected: the reverse
+    missing_lora = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if missing_lora or unexpected:
+        what = f"missing {missing_lora[0]}" if missing_lora else f"unexpected {unexpected[0]}"
+        count = len(missing_lora) + len(unexpected)
+        raise CurateError(f"{path}: adapter weights do not fit the model: {what} ({count} key(s) differ)")
+    saved = read_trainer_state(path) if saved is None else saved
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(saved["rng"])
@@ -196,21 +273,30 @@ def run_training(
     show_progress: bool = True,
     model=None,
     on_step: Callable[[int, float], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train LoRA adapters on `train`, evaluating on `val`; write the adapter and logs to `output_dir`.
 
     `model` may be given (a peft model already on its device), for tests and benchmarks; otherwise it is built
-    from `config.model`.
+    from `config.model`. A folder holding an earlier run is refused unless `resume`, or `overwrite` (then its
+    checkpoints/ and tensorboard/ are cleared first).
     """
     output_dir = Path(output_dir)
+    prepare_output_dir(output_dir, resume, overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not train.examples:
         raise CurateError("train.jsonl: no example left to train on (all skipped: see data_report.json)")
+    if Path(config.model).is_dir():
+        # adapter_config.json (base_model_name_or_path) and train_config.yaml must name the base model from any
+        # working directory: export, vLLM and PeftModel load it from there
+        config = config.model_copy(update={"model": os.path.abspath(config.model)})
     device = modeling.resolve_device(config.device)
     dtype = modeling.resolve_dtype(config.precision, device)
     _seed_everything(config.seed)
     if model is None:
         model = modeling.build_training_model(config, device, dtype)
+    if config.packing:
+        modeling.check_packed_attention(model, device, dtype)
     vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
     biggest = max(max(e.ids) for e in train.examples)
     if biggest >= vocab:
@@ -234,22 +320,29 @@ def run_training(
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
 
+    run = run_settings(config, train)
+    keep_best = config.eval.early_stopping_patience is not None
+    best: dict | None = None  # CPU copy of the trainable weights at the best evaluation (early stopping only)
     state = TrainState()
     resume_step = None
     if resume:
         checkpoint = latest_checkpoint(output_dir)
         if checkpoint is None:
             raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        saved = read_trainer_state(checkpoint)
+        check_same_run(checkpoint, saved.get("run"), run)
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, saved)
+        best = saved.get("best")
         resume_step = state.step
     log = MetricsLog(output_dir, resume_step)
 
-    # The fixed BLEU sample: prompts cut where the last assistant turn's training target starts.
+    # The fixed BLEU sample: the last trained assistant turn of each sampled record is the reference, the
+    # conversation before it the prompt (cut where that turn's training target starts).
     bleu_items = []
     if config.eval.bleu_samples:
         for i in sample_indices(len(val.records), config.eval.bleu_samples, config.seed):
             item = prompt_and_reference(val.records[i], tokenizer)
-            if item is not None and len(item[0]) + config.eval.max_new_tokens <= config.context_length:
+            if item is not None and len(item.ids) + config.eval.max_new_tokens <= config.context_length:
                 bleu_items.append(item)
 
     def evaluate_now() -> dict:
@@ -260,10 +353,10 @@ def run_training(
         values = {"val_loss": ppl.loss, "val_perplexity": ppl.perplexity, "val_tokens": ppl.n_tokens}
         if bleu_items:
             answers = generate(
-                model, [p for p, _ in bleu_items], tokenizer, config.eval.max_new_tokens,
+                model, [item.ids for item in bleu_items], tokenizer, config.eval.max_new_tokens,
                 config.eval.generation_batch_size, device, dtype,
             )
-            values["bleu"] = corpus_bleu(answers, [r for _, r in bleu_items])
+            values["bleu"] = corpus_bleu(answers, [item.reference for item in bleu_items])
             values["bleu_samples"] = len(bleu_items)
         return values
 
@@ -319,26 +412,43 @@ def run_training(
                 values = evaluate_now()
                 if values["val_loss"] < state.best_val_loss:
                     state.best_val_loss = values["val_loss"]
+                    state.best_step = state.step
                     state.evals_without_improvement = 0
+                    if keep_best:
+                        best = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
                 else:
                     state.evals_without_improvement += 1
                 patience = config.eval.early_stopping_patience
                 if patience is not None and state.evals_without_improvement >= patience:
                     state.stopped_early = True
                     values["early_stop"] = True
+                    values["best_step"] = state.best_step
+                    values["best_val_loss"] = state.best_val_loss
                 log.write("eval", state.step, values)
                 result.evals.append({"step": state.step, **values})
 
             save_due = config.save_every_steps and state.step % config.save_every_steps == 0
             if save_due or state.step == total_steps or state.stopped_early:
-                save_checkpoint(model, optimizer, scheduler, state, output_dir, config.keep_checkpoints)
+                save_checkpoint(model, optimizer, scheduler, state, output_dir, config.keep_checkpoints, run, best)
     log.close()
+
+    if state.stopped_early and best is not None:
+        # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one; the
+        # checkpoint above keeps the last weights, as a checkpoint is where training stood
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in best:
+                    p.copy_(best[name].to(p.device))
+        result.best_step = state.best_step
 
     from finetune.export import save_adapter
 
     save_adapter(model, tokenizer, output_dir, base_model=config.model)
     result.steps = state.step
     result.stopped_early = state.stopped_early
+    result.skipped_over_context = {
+        "train": len(train.report.get("skipped_over_context", [])), "val": len(val.report.get("skipped_over_context", [])),
+    }
     if config.eval.compare_sheet_samples and val.records:
         from finetune.compare_sheet import write_compare_sheet
 
@@ -353,7 +463,11 @@ def train_from_folder(
     curated_dir: str | Path, output_dir: str | Path, config: TrainConfig, resume: bool = False,
     force: bool = False, show_progress: bool = True,
 ) -> TrainResult:
-    """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train."""
+    """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train.
+
+    `force` trains on a folder that is not from a passing `curate run` and starts over in an output folder
+    that holds an earlier run.
+    """
     from curator.tokenize_chat import ChatTokenizer
     from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
 
@@ -363,4 +477,6 @@ def train_from_folder(
     config = config.model_copy(update={"tokenizer": name})  # train_config.yaml records what was used
     train = prepare_split(folder.train, tokenizer, config.context_length)
     val = prepare_split(folder.val, tokenizer, config.context_length)
-    return run_training(config, train, val, tokenizer, output_dir, resume=resume, show_progress=show_progress)
+    return run_training(
+        config, train, val, tokenizer, output_dir, resume=resume, show_progress=show_progress, overwrite=force
+    )

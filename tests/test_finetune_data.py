@@ -134,11 +134,30 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 
 def test_prompt_stops_where_the_last_assistant_target_starts():
     record = ChatRecord(real_records("gsm8k_train.jsonl", 1)[0]["messages"], "gsm8k:1")
-    prompt, reference = prompt_and_reference(record, chat_tokenizer())
+    prompt, reference, turn = prompt_and_reference(record, chat_tokenizer())
     (example,), _ = encode_records([record], chat_tokenizer(), 8192)
     assert example.ids[: len(prompt)] == prompt
     assert example.labels[len(prompt) - 1] == IGNORE_INDEX and example.labels[len(prompt)] != IGNORE_INDEX
-    assert reference == record.messages[-1]["content"]
+    assert reference == record.messages[-1]["content"] and turn == len(record.messages) - 1
+
+
+def test_prompt_and_reference_skip_an_untrained_last_assistant_turn():
+    # the last assistant turn has weight 0: the reference is the last TRAINED turn, the prompt what precedes it
+    first, second = real_records("fastchat_dummy_conversation.jsonl", 2)
+    messages = [first["messages"][0], {**first["messages"][1], "weight": 1},
+                second["messages"][0], {**second["messages"][1], "weight": 0}]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "f:1"), chat_tokenizer())
+    assert turn == 1 and reference == messages[1]["content"]
+    assert prompt == chat_tokenizer().encode(messages[:1]).ids  # <s> [INST] first question [/INST]
+
+
+def test_reference_of_a_tool_call_turn_is_the_text_training_targets():
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": "", "tool_calls": '[{"name": "weather", "arguments": {"city": "Paris"}}]'}]
+    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "t:1"), chat_tokenizer())
+    assert (reference, turn) == ('[{"name": "weather", "arguments": {"city": "Paris"}}]', 1)
+    assert chat_tokenizer().decode(chat_tokenizer().encode(messages).ids[len(prompt):]) == reference
 
 
 def test_read_chat_jsonl_names_file_line_and_field(tmp_path):

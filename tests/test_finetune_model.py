@@ -184,3 +184,60 @@ def test_merged_model_logits_match_base_plus_adapter(tmp_path):
     merge_adapter(tmp_path / "adapter", tmp_path / "merged")
     bf16 = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype="auto")
     assert bf16.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+
+
+def test_packed_attention_guard_passes_here_and_refuses_a_transformers_that_leaks(monkeypatch):
+    from transformers import masking_utils
+
+    from curator.errors import CurateError
+
+    model = tiny_mistral()
+    before = torch.get_rng_state()
+    modeling.check_packed_attention(model, torch.device("cpu"), torch.float32)
+    assert torch.equal(torch.get_rng_state(), before)  # the run's RNG stream is untouched (resume reproduces)
+    # transformers before 4.54 built no block-diagonal mask from position ids: sdpa then attends across examples
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
+    with pytest.raises(CurateError, match=r"packed rows are not confined to their examples with transformers \S+ and "
+                                          r"attn_implementation sdpa .*: install transformers>=4.56 or set packing: false"):
+        modeling.check_packed_attention(model, torch.device("cpu"), torch.float32)
+
+
+def _fake_cuda(monkeypatch, capability: tuple[int, int], emulated_bf16: bool = True):
+    """CUDA queries answered as on a card of `capability`; is_bf16_supported() answers as torch does by default
+    (True on 7.x too, counting emulation), so a resolver that asks it is caught out."""
+    asked = []
+
+    def get_device_capability(device=None):
+        asked.append(device)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: emulated_bf16 or capability[0] >= 8)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    return asked
+
+
+def test_auto_precision_is_bf16_only_on_a_configured_device_with_native_bf16(monkeypatch):
+    asked = _fake_cuda(monkeypatch, (7, 5))  # T4: bf16 only emulated
+    assert modeling.resolve_dtype("auto", torch.device("cuda:1")) == torch.float32
+    assert torch.device("cuda:1") in asked  # the configured device, not the current one
+    _fake_cuda(monkeypatch, (8, 0))  # A100
+    assert modeling.resolve_dtype("auto", torch.device("cuda:1")) == torch.bfloat16
+    assert modeling.resolve_dtype("fp32", torch.device("cuda:1")) == torch.float32
+    assert modeling.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_auto_attention_picks_flash_attention_only_for_half_precision(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    cuda = torch.device("cuda")
+    assert modeling.resolve_attn_implementation("auto", cuda, torch.float32) == "sdpa"
+    assert modeling.resolve_attn_implementation("auto", cuda, torch.bfloat16) == "flash_attention_2"
+    assert modeling.resolve_attn_implementation("auto", cuda, torch.float16) == "flash_attention_2"
+    assert modeling.resolve_attn_implementation("auto", torch.device("cpu"), torch.bfloat16) == "sdpa"
+    assert modeling.resolve_attn_implementation("eager", cuda, torch.bfloat16) == "eager"
+    # and the precision `auto` gives on a pre-Ampere card (fp32) never meets flash-attn
+    _fake_cuda(monkeypatch, (7, 0))
+    assert modeling.resolve_attn_implementation("auto", cuda, modeling.resolve_dtype("auto", cuda)) == "sdpa"

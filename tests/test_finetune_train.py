@@ -14,6 +14,7 @@ pytest.importorskip("peft")
 from click.testing import CliRunner  # noqa: E402
 
 from curator.cli import cli  # noqa: E402
+from curator.errors import CurateError  # noqa: E402
 from finetune.config import TrainConfig  # noqa: E402
 from finetune.train import prepare_split, run_training  # noqa: E402
 from tests.finetune_support import (  # noqa: E402
@@ -31,11 +32,16 @@ def _one_torch_thread():
     yield from one_torch_thread()
 
 
+# An exercism record of more than 256 tokens: skipped as longer than the tests' context, and said so.
+LONG_RECORD = real_records("exercism_python.chat.jsonl", 1)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
     model_dir = save_tiny_mistral(root / "tiny-mistral")
     train = real_records("llamafactory_identity.jsonl", 10) + real_records("fastchat_dummy_conversation.jsonl", 10)
+    train += LONG_RECORD
     val = real_records("llamafactory_identity.jsonl", 3, start=40) + real_records("fastchat_dummy_conversation.jsonl", 3, start=40)
     curated = write_curated_folder(root / "out", train, val)
     config_path = root / "train.yaml"
@@ -45,10 +51,14 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workspace):
+    # --model relative to the working directory: the adapter must still name the base model from anywhere
     adapter = workspace["root"] / "adapter"
-    result = CliRunner().invoke(
-        cli, ["train", str(workspace["curated"]), "--output", str(adapter), "--config", str(workspace["config"]), "-q"]
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workspace["root"])
+        result = CliRunner().invoke(cli, [
+            "train", str(workspace["curated"]), "--output", str(adapter), "--config", str(workspace["config"]),
+            "--model", "tiny-mistral", "-q",
+        ])
     assert result.exit_code == 0, result.output
     return adapter, result.output
 
@@ -60,7 +70,8 @@ def _metrics(folder):
 def test_train_writes_adapter_tokenizer_logs_checkpoints_and_sheet(trained):
     adapter, output = trained
     assert "trained 4/4 steps; val perplexity" in output
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.model", "tokenizer_config.json"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.model", "tokenizer.json",
+                 "tokenizer_config.json"):
         assert (adapter / name).is_file(), name
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32 and adapter_config["lora_dropout"] == 0.05
@@ -82,20 +93,101 @@ def test_train_writes_adapter_tokenizer_logs_checkpoints_and_sheet(trained):
     assert sheet.count("<tr><td>") == 2 and "<th>fine-tuned</th>" in sheet
 
 
+def test_relative_model_path_is_stored_absolute(trained, workspace):
+    adapter, _ = trained
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(workspace["model"]) and base.startswith("/")
+    assert yaml.safe_load((adapter / "train_config.yaml").read_text())["model"] == base
+
+
+def test_summary_counts_examples_skipped_as_over_the_context(trained):
+    _, output = trained
+    assert "skipped 1 train and 0 val examples longer than context_length 256 (data_report.json)" in output
+
+
+def test_a_second_run_into_the_same_output_is_refused_without_resume_or_force(trained, workspace):
+    adapter, _ = trained
+    before = sorted(p.name for p in (adapter / "checkpoints").iterdir())
+    args = ["train", str(workspace["curated"]), "--output", str(adapter), "--config", str(workspace["config"])]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {adapter}: holds an earlier training run (checkpoints/, metrics.jsonl); use --resume to continue "
+        "it, --force to start over (clears checkpoints/ and tensorboard/), or another --output"
+    )
+    assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == before
+
+
 def test_val_perplexity_counts_exactly_the_assistant_tokens(trained, workspace):
     adapter, _ = trained
     expected = sum(sum(enc.trained) for enc in chat_tokenizer().encode_batch([r["messages"] for r in workspace["val"]]))
     assert _metrics(adapter)[-1]["val_tokens"] == expected
 
 
-def test_exported_chat_template_renders_the_ids_the_model_was_trained_on(trained):
+# Real records: plain chats, system prompts, multi-turn, indented code (exercism, HumanEval-X, CodeAlpaca).
+TEMPLATE_FILES = (
+    "fastchat_dummy_conversation.jsonl", "llamafactory_v1_sft_demo.jsonl", "exercism_python.chat.jsonl",
+    "humaneval_x_6lang.jsonl", "codealpaca_2k.jsonl", "gpteacher_codegen.jsonl",
+)
+
+
+def _u(text):
+    return {"role": "user", "content": text}
+
+
+def _a(text, **extra):
+    return {"role": "assistant", "content": text, **extra}
+
+
+# Structures of the training encoding beyond user/assistant alternation (curator/tokenize_chat.py docstring).
+TEMPLATE_STRUCTURES = [
+    [{"role": "system", "content": "Be brief."}, _u("Hi"), _a("Hello")],
+    [_u("a"), {"role": "system", "content": "late system"}, _u("b"), _a("c")],  # folded first; keeps a, b apart
+    [_u("a"), _u("b"), _a("c"), _a("d")],  # runs of one role merged
+    [_u("a"), _a("c", weight=0), _a("d", weight=1)],  # different weights: two turns
+    [_a("starts with the assistant"), _u("x"), _a("y")],  # an empty user turn first
+    [_u("q"), _a("", tool_calls='[{"name": "f", "arguments": {}}]'), {"role": "tool", "content": '{"r": 1}'}, _a("ok")],
+    [_u("q"), _a("calling", tool_calls='[{"name": "f"}]'), {"role": "tool", "content": "1"},
+     {"role": "tool", "content": "2"}, _a("    indented\n        code")],
+    [_u("q"), _a("")],  # an empty answer is EOS alone
+    [_u(" leading space"), _a("  two spaces"), _u("trailing  "), _a("x")],
+]
+
+
+def _assert_template_gives_training_ids(adapter, conversations):
     from transformers import AutoTokenizer
 
-    adapter, _ = trained
     hf = AutoTokenizer.from_pretrained(str(adapter))
-    for record in real_records("fastchat_dummy_conversation.jsonl", 6):
-        rendered = hf.apply_chat_template(record["messages"], tokenize=True, return_dict=True)["input_ids"]
-        assert list(rendered) == chat_tokenizer().encode(record["messages"]).ids
+    tok = chat_tokenizer()
+    for messages in conversations:
+        rendered = hf.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        assert list(rendered) == tok.encode(messages).ids, messages
+    return hf, tok
+
+
+def test_exported_tokenizer_tokenizes_as_training_did(trained):
+    # The folder's tokenizer is the training tokenizer, tokenizer.json included: AutoTokenizer's
+    # apply_chat_template equals ChatTokenizer.encode on real records, indented code included (the base folder
+    # has no tokenizer files; transformers' own Llama conversion split "    return" as "▁▁▁▁", "return" where
+    # training has "▁▁▁", "▁return"). Not covered, by design: message text holding "<s>", "</s>" or "<unk>"
+    # literally, which training encodes as text and a Hugging Face tokenizer (any, this one included) parses as
+    # the special token; no record of ../shared/data/chat holds one.
+    adapter, _ = trained
+    conversations = [r["messages"] for name in TEMPLATE_FILES for r in real_records(name, 40)]
+    assert sum("\n    " in m["content"] for c in conversations for m in c) >= 30  # indented code
+    hf, tok = _assert_template_gives_training_ids(adapter, conversations)
+    # plain text gets <s> and SentencePiece's dummy prefix, as a server's completion endpoint needs
+    assert hf("def f():\n    return 1")["input_ids"] == [1] + tok.tokenizer.encode("def f():\n    return 1").ids
+    assert (hf.bos_token_id, hf.eos_token_id, hf.unk_token_id) == (1, 2, 0)
+
+
+def test_exported_chat_template_renders_tool_turns_and_every_structure_as_training_did(trained):
+    # Glaive tool-call records (tool turns, function calls as assistant text) and the structures above, among
+    # them tool turns after assistant tool_calls: the Mistral template raised "roles must alternate" on these.
+    adapter, _ = trained
+    glaive = [r["messages"] for r in real_records("llamafactory_glaive_toolcall_en_demo.jsonl", 60)]
+    assert sum(any(m["role"] == "tool" for m in c) for c in glaive) >= 20
+    _assert_template_gives_training_ids(adapter, glaive + TEMPLATE_STRUCTURES)
 
 
 def test_export_merge_writes_a_bf16_model_with_tokenizer(trained, workspace):
@@ -136,17 +228,152 @@ def test_resume_reproduces_the_loss_curve(workspace, tmp_path):
     assert resumed.train_losses == pytest.approx(straight[2:], rel=1e-6)
     logged = [m["loss"] for m in _metrics(tmp_path / "resumed") if m["kind"] == "train"]
     assert logged == pytest.approx(straight, rel=1e-6)  # the step-3 line of the interrupted run was dropped
+    # TensorBoard as read by its own loader: every step once, the checkpoint's step 2 (written before the
+    # interruption, not again after it) included
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "resumed" / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [e.step for e in scalars] == [1, 2, 3, 4]
+    assert [e.value for e in scalars] == pytest.approx(straight, rel=1e-6)
+    assert [e.step for e in events.Scalars("eval/val_loss")] == [2, 4]
 
 
-def test_early_stopping_stops_when_val_loss_stops_falling(workspace, tmp_path):
-    settings = tiny_train_settings(workspace["model"], context_length=256, max_steps=8, learning_rate=0.5)
+def _quick_settings(workspace, **overrides):
+    settings = tiny_train_settings(workspace["model"], context_length=256, **overrides)
+    settings["eval"] = {"every_steps": 2, "bleu_samples": 0, "compare_sheet_samples": 0}
+    return settings
+
+
+def test_force_starts_over_in_a_folder_holding_an_earlier_run(workspace, tmp_path):
+    # The earlier run reached step 4 (checkpoints 2 and 4). Without clearing, the old step 4 stayed the latest
+    # checkpoint (pruning keeps the highest step numbers) and --resume went on with the old run.
+    train, val = _splits(workspace)
+    tok = chat_tokenizer()
+    old = TrainConfig.model_validate(_quick_settings(workspace, max_steps=4))
+    run_training(old, train, val, tok, tmp_path, show_progress=False)
+    new = TrainConfig.model_validate(_quick_settings(workspace, max_steps=2))
+    with pytest.raises(CurateError, match=r"holds an earlier training run \(checkpoints/, metrics.jsonl\)"):
+        run_training(new, train, val, tok, tmp_path, show_progress=False)
+    result = run_training(new, train, val, tok, tmp_path, show_progress=False, overwrite=True)
+    assert result.steps == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000002"]
+    assert [m["step"] for m in _metrics(tmp_path) if m["kind"] == "train"] == [1, 2]
+    resumed = run_training(new, train, val, tok, tmp_path, resume=True, show_progress=False)
+    assert (resumed.steps, resumed.total_steps, resumed.train_losses) == (2, 2, [])
+
+
+@pytest.fixture(scope="module")
+def two_step_run(workspace, tmp_path_factory):
+    """A finished 2-step run with a checkpoint at each step, to resume with other settings."""
+    folder = tmp_path_factory.mktemp("two-step")
+    config = TrainConfig.model_validate(_quick_settings(workspace, max_steps=2, save_every_steps=1, keep_checkpoints=5))
+    run_training(config, *_splits(workspace), chat_tokenizer(), folder, show_progress=False)
+    return folder
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"lora": {"r": 8}}, "lora.r: 16 -> 8"),
+    ({"packing": False}, "packing: True -> False"),
+    ({"max_steps": 8}, "max_steps: 2 -> 8"),
+    ({"learning_rate": 2e-3, "seed": 1}, "learning_rate: 0.001 -> 0.002; seed: 0 -> 1"),
+])
+def test_resume_refuses_settings_that_define_another_run(workspace, two_step_run, override, named):
+    settings = _quick_settings(workspace, max_steps=2, save_every_steps=1, keep_checkpoints=5)
+    for key, value in override.items():
+        settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
+    with pytest.raises(CurateError) as info:
+        run_training(TrainConfig.model_validate(settings), *_splits(workspace), chat_tokenizer(), two_step_run,
+                     resume=True, show_progress=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{two_step_run / 'checkpoints' / 'step-0000002'}: --resume")
+    assert f"these differ: {named} (" in message
+
+
+def test_resume_refuses_another_train_split(workspace, two_step_run):
+    settings = _quick_settings(workspace, max_steps=2, save_every_steps=1, keep_checkpoints=5)
+    train, val = _splits(workspace)
+    fewer = type(train)(train.records[1:], train.examples[1:], train.report)
+    with pytest.raises(CurateError, match=r"these differ: train data: '20 examples, sha256 \w+' -> '19 examples"):
+        run_training(TrainConfig.model_validate(settings), fewer, val, chat_tokenizer(), two_step_run, resume=True,
+                     show_progress=False)
+
+
+def test_resume_accepts_changed_logging_checkpointing_and_evaluation(workspace, two_step_run):
+    settings = _quick_settings(workspace, max_steps=2, save_every_steps=5, keep_checkpoints=2, log_every_steps=3)
+    settings["eval"] = {"every_steps": 1, "bleu_samples": 1, "max_new_tokens": 2, "compare_sheet_samples": 0}
+    result = run_training(TrainConfig.model_validate(settings), *_splits(workspace), chat_tokenizer(), two_step_run,
+                          resume=True, show_progress=False)
+    assert (result.steps, result.total_steps) == (2, 2)
+
+
+def test_resume_refuses_a_checkpoint_missing_adapter_weights(workspace, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    settings = _quick_settings(workspace, max_steps=1, save_every_steps=1)
+    config = TrainConfig.model_validate(settings)
+    train, val = _splits(workspace)
+    run_training(config, train, val, chat_tokenizer(), tmp_path, show_progress=False)
+    path = tmp_path / "checkpoints" / "step-0000001" / "adapter_model.safetensors"
+    weights = load_file(str(path))
+    dropped = sorted(weights)[0]
+    save_file({k: v for k, v in weights.items() if k != dropped}, str(path))
+    with pytest.raises(CurateError, match=r"adapter weights do not fit the model: missing \S*lora_A\S* \(1 key\(s\) differ\)"):
+        run_training(config, train, val, chat_tokenizer(), tmp_path, resume=True, show_progress=False)
+
+
+def test_early_stopping_stops_when_val_loss_stops_falling_and_keeps_the_best_adapter(workspace, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = tiny_train_settings(
+        workspace["model"], context_length=256, max_steps=8, learning_rate=0.5, save_every_steps=1, keep_checkpoints=8
+    )
     settings["eval"] = {"every_steps": 1, "bleu_samples": 0, "compare_sheet_samples": 0, "early_stopping_patience": 1}
     train, val = _splits(workspace)
     result = run_training(TrainConfig.model_validate(settings), train, val, chat_tokenizer(), tmp_path, show_progress=False)
     assert result.stopped_early and result.steps < 8
     losses = [e["val_loss"] for e in result.evals]
     assert losses[-1] >= min(losses[:-1])
-    assert (tmp_path / "checkpoints" / f"step-{result.steps:07d}").is_dir()
+    best_step = result.evals[losses.index(min(losses))]["step"]
+    assert result.best_step == best_step == result.steps - 1
+    assert result.evals[-1]["best_step"] == best_step and result.evals[-1]["best_val_loss"] == min(losses)
+    assert _metrics(tmp_path)[-1]["best_step"] == best_step
+    # the adapter is the best step's weights, not the last step's; the last checkpoint is where training stood
+    adapter = load_file(str(tmp_path / "adapter_model.safetensors"))
+    at_best = load_file(str(tmp_path / "checkpoints" / f"step-{best_step:07d}" / "adapter_model.safetensors"))
+    at_last = load_file(str(tmp_path / "checkpoints" / f"step-{result.steps:07d}" / "adapter_model.safetensors"))
+    assert adapter.keys() == at_best.keys()
+    assert all(torch.equal(adapter[k], at_best[k]) for k in adapter)
+    assert not all(torch.equal(adapter[k], at_last[k]) for k in adapter)
+
+
+def test_compare_sheet_prompt_and_reference_are_the_last_trained_turn(monkeypatch, tmp_path):
+    from contextlib import nullcontext
+
+    from finetune import compare_sheet
+    from finetune.data import ChatRecord
+
+    first, second = real_records("fastchat_dummy_conversation.jsonl", 2)
+    messages = [first["messages"][0], first["messages"][1], second["messages"][0], {**second["messages"][1], "weight": 0}]
+    prompts = []
+
+    def fake_generate(model, prompt_ids, *args):
+        prompts.extend(prompt_ids)
+        return ["ANSWER"] * len(prompt_ids)
+
+    monkeypatch.setattr(compare_sheet, "generate", fake_generate)
+    model = type("M", (), {"disable_adapter": lambda self: nullcontext()})()
+    path = compare_sheet.write_compare_sheet(
+        model, chat_tokenizer(), [ChatRecord(messages, "val.jsonl:1")], tmp_path / "c.html", 1, 4, 1, 0, "cpu", None
+    )
+    sheet = path.read_text()
+    assert prompts == [chat_tokenizer().encode(messages[:1]).ids] * 2
+    assert sheet.count('<span class="role">') == 1  # the prompt shown: the first user turn only
+    import html
+
+    assert f"<td><pre>{html.escape(messages[1]['content'])}</pre></td>" in sheet  # the trained answer
+    assert html.escape(messages[3]["content"]) not in sheet
 
 
 def test_refuses_a_folder_from_a_failing_run_unless_forced(workspace, tmp_path):
