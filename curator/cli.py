@@ -57,17 +57,30 @@ class CuratorGroup(LazyGroup):
         try:
             return super().invoke(ctx)
         except GateFailed as exc:
-            _fail(str(exc), EXIT_GATE)
+            _fail(_one_line(str(exc)), EXIT_GATE)
         except CurateError as exc:
-            _fail(str(exc))
+            _fail(_one_line(str(exc)))
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written", 130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug, not bad input: one line, the traceback on request
-            if os.environ.get("CURATE_DEBUG"):
+            if _debug():
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set CURATE_DEBUG=1 for the traceback)")
+            # the first line only: some messages (polars, yaml) run to a dozen lines of context
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+            _fail(f"internal error: {what} (set CURATE_DEBUG=1 for the traceback)")
+
+
+def _debug() -> bool:
+    """CURATE_DEBUG=1 (or true, yes) shows tracebacks; 0, false, no or unset do not."""
+    return os.environ.get("CURATE_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def _one_line(message: str) -> str:
+    """Errors are one line: a message that holds line breaks (a file name, a template's error) is joined."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 @click.group(cls=CuratorGroup)
@@ -169,15 +182,16 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     from curator.config import load_config
     from curator.pipeline import run
 
-    extra = list(overrides)
+    # option values are taken as they are, not as YAML: a path may hold " #" or "[x]"
+    values: dict[str, str] = {}
     if input_format:
-        extra.append(f"input.format={input_format}")
+        values["input.format"] = input_format
     if rules:
-        extra.append(f"quality.rules={rules}")
+        values["quality.rules"] = str(rules)
     if model:
-        extra.append(f"tokens.model={model}")
-    config = load_config(config_path, extra)
-    result = run(raw, out, config, force=force, progress=not quiet)
+        values["tokens.model"] = model
+    config = load_config(config_path, list(overrides), values=values)
+    result = _run_with_progress_on_stderr(run, raw, out, config, force=force, progress=not quiet)
     if result.skipped:  # shown even with --quiet: data the user may have meant to include
         shown = ", ".join(path for path, _ in result.skipped[:3]) + (" ..." if len(result.skipped) > 3 else "")
         noun = "path" if len(result.skipped) == 1 else "paths"
@@ -187,6 +201,18 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     failed = [g for g in result.gates if not g.passed]
     if failed and not no_gate and config.gates.enabled:
         raise GateFailed("gate failed: " + "; ".join(f"{g.name}: {g.message}" for g in failed) + f" (outputs written to {out})")
+
+
+def _run_with_progress_on_stderr(run, *args, **kwargs):
+    """Progress bars draw on rich's global console, stdout by default: send them to stderr, where
+    the summary goes, so `curate run ... > log` keeps stdout clean."""
+    import rich
+
+    rich.reconfigure(stderr=True)
+    try:
+        return run(*args, **kwargs)
+    finally:
+        rich.reconfigure()
 
 
 def _print_summary(result) -> None:

@@ -1,21 +1,24 @@
 """CurateConfig: every default of a run, in one place.
 
 Loaded from YAML or TOML (`--config`), then dotted overrides (`-s tokens.policy=truncate`).
-Each stage owns its sub-config (the `Config` class in its module); unknown keys are errors
-that name the file and the key. The resolved config is written to manifest.json.
+Each stage owns its sub-config (the `Config` class in its module); unknown keys and bad values
+are one-line errors that name the override (`-s tokens.policy=trunc: ...`), or the file, the key
+and its line. Duplicate YAML keys are refused. The resolved config is written to manifest.json.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curator.errors import CurateError
+from curator.rules import UniqueKeyLoader, load_yaml, yaml_key_lines, yaml_problem
 from curator.stages import (  # aliased: the fields below are named after the stages
     code_language as _code_language,
     dedup_exact as _dedup_exact,
@@ -35,11 +38,14 @@ class InputConfig(BaseModel):
     """How RAW is read."""
 
     model_config = ConfigDict(extra="forbid")
-    format: str = Field("auto", description="auto | chat | alpaca | sharegpt | gpteacher")
+    format: Literal["auto", "chat", "alpaca", "sharegpt", "gpteacher"] = Field(
+        "auto", description="auto (detected per record) | chat | alpaca | sharegpt | gpteacher"
+    )
     max_line_bytes: int = Field(
         4_000_000,
+        ge=1024,
         description="lines longer than this many bytes are rejected (io.line_too_long) without parsing; "
-        "4 MB is hundreds of times an 8K-token example",
+        "4 MB is hundreds of times an 8K-token example; at least 1,024 (a smaller limit rejects nearly every line)",
     )
 
 
@@ -90,9 +96,12 @@ class CurateConfig(BaseModel):
         return json.loads(self.model_dump_json(by_alias=True))
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, label: str = "override") -> Any:
     """Dotted override values are YAML scalars: `null`, `0.8`, `true`, `[a, b]`, `reject`."""
-    return yaml.safe_load(text)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CurateError(f"{label}: {yaml_problem(exc)[1]}") from exc
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -106,34 +115,155 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
-    """Read a YAML/TOML config file (optional) and apply `key.sub=value` overrides."""
+def _read_file(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The mapping in a YAML or TOML config file and the line of each key in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CurateError(f"{path}: cannot read config: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CurateError(f"{path}: cannot read config: not UTF-8 (byte {exc.start})") from exc
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            message = str(exc).strip().splitlines()[0]
+            at = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
+            where = f"{path}:{at.group(1)}" if at else str(path)
+            raise CurateError(f"{where}: not valid TOML: {message}") from exc
+        lines = _toml_key_lines(text)
+    else:
+        data = load_yaml(text, path)
+        lines = yaml_key_lines(text)
+    if data is None:  # an empty file, or one with every line commented out
+        data = {}
+    if not isinstance(data, dict):
+        raise CurateError(f"{path}: a config file holds a mapping of sections, got {type(data).__name__}")
+    return data, lines
+
+
+def _toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line of each `key = ...` under its `[table]`: enough to point at a bad value (a line-based scan,
+    not a TOML parser: keys inside multi-line strings or inline tables are not seen)."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
+        if header:
+            table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+            lines.setdefault(table, number)
+            continue
+        key = re.match(r"\s*([A-Za-z0-9_.\-\"' ]+?)\s*=", line)
+        if key:
+            lines.setdefault((*table, *(part.strip().strip("\"'") for part in key.group(1).split("."))), number)
+    return lines
+
+
+def _empty_sections(data: dict[str, Any], model: type[BaseModel]) -> None:
+    """A section whose keys are all commented out (`tokens:` alone) is null in YAML: read it as {}."""
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        section = field.annotation if isinstance(field.annotation, type) else None
+        if section is None or not issubclass(section, BaseModel) or key not in data:
+            continue
+        if data[key] is None:
+            data[key] = {}
+        if isinstance(data[key], dict):
+            _empty_sections(data[key], section)
+
+
+def _blame(loc: tuple, applied: list[tuple[tuple[str, ...], str]]) -> tuple[str, bool] | None:
+    """The override (its label, and whether it set exactly the failing key) that an error at `loc`
+    comes from: the last one whose key path and `loc` agree as far as both go."""
+    path = tuple(str(p) for p in loc)
+    for keys, label in reversed(applied):
+        n = min(len(keys), len(path))
+        if n and keys[:n] == path[:n]:
+            return label, keys == path
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys of the section at `loc`."""
+    model: Any = CurateConfig
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _line_of(loc: tuple, lines: dict[tuple[str, ...], int]) -> int | None:
+    """The line of the deepest key of `loc` the file names."""
+    path = tuple(str(p) for p in loc)
+    for n in range(len(path), 0, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    values: dict[str, Any] | None = None,
+) -> CurateConfig:
+    """Read a YAML/TOML config file (optional) and apply `key.sub=value` overrides.
+
+    `overrides` are `-s` strings whose values are YAML (`null`, `0.8`, `[a, b]`); `values` maps
+    dotted keys to values taken as they are (`--rules`, `--model`, `--format`: paths may hold
+    " #" or brackets). Errors are one line naming the override, or the file, key and line.
+    """
     data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
     source = "config overrides"
     if path is not None:
         path = Path(path)
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CurateError(f"{path}: cannot read config: {exc.strerror}") from exc
-        try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(text)
-            else:
-                data = yaml.safe_load(text) or {}
-        except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-            raise CurateError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise CurateError(f"{path}: a config file holds a mapping of sections, got {type(data).__name__}")
+        data, lines = _read_file(path)
+        _empty_sections(data, CurateConfig)
+    applied: list[tuple[tuple[str, ...], str]] = []  # key path, and how the user wrote it
     for item in overrides:
         if "=" not in item:
             raise CurateError(f"override {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        set_dotted(data, key.strip(), _parse_value(value))
+        key = key.strip()
+        label = f"-s {item}"
+        set_dotted(data, key, _parse_value(value, label))
+        applied.append((tuple(key.split(".")), label))
+    for key, value in (values or {}).items():
+        set_dotted(data, key, value)
+        applied.append((tuple(key.split(".")), f"{key}={value}"))
     try:
         return CurateConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CurateError(f"{source}: {where}: {first['msg']} ({len(exc.errors())} error(s) in config)") from exc
+        raise CurateError(_describe(exc, source, lines, applied)) from exc
+
+
+def _describe(
+    exc: ValidationError, source: str, lines: dict[tuple[str, ...], int], applied: list[tuple[tuple[str, ...], str]]
+) -> str:
+    """One line for the first error: `-s key=value: message` when an override set the failing key,
+    else `file: key: message (line N)`."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "string_pattern_mismatch":
+        msg += f" (got {first['input']!r})"
+    allowed = _allowed_keys(first["loc"][:-1]) if first["type"] == "extra_forbidden" else []
+    if allowed:
+        msg += f"; allowed: {', '.join(allowed)}"
+    blamed = _blame(first["loc"], applied)
+    if blamed is not None:
+        label, exact = blamed
+        return f"{label}: {msg}" if exact else f"{label}: {where}: {msg}"
+    notes = []
+    line = _line_of(first["loc"], lines)
+    if line is not None:
+        notes.append(f"line {line}")
+    if len(errors) > 1:
+        notes.append(f"{len(errors)} errors in config")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return f"{source}: {where}: {msg}{note}"

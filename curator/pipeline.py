@@ -271,6 +271,22 @@ def active_stages(cfg: CurateConfig) -> list:
     return [stage for stage in STAGES if stage.NAME not in cfg.skip_stages]
 
 
+def check_resources(cfg: CurateConfig) -> None:
+    """Load the rule file and the tokenizer profile of the stages that will run, so a bad `--rules`
+    or `--model` stops the run before RAW is read, not after minutes of work (the tokenizer is
+    memoised, so its stage reuses it; the rule file is small and read again by its stage)."""
+    names = {stage.NAME for stage in active_stages(cfg)}
+    if quality.NAME in names:
+        from curator.rules import load_rules
+
+        load_rules(cfg.quality.rules)
+    if tokens.NAME in names:
+        from curator.tokenize_chat import ChatTokenizer
+
+        t = cfg.tokens
+        ChatTokenizer.load(t.model, tokenizer_path=t.tokenizer_path, context_length=t.context_length)
+
+
 def evaluate_gates(kept: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     gates = size_gate(kept, ctx.config)
     for stage in active_stages(ctx.config):
@@ -326,6 +342,7 @@ def run(
     files = found.files
     if not files:
         raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found")
+    check_resources(config)
     ctx = StageContext(config=config, progress=Progress(progress))
 
     started = time.perf_counter()

@@ -160,24 +160,91 @@ def resolve_rules_path(path: str | Path) -> Path:
     raise CurateError(f"{path}: rule file not found (looked in {Path.cwd()} and {SOURCE_ROOT})")
 
 
-def _line_map(text: str) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
-    """1-based line of each rule (by index) and of each key of each rule, from the YAML nodes."""
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names the same key twice (YAML requires keys to be unique)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate mapping keys instead of keeping the last one silently:
+    `seed: 1` and `seed: 2` in one file is a mistake, not an override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges are meant to be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise DuplicateKeyError(
+                    None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """The 1-based line (when known) and a one-line description of a YAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    if isinstance(exc, DuplicateKeyError):
+        return line, str(exc.problem)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line, f"not valid YAML: {problem}"
+
+
+def load_yaml(text: str, source: str | Path) -> Any:
+    """Parse YAML (config and rule files) with UniqueKeyLoader; errors are one line naming `source`
+    and the line: `curate.yaml:3: not valid YAML: ...`, `curate.yaml:2: duplicate key 'seed' ...`."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        line, problem = yaml_problem(exc)
+        raise CurateError(f"{source}:{line}: {problem}" if line else f"{source}: {problem}") from exc
+
+
+def yaml_key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """1-based line of every key (and sequence item, by str(index)) of a YAML document, by its path:
+    {("tokens",): 2, ("tokens", "policy"): 3, ("rules", "0"): 5, ...}; empty when it does not parse."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node | None, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*path, str(key.value))
+                lines.setdefault(here, key.start_mark.line + 1)
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                here = (*path, str(i))
+                lines.setdefault(here, item.start_mark.line + 1)
+                walk(item, here)
+
+    walk(root, ())
+    return lines
+
+
+def _line_map(text: str) -> tuple[dict[int, int], dict[tuple[int, str], int], dict[str, int]]:
+    """1-based line of each rule (by index), of each key of each rule, and of each top-level key."""
     rule_lines: dict[int, int] = {}
     key_lines: dict[tuple[int, str], int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return rule_lines, key_lines
-    if not isinstance(root, yaml.MappingNode):
-        return rule_lines, key_lines
-    for key, value in root.value:
-        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
-            for i, item in enumerate(value.value):
-                rule_lines[i] = item.start_mark.line + 1
-                if isinstance(item, yaml.MappingNode):
-                    for k, _ in item.value:
-                        key_lines[(i, str(k.value))] = k.start_mark.line + 1
-    return rule_lines, key_lines
+    top_lines: dict[str, int] = {}
+    for path, line in yaml_key_lines(text).items():
+        if len(path) == 1:
+            top_lines[path[0]] = line
+        elif path[0] == "rules" and path[1].isdigit():
+            if len(path) == 2:
+                rule_lines[int(path[1])] = line
+            elif len(path) == 3:
+                key_lines[(int(path[1]), path[2])] = line
+    return rule_lines, key_lines, top_lines
 
 
 def load_rules(path: str | Path = DEFAULT_RULES) -> RuleSet:
@@ -188,15 +255,11 @@ def load_rules(path: str | Path = DEFAULT_RULES) -> RuleSet:
     except OSError as exc:
         raise CurateError(f"{resolved}: cannot read rule file: {exc.strerror}") from exc
     text = raw.decode("utf-8", errors="replace")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise CurateError(f"{resolved}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    data = load_yaml(text, resolved)
     if not isinstance(data, dict):
-        raise CurateError(f"{resolved}: a rule file is a mapping with a `rules` list, got {type(data).__name__}")
-    rule_lines, key_lines = _line_map(text)
+        got = "an empty file" if data is None else type(data).__name__
+        raise CurateError(f"{resolved}: a rule file is a mapping with a `rules` list, got {got}")
+    rule_lines, key_lines, top_lines = _line_map(text)
     raw_rules = data.get("rules")
     if isinstance(raw_rules, list):
         seen: dict[str, int] = {}
@@ -212,11 +275,13 @@ def load_rules(path: str | Path = DEFAULT_RULES) -> RuleSet:
     try:
         model = RuleFile.model_validate(data)
     except ValidationError as exc:
-        raise CurateError(_describe(resolved, data, exc, rule_lines, key_lines)) from exc
+        raise CurateError(_describe(resolved, data, exc, rule_lines, key_lines, top_lines)) from exc
     return RuleSet(path=resolved, sha256=hashlib.sha256(raw).hexdigest(), rules=tuple(model.rules))
 
 
-def _describe(path: Path, data: dict, exc: ValidationError, rule_lines: dict, key_lines: dict) -> str:
+def _describe(
+    path: Path, data: dict, exc: ValidationError, rule_lines: dict, key_lines: dict, top_lines: dict | None = None
+) -> str:
     err = exc.errors()[0]
     loc = list(err["loc"])
     more = f" ({len(exc.errors())} errors in the file)" if len(exc.errors()) > 1 else ""
@@ -232,7 +297,7 @@ def _describe(path: Path, data: dict, exc: ValidationError, rule_lines: dict, ke
             key = str(loc[2]) if len(loc) > 2 else None
             if key in ("min", "max") and isinstance(item, dict):
                 key = f"{key}_{item.get('signal')}"
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key; allowed: id, description, signal, turns, weight, action, min_<signal>, max_<signal>"
             elif err["type"] == "missing":
@@ -241,8 +306,13 @@ def _describe(path: Path, data: dict, exc: ValidationError, rule_lines: dict, ke
         line = line or rule_lines.get(i)
         where = f"{path}:{line}" if line else str(path)
         return f"{where}: {name}: key {key}: {msg}{more}" if key else f"{where}: {name}: {msg}{more}"
-    where = ".".join(str(p) for p in loc) or "(top level)"
-    return f"{path}: key {where}: {err['msg']}{more}"
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; allowed: version, rules"
+    line = (top_lines or {}).get(str(loc[0])) if loc else None
+    where = f"{path}:{line}" if line else str(path)
+    return f"{where}: key {key}: {msg}{more}"
 
 
 # --- compiling ----------------------------------------------------------------------------

@@ -519,7 +519,10 @@ def _load(model: str, tokenizer_path: str | None, context_length: int | None) ->
     tok_file = folder / "tokenizer.json"
     if not tok_file.is_file():
         raise CurateError(f"tokens.tokenizer_path: {tok_file} not found")
-    tok = Tokenizer.from_file(os.fspath(tok_file))
+    try:
+        tok = Tokenizer.from_file(os.fspath(tok_file))
+    except Exception as exc:  # tokenizers raises a bare Exception ("expected value at line 1 column 1")
+        raise CurateError(f"{tok_file}: not a valid tokenizer.json: {exc}") from exc
     cfg_file = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
     ids: dict[str, int] = {}

@@ -132,3 +132,113 @@ def test_the_pipeline_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- config, rules and tokenizer errors: one line, found before any work --------------------------------
+
+# every stage but quality and tokens skipped: runs in a moment, and both of them check their files first
+QUICK = "skip_stages=[secrets,language,code_language,dedup_minhash,select]"
+
+
+def run_one(tmp_path, *args: str, env: dict | None = None):
+    raw = write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
+    return CliRunner().invoke(cli, ["run", str(raw), str(tmp_path / "out"), "--quiet", "--no-gate", "-s", QUICK, *args], env=env)
+
+
+def test_rules_and_model_options_are_plain_strings_not_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r #2").mkdir()
+    rules = (tmp_path / "r #2" / "rules.yaml")
+    rules.write_text("version: 1\nrules:\n  - {id: short, description: d, signal: words, max_words: 1, weight: 0.5}\n")
+    result = run_one(tmp_path, "--rules", "r #2/rules.yaml")
+    assert (result.exit_code, result.stderr) == (0, "")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["quality"]["rules"] == "r #2/rules.yaml"
+    rules.rename(tmp_path / "[x].yaml")
+    result = run_one(tmp_path, "--rules", "[x].yaml", "--force")
+    assert (result.exit_code, result.stderr) == (0, "")
+    result = run_one(tmp_path, "--model", "/models/my tok #3", "--force")
+    assert result.stderr == (
+        "error: tokens.model: '/models/my tok #3' is neither a profile (mistral-7b-instruct-v0.2, codellama-13b-instruct, "
+        "phi-3-mini-4k-instruct) nor a folder holding a Hugging Face tokenizer\n"
+    )
+
+
+def test_a_bad_rules_file_or_model_stops_the_run_before_raw_is_read(tmp_path, monkeypatch):
+    import curator.pipeline
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("RAW was read")
+
+    monkeypatch.setattr(curator.pipeline, "read_lines", no_reading)
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("version: 2\nrules: []\n")
+    result = run_one(tmp_path, "--rules", str(bad))
+    assert (result.exit_code, result.stderr) == (1, f"error: {bad}:1: key version: Input should be 1 (2 errors in the file)\n")
+    result = run_one(tmp_path, "--model", "gpt-5")
+    assert result.exit_code == 1 and result.stderr.startswith("error: tokens.model: 'gpt-5' is neither a profile")
+    # a skipped stage's file is not needed
+    result = run_one(tmp_path, "--rules", str(bad), "-s", "skip_stages=[secrets,language,code_language,tokens,quality,dedup_minhash,select]")
+    assert result.exit_code == 1 and "RAW was read" in result.stderr
+
+
+def test_a_bad_tokenizer_json_names_the_file(tmp_path):
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("x")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ x }}", "bos_token": "<s>", "eos_token": "</s>"}))
+    result = run_one(tmp_path, "--model", str(folder), "-s", "tokens.context_length=100")
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: {folder / 'tokenizer.json'}: not a valid tokenizer.json: expected value at line 1 column 1\n"
+    )
+
+
+def test_config_errors_are_one_line_naming_the_override_or_the_file_and_line(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("seed: 3\ntokens:\n  policy: truncate\n")
+    result = CliRunner().invoke(cli, ["config", "--config", str(good), "-s", "tokens.policy=trunc"])
+    assert (result.exit_code, result.stderr) == (1, "error: -s tokens.policy=trunc: Input should be 'reject', 'truncate' or 'report'\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\ntokens:\n  policy: [truncate\nsplit: {}\n")
+    result = CliRunner().invoke(cli, ["config", "--config", str(bad)])
+    assert (result.exit_code, result.stderr) == (1, f"error: {bad}:4: not valid YAML: expected ',' or ']', but got ':'\n")
+    result = CliRunner().invoke(cli, ["config", "-s", "seed=["])
+    assert (result.exit_code, result.stderr) == (1, "error: -s seed=[: not valid YAML: expected the node content, but found '<stream end>'\n")
+    result = run_one(tmp_path, "-s", "normalize.unicode_form=nfc")
+    assert (result.exit_code, result.stderr) == (1, "error: -s normalize.unicode_form=nfc: Input should be 'NFC', 'NFKC', 'NFD' or 'NFKD'\n")
+
+
+def broken_config(monkeypatch):
+    import curator.config
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("regex error: regex parse error:\n    (?:*\\.corp)$\n    ^\nerror: repetition operator missing expression")
+
+    monkeypatch.setattr(curator.config, "load_config", broken)
+
+
+def test_an_internal_error_is_the_first_line_of_its_message(monkeypatch):
+    broken_config(monkeypatch)
+    result = CliRunner().invoke(cli, ["config"], env={"CURATE_DEBUG": None})
+    assert (result.exit_code, result.stderr) == (
+        1, "error: internal error: RuntimeError: regex error: regex parse error: (set CURATE_DEBUG=1 for the traceback)\n"
+    )
+
+
+def test_curate_debug_0_shows_no_traceback(monkeypatch):
+    broken_config(monkeypatch)
+    for value in ("0", "false", "no", ""):
+        result = CliRunner().invoke(cli, ["config"], env={"CURATE_DEBUG": value})
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), value
+    for value in ("1", "true", "YES"):
+        result = CliRunner().invoke(cli, ["config"], env={"CURATE_DEBUG": value})
+        assert isinstance(result.exception, RuntimeError), value
+
+
+def test_progress_bars_go_to_stderr(tmp_path):
+    raw = write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
+    args = ["run", str(raw), str(tmp_path / "out"), "--no-gate", "-s", "skip_stages=[secrets,language,code_language,tokens,quality,dedup_minhash,select]"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "read + validate" in result.stderr

@@ -131,3 +131,34 @@ def test_score_is_rounded_so_a_threshold_at_a_product_of_weights_holds():
     fired = pl.DataFrame({a: [True, True, False], b: [True, False, False]})
     scores = fired.select(rules.score_expr().alias("s"))["s"].to_list()
     assert scores == [0.56, 0.8, 1.0]  # 0.8 * 0.7 is 0.5599999999999999 unrounded
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 2\n" + GOOD.split("\n", 1)[1], r"rules.yaml:1: key version: Input should be 1"),
+        ("# rules\nversion: 1\nrules: []\n", r"rules.yaml:3: key rules: List should have at least 1 item after validation, not 0"),
+        ("version: 1\nrules: {short: 1}\n", r"rules.yaml:2: key rules: Input should be a valid list"),
+        (GOOD + "colour: red\n", r"rules.yaml:10: key colour: unknown key; allowed: version, rules"),
+        ("# nothing yet\n", r"rules.yaml: a rule file is a mapping with a `rules` list, got an empty file"),
+    ],
+)
+def test_top_level_errors_name_the_line(tmp_path, text, expected):
+    with pytest.raises(CurateError) as caught:
+        load_rules(write(tmp_path, text))
+    assert str(caught.value) == f"{tmp_path}/{expected}"
+
+
+def test_duplicate_keys_are_refused_naming_the_line(tmp_path):
+    with pytest.raises(CurateError) as caught:
+        load_rules(write(tmp_path, GOOD.replace("    weight: 0.5\n", "    weight: 0.5\n    min_words: 1\n")))
+    assert str(caught.value) == f"{tmp_path / 'rules.yaml'}:9: duplicate key 'min_words' (first on line 7)"
+    with pytest.raises(CurateError) as caught:
+        load_rules(write(tmp_path, GOOD + "version: 1\n"))
+    assert str(caught.value) == f"{tmp_path / 'rules.yaml'}:10: duplicate key 'version' (first on line 1)"
+
+
+def test_a_rule_that_is_not_a_mapping_is_named_without_pydantic_prefix(tmp_path):
+    with pytest.raises(CurateError) as caught:
+        load_rules(write(tmp_path, "version: 1\nrules:\n  - short\n"))
+    assert str(caught.value) == f"{tmp_path / 'rules.yaml'}:3: rule #1: a rule is a mapping of keys, got str"

@@ -105,7 +105,9 @@ class Config(BaseModel):
     )
     ngram: int = Field(5, ge=1, description="word n-gram size (5, as datatrove and text-dedup)")
     num_perm: int = Field(128, ge=2, description="MinHash permutations (datasketch's default, 128)")
-    seed: int = Field(1, description="seed of the MinHash permutations (datasketch's default, 1)")
+    seed: int = Field(
+        1, ge=0, le=2**32 - 1, description="seed of the MinHash permutations (datasketch's default, 1; 0 to 2**32 - 1)"
+    )
     min_recall_at_threshold: float = Field(
         0.99,
         gt=0.0,

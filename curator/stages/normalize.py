@@ -10,6 +10,7 @@ comparisons use.
 from __future__ import annotations
 
 import unicodedata
+from typing import Literal
 
 import polars as pl
 import xxhash
@@ -23,7 +24,9 @@ NAME = "normalize"
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    unicode_form: str | None = Field("NFC", description="NFC | NFKC | NFD | NFKD | null (leave as is)")
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = Field(
+        "NFC", description="NFC | NFKC | NFD | NFKD (upper case) | null (leave as is)"
+    )
     strip_trailing_whitespace: bool = Field(True, description="strip spaces/tabs at line ends and the end of a turn")
 
 

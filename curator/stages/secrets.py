@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,10 +137,11 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: Policy = Field(default_factory=Policy, description="action per kind: reject | redact | flag")
-    ignore_email_domains: list[str] = Field(
+    ignore_email_domains: list[Annotated[str, Field(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$")]] = Field(
         ["example.com", "example.net", "example.org", "example", "test", "invalid", "localhost"],
         description="domains (and their subdomains) whose addresses are not personal data: the names "
-        "RFC 2606 and RFC 6761 reserve for documentation and testing",
+        "RFC 2606 and RFC 6761 reserve for documentation and testing; plain domain names (a domain covers "
+        "its subdomains, so no wildcards)",
     )
 
 
