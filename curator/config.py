@@ -14,11 +14,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curator.errors import CurateError
-from curator.rules import UniqueKeyLoader, load_yaml, yaml_key_lines, yaml_problem
+from curator.yaml_io import load_yaml, parse_value, yaml_key_lines
 from curator.stages import (  # aliased: the fields below are named after the stages
     code_language as _code_language,
     dedup_exact as _dedup_exact,
@@ -96,12 +95,7 @@ class CurateConfig(BaseModel):
         return json.loads(self.model_dump_json(by_alias=True))
 
 
-def _parse_value(text: str, label: str = "override") -> Any:
-    """Dotted override values are YAML scalars: `null`, `0.8`, `true`, `[a, b]`, `reject`."""
-    try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise CurateError(f"{label}: {yaml_problem(exc)[1]}") from exc
+_parse_value = parse_value  # dotted override values are YAML scalars: `null`, `0.8`, `true`, `[a, b]`, `reject`
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:

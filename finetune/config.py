@@ -7,7 +7,8 @@ al. 2023, found adapting all linear layers is what matches full fine-tuning), 3 
 on each; a test keeps the two equal. A user file (`--config train.yaml`) and dotted overrides
 (`-s lora.r=8`) are applied on top, with errors that name the file and the key.
 
-This module imports only pydantic and yaml: `curate train --help` must not pay for torch.
+This module imports no torch: `curate train --help` must not pay for it. YAML is read through curator.yaml_io
+(duplicate keys refused, one-line errors with the line number), as the pipeline's config is.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curator.config import set_dotted
 from curator.errors import CurateError
+from curator.yaml_io import load_yaml, parse_value
 
 DEFAULT_YAML = Path(__file__).with_name("default.yaml")
 
@@ -99,11 +100,10 @@ class TrainConfig(BaseModel):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CurateError(f"{path}: cannot read train config: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise CurateError(f"{path}: not valid YAML: {exc}") from exc
+    data = load_yaml(text, path) or {}  # duplicate keys refused; errors one line with the line number
     if not isinstance(data, dict):
         raise CurateError(f"{path}: a train config holds a mapping, got {type(data).__name__}")
     return data
@@ -120,7 +120,7 @@ def load_train_config(path: str | Path | None = None, overrides: tuple[str, ...]
         if "=" not in item:
             raise CurateError(f"override {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
-        set_dotted(data, key.strip(), yaml.safe_load(value))
+        set_dotted(data, key.strip(), parse_value(value, f"-s {item}"))
         source = f"{source} + overrides" if "overrides" not in source else source
     try:
         return TrainConfig.model_validate(data)

@@ -43,6 +43,15 @@ def test_errors_name_the_file_and_the_key(tmp_path):
         load_train_config(None, ["epochs"])
 
 
+def test_duplicate_keys_and_bad_override_values_are_one_line_errors(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("lora:\n  r: 8\nlora:\n  alpha: 16\n")
+    with pytest.raises(CurateError, match=r"^.*train\.yaml:3: duplicate key 'lora' \(first on line 1\)$"):
+        load_train_config(path)
+    with pytest.raises(CurateError, match=r"^-s seed=\[: not valid YAML: "):
+        load_train_config(None, ["seed=["])
+
+
 def test_commands_module_imports_no_torch_or_transformers():
     code = "import sys, finetune.commands; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
