@@ -5,7 +5,9 @@ re-collected copies), plus PLANTED edited copies of real records: adjacent-word 
 deletions, re-formatting (case, punctuation, line breaks) and a changed system prompt, with an edit count
 drawn so the true Jaccard spreads over [0.5, 1]. Ground truth of a planted pair is the exact Jaccard of the
 two records' shingle sets, as the stage defines them (word 5-grams of the user and assistant turns; bigrams
-when the shorter record has < 49 tokens). A pair counts as found when both records end in one cluster.
+when the shorter record has < 49 tokens). A pair counts as found when both records end in one cluster. The
+stage also requires a near-duplicate pair's answers to agree (`answer_threshold`); the script prints the answer
+Jaccard of the planted pairs at J >= 0.8, the figure the default answer_threshold is chosen from.
 
 Both tools get the same records (after validation, normalisation and exact dedup, as in `curate run`) and
 the same settings: 5-grams, threshold 0.8 via 16 bands x 6 rows (what curator chooses for recall >= 0.99 at
@@ -124,6 +126,22 @@ def run_curator(frame, workers: int):
     rows = out.get_column(C.ROW).to_list()
     clusters = out.get_column("near_dup_cluster").to_list()
     return seconds, dict(zip(rows, clusters)), ctx
+
+
+def answer_jaccard(frame, pairs: list[tuple[int, int]]) -> list[float]:
+    """Exact Jaccard of each (row, row) pair's answers, as the stage's answer check computes it."""
+    import numpy as np
+
+    from curator import columns as C
+    from curator.shingles import tokenize_turns
+    from curator.stages.dedup_minhash import AnswerSets, Config
+
+    cfg = Config()
+    index = {r: k for k, r in enumerate(frame.get_column(C.ROW).to_list())}
+    turns = tokenize_turns(frame.get_column(C.MESSAGES), ["user", "assistant"])
+    i = np.array([index[a] for a, _ in pairs], dtype=np.int64)
+    j = np.array([index[b] for _, b in pairs], dtype=np.int64)
+    return AnswerSets(turns, cfg).jaccard(i, j).tolist()
 
 
 def true_jaccard(frame, pairs: list[tuple[int, int]]) -> list[float]:
@@ -285,6 +303,13 @@ def main() -> None:
           f"of which true J >= {THRESHOLD}: {sum(t >= THRESHOLD for t in truths):,}")
     bins = [(0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)]
     print("planted true-J bins:", {f"{lo}-{min(hi, 1.0)}": sum(lo <= t < hi for t in truths) for lo, hi in bins})
+    from curator.stages.dedup_minhash import Config
+
+    near_answers = sorted(a for a, t in zip(answer_jaccard(frame, pairs), truths) if t >= THRESHOLD)
+    answer_threshold = Config().answer_threshold
+    print(f"answer Jaccard of the planted pairs at J >= {THRESHOLD}: min {near_answers[0]:.4f}, "
+          f"below 0.5: {sum(a < 0.5 for a in near_answers)}, below answer_threshold {answer_threshold}: "
+          f"{sum(a < answer_threshold for a in near_answers)} (pairs the answer check separates)")
     base_seconds = results[f"curator/{args.workers}"][0]
     print(f"\n{'tool/workers':<12} {'seconds':>8} {'x curator':>9} {'precision':>9} {'recall':>7} {'F1':>6} "
           f"{'natural clusters':>16} {'natural removed':>15}")

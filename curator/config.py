@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from curator.errors import CurateError
 from curator.yaml_io import load_yaml, parse_value, yaml_key_lines
@@ -88,6 +88,16 @@ class CurateConfig(BaseModel):
         for name in value:
             if name not in allowed:
                 raise ValueError(f"unknown or required stage {name!r}; stages that can be skipped: {', '.join(allowed)}")
+        return value
+
+    @field_validator("select")
+    @classmethod
+    def _select_needs_quality(cls, value: _select.Config, info: ValidationInfo) -> _select.Config:
+        # Only when select is given: with the default target a run smaller than it never ranks, and
+        # one that does fails at select with the same message.
+        problem = _select.config_problem(info.data.get("skip_stages") or [], value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def resolved(self) -> dict[str, Any]:

@@ -192,6 +192,30 @@ def shingle(turns: Turns, n_per_record: np.ndarray | int, turn_mask: np.ndarray 
     return ShingleSets(hashes=values, offsets=offsets)
 
 
+def distinct_tokens(turns: Turns, turn_mask: np.ndarray | None = None) -> np.ndarray:
+    """Distinct tokens of each record over the turns in `turn_mask` (all when None), int64 per record.
+
+    A cheap lower bound on a record's distinct n-grams: each token's first occurrence in the record at a
+    position >= n - 1 of its turn ends an n-gram no earlier one equals (it holds a token not seen before), so a
+    record has at least `distinct_tokens - (n - 1) * turns` distinct n-grams (`turns`: its turns with tokens).
+    """
+    use = turns.length > 0 if turn_mask is None else (turns.length > 0) & turn_mask
+    lengths = turns.length[use]
+    out = np.zeros(turns.n_records, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return out
+    first = np.cumsum(lengths) - lengths
+    index = np.repeat(turns.start[use] - first, lengths) + np.arange(total, dtype=np.int64)
+    counts = (
+        pl.DataFrame({"r": np.repeat(turns.record[use], lengths), "t": turns.tokens[index]})
+        .group_by("r")
+        .agg(pl.col("t").n_unique())
+    )
+    out[counts.get_column("r").to_numpy()] = counts.get_column("t").to_numpy()
+    return out
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard |A & B| / |A | B| of two shingle sets given as sorted unique arrays; 0.0 when both are empty."""
     if len(a) > len(b):

@@ -182,3 +182,9 @@ def test_a_section_with_every_key_commented_out_is_empty(tmp_path):
     assert load_config(write(tmp_path, "empty.yaml", "# nothing yet\n")).seed == 0
     # a null where a value (not a section) belongs is still an error
     assert error_of(write(tmp_path, "n.yaml", "seed:\n")) == f"{tmp_path / 'n.yaml'}: seed: Input should be a valid integer (line 1)"
+
+
+def test_a_select_target_with_quality_skipped_fails_at_load():
+    with pytest.raises(CurateError, match=r"^-s select.target=4: select: select.target=4 ranks examples by quality_score"):
+        load_config(None, ["skip_stages=[quality]", "select.target=4"])
+    assert load_config(None, ["skip_stages=[quality,select]", "select.target=4"]).select.target == 4

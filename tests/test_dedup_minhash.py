@@ -191,8 +191,10 @@ def test_shared_system_prompt_is_left_out(tmp_path):
     out, ctx = run_stage(df)
     assert reasons(out) == [[], [], []]
     assert ctx.summaries["dedup_minhash"]["shared_system_prompts_dropped"] == 1
-    out, _ = run_stage(df, system_prompt="keep")  # the shared prompt dominates: all three look alike
-    assert reasons(out) == [[], ["dup.near"], ["dup.near"]]
+    out, ctx = run_stage(df, system_prompt="keep")  # the shared prompt dominates: all three look alike ...
+    assert reasons(out) == [[], [], []]  # ... but their answers differ (and so do their user turns: no conflict)
+    assert ctx.summaries["dedup_minhash"]["answer_check_dropped_pairs"] == 3
+    assert out.get_column("prompt_conflict").to_list() == [False] * 3
 
 
 def test_chinese_is_shingled_by_characters(tmp_path):
@@ -315,3 +317,154 @@ def test_jaccard_many_equals_pairwise_jaccard():
     want = [jaccard(np.unique(raw[a]), np.unique(raw[b])) for a, b in zip(i.tolist(), j.tolist())]
     assert got.tolist() == want
     assert got[(i == 3) & (j == 4)].tolist() == [1 / 3]
+
+
+# ------------------------------------------------------------------------------- answers must agree too
+
+
+def doc_records(answers: list[str]) -> list[dict]:
+    """Records sharing one long document in the user turn (retrieval-style), each with its own question."""
+    document = " ".join(f"d{i}" for i in range(300))
+    return [chat(("user", f"{document} question {k}"), ("assistant", a)) for k, a in enumerate(answers)]
+
+
+def test_a_long_shared_prompt_with_different_answers_is_a_prompt_conflict_not_a_near_duplicate(tmp_path):
+    # 5 records: the same 300-word document, 5 questions, 5 unrelated 10-word answers. Whole-record 5-grams:
+    # 296 shared of 322 (J 0.919), so before the answer check 4 of them were lost as dup.near.
+    answers = [text(20 * k, 10) for k in range(5)]
+    records = doc_records(answers)
+    copy = json.loads(json.dumps(records[0]))  # a true near-duplicate of record 1: one answer word changed
+    copy["messages"][1]["content"] = answers[0].replace("w5", "changed")
+    df = stage_frame(tmp_path, records + [copy])
+    out, ctx = run_stage(df)
+    assert reasons(out) == [[], [], [], [], [], ["dup.near"]]
+    assert out.get_column("near_dup_of").to_list() == [None] * 5 + ["in.jsonl:1"]
+    assert out.get_column("prompt_conflict").to_list() == [True] * 5 + [False]
+    lines = [json.loads(x) for x in ctx.artifacts["duplicates.jsonl"].decode().splitlines()]
+    assert [(x["kind"], x["size"]) for x in lines] == [("near_dup", 2), ("prompt_conflict", 5)]
+    assert [m["answer_jaccard"] for m in lines[1]["members"]] == [None, 0.0, 0.0, 0.0, 0.0]
+    summary = ctx.summaries["dedup_minhash"]
+    assert (summary["near_duplicates_rejected"], summary["prompt_conflict_groups"]) == (1, 1)
+    assert summary["answer_check_dropped_pairs"] == 14  # every pair of the 5 answers, and the copy with 4 of them
+    assert ctx.manifest["dedup_minhash"]["answer_threshold"] == 0.3
+
+
+def test_answer_jaccard_uses_the_short_ngram_for_short_answers(tmp_path):
+    # 10-word answers, the middle word changed: bigrams share 7 of 11 (near-duplicates at the default 0.3);
+    # 5-grams would share 1 of 11
+    answer = text(0, 10)
+    df = stage_frame(tmp_path, doc_records([answer, answer.replace("w5", "changed"), text(100, 60),
+                                            text(100, 60).replace("w130", "changed")]))
+    cfg = dedup_minhash.Config()
+    turns = tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"])
+    answers = dedup_minhash.AnswerSets(turns, cfg)
+    got = answers.jaccard(np.array([0, 2]), np.array([1, 3]))
+    assert got.tolist() == [7 / 11, 51 / 61]  # 60 words: 5-grams, 5 of 56 changed
+    out, _ = run_stage(df)
+    assert reasons(out) == [[], ["dup.near"], [], ["dup.near"]]
+    out, _ = run_stage(df, answer_threshold=0.9)
+    assert reasons(out) == [[], [], [], []]
+    assert out.get_column("prompt_conflict").to_list() == [True] * 4
+
+
+def test_prompt_conflicts_are_found_whatever_roles_says(tmp_path):
+    df = stage_frame(tmp_path, conflict_records())
+    out, ctx = run_stage(df, roles=["assistant"])
+    assert out.get_column("prompt_conflict").to_list() == [True, True, False]
+    assert ctx.summaries["dedup_minhash"]["prompt_conflict_groups"] == 1
+
+
+def test_same_prompt_and_same_answer_is_not_called_a_different_answer(tmp_path):
+    # Two unshared system prompts keep the pair below the near-duplicate threshold; user and answer are equal.
+    prompt, answer = text(0, 6), text(10, 12)
+    records = [
+        chat(("system", text(100, 90)), ("user", prompt), ("assistant", answer)),
+        chat(("system", text(200, 90)), ("user", prompt), ("assistant", answer)),
+    ]
+    df = stage_frame(tmp_path, records)
+    out, ctx = run_stage(df, prompt_conflict="keep_best")
+    assert reasons(out) == [[], []]
+    assert out.get_column("prompt_conflict").to_list() == [False, False]
+    keys = out.get_column(C.SPLIT_KEY).to_list()
+    assert keys[0] == keys[1] == out.row(0, named=True)[C.CONTENT_HASH]
+    line = json.loads(ctx.artifacts["duplicates.jsonl"])
+    assert (line["kind"], line["size"], line["best"]) == ("same_answer", 2, "in.jsonl:1")
+    assert [(m["answer_jaccard"], m["same_answer"]) for m in line["members"]] == [(None, True), (1.0, True)]
+    summary = ctx.summaries["dedup_minhash"]
+    assert (summary["prompt_conflict_groups"], summary["same_answer_groups"], summary["same_answer_records"]) == (
+        0, 1, 2)
+    # with a third record that answers differently, the group is a conflict and each detail says which answer
+    records.append(chat(("user", prompt), ("assistant", text(300, 12))))
+    out, ctx = run_stage(stage_frame(tmp_path, records), prompt_conflict="reject")
+    assert reasons(out) == [["dup.prompt_conflict"]] * 3
+    assert [d[0] for d in out.get_column(C.REJECT_DETAILS).to_list()] == [
+        "prompt answered differently by 1 other record(s), first in.jsonl:3; policy reject",
+        "same prompt as in.jsonl:1 (prompt jaccard 1.000) and the same answer (answer jaccard 1.000), in a group "
+        "with 1 different answer(s); policy reject",
+        "same prompt as in.jsonl:1 (prompt jaccard 1.000), different answer (answer jaccard 0.000); policy reject",
+    ]
+    out, _ = run_stage(stage_frame(tmp_path, records), prompt_conflict="keep_best")
+    assert reasons(out) == [[], [], ["dup.prompt_conflict"]]  # the copy giving the best's answer is no conflict
+
+
+def test_short_record_bound_is_exact():
+    assert dedup_minhash.Config().short_words() == 49  # ceil(2*5 / (1 - 0.8)) - 1, not 50 from float error
+    assert dedup_minhash.Config(threshold=0.9).short_words() == 99
+    assert dedup_minhash.Config(threshold=0.7, ngram=3).short_words() == 19
+
+
+def test_bands_that_cannot_exist_are_refused_at_config_load():
+    from curator.config import load_config
+    from curator.errors import CurateError
+
+    with pytest.raises(CurateError, match=r"^-s dedup_minhash.num_perm=2: .*dedup_minhash.num_perm"):
+        load_config(None, ["dedup_minhash.num_perm=2"])
+    with pytest.raises(CurateError, match=r"prompt_threshold 0.3"):
+        load_config(None, ["dedup_minhash.num_perm=4", "dedup_minhash.threshold=0.9",
+                           "dedup_minhash.prompt_threshold=0.3"])
+    load_config(None, ["dedup_minhash.num_perm=64"])
+
+
+def test_disabled_stage_says_so_in_its_summary(tmp_path):
+    df = stage_frame(tmp_path, conflict_records())
+    _, ctx = run_stage(df, enabled=False)
+    assert ctx.summaries["dedup_minhash"] == {"enabled": False}
+
+
+def test_disabled_exact_dedup_says_so_in_its_summary(tmp_path):
+    from curator.stages import dedup_exact
+
+    df = stage_frame(tmp_path, conflict_records() + conflict_records())
+    ctx = StageContext(config=CurateConfig.model_validate({"dedup_exact": {"enabled": False}}))
+    out = dedup_exact.run(df, ctx)
+    assert reasons(out) == [[]] * 6
+    assert ctx.summaries["dedup_exact"] == {"enabled": False}
+
+
+def test_short_view_takes_every_record_its_distinct_shingles_allow(tmp_path):
+    """The distinct-token pre-filter only skips records that cannot qualify: the short view signs exactly the
+    short records and those with at most (largest short set / threshold) distinct bigrams, as counted on all."""
+    import math
+    import random
+
+    from curator.shingles import sorted_sets
+
+    rng = random.Random(5)
+    records = []
+    for k in range(60):
+        turns = []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            q = " ".join(rng.choice(WORDS[:80]) for _ in range(rng.randint(1, 8)))
+            a = " ".join(rng.choice(WORDS[:120]) for _ in range(rng.randint(2, 40)))
+            turns += [("user", q), ("assistant", " ".join([a] * rng.choice([1, 2, 4])))]  # answers said 1-4 times
+        records.append(chat(*turns))
+    df = stage_frame(tmp_path, records)
+    out, ctx = run_stage(df)
+    turns = tokenize_turns(df.get_column(C.MESSAGES), ["system", "user", "assistant"])
+    words = turns.words()
+    sizes = sorted_sets(shingle(turns, 2)).sizes()
+    short = words < 49
+    reach = math.floor(sizes[short].max() / 0.8 + 1e-9)
+    expected = int(((short | (sizes <= reach)) & (sizes > 0)).sum())
+    assert 0 < short.sum() < expected < len(records)  # the sample has records that only repetition lets in
+    assert ctx.summaries["dedup_minhash"]["lsh"]["short"]["signed"] == expected

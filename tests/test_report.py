@@ -385,3 +385,34 @@ def test_markdown_has_the_sources_table(rep):
     assert "| file | read | kept | rejected | train | val | kept share |" in md
     assert "| `a.jsonl` | 4 | 1 | 3 | 1 | 0 | 25.0% |" in md
     assert "| `b.jsonl` | 5 | 2 | 3 | 1 | 1 | 40.0% |" in md
+
+
+def test_a_disabled_dedup_stage_is_reported_as_disabled_not_as_zero(run_dir, tmp_path):
+    def off(m):
+        m["summaries"]["dedup_minhash"] = {"enabled": False}
+        m["summaries"]["dedup_exact"] = {"enabled": False}
+    nulls = {"near_dup_cluster": [None] * 9, "near_dup_of": [None] * 9, "near_dup_jaccard": [None] * 9,
+             "prompt_conflict": [False, None, None, False, False, False, False, None, False]}
+    rep = build_report(_edit(run_dir, off, nulls))
+    d = rep["duplicates"]
+    assert (d["exact_disabled"], d["near_disabled"]) == (True, True)
+    assert (d["near_clusters"], d["prompt_conflicts"], d["prompt_conflict_groups"], d["largest_near"]) == (
+        None, None, None, [])
+    assert rep["split"]["near_clusters_in_both"] is None
+    assert "duplicates.near" in rep["not_measured"] and "duplicates.exact" in rep["not_measured"]
+    md, html = render(rep, "md"), render(rep, "html")
+    assert ("Exact duplicates: disabled (`dedup_exact.enabled: false`); near duplicates and prompt conflicts: "
+            "disabled (`dedup_minhash.enabled: false`).") in md
+    assert "_Near-duplicate clusters: disabled (`dedup_minhash.enabled: false`)._" in md
+    assert "near-duplicate clusters on both sides: –" in md
+    assert "Exact duplicates: disabled (dedup_exact.enabled: false)" in html
+    assert "near duplicates and prompt conflicts: disabled (dedup_minhash.enabled: false)" in html
+    jsonschema.validate(rep, json.loads(SCHEMA_PATH.read_text()))
+
+    # a run folder written before the stages said so in their summaries: the resolved config tells
+    def config_only(m):
+        m["config"]["dedup_minhash"] = {"enabled": False}
+    rep = build_report(_edit(make_run(tmp_path / "old"), config_only, nulls))
+    assert (rep["duplicates"]["exact_disabled"], rep["duplicates"]["near_disabled"]) == (False, True)
+    md = render(rep, "md")
+    assert "Exact duplicates rejected: 1 (1 groups); near duplicates and prompt conflicts: disabled" in md

@@ -89,3 +89,19 @@ def test_missing_language_columns_fall_back_and_missing_score_is_an_error():
     assert ctx.summaries["select"]["strata"] == [{"stratum": "none|und", "available": 3, "kept": 1}]
     with pytest.raises(CurateError, match="select: column quality_score is missing"):
         run(df.drop("quality_score"), 1)
+
+
+def test_missing_score_error_names_the_settings_behind_it():
+    df = frame([("a", [], "en", 0.4), ("b", [], "en", 0.6), ("c", [], "en", 0.5)]).drop("quality_score")
+    # load_config refuses this pair (tests/test_config.py); a config built in code can still hold it
+    cfg = load_config(None, ["skip_stages=[quality]"])
+    cfg = cfg.model_copy(update={"select": select.Config(target=1)})
+    with pytest.raises(CurateError, match=r"^select: column quality_score is missing; select.target=1 ranks by it "
+                                          r"and skip_stages leaves out quality"):
+        select.run(df, StageContext(config=cfg))
+    assert select.config_problem(cfg.skip_stages, cfg.select) == (
+        "select.target=1 ranks examples by quality_score, which the skipped stage quality writes; remove quality "
+        "from skip_stages, set select.target to null, or skip select too")
+    for ok in ([], ["skip_stages=[quality]", "select.target=null"], ["skip_stages=[quality, select]"]):
+        cfg = load_config(None, ok)
+        assert select.config_problem(cfg.skip_stages, cfg.select) is None

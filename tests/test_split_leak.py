@@ -50,7 +50,9 @@ def pair_sets(df: pl.DataFrame, cfg: dedup_minhash.Config):
     words = turns.words()
     long_sets, short_sets = shingle(turns, cfg.ngram), shingle(turns, cfg.short_ngram)
     prompt_sets = shingle(turns, cfg.prompt_ngram, turns.role == "user")
-    return words, long_sets, short_sets, prompt_sets
+    answer = turns.role == "assistant"
+    answer_sets = (turns.words(answer), shingle(turns, cfg.ngram, answer), shingle(turns, cfg.short_ngram, answer))
+    return words, long_sets, short_sets, prompt_sets, answer_sets
 
 
 _MEMO: dict = {}
@@ -75,10 +77,10 @@ def test_no_near_duplicate_pair_crosses_the_split(real_data, tmp_path):
     rows = out.get_column(C.ROW).to_list()
 
     mcfg = cfg.dedup_minhash
-    words, long_sets, short_sets, prompt_sets = pair_sets(df, mcfg)
+    words, long_sets, short_sets, prompt_sets, (answer_words, answer_long, answer_short) = pair_sets(df, mcfg)
     short = mcfg.short_words()
     n = df.height
-    near, same_prompt = 0, 0
+    near, same_prompt, answers_differ = 0, 0, 0
     for i in range(n):
         for j in range(i + 1, n):
             sets = short_sets if min(words[i], words[j]) < short else long_sets
@@ -86,6 +88,12 @@ def test_no_near_duplicate_pair_crosses_the_split(real_data, tmp_path):
             # |A| / |B| >= J, so a size ratio below the threshold rules the pair out without the intersection
             if len(a) and len(b) and min(len(a), len(b)) >= mcfg.threshold * max(len(a), len(b)) \
                     and jaccard(a, b) >= mcfg.threshold:
+                # a near-duplicate needs its answers to agree too; a pair whose answers differ is a prompt conflict
+                # when its prompts are near-identical (checked below), else two records
+                answer_sets = answer_short if min(answer_words[i], answer_words[j]) < short else answer_long
+                if jaccard(set_of(answer_sets, i), set_of(answer_sets, j)) < mcfg.answer_threshold:
+                    answers_differ += 1
+                    continue
                 near += 1
                 assert keys[i] is not None and keys[i] == keys[j], (i, j)
                 if rows[i] in side and rows[j] in side:  # both kept: possible only in a conflict group
@@ -99,6 +107,9 @@ def test_no_near_duplicate_pair_crosses_the_split(real_data, tmp_path):
                     assert side[rows[i]] == side[rows[j]]
     # the sample must exercise both rules, with both sides present
     assert near >= 60 and same_prompt >= 10
+    # one planted edit broke an answer ("SELECT COUNT(*) FROM tableName;" lost COUNT(*): answer bigrams 1 of 4):
+    # a prompt conflict now, on one side of the split through its prompt
+    assert answers_differ == 1
     assert {"train", "val"} == set(side.values())
     assert int(out.get_column("prompt_conflict").sum()) >= 10
 
@@ -120,3 +131,38 @@ def test_a_kept_singleton_keeps_its_side_when_duplicates_arrive(real_data, tmp_p
     assert len(common) >= 100
     assert all(side_before[h] == side_after[h] for h in common)
     assert np.count_nonzero(after.get_column("near_dup_cluster").is_not_null().to_numpy()) >= 30
+
+
+def test_a_short_record_and_its_repeated_copy_cluster_on_one_side(tmp_path):
+    """The shape of the reviewer's in_leak: a 42-word record and its copy with the answer said twice (78 words).
+
+    Jaccard bounds the number of distinct shingles, not of words: the copy has 41 distinct bigrams to the
+    original's 40 (J 40/41), so it must be in the short view although it is longer than any short record
+    could be without repetition. Also the exchange repeated three times in one record (in_repeat).
+    """
+    counter = iter(range(10_000))
+
+    def words(n: int) -> str:
+        return " ".join(f"t{next(counter)}" for _ in range(n))
+
+    records = []
+    for _ in range(40):
+        q, a = words(6), words(36)
+        records += [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                    {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a + " " + a}]}]
+    for _ in range(10):
+        q, a = words(6), words(20)
+        once = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        records += [{"messages": once}, {"messages": once * 3}]
+    df = stage_frame(tmp_path, records)
+    cfg = CurateConfig.model_validate({"seed": 3})
+    ctx = StageContext(config=cfg)
+    out = dedup_minhash.run(df, ctx)
+    clusters = out.get_column("near_dup_cluster").to_list()
+    assert clusters == [k // 2 for k in range(100)]
+    assert out.get_column(C.REJECT_REASONS).to_list() == [[], ["dup.near"]] * 50
+    keys = out.get_column(C.SPLIT_KEY).to_list()
+    assert all(keys[2 * k] == keys[2 * k + 1] is not None for k in range(50))
+    kept = split.run(out.filter(C.alive()), ctx)
+    assert kept.height == 50 and {"train", "val"} == set(kept.get_column(C.SPLIT).to_list())
+    assert ctx.summaries["dedup_minhash"]["lsh"]["short"]["signed"] == 100

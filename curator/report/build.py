@@ -415,14 +415,30 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
     return n, out
 
 
+def _disabled(run: Run, stage: str) -> bool:
+    """The stage ran with `enabled: false` (it looked for nothing): its summary says so, or, in a run folder
+    written before summaries did, the resolved config (unless the stage was skipped, which is "not measured")."""
+    summary = (run.manifest.get("summaries") or {}).get(stage)
+    if isinstance(summary, dict) and "enabled" in summary:
+        return summary["enabled"] is False
+    config = run.manifest.get("config") or {}
+    if stage in (config.get("skip_stages") or []):
+        return False
+    return (config.get(stage) or {}).get("enabled") is False
+
+
 def _duplicates(run: Run, reasons: dict) -> dict:
     by_code = {r["code"]: r["count"] for r in reasons["items"]}
+    near_off = _disabled(run, "dedup_minhash")
     out: dict[str, Any] = {
         "exact_rejected": by_code.get("dup.exact", 0),
         "near_rejected": by_code.get("dup.near", 0),
-        "prompt_conflicts": int(run.ann["prompt_conflict"].fill_null(False).sum()) if run.has("prompt_conflict") else None,
-        "prompt_conflict_groups": _int_or_none(
+        "prompt_conflicts": int(run.ann["prompt_conflict"].fill_null(False).sum())
+        if run.has("prompt_conflict") and not near_off else None,
+        "prompt_conflict_groups": None if near_off else _int_or_none(
             ((run.manifest.get("summaries") or {}).get("dedup_minhash") or {}).get("prompt_conflict_groups")),
+        "exact_disabled": _disabled(run, "dedup_exact"),
+        "near_disabled": near_off,
     }
     if run.has("content_hash"):
         n, groups = _clusters(run, "content_hash", TOP_CLUSTERS, with_text=False)
@@ -431,7 +447,7 @@ def _duplicates(run: Run, reasons: dict) -> dict:
     else:
         out["exact_groups"] = None
         out["largest_exact"] = []
-    out["near_measured"] = run.has("near_dup_cluster")
+    out["near_measured"] = run.has("near_dup_cluster") and not near_off
     if out["near_measured"]:
         n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=True)
         out["near_clusters"] = n
@@ -442,7 +458,7 @@ def _duplicates(run: Run, reasons: dict) -> dict:
     return out
 
 
-def _split(run: Run, counts: dict) -> dict:
+def _split(run: Run, counts: dict, near_measured: bool) -> dict:
     if not run.has("split"):
         return {"measured": False}
     kept = run.ann.filter(KEPT)
@@ -459,7 +475,7 @@ def _split(run: Run, counts: dict) -> dict:
         )
     else:
         out["content_hash_in_both"] = None
-    if run.has("near_dup_cluster"):
+    if near_measured:
         out["near_clusters_in_both"] = (
             kept.filter(pl.col("near_dup_cluster").is_not_null()).group_by("near_dup_cluster")
             .agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height
@@ -536,8 +552,8 @@ def build_report(out_dir_or_run: Any) -> dict:
         "quality": _quality(run),
         "languages": _languages(run),
         "tokens": (tokens := _tokens(run)),
-        "duplicates": _duplicates(run, reasons),
-        "split": _split(run, counts),
+        "duplicates": (duplicates := _duplicates(run, reasons)),
+        "split": _split(run, counts, duplicates["near_measured"]),
         "sources": _sources(run),
         "cost": _cost(run, tokens),
         "summaries": run.manifest.get("summaries") or {},
@@ -548,6 +564,8 @@ def build_report(out_dir_or_run: Any) -> dict:
     }
     missing = [name for name in ("quality", "tokens", "split", "cost") if not report[name]["measured"]]
     missing += [f"languages.{k}" for k in ("natural", "code") if not report["languages"][k]["measured"]]
+    if report["duplicates"]["exact_disabled"]:
+        missing.append("duplicates.exact")
     if not report["duplicates"]["near_measured"]:
         missing.append("duplicates.near")
     if not [f for f in run.manifest.get("funnel") or [] if f.get("stage") != "read"]:

@@ -197,6 +197,12 @@ class Duplicates(_M):
     near_measured: bool
     near_clusters: Optional[int]
     largest_near: list[Cluster]
+    exact_disabled: bool = Field(
+        False, description="dedup_exact ran with enabled: false: no exact duplicate was looked for"
+    )
+    near_disabled: bool = Field(
+        False, description="dedup_minhash ran with enabled: false: no near duplicate or prompt conflict was looked for"
+    )
 
 
 class SplitLang(_M):

@@ -124,6 +124,23 @@ def _compare(c: dict) -> list[str]:
     return lines
 
 
+def disabled_text(stage: str) -> str:
+    """What a disabled stage's figures say instead of a count (report.md; report.html drops the backticks)."""
+    return f"disabled (`{stage}.enabled: false`)"
+
+
+def duplicates_text(d: dict) -> str:
+    """The Duplicates section's first sentence in report.md (the HTML template words it alike, with markup)."""
+    if d.get("exact_disabled"):
+        exact = f"Exact duplicates: {disabled_text('dedup_exact')}"
+    else:
+        exact = f"Exact duplicates rejected: {d['exact_rejected']:,} ({_cell(d['exact_groups'])} groups)"
+    if d.get("near_disabled"):
+        return f"{exact}; near duplicates and prompt conflicts: {disabled_text('dedup_minhash')}."
+    return (f"{exact}; near duplicates rejected: {d['near_rejected']:,} ({_cell(d['near_clusters'])} clusters); "
+            f"prompt conflicts (same prompt with different answers): {conflicts_text(d)}.")
+
+
 def conflicts_text(d: dict) -> str:
     if d["prompt_conflicts"] is None:
         return "–"
@@ -216,16 +233,15 @@ def render_markdown(rep: dict) -> str:
         lines.append(_not_measured("Token counts"))
 
     d = rep["duplicates"]
-    lines += ["", "## Duplicates", "",
-              f"Exact duplicates rejected: {d['exact_rejected']:,} ({_cell(d['exact_groups'])} groups); "
-              f"near duplicates rejected: {d['near_rejected']:,} ({_cell(d['near_clusters'])} clusters); "
-              f"prompt conflicts (same prompt with different answers): {conflicts_text(d)}."]
+    lines += ["", "## Duplicates", "", duplicates_text(d)]
     if d["largest_near"]:
         lines += ["", "<details><summary>Largest near-duplicate clusters</summary>", ""]
         for cl in d["largest_near"]:
             lines.append(f"- cluster {cl['id']} ({cl['size']} rows): " + "; ".join(
                 f"`{m['ref']}`{' (kept)' if m['kept'] else ''} J={_cell(m['jaccard'])}" for m in cl["members"]))
         lines += ["", "</details>"]
+    elif d.get("near_disabled"):
+        lines += ["", f"_Near-duplicate clusters: {disabled_text('dedup_minhash')}._"]
     elif not d["near_measured"]:
         lines += ["", _not_measured("Near-duplicate clusters")]
 

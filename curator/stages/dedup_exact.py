@@ -22,7 +22,10 @@ class Config(BaseModel):
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    if not ctx.config.dedup_exact.enabled or df.height == 0:
+    if not ctx.config.dedup_exact.enabled:
+        ctx.summaries[NAME] = {"enabled": False}  # the report says "disabled", not 0 duplicates found
+        return df
+    if df.height == 0:
         return df
     first_row = pl.col(C.ROW).min().over(C.CONTENT_HASH)
     first_ref = pl.col(C.REF).sort_by(C.ROW).first().over(C.CONTENT_HASH)

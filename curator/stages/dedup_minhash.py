@@ -4,11 +4,14 @@ Reads: `messages`, `row`, `ref`, `content_hash`; when present, `quality_score` (
 `n_assistant_tokens` (tokens stage), to choose the copy each cluster keeps.
 Writes: `near_dup_cluster` Int64 (null for singletons), `near_dup_of` Utf8 (ref of the kept copy, null
 on the kept copy itself), `near_dup_jaccard` Float64 (exact Jaccard to the kept copy), `prompt_conflict`
-Boolean, `split_key` Utf8 (set on every cluster and conflict-group member, null otherwise).
+Boolean (member of a group whose prompt is answered differently), `split_key` Utf8 (set on every cluster and
+same-prompt group member, null otherwise).
 Rejects: `dup.near` (detail: the kept ref, the exact and the MinHash-estimated Jaccard) and, under the
 `keep_best`/`reject` policies, `dup.prompt_conflict`.
-Artifacts: `duplicates.jsonl`, one line per near-duplicate cluster and per prompt-conflict group with
-every member. Manifest: hash scheme, seed, num_perm, bands/rows per view. Summary: cluster statistics.
+Artifacts: `duplicates.jsonl`, one line per near-duplicate cluster (`near_dup`) and per same-prompt group
+(`prompt_conflict`, or `same_answer` when every member gives the best copy's answer) with every member.
+Manifest: hash scheme, seed, num_perm, bands/rows per view, the answer check. Summary: cluster statistics;
+`{"enabled": false}` alone when the stage is disabled.
 
 How (MinHash LSH as in Broder 1997 and Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets",
 ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exact verification):
@@ -23,7 +26,12 @@ ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exa
    the threshold): the (b, r) with b*r <= num_perm whose recall at the threshold, 1 - (1 - t^r)^b, is at least
    `min_recall_at_threshold` and whose false-positive area (datasketch's integral of the candidate
    probability below the threshold) is smallest. Candidates cost only verification time; misses are lost.
-4. Verification: every candidate pair's exact Jaccard on the shingle sets; only pairs >= threshold are edges.
+4. Verification: every candidate pair's exact Jaccard on the shingle sets; only pairs >= threshold are edges,
+   and only when their answers agree too: the exact Jaccard of their assistant turns (`AnswerSets`, at the
+   n the shorter answer calls for) must reach `answer_threshold`. Without it a long prompt shared by records
+   with different answers (a document with questions, one exercise solved in several languages) outweighs
+   the answers and all but one are lost; such pairs go to the prompt view below, and the prompt-conflict
+   policy decides.
 5. Clusters: union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A member
    can be joined through a chain, so its Jaccard to the kept copy may be below the threshold; duplicates.jsonl
    shows it.
@@ -32,24 +40,29 @@ ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exa
 
 Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
 threshold t after a single substitution once L < 2n / (1 - t) - 1 (49 tokens for n=5, t=0.8). Records shorter
-than `short_record_words` (default: that bound) are compared with `short_ngram`-grams instead. A pair is judged
-at the n of its shorter member, so records a little longer than the bound (up to bound / t, the longest a record
-can be and still be within Jaccard t of a shorter one, plus a margin) are shingled both ways; the "short" view's
+than `short_record_words` (default: that bound, in exact decimals) are compared with `short_ngram`-grams
+instead. A pair is judged at the n of its shorter member, so the "short" view also signs every longer record
+that can be within Jaccard t of a short one: Jaccard bounds set sizes (|A| / |B| >= J), so those whose number of
+distinct short-n shingles is at most the largest short record's divided by t. The bound is on distinct shingles,
+not words: repetition (an answer said twice, an exchange repeated) makes a long record's set small. The view's
 pairs count only when one member is below the bound.
 
-Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns
-(`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds pairs with
-prompt Jaccard >= `prompt_threshold`. Two such records that are not in one near-duplicate cluster answer the
-same prompt differently; their kept copies form a conflict group (union-find again). Policy: `keep_all` flags
-them (`prompt_conflict`), `keep_best` keeps the group's best copy (same order as above) and rejects the rest,
-`reject` rejects the whole group.
+Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns, whatever
+`roles` says (`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds
+pairs with prompt Jaccard >= `prompt_threshold`. The kept copies of such records that are not in one
+near-duplicate cluster form a same-prompt group (union-find again). Each member's answer is compared with the
+group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same answer"). A group
+whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of
+their own): kept, shown as `same_answer`. Otherwise it is a conflict group, every member flagged
+(`prompt_conflict`); policy `keep_all` keeps them, `keep_best` keeps the best copy and the copies giving its
+answer and rejects the others, `reject` rejects the whole group. Details name the answer Jaccard.
 
-Split key: the `content_hash` of the kept copy of the member's cluster, or of the best copy of its conflict
-group. The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone in its group keeps
-exactly the side its own content gives it, whatever else is added later; only extra kept members of a
-conflict group follow their group's best copy. Limits: when new data brings a better copy into a cluster, the
-new copy is kept on its own side and the old one is rejected (nothing moves to the other side); when it brings
-a better copy into a conflict group kept whole (`keep_all`), the group follows the new best copy and its old
+Split key: the `content_hash` of the kept copy of the member's cluster, or of the best copy of its same-prompt
+group (conflict or not). The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone
+in its group keeps exactly the side its own content gives it, whatever else is added later; only extra kept
+members of a same-prompt group follow their group's best copy. Limits: when new data brings a better copy into a
+cluster, the new copy is kept on its own side and the old one is rejected (nothing moves to the other side); when
+it brings a better copy into a same-prompt group kept whole, the group follows the new best copy and its old
 members may change side; when new data bridges two groups, the merged group follows one key.
 """
 
@@ -59,6 +72,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -71,6 +85,7 @@ from curator.shingles import (
     ShingleSets,
     SortedSets,
     Turns,
+    distinct_tokens,
     jaccard_many,
     merge_sorted_sets,
     shingle,
@@ -142,6 +157,18 @@ class Config(BaseModel):
         0.9, gt=0.0, le=1.0, description="exact Jaccard of the user-turn shingles for 'near-identical prompts'"
     )
     prompt_ngram: int = Field(2, ge=1, description="n-gram size of the user-turn shingles (prompts are short)")
+    answer_threshold: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="a near-duplicate edge also needs this exact Jaccard between the two records' assistant turns "
+        "(short_ngram-grams when the shorter answer has fewer than short_record_words tokens), so a long shared "
+        "prompt cannot make different answers near-duplicates (the prompt view then finds a prompt conflict); also "
+        "what 'the same answer' means in a same-prompt group. 0.3: every planted near-duplicate of "
+        "bench/dedup_bench.py at J >= 0.8 keeps its edge (answer Jaccard 0.33 and up; 13 of 1,344 are below 0.5), "
+        "while answers that differ share far less (the corpus's pairs at J >= 0.8: none between 0.12 and 0.5; "
+        "python and javascript solutions of one exercism exercise: 0.079)",
+    )
     workers: int = Field(2, ge=1, description="threads computing signatures (the reference box has 2 cores)")
 
     @model_validator(mode="after")
@@ -150,10 +177,26 @@ class Config(BaseModel):
             raise ValueError(f"short_ngram ({self.short_ngram}) must not exceed ngram ({self.ngram})")
         return self
 
+    @model_validator(mode="after")
+    def _bands_exist(self) -> "Config":
+        # Checked at config load, not when the stage runs after every earlier stage.
+        for key, threshold in (("threshold", self.threshold), ("prompt_threshold", self.prompt_threshold)):
+            if not band_options(threshold, self.num_perm, self.min_recall_at_threshold):
+                raise ValueError(
+                    f"dedup_minhash.num_perm={self.num_perm} leaves no LSH bands with recall "
+                    f"{self.min_recall_at_threshold} at {key} {threshold}; raise dedup_minhash.num_perm or lower "
+                    f"dedup_minhash.min_recall_at_threshold"
+                )
+        return self
+
     def short_words(self) -> int:
         if self.short_record_words is not None:
             return self.short_record_words
-        return max(1, math.ceil(2 * self.ngram / (1.0 - self.threshold)) - 1) if self.threshold < 1 else 1
+        if self.threshold >= 1:
+            return 1
+        # Exact decimals: in floats 2*5 / (1 - 0.8) is 50.000000000000014, whose ceiling is 51, not 50.
+        t = Fraction(str(self.threshold))
+        return max(1, math.ceil(Fraction(2 * self.ngram) / (1 - t)) - 1)
 
 
 # --------------------------------------------------------------------------------------------- LSH parameters
@@ -168,16 +211,13 @@ class Bands:
     false_negative_area: float
 
 
-def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> Bands:
-    """The (bands, rows) with bands*rows <= num_perm, recall >= `min_recall` at `threshold`, least false positives.
+def band_options(threshold: float, num_perm: int, min_recall: float = 0.99) -> list[tuple[int, int]]:
+    """(bands, rows) for each band size r: the fewest bands whose recall at `threshold` is >= `min_recall`,
+    with bands*rows <= num_perm (more bands only add false positives). Empty when none fits.
 
-    For each band size r the fewest bands reaching the recall are taken (more bands only add false positives);
-    among those, the smallest false-positive area wins, computed with datasketch's own integrals (the ones its
-    MinHashLSH optimiser uses).
+    Plain arithmetic, no datasketch: the config validator calls it (datasketch's LSH module takes 0.6 s to import).
     """
-    from datasketch.lsh import _false_negative_probability, _false_positive_probability
-
-    best: Bands | None = None
+    out = []
     for r in range(1, num_perm + 1):
         p = threshold**r
         if r * 2 > num_perm:
@@ -194,20 +234,37 @@ def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> B
                 b += 1
         if b * r > num_perm:
             break
+        out.append((b, r))
+    return out
+
+
+def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> Bands:
+    """The (bands, rows) with bands*rows <= num_perm, recall >= `min_recall` at `threshold`, least false positives.
+
+    For each band size r the fewest bands reaching the recall are taken (`band_options`); among those, the
+    smallest false-positive area wins, computed with datasketch's own integrals (the ones its MinHashLSH
+    optimiser uses).
+    """
+    options = band_options(threshold, num_perm, min_recall)
+    if not options:
+        raise ValueError(
+            f"dedup_minhash: no LSH bands reach recall {min_recall} at threshold {threshold} with "
+            f"num_perm={num_perm}; raise num_perm or lower min_recall_at_threshold"
+        )
+    from datasketch.lsh import _false_negative_probability, _false_positive_probability
+
+    best: Bands | None = None
+    for b, r in options:
         candidate = Bands(
             bands=b,
             rows=r,
-            recall_at_threshold=1.0 - (1.0 - p) ** b,
+            recall_at_threshold=1.0 - (1.0 - threshold**r) ** b,
             false_positive_area=_false_positive_probability(threshold, b, r),
             false_negative_area=_false_negative_probability(threshold, b, r),
         )
         if best is None or candidate.false_positive_area < best.false_positive_area:
             best = candidate
-    if best is None:
-        raise ValueError(
-            f"dedup_minhash: no LSH bands reach recall {min_recall} at threshold {threshold} with "
-            f"num_perm={num_perm}; raise num_perm or lower min_recall_at_threshold"
-        )
+    assert best is not None
     return best
 
 
@@ -354,9 +411,10 @@ class View:
     bands: Bands
     sig: np.ndarray | None = None  # (num_perm, len(members))
     sig_col: np.ndarray | None = None  # record index -> column of `sig`, -1 when not signed
-    distinct: SortedSets | None = None  # the members' sets (distinct values, sorted), for exact Jaccard
+    distinct: SortedSets | None = None  # at least the members' sets (distinct values, sorted), for exact Jaccard
     candidates: int = 0
     verified: int = 0
+    answer_dropped: np.ndarray | None = None  # (m, 2) pairs at or above the threshold whose answers differ
 
     def prepare(self) -> None:
         self.distinct = sorted_sets(self.sets, self.members)
@@ -421,12 +479,59 @@ def agreements(sig: np.ndarray, cols: np.ndarray, chunk: int = 65_536) -> np.nda
     return out
 
 
-def find_edges(view: View, accept: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+class AnswerSets:
+    """Exact Jaccard of two records' answers (their assistant turns, whatever `roles` says).
+
+    Near-duplicate edges need it (`answer_threshold`): the whole-record Jaccard of two records sharing a long
+    prompt (a document, a task statement) stays high whatever their answers say. A pair's answers are compared
+    at the n-gram the shorter answer calls for, by the rule records follow: `short_ngram` below `short_words`
+    tokens, else `ngram`. Sets are built only for the records asked about, once per n. Two answers without any
+    token agree (1.0); one without against one with is 0.0.
+    """
+
+    def __init__(self, turns: Turns, cfg: Config) -> None:
+        self.turns = turns
+        self.mask = turns.role == "assistant"
+        self.words = turns.words(self.mask)
+        self.short_words = cfg.short_words()
+        self.short_ngram, self.ngram = cfg.short_ngram, cfg.ngram
+        self._sets: dict[int, SortedSets] = {}
+
+    def _distinct(self, n: int, records: np.ndarray) -> SortedSets:
+        have = self._sets.get(n)
+        need = np.zeros(self.turns.n_records, dtype=bool)
+        need[records] = True
+        need &= self.words > 0
+        if have is not None:
+            need &= have.sizes() == 0
+        if need.any() or have is None:
+            new = sorted_sets(shingle(self.turns, n, self.mask & need[self.turns.record]))
+            have = new if have is None else merge_sorted_sets(have, new)
+            self._sets[n] = have
+        return have
+
+    def jaccard(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Exact answer Jaccard of each pair (i[p], j[p])."""
+        i = np.asarray(i, dtype=np.int64)
+        j = np.asarray(j, dtype=np.int64)
+        out = np.zeros(len(i), dtype=np.float64)
+        short = np.minimum(self.words[i], self.words[j]) < self.short_words
+        for n, sel in ((self.short_ngram, short), (self.ngram, ~short)):
+            if sel.any():
+                out[sel] = jaccard_many(self._distinct(n, np.concatenate((i[sel], j[sel]))), i[sel], j[sel])
+        out[(self.words[i] == 0) & (self.words[j] == 0)] = 1.0
+        return out
+
+
+def find_edges(
+    view: View, accept: np.ndarray | None = None, answers: AnswerSets | None = None, answer_threshold: float = 0.0
+) -> list[tuple[int, int, float]]:
     """Verified pairs (i, j, exact Jaccard >= threshold), i < j record indices, from the view's LSH candidates.
 
     `accept` (bool per record) keeps only candidates with at least one accepted member. A candidate whose
     MinHash estimate is below the binomial cut-off, or whose two records are already connected (it cannot
-    change a component), is not verified.
+    change a component), is not verified. With `answers`, a pair at or above the threshold is an edge only
+    when its answer Jaccard is at least `answer_threshold` too; the others are kept in `view.answer_dropped`.
     """
     assert view.sig is not None
     cols = band_pairs(view.sig, view.bands.bands, view.bands.rows)
@@ -440,13 +545,21 @@ def find_edges(view: View, accept: np.ndarray | None = None) -> list[tuple[int, 
     # Exact Jaccard of every remaining candidate in one batch; the walk below then counts as verified only
     # those whose records were not connected yet (the others cannot change a component).
     scores = view.exact(pairs[:, 0], pairs[:, 1])
+    good = scores >= view.threshold
+    view.answer_dropped = np.zeros((0, 2), dtype=np.int64)
+    if answers is not None:
+        # Every pair at the threshold, in one batch (as the exact Jaccard above), before the walk.
+        at = np.flatnonzero(good)
+        differ = at[answers.jaccard(pairs[at, 0], pairs[at, 1]) < answer_threshold]
+        good[differ] = False
+        view.answer_dropped = pairs[differ]
     uf = UnionFind(len(view.sets))
     edges = []
-    for (i, j), score in zip(pairs.tolist(), scores.tolist()):
+    for (i, j), score, ok in zip(pairs.tolist(), scores.tolist(), good.tolist()):
         if uf.find(i) == uf.find(j):
             continue
         view.verified += 1
-        if score >= view.threshold:
+        if ok:
             uf.union(i, j)
             edges.append((i, j, score))
     return edges
@@ -510,6 +623,8 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.dedup_minhash
     if not cfg.enabled or df.height == 0:
         ctx.artifacts[ARTIFACT] = b""
+        if not cfg.enabled:  # the report says "disabled", not 0 near-duplicates found
+            ctx.summaries[NAME] = {"enabled": False}
         return _null_columns(df)
     result = find_near_duplicates(df, cfg)
     ctx.manifest[NAME] = result.manifest
@@ -557,34 +672,50 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     rank = _priority(df)
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
 
-    turns: Turns = tokenize_turns(df.get_column(C.MESSAGES), cfg.roles, cfg.system_prompt, cfg.shared_system_min_records)
-    words = turns.words()
+    # User and assistant turns are always tokenised: the prompt view reads the user turns and the answer check
+    # the assistant turns, whatever `roles` (the near-duplicate views' turns) says.
+    token_roles = sorted(set(cfg.roles) | {"user", "assistant"})
+    turns: Turns = tokenize_turns(
+        df.get_column(C.MESSAGES), token_roles, cfg.system_prompt, cfg.shared_system_min_records
+    )
+    near_turns = np.isin(turns.role, list(cfg.roles))
+    words = turns.words(near_turns)
     short_words = cfg.short_words()
-    # The longest record that can still be within the threshold of one below `short_words` (sizes bound
-    # Jaccard: |A|/|B| >= J), plus a margin for repeated n-grams.
-    short_hi = math.ceil(short_words / cfg.threshold) + cfg.ngram
     is_short = words < short_words
 
     full_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    # Each view shingles only the records it compares (a turn mask by record): the long view the records
-    # of at least `short_words` tokens, the short view those below `short_hi`.
+    # The long view shingles only the records of at least `short_words` tokens (a turn mask by record).
     long_view = View(
-        "long", cfg.ngram, shingle(turns, cfg.ngram, ~is_short[turns.record]), np.zeros(0, np.int64),
-        cfg.threshold, full_bands,
-    )
-    in_short = words < short_hi
-    short_view = View(
-        "short", cfg.short_ngram, shingle(turns, cfg.short_ngram, in_short[turns.record]), np.zeros(0, np.int64),
+        "long", cfg.ngram, shingle(turns, cfg.ngram, near_turns & ~is_short[turns.record]), np.zeros(0, np.int64),
         cfg.threshold, full_bands,
     )
     long_view.members = np.flatnonzero(~is_short & (long_view.sets.sizes() > 0))
-    short_view.members = np.flatnonzero(in_short & (short_view.sets.sizes() > 0))
-    user_turns = turns.role == "user"
+    # The short view compares each short record with every record that can be within the threshold of it. Jaccard
+    # bounds set sizes (|A| / |B| >= J), and repetition makes a long record's set small (an answer said twice, an
+    # exchange repeated), so the bound is on distinct short-n shingles, not on words: a record takes part when
+    # its set is no larger than the largest short record's divided by the threshold. Only records whose lower
+    # bound (distinct tokens, `distinct_tokens`) allows it are shingled to count exactly.
+    short_distinct = sorted_sets(shingle(turns, cfg.short_ngram, near_turns & is_short[turns.record]))
+    reach = -1
+    if is_short.any():
+        reach = math.floor(Fraction(int(short_distinct.sizes()[is_short].max())) / Fraction(str(cfg.threshold)))
+    n_turns = np.bincount(turns.record[near_turns & (turns.length > 0)], minlength=n)
+    at_least = distinct_tokens(turns, near_turns) - (cfg.short_ngram - 1) * n_turns
+    maybe = ~is_short & (at_least <= reach)
+    short_sets = shingle(turns, cfg.short_ngram, near_turns & (is_short | maybe)[turns.record])
+    if maybe.any():
+        short_distinct = merge_sorted_sets(short_distinct, sorted_sets(short_sets, np.flatnonzero(maybe)))
+    distinct_sizes = short_distinct.sizes()
+    in_short = is_short | (maybe & (distinct_sizes <= reach))
+    short_view = View(
+        "short", cfg.short_ngram, short_sets, np.flatnonzero(in_short & (distinct_sizes > 0)), cfg.threshold,
+        full_bands, distinct=short_distinct,
+    )
     prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     prompt_view = View(
         "prompt",
         cfg.prompt_ngram,
-        shingle(turns, cfg.prompt_ngram, user_turns),
+        shingle(turns, cfg.prompt_ngram, turns.role == "user"),
         np.zeros(0, np.int64),
         cfg.prompt_threshold,
         prompt_bands,
@@ -593,10 +724,18 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
 
     views = (long_view, short_view, prompt_view)
     for view in views:
-        view.prepare()
+        if view.distinct is None:
+            view.prepare()
         view.sign(cfg.num_perm, cfg.seed, workers)
 
-    edges = find_edges(long_view) + find_edges(short_view, accept=is_short)
+    answers = AnswerSets(turns, cfg)
+    edges = find_edges(long_view, answers=answers, answer_threshold=cfg.answer_threshold) + find_edges(
+        short_view, accept=is_short, answers=answers, answer_threshold=cfg.answer_threshold
+    )
+    # Pairs at the threshold whose answers differ are no edge: when their user turns are what they share, the
+    # prompt view below finds them and the prompt-conflict policy decides (a shared system prompt kept with
+    # system_prompt=keep, say, is no conflict).
+    answer_dropped = sum(len(v.answer_dropped) for v in (long_view, short_view) if v.answer_dropped is not None)
 
     # --- near-duplicate clusters, numbered by their first row
     clusters = sorted(_components(n, edges), key=lambda g: g[0])
@@ -617,13 +756,13 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     dups = np.array([i for i in range(n) if cluster[i] is not None and kept_of[i] != i], dtype=np.int64)
     kept_arr = np.asarray(kept_of, dtype=np.int64)[dups]
     in_short_pair = np.minimum(words[dups], words[kept_arr]) < short_words
-    # A short record can be chained to a copy longer than the short view's records: shingle those too.
+    # A short record can be chained to a copy the short view did not shingle: shingle those too.
     outside = np.zeros(n, dtype=bool)
     outside[dups[in_short_pair]] = True
     outside[kept_arr[in_short_pair]] = True
-    outside &= ~in_short
+    outside &= short_distinct.sizes() == 0
     if outside.any():
-        short_view.add_sets(shingle(turns, cfg.short_ngram, outside[turns.record]))
+        short_view.add_sets(shingle(turns, cfg.short_ngram, near_turns & outside[turns.record]))
     for view, sel in ((short_view, in_short_pair), (long_view, ~in_short_pair)):
         di, dk = dups[sel], kept_arr[sel]
         for i, k, jac, est in zip(di.tolist(), dk.tolist(), view.exact(di, dk).tolist(), view.estimate(di, dk)):
@@ -636,58 +775,87 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
                 f"cluster {cluster[i]}, {view.ngram}-grams)"
             )
 
-    # --- prompt conflicts: near-identical user turns, but not one near-duplicate cluster
+    # --- same prompt: near-identical user turns, but not one near-duplicate cluster. A group whose members all
+    # give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of their own); it
+    # still keeps one side of the split.
     prompt_edges = [
-        (min(kept_of[i], kept_of[j]), max(kept_of[i], kept_of[j]), s)
-        for i, j, s in find_edges(prompt_view)
+        (min(kept_of[i], kept_of[j]), max(kept_of[i], kept_of[j]), score)
+        for i, j, score in find_edges(prompt_view)
         if kept_of[i] != kept_of[j]
     ]
     groups = sorted(_components(n, prompt_edges), key=lambda g: g[0])
     conflict = [False] * n
+    in_group = [False] * n
     anchor_of = list(range(n))
-    conflict_lines = []
+    group_lines = []
     anchors = [min(members, key=lambda i: rank[i]) for members in groups]
     flat_i = np.array([i for members in groups for i in members], dtype=np.int64)
     flat_a = np.array([a for a, members in zip(anchors, groups) for _ in members], dtype=np.int64)
     prompt_j = iter(prompt_view.exact(flat_i, flat_a).tolist())
+    answer_j = iter(answers.jaccard(flat_i, flat_a).tolist())
+    n_conflict_groups = n_same_groups = 0
     for gid, members in enumerate(groups):
         anchor = anchors[gid]
+        pjs, ajs = [next(prompt_j) for _ in members], [next(answer_j) for _ in members]
+        same = [i == anchor or aj >= cfg.answer_threshold for i, aj in zip(members, ajs)]
+        differ = [i for i, s in zip(members, same) if not s]
+        is_conflict = bool(differ)
+        n_conflict_groups += is_conflict
+        n_same_groups += not is_conflict
         lines = []
-        for i in members:
-            conflict[i] = True
+        for i, pj_all, aj_all, s in zip(members, pjs, ajs, same):
+            in_group[i] = True
+            conflict[i] = is_conflict
             anchor_of[i] = anchor
-            pj_all = next(prompt_j)
-            pj = pj_all if i != anchor else None
-            keep = cfg.prompt_conflict == "keep_all" or (cfg.prompt_conflict == "keep_best" and i == anchor)
+            pj, aj = (None, None) if i == anchor else (pj_all, aj_all)
+            keep = (
+                not is_conflict
+                or cfg.prompt_conflict == "keep_all"
+                or (cfg.prompt_conflict == "keep_best" and s)  # the best copy, and copies giving its answer
+            )
             if not keep:
                 reason[i] = "dup.prompt_conflict"
                 if i == anchor:
-                    others = [refs[m] for m in members if m != i]
                     detail[i] = (
-                        f"prompt answered differently by {len(others)} other record(s), first {others[0]}; "
+                        f"prompt answered differently by {len(differ)} other record(s), first {refs[differ[0]]}; "
+                        f"policy {cfg.prompt_conflict}"
+                    )
+                elif s:
+                    detail[i] = (
+                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}) and the same answer (answer "
+                        f"jaccard {_fmt(aj)}), in a group with {len(differ)} different answer(s); "
                         f"policy {cfg.prompt_conflict}"
                     )
                 else:
                     detail[i] = (
-                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}), different answer; "
-                        f"policy {cfg.prompt_conflict}"
+                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}), different answer (answer "
+                        f"jaccard {_fmt(aj)}); policy {cfg.prompt_conflict}"
                     )
-            lines.append({"ref": refs[i], "kept": keep, "best": i == anchor, "prompt_jaccard": _r4(pj)})
-        conflict_lines.append(
-            {
-                "kind": "prompt_conflict",
-                "group": gid,
-                "policy": cfg.prompt_conflict,
-                "best": refs[anchor],
-                "size": len(members),
-                "members": lines,
-            }
-        )
+            lines.append(
+                {
+                    "ref": refs[i],
+                    "kept": keep,
+                    "best": i == anchor,
+                    "prompt_jaccard": _r4(pj),
+                    "answer_jaccard": _r4(aj),
+                    "same_answer": s,
+                }
+            )
+        line: dict[str, Any] = {
+            "kind": "prompt_conflict" if is_conflict else "same_answer",
+            "group": gid,
+            "best": refs[anchor],
+            "size": len(members),
+            "members": lines,
+        }
+        if is_conflict:
+            line["policy"] = cfg.prompt_conflict
+        group_lines.append(line)
 
-    # --- split keys: a cluster follows its kept copy, a conflict group its best copy
+    # --- split keys: a cluster follows its kept copy, a same-prompt group its best copy
     split_key: list[str | None] = [None] * n
     for i in range(n):
-        if cluster[i] is not None or conflict[i]:
+        if cluster[i] is not None or in_group[i]:
             split_key[i] = hashes[anchor_of[kept_of[i]]]
 
     cluster_lines = []
@@ -710,7 +878,7 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
                 ],
             }
         )
-    artifact = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in cluster_lines + conflict_lines)
+    artifact = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in cluster_lines + group_lines)
 
     sizes = [len(m) for m in clusters]
     histogram: dict[str, int] = {}
@@ -726,10 +894,13 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         "largest_cluster": max(sizes, default=0),
         "cluster_sizes": dict(sorted(histogram.items())),
         "chained_members_below_threshold": sum(1 for x in dup_j if x is not None and x < cfg.threshold),
-        "prompt_conflict_groups": len(groups),
-        "prompt_conflict_records": sum(len(g) for g in groups),
+        "prompt_conflict_groups": n_conflict_groups,
+        "prompt_conflict_records": sum(conflict),
         "prompt_conflict_rejected": sum(1 for r in reason if r == "dup.prompt_conflict"),
         "prompt_conflict_policy": cfg.prompt_conflict,
+        "same_answer_groups": n_same_groups,
+        "same_answer_records": sum(in_group) - sum(conflict),
+        "answer_check_dropped_pairs": answer_dropped,
         "short_records": int(is_short.sum()),
         "records_without_shingles": int((words == 0).sum()),  # no token in any shingled turn
         "shared_system_prompts_dropped": turns.dropped_system_prompts,
@@ -756,9 +927,12 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         "num_perm": cfg.num_perm,
         "threshold": cfg.threshold,
         "verification": "exact Jaccard of the shingle sets",
+        "answer_threshold": cfg.answer_threshold,
+        "answer_check": "exact Jaccard of the assistant turns (short_ngram-grams when the shorter answer is below "
+        "min_words of the long view, else ngram-grams) must reach answer_threshold for a near-duplicate edge",
         "views": {
             "long": {"ngram": cfg.ngram, "min_words": short_words, **_bands_dict(full_bands)},
-            "short": {"ngram": cfg.short_ngram, "max_words": short_hi - 1, "counts_below_words": short_words,
+            "short": {"ngram": cfg.short_ngram, "max_distinct_shingles": reach, "counts_below_words": short_words,
                       **_bands_dict(full_bands)},
             "prompt": {"ngram": cfg.prompt_ngram, "roles": ["user"], "threshold": cfg.prompt_threshold,
                        **_bands_dict(prompt_bands)},

@@ -61,6 +61,19 @@ def apportion(sizes: dict[str, int], target: int) -> dict[str, int]:
     return seats
 
 
+def config_problem(skip_stages: list[str], config: Config) -> str | None:
+    """Why select cannot run with these settings, or None: a target ranks by `quality_score`, which a skipped
+    quality stage never writes. For a validator of CurateConfig (select.Config alone cannot see skip_stages),
+    so that such a run stops at config load instead of after every other stage."""
+    skipped = set(skip_stages)
+    if config.target is None or "select" in skipped or "quality" not in skipped:
+        return None
+    return (
+        f"select.target={config.target} ranks examples by quality_score, which the skipped stage quality "
+        "writes; remove quality from skip_stages, set select.target to null, or skip select too"
+    )
+
+
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.select
     n = df.height
@@ -70,7 +83,11 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         return df
     for col in ("quality_score", CONTENT_HASH):
         if col not in df.columns:
-            raise CurateError(f"select: column {col} is missing; run the quality stage before select")
+            why = "run the quality stage before select"
+            if col == "quality_score" and "quality" in ctx.config.skip_stages:
+                why = (f"select.target={cfg.target} ranks by it and skip_stages leaves out quality, which writes it; "
+                       "remove quality from skip_stages or set select.target to null")
+            raise CurateError(f"select: column {col} is missing; {why}")
     keyed = df.with_columns(stratum_expr(df.columns).alias("__stratum"))
     sizes = dict(keyed.group_by("__stratum").len().iter_rows())
     seats = apportion(sizes, cfg.target)
