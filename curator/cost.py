@@ -65,14 +65,17 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         if unknown:
             raise CurateError(f"{path}: gpus[{i}] has unknown field(s) {', '.join(sorted(unknown))}")
         price = item["price_per_hour"]
-        if not isinstance(price, int | float) or price < 0:
+        if not isinstance(price, int | float) or isinstance(price, bool) or price < 0:
             raise CurateError(f"{path}: gpus[{i}].price_per_hour must be a number >= 0, got {price!r}")
+        peak = item.get("peak_bf16_tflops")
+        if peak is not None and (not isinstance(peak, int | float) or isinstance(peak, bool) or peak <= 0):
+            raise CurateError(f"{path}: gpus[{i}].peak_bf16_tflops must be a number > 0 (TFLOP/s) or null, got {peak!r}")
         gpus.append(
             GpuOption(
                 name=str(item["name"]),
                 price_per_hour=float(price),
                 price_source=str(item["price_source"]),
-                peak_bf16_tflops=None if item.get("peak_bf16_tflops") is None else float(item["peak_bf16_tflops"]),
+                peak_bf16_tflops=None if peak is None else float(peak),
             )
         )
     for key in ("mfu", "flops_per_token_per_param"):

@@ -16,10 +16,10 @@ not the ids. `TokenCounter.count` gives exactly what `ChatTokenizer.encode_batch
   counts are summed with Polars joins. Encoding whole segments instead runs BPE over every
   character of every segment, at about half the speed on the 50k corpus (bench/RESULTS.md).
 - **Attribution.** A segment that holds several messages (the system prompt folded into the first
-  user turn, merged consecutive turns) is cut where each message's text starts: just after a
-  "\\n\\n" join, where no token crosses, so each piece's tokens are exactly those `encode` attributes
-  to its message by character offset. An empty message's piece is the next join or the closing
-  " [/INST]"; the latter is exact too, as "▁[" outranks "▁▁" in the merges (both are tested).
+  user turn, merged consecutive turns) is cut where each message's text starts, which is just after
+  a "\\n\\n" join: no token crosses there, so each piece's tokens are exactly those `encode`
+  attributes to its message by character offset. A cut elsewhere (only next to an empty message)
+  may split a token, so such a conversation is counted by `encode_batch` instead (`_safe_cut`).
 
 Template-based profiles (every model but Mistral-7B-Instruct-v0.2's built-in one), and any
 vocabulary for which the splitting property does not hold, are counted from `encode_batch_or_errors`.
@@ -60,6 +60,14 @@ def _unit_tokenizer(tok: ChatTokenizer) -> Tokenizer | None:
     return unit_tok
 
 
+def _safe_cut(text: str, at: int) -> bool:
+    """Whether no token of `text` can cross position `at`: a unit boundary (see the module docstring)."""
+    if at <= 0 or at >= len(text):
+        return True
+    before, after = text[at - 1], text[at]
+    return before == "\n" or after == "\n" or (after == " " and before != " ")
+
+
 def splits_exactly(tok: ChatTokenizer) -> bool:
     """Whether `tok` is counted by units (see the module docstring), rather than by full encodes."""
     return _unit_tokenizer(tok) is not None
@@ -95,18 +103,23 @@ class TokenCounter:
         f_row: list[int] = []
         f_msg: list[int] = []
         f_trained: list[bool] = []
+        encode_rows: list[int] = []  # conversations cut where a token may cross: encoded instead
         for r, conv in enumerate(conversations):
+            plan = _plan_mistral_v1(conv)
+            if not all(_safe_cut(seg.text, start) for seg in plan for _m, start in seg.parts[1:]):
+                encode_rows.append(r)
+                continue
             f_row.append(r)  # BOS, attributed to message 0
             f_msg.append(0)
             f_trained.append(False)
-            for seg in _plan_mistral_v1(conv):
+            for seg in plan:
                 parts = seg.parts or [(0, 0)]
                 last = len(parts) - 1
                 for k, (m, start) in enumerate(parts):
                     p_row.append(r)
                     p_msg.append(m)
                     p_text.append(seg.text[start : parts[k + 1][1]] if k < last else seg.text[start:])
-                    p_first.append(k == 0)
+                    p_first.append(start == 0)  # the segment's dummy "▁" goes to the text at offset 0
                     p_trained.append(seg.trained)
                 if seg.assistant:  # its EOS
                     f_row.append(r)
@@ -133,7 +146,7 @@ class TokenCounter:
             .explode("msg")
         )
         per_msg = grid.join(per_msg, on=["row", "msg"], how="left").with_columns(pl.col("n", "t").fill_null(0))
-        return (
+        counted = (
             per_msg.sort("row", "msg")
             .group_by("row", maintain_order=True)
             .agg(
@@ -141,8 +154,13 @@ class TokenCounter:
                 pl.col("t").sum().alias(N_TRAINED),
                 pl.col("n").alias(TURN_TOKENS),
             )
-            .select(N_TOKENS, N_TRAINED, TURN_TOKENS, pl.lit(None, dtype=pl.Utf8).alias(ERROR))
+            .select("row", N_TOKENS, N_TRAINED, TURN_TOKENS, pl.lit(None, dtype=pl.Utf8).alias(ERROR))
         )
+        if encode_rows:
+            encoded = _from_encodings(self.tok.encode_batch_or_errors([conversations[r] for r in encode_rows]))
+            encoded = encoded.select(pl.Series("row", encode_rows, dtype=pl.Int64), pl.all())
+            counted = pl.concat([counted.filter(~pl.col("row").is_in(encode_rows)), encoded]).sort("row")
+        return counted.drop("row")
 
     def _piece_counts(self, pieces: pl.DataFrame) -> pl.DataFrame:
         """Tokens of each distinct (text, first) piece: the sum over its units."""

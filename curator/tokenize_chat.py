@@ -267,17 +267,20 @@ def _join_parts(pieces: list[tuple[int, str]], start: int) -> tuple[str, list[tu
     out: list[str] = []
     parts: list[tuple[int, int]] = []
     pos = start
+    has_text = False  # a text since the start or the system separator: the next one is joined to it
     for idx, text in pieces:
         if idx == -1:
             out.append(_JOIN)
             pos += len(_JOIN)
+            has_text = False
             continue
-        if text and out and out[-1] != _JOIN:
+        if text and has_text:  # empty contents are skipped, as mistral-common's aggregation does
             out.append(_JOIN)
             pos += len(_JOIN)
         parts.append((idx, pos))
         out.append(text)
         pos += len(text)
+        has_text = has_text or bool(text)
     if parts:
         parts[0] = (parts[0][0], 0)  # the segment's leading template text goes to its first message
     return "".join(out), parts

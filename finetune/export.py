@@ -63,7 +63,8 @@ MISTRAL_V02_CHAT_TEMPLATE = (
 # apply_chat_template gives the ids the model was trained on (tested on every structure of ../shared/data/chat):
 # - every non-empty system message, wherever it stands, joined with "\n\n" and put before the first user turn;
 # - `tool` turns rendered as user turns (`[INST] {tool output} [/INST]`), as training encodes them;
-# - consecutive messages of one role (assistant: and one weight) merged into one turn, joined with "\n\n";
+# - consecutive messages of one role (assistant: and one weight) merged into one turn, joined with "\n\n"
+#   (empty ones skipped, as mistral-common aggregates them);
 #   a system message between two of them keeps them apart;
 # - an assistant turn's `tool_calls` (JSON text) after its content and "\n\n"; an empty assistant turn is EOS alone;
 # - an empty user turn first when the conversation does not start with one.
@@ -82,7 +83,7 @@ CURATOR_MISTRAL_V1_CHAT_TEMPLATE = (
     "        {{- eos_token -}}\n"
     "    {%- endif -%}\n"
     "{%- endmacro -%}\n"
-    "{%- set ns = namespace(system='', role='', weight=none, started=false, first=true, buf='', n=0, joined=false) -%}\n"
+    "{%- set ns = namespace(system='', role='', weight=none, started=false, first=true, buf='', has_text=false) -%}\n"
     "{%- for m in messages -%}\n"
     "    {%- if m['role'] == 'system' and m['content'] is string and m['content'] -%}\n"
     "        {%- set ns.system = ns.system + ('\\n\\n' if ns.system else '') + m['content'] -%}\n"
@@ -100,16 +101,14 @@ CURATOR_MISTRAL_V1_CHAT_TEMPLATE = (
     "            {{- turn(ns.role, ns.buf) -}}\n"
     "        {%- endif -%}\n"
     "        {%- set ns.buf = '' -%}\n"
-    "        {%- set ns.n = 0 -%}\n"
-    "        {%- set ns.joined = false -%}\n"
+    "        {%- set ns.has_text = false -%}\n"
     "        {%- if role != 'system' and ns.first -%}\n"
     "            {%- set ns.first = false -%}\n"
     "            {%- if role == 'assistant' -%}\n"
     "                {{- turn('user', ns.system + '\\n\\n' if ns.system else '') -}}\n"
     "            {%- elif ns.system -%}\n"
     "                {%- set ns.buf = ns.system + '\\n\\n' -%}\n"
-    "                {%- set ns.n = 1 -%}\n"
-    "                {%- set ns.joined = true -%}\n"
+
     "            {%- endif -%}\n"
     "        {%- endif -%}\n"
     "        {%- set ns.started = true -%}\n"
@@ -122,12 +121,11 @@ CURATOR_MISTRAL_V1_CHAT_TEMPLATE = (
     "            {%- set calls = m['tool_calls'] if m['tool_calls'] is string else (m['tool_calls'] | tojson) -%}\n"
     "            {%- set text = text + '\\n\\n' + calls if text else calls -%}\n"
     "        {%- endif -%}\n"
-    "        {%- if text and ns.n > 0 and not ns.joined -%}\n"
+    "        {%- if text and ns.has_text -%}\n"
     "            {%- set ns.buf = ns.buf + '\\n\\n' -%}\n"
     "        {%- endif -%}\n"
     "        {%- set ns.buf = ns.buf + text -%}\n"
-    "        {%- set ns.n = ns.n + 1 -%}\n"
-    "        {%- set ns.joined = false -%}\n"
+    "        {%- set ns.has_text = ns.has_text or text != '' -%}\n"
     "    {%- endif -%}\n"
     "{%- endfor -%}\n"
     "{%- if ns.role in ['user', 'assistant'] -%}\n"

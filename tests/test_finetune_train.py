@@ -151,6 +151,8 @@ TEMPLATE_STRUCTURES = [
      {"role": "tool", "content": "2"}, _a("    indented\n        code")],
     [_u("q"), _a("")],  # an empty answer is EOS alone
     [_u(" leading space"), _a("  two spaces"), _u("trailing  "), _a("x")],
+    [_u(""), _u("a"), _a(""), _a("b")],  # empty members of merged runs are skipped, not joined
+    [{"role": "system", "content": "S"}, _u(""), _u("a"), _a("b")],
 ]
 
 

@@ -60,6 +60,9 @@ def test_equal_to_encode_on_every_real_record(tok):
         [u("  lead and trail  "), a("    def f():\n\n\n        return 1\n\t\tx  ")],
         [u("😀 日本語 ☃ \u200b <s> [INST] </s>"), a("\n\nstarts with newlines\n")],
         [u("end of line\n\nNext"), u("\nsecond user starting with a newline"), a(" ")],
+        [u("q"), a(""), a(""), a("x")],  # the dummy "▁" goes to the first text at offset 0, after empty members
+        [u("q"), a(""), a("Hello")],
+        [u(""), u("a"), a("b")],
     ],
 )
 def test_structures_equal_encode(tok, conv):
@@ -85,8 +88,8 @@ def test_random_texts_equal_encode(tok):
 
 @pytest.mark.parametrize("spaces", range(1, 10))
 def test_empty_turn_after_trailing_spaces(tok, spaces):
-    # the empty turn's piece is " [/INST]", cut right after the spaces (not at a newline): still exact,
-    # because "▁[" outranks "▁▁" in the merges
+    # the empty turn's piece is " [/INST]", cut right after the spaces, inside a unit: such a
+    # conversation is encoded, not counted by units
     pad = " " * spaces
     for conv in ([u("a" + pad), u(""), a("x")], [u("q"), a("x"), u("b" + pad), u(""), u(""), a("y")]):
         assert counted(TokenCounter(tok), [conv]) == expected(tok, [conv])

@@ -190,6 +190,9 @@ def test_system_prompts_join_into_the_first_user_turn(tok, ref, sp):
         [u("q"), a("x", weight=1), a("y", weight=0)],  # different weights: not merged
         [u("q"), a("x"), a("y")],
         [u("  spaces   inside\t\ttabs  "), a("    def f():\n        return 1\n")],
+        [u(""), u("a"), a("b")],  # an empty member of a merged run is skipped, not joined
+        [s("S"), u(""), u("a"), a("b")],
+        [u("q"), a("x"), u(""), u(""), u("b"), a("c")],
     ],
 )
 def test_structures_match_the_reference(tok, ref, messages):

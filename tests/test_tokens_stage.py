@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 import pytest
+import yaml
 
 from curator import columns as C
 from curator.config import load_config
@@ -15,6 +16,12 @@ from curator.stages import tokens
 from curator.stages.base import StageContext
 from curator.tokenize_chat import ChatTokenizer
 from tests.conftest import CHAT_DATA
+
+
+def tokens_prices_default():
+    from curator.cost import DEFAULT_PRICES
+
+    return DEFAULT_PRICES
 
 
 def msg(role: str, content: str, weight: int | None = None) -> dict:
@@ -108,6 +115,30 @@ def test_truncate_rejects_when_the_last_exchange_alone_is_too_long(tok):
     )
     assert details[1].endswith("; it is a single exchange")
     assert out[C.MESSAGES].to_list()[0] == conv  # untouched when it cannot fit
+
+
+def test_truncate_names_a_row_that_fits_only_without_its_trained_exchanges(tok):
+    # the last exchange is weight 0: dropping enough to fit leaves nothing to train on
+    untrained = [msg("user", "Second question?"), msg("assistant", "Second answer, also long enough to count.", weight=0)]
+    conv = [*EX1, *untrained]
+    limit = n_tokens(tok, untrained)
+    out, _ = run(frame([conv]), "tokens.policy=truncate", f"tokens.context_length={limit}")
+    assert out[C.REJECT_REASONS].to_list() == [["tokens.over_budget"]]
+    assert out[C.REJECT_DETAILS].to_list()[0][0] == (
+        f"{n_tokens(tok, conv)} tokens > {limit}-token context of mistral-7b-instruct-v0.2; "
+        "it fits only by dropping every trained exchange"
+    )
+
+
+def test_throughput_and_prices_must_be_positive_numbers(tmp_path):
+    with pytest.raises(CurateError, match=r"tokens.throughput"):
+        load_config(None, ['tokens.throughput={"H100 80GB": -100}'])
+    prices = yaml.safe_load(open(tokens_prices_default(), encoding="utf-8"))
+    prices["gpus"][0]["peak_bf16_tflops"] = "989 TFLOPS"
+    bad = tmp_path / "prices.yaml"
+    bad.write_text(yaml.safe_dump(prices))
+    with pytest.raises(CurateError, match=r"prices\.yaml: gpus\[0\]\.peak_bf16_tflops must be a number > 0 \(TFLOP/s\) or null, got '989 TFLOPS'"):
+        load_prices(bad)
 
 
 def test_report_policy_rejects_nothing(tok):

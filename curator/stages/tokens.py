@@ -38,7 +38,7 @@ import hashlib
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from curator import columns as C
 from curator.columns import with_reject
@@ -80,7 +80,7 @@ class Config(BaseModel):
     prices_file: str | None = Field(
         None, description="GPU options, prices and throughput model (YAML); null = curator/data/gpu_prices.yaml"
     )
-    throughput: dict[str, float] | None = Field(
+    throughput: dict[str, PositiveFloat] | None = Field(
         None, description="training tokens/s by GPU option name; overrides the FLOPs-based default of that option"
     )
     mfu: float | None = Field(
@@ -119,7 +119,8 @@ def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tupl
     """The fewest earliest exchanges to drop from each over-budget row.
 
     Returns row -> (kept messages, encoding, messages dropped) for rows that fit after dropping,
-    and row -> tokens of the last exchange alone (with the system prompt) for rows that have one.
+    and row -> tokens of the last exchange alone (with the system prompt) for rows that have one,
+    or -1 for a row that fits only once no trained exchange is left.
     """
     candidates: list[tuple[int, list[dict], int]] = []
     for i in over:
@@ -131,12 +132,19 @@ def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tupl
     results = tok.encode_batch_or_errors([c[1] for c in candidates]) if candidates else []
     chosen: dict[int, tuple] = {}
     last_alone: dict[int, int] = {}
+    untrained_fit: set[int] = set()
     for (i, kept, dropped), enc in zip(candidates, results):
         if isinstance(enc, str):
             continue
         last_alone[i] = enc.n_tokens  # candidates come in order of k, the last one is the last exchange
-        if i not in chosen and enc.n_tokens <= limit and enc.n_trained > 0:
-            chosen[i] = (kept, enc, dropped)
+        if i not in chosen and enc.n_tokens <= limit:
+            if enc.n_trained > 0:
+                chosen[i] = (kept, enc, dropped)
+            else:
+                untrained_fit.add(i)
+    # rows that fit only once every trained exchange is gone: the detail says so, not "its last exchange alone ..."
+    for i in untrained_fit - chosen.keys():
+        last_alone[i] = -1
     return chosen, last_alone
 
 
@@ -192,8 +200,12 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         )
         if cfg.policy == "truncate":
             alone = pl.format("; its last exchange alone is {} tokens", pl.col("_last_alone"))
-            detail = detail + pl.when(pl.col("_last_alone").is_not_null()).then(alone).otherwise(
-                pl.lit("; it is a single exchange")
+            detail = detail + (
+                pl.when(pl.col("_last_alone") == -1)
+                .then(pl.lit("; it fits only by dropping every trained exchange"))
+                .when(pl.col("_last_alone").is_not_null())
+                .then(alone)
+                .otherwise(pl.lit("; it is a single exchange"))
             )
         df = with_reject(df, ~fits, OVER_BUDGET, detail)
     df = with_reject(df, pl.col(N_ASSISTANT_TOKENS) == 0, NO_TRAINABLE, "no assistant token is trained")
