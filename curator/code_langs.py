@@ -26,6 +26,7 @@ the spans it could not fit into the grammar).
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -180,8 +181,9 @@ def normalize_label(info: str | None) -> str | None:
     """Canonical language for a fence's info string, or None when it names none we know.
 
     The first word of the info string names the language (CommonMark); `{.python}` (Pandoc),
-    `language-python` (HTML class) and `python:main.py` (file-name suffixes some chats add) are
-    accepted; case is ignored.
+    `language-python` (HTML class), `python:main.py` (file-name suffixes some chats add),
+    `python{cmd=true}` / `js{1,3}` (attributes and line highlights) and a trailing version
+    (`python3.11`) are accepted; case is ignored.
     """
     if not info:
         return None
@@ -190,11 +192,18 @@ def normalize_label(info: str | None) -> str | None:
         word = word[len("language-"):]
     if word in ALIASES:
         return ALIASES[word]
-    for sep in (":", ",", "="):
+    for sep in (":", ",", "=", "{"):
         head = word.split(sep, 1)[0]
         if head in ALIASES:
             return ALIASES[head]
+        versionless = _VERSION.sub("", head)
+        if versionless and versionless in ALIASES:
+            return ALIASES[versionless]
     return None
+
+
+# a version after a language name: `python3.11`, `php-8.2`, `node18`
+_VERSION = re.compile(r"[-_]?v?\d+(\.\d+)*$")
 
 
 # --- tree-sitter ---------------------------------------------------------------------------
@@ -290,7 +299,17 @@ def parse_error_frac(code: str, lang: str) -> float:
     if not nonblank:
         return 0.0
     bad = error_rows(root)
+    if lang in _STATEMENT_WRAP and bad:
+        # a snippet of statements (`std::cout << x;`) is no translation unit: read it as a
+        # function body too, and keep the better reading
+        wrapped = parser_for(lang).parse((_STATEMENT_WRAP[lang] + code + "\n}").encode("utf-8")).root_node
+        inner = {i - 1 for i in error_rows(wrapped)} if wrapped.has_error else set()
+        if len(inner) < len(bad):
+            bad = inner
     return sum(1 for i in nonblank if i in bad) / len(nonblank)
+
+
+_STATEMENT_WRAP = {"c": "void __snippet(void) {\n", "cpp": "void __snippet() {\n"}
 
 
 # --- lexical cues ----------------------------------------------------------------------------
@@ -625,14 +644,27 @@ def _head(code: str, max_lines: int) -> str:
 # A block with no cue of any language still looks like code when a line ends the way statements
 # and blocks do in the C family; such a block takes the first grammar, in this order (the most
 # common languages of chat data first), that parses it cleanly. Permissive grammars (bash, ruby,
-# php) and SQL are left out: they would accept prose.
+# php) and SQL are left out: they would accept prose. A block of one line needs a statement's end
+# (`;`, a brace) or a closing brace or bracket, a longer one a line ending in `;`, a brace or `)`
+# (or starting with a closer), and no block whose every line is `Key: value` output is tried:
+# program output (`Output: (1, 2, 3)`, `Sum: 15 (even)`), a tuple, a lone call (`add(2, 3)`) or
+# R (`x <- c(1, 2, 3)`) are valid JavaScript expressions, not evidence of it.
 _CODE_SHAPE = re.compile(r"[;{})]\s*$|^\s*[}\])]", re.MULTILINE)
+_STATEMENT_SHAPE = re.compile(r"[;{}]\s*$|^\s*[}\]]", re.MULTILINE)
+_OUTPUT_LINE = re.compile(r"\s*[A-Za-z][\w ]*: ")
 FALLBACK_ORDER = ["javascript", "java", "cpp", "go", "python", "csharp", "rust", "typescript", "c"]
+
+
+def _code_shaped(sample: str) -> bool:
+    lines = [line for line in sample.split("\n") if line.strip()]
+    if all(_OUTPUT_LINE.match(line) for line in lines):
+        return False
+    return bool((_CODE_SHAPE if len(lines) > 1 else _STATEMENT_SHAPE).search(sample))
 
 
 def _fallback(sample: str, scores: dict[str, float], settings: DetectSettings) -> Detection:
     errors: dict[str, float] = {}
-    if settings.fallback and _CODE_SHAPE.search(sample):
+    if settings.fallback and _code_shaped(sample):
         for g in FALLBACK_ORDER:
             errors[g] = parse_error_frac(sample, g)
             if errors[g] <= settings.clean_max_error:
@@ -640,13 +672,28 @@ def _fallback(sample: str, scores: dict[str, float], settings: DetectSettings) -
     return Detection(None, None, errors, scores)
 
 
+def is_json(code: str) -> bool:
+    """Whether `code` is one JSON object or array (data, whichever language could also parse it)."""
+    text = code.strip()
+    if not text or text[0] not in "[{" or text[-1] not in "]}":
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> Detection:
     """The language whose grammar parses `code` best; cues choose among near ties.
 
+    A block that is one JSON object or array is `json` (no grammar here: error fraction None).
     Only languages with at least one cue in the block are tried (a grammar as permissive as
     bash's parses prose without an error, so a parse alone is no evidence), the best-cued
     `max_candidates` first; the rest only when none of those parses cleanly.
     """
+    if is_json(code):
+        return Detection("json", None, {}, {})
     sample = _head(code, settings.max_lines)
     scores = cue_scores(sample[:_CUE_CHARS])
     ranked = sorted((g for g in GRAMMARS if scores[g] > 0), key=lambda g: (-scores[g], _RANK[g]))
@@ -708,5 +755,7 @@ def classify_block(code: str, label: str | None, settings: DetectSettings = Dete
     det = detect_language(code, settings)
     if det.lang is None:
         return BlockLanguage(None, None, None, False)
+    if det.lang not in GRAMMARS:  # json
+        return BlockLanguage(det.lang, "detected", None, False)
     full_err = det.error_frac if code.count("\n") < settings.max_lines else parse_error_frac(code, det.lang)
     return BlockLanguage(det.lang, "detected", full_err, False)

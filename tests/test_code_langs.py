@@ -268,3 +268,41 @@ def test_language_shares_of_code_langs_rows_count_programming_languages_only():
     assert language_shares([]) == (0, {}) and language_shares([["json"], None]) == (0, {})
     # the stage uses the very same functions
     assert code_language.language_shares is language_shares and code_language.is_programming is is_programming
+
+
+@pytest.mark.parametrize(
+    "code", ["Sum: 15 (even)", "Output: (1, 2, 3)", "(1, 2)", "add(2, 3)", "x <- c(1,2,3)",
+             "Sum: 15 (even)\nProduct: 120 (even)\nDone: (3 values)"],
+)
+def test_program_output_tuples_and_lone_calls_are_no_language(code):
+    res = classify_block(code, None)
+    assert (res.lang, res.decided_by) == (None, None)
+
+
+def test_unlabelled_json_is_json_and_not_counted_by_the_gate():
+    from curator.code_langs import language_counts
+
+    for code in ['{"name": "Bob", "age": 3}', "[1, 2, 3]", '{\n  "a": [1, {"b": null}]\n}']:
+        res = classify_block(code, None)
+        assert (res.lang, res.decided_by, res.parse_error_frac, res.label_mismatch) == ("json", "detected", None, False)
+    assert language_counts([["json"], ["json", "python"]]) == (1, {"python": 1})
+    # statement-shaped code without cues still falls back to a grammar
+    assert classify_block("foo();", None).lang == "javascript"
+    assert classify_block("{ a: 1 }", None).lang == "javascript"  # not JSON (unquoted key)
+
+
+def test_cpp_statements_outside_a_function_are_cpp():
+    code = 'std::cout << "hi" << std::endl;'
+    assert detect_language(code).lang == "cpp"
+    res = classify_block(code, "cpp")
+    assert (res.lang, res.decided_by, res.label_mismatch) == ("cpp", "both", False)
+    assert parse_error_frac(code, "cpp") == 0.0
+
+
+@pytest.mark.parametrize(
+    "label, lang",
+    [("python{cmd=true}", "python"), ("js{1,3}", "javascript"), ("python3.11", "python"), ("php-8.2", "php"),
+     ("node18", "javascript")],
+)
+def test_info_strings_with_attributes_and_versions(label, lang):
+    assert normalize_label(label) == lang

@@ -114,3 +114,60 @@ def test_fast_path_allows_a_borrowed_accent_but_not_accented_languages():
     assert det.cheap(cafe) == ("en", language.FAST_CONFIDENCE, None)  # 1 letter of ~110 outside ASCII
     assert language.Detector(language.Config(fast_max_non_ascii=0), seed=0).cheap(cafe) is None
     assert det.cheap(FR) is None and det.cheap(DE) is None
+
+
+def test_chinese_and_japanese_prose_with_full_width_punctuation():
+    zh = "请写一个函数，计算列表中所有数字的总和。然后打印结果，好吗？"
+    ja = "Pythonでリストを元のリストを変更せずにソートするにはどうすればよいですか？"
+    ko = "안녕하세요. 파이썬에서 리스트를 정렬하는 방법을 알려주세요."
+    assert language.prose(zh) == zh and language.prose(ja) == ja and language.prose(ko) == ko
+    out, _ = _run([[("user", zh), ("assistant", zh)], [("user", ja), ("assistant", ja)]])
+    assert out["lang"].to_list() == ["zh", "ja"]
+    assert out["lang_reason"].to_list() == [None, None]
+    # Unicode punctuation around Latin-script words too: Spanish ¿...?, French «...»
+    es = "¿Cómo puedo ordenar una lista en Python sin modificar la lista original?"
+    fr = "«Bonjour», dit-il à son ami „heute“."
+    assert language.prose(es) == es and language.prose(fr) == fr
+
+
+def test_fast_path_counts_no_tech_loanwords_and_leaves_on_foreign_function_words():
+    det = language.Detector(language.Config(), seed=0)
+    loanwords = {"function", "program", "code", "list", "array", "string", "return", "value", "number", "total",
+                 "class", "object", "method", "result", "example", "using"}
+    assert not loanwords & language.EN_COMMON_WORDS
+    indonesian = ("Saya ingin menulis program yang menghitung total dari sebuah list of numbers dan "
+                  "menampilkan hasilnya.")
+    spanish = "Hazme un programa en Python que use una function para return el total de un array de numbers"
+    german = "Kannst du mir eine function schreiben, die einen string nimmt und die length als number return?"
+    for text, lang in [(indonesian, "id"), (spanish, "es"), (german, "de")]:
+        assert det.cheap(text) is None, text
+        assert det.detect(text)[0] == lang
+    # English coding prose still takes the fast path
+    en = "Write a function that returns the total of a list of numbers, and explain how it works."
+    assert det.cheap(en) == ("en", language.FAST_CONFIDENCE, None)
+    # one foreign-looking word (a name, `de facto`) does not leave it
+    assert det.cheap("Could you tell me what the de facto way is to sort the things in this list?") is not None
+
+
+def test_prose_mentioning_a_call_or_led_by_a_keyword_is_prose():
+    lines = [
+        "What does len() do in Python?",
+        "Qu'est-ce que la fonction map() fait en Python ?",
+        "if i have 3 apples and eat one how many are left",
+        "print the numbers from one to ten in reverse order",
+        "from the list below pick the largest number",
+        "using recursion compute the factorial of n",
+        "return the sum of all even numbers in the array",
+    ]
+    for line in lines:
+        assert language.prose(line) == line, line
+    out, _ = _run([[("user", lines[2] + "\n" + lines[3]), ("assistant", lines[1] + " Elle applique une fonction.")]])
+    assert out["user_lang"][0] == "en" and out["assistant_lang"][0] == "fr"
+    code = [
+        "import numpy as np", "from collections import Counter", "return result", "    return a + b",
+        "for x in xs:", "while True:", "if x > 5:", "print(\"Hello, how are you today\")", "total += x",
+        "x.sort()", "SELECT name FROM users WHERE id = 1", "pip install requests numpy pandas",
+        "echo \"hello there my friend\"", "const add = (a, b) => a + b",
+    ]
+    for line in code:
+        assert language.prose(line) == "", line

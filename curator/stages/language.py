@@ -20,10 +20,13 @@ accuracy on the UDHR set rises above 0.8 (bench/language_bench.py).
 
 Fast path: text whose letters are ASCII (at most `fast_max_non_ascii` of them outside it: the
 `é` of a borrowed `café`, a name like `Saint-Rémy`), with at least `fast_min_words` words of
-which at least `fast_min_share` are frequent English words (`EN_COMMON_WORDS`), is English
-without asking langdetect, with confidence `FAST_CONFIDENCE`. No UDHR paragraph of the 25 other
-languages reaches 24% of these words, English texts there are at 31% or more, and on the real
-chat data langdetect agrees with the fast path on the texts it takes (bench/language_bench.py,
+which at least `fast_min_share` are frequent English words (`EN_COMMON_WORDS`, function words
+and everyday words, no tech loanwords) and fewer than two (or than `fast_max_foreign` of them)
+frequent words of other languages (`FOREIGN_COMMON_WORDS`: Indonesian `yang`, Spanish `para`,
+German `und` ...), is English without asking langdetect, with confidence `FAST_CONFIDENCE`. No
+UDHR paragraph of the 25 other languages reaches 24% of these words, English paragraphs of 20+
+words there are at 37% or more and hold none of the foreign words, and on the real chat data
+langdetect agrees with the fast path on 99.7% of the texts it takes (bench/language_bench.py,
 figures in bench/RESULTS.md). The verdicts that need no langdetect (no text, too short, fast
 path) are Polars expressions over all samples at once. Repeated samples (data collected twice)
 are detected once, and the rest go to langdetect in one batch, over `workers` processes.
@@ -58,30 +61,44 @@ FAST_CONFIDENCE = 0.99
 
 # Frequent English words: Fry's list of the 100 most common words of English text (Fry, Kress &
 # Fountoukidis, "The Reading Teacher's Book of Lists") and the words that chat instructions
-# are made of (function, program, number, ...). On the UDHR set no text in another language
-# written in plain ASCII reaches 19% of them; English prose holds 30-50%.
+# are made of. Words that other languages share or borrow are left out: the tech loanwords that
+# Indonesian, Spanish or German coding prose is full of (function, program, code, list, array,
+# string, return, value, number, total, class, object, method, result, example, using, data,
+# text, input, user, design), Fry's `number`, words of Italian (`create`, `generate`,
+# `calculate`, `compose`, `per`, `file`), German/Dutch/Scandinavian (`also`, `most`, `name`,
+# `just`) and French (`question`, `main`, `large`).
 EN_COMMON_WORDS = frozenset(
     """the of and to a in is you that it he was for on are as with his they i at be this have from or
     one had by word but not what all were we when your can said there use an each which she do how
     their if will up other about out many then them these so some her would make like him into time
-    has look two more write go see number no way could people my than first water been call who its
-    now find long down day did get come made may part function program code given list array string
-    create return returns example value values using find numbers total new second much per""".split()
+    has look two more write go see no way could people my than first water been call who its
+    now find long down day did get come made may part given find new second much""".split()
 ) | frozenset(
-    # English words of chat instructions and everyday prose that are not words of another
-    # Latin-script language (German/Dutch/Scandinavian `also`, `most`, `name`, `just`, Italian
-    # `file`, French `question`, `main`, `large`, tech loanwords `data`, `text`, `input`, `user`
-    # were left out): the samples the first list missed on the benchmark corpus
-    """following describe explain generate give provide based sentence answer please should would
+    """following describe explain give provide based sentence answer please should would
     about below above identify short best good different between three four five ten why because
     before know think only very through where any same our us years work help want need paragraph
-    write rewrite summarize suggest classify compose design develop solve calculate every more such
+    write rewrite summarize suggest classify develop solve every more such
     well first last next small big great little thing things ways days time times year world life
-    food money book books city country company people result results method methods class object
-    story words""".split()
+    food money book books city country company people story words""".split()
 )
 
-
+# Frequent function words of other languages written in Latin letters (Indonesian/Malay,
+# Spanish, Portuguese, French, Italian, German, Dutch, Tagalog, Scandinavian, Turkish) that are
+# not English words: a sample with `fast_max_foreign` of them (at least two) leaves the fast path
+# for langdetect, however many English (loan)words it holds.
+FOREIGN_COMMON_WORDS = frozenset(
+    """yang dan untuk dengan ini itu ada tidak saya akan dalam pada adalah atau bisa dari sebuah
+    bagaimana cara apa kamu anda kita mereka juga sudah karena jika tetapi
+    el la los las del que una por para como pero esta este tiene puedo hacer quiero cuando donde
+    os uma não em com uma são isso ela ele seu sua fazer quero
+    le les des et est une pour dans qui pas sur avec je vous nous ce cette sont fait
+    il di che della delle sono questo questa anche nel alla voglio
+    der das und ist nicht ein eine ich zu mit dem auf sie wie auch oder wird werden
+    het een van niet ik zijn voor op wil hoe
+    ang ng sa mga ako ay ko kong ito
+    och att det som jag inte og er til ikke jeg
+    bir ve bu için ile""".split()
+)
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +114,10 @@ class Config(BaseModel):
     fast_path: bool = Field(True, description="decide obvious English without langdetect (see module docstring)")
     fast_min_words: int = Field(5, ge=1, description="fast path: at least this many words")
     fast_min_share: float = Field(0.25, ge=0, le=1, description="fast path: share of frequent English words")
+    fast_max_foreign: float = Field(
+        0.05, ge=0, le=1,
+        description="fast path: fewer than this share of the words (or under two) in FOREIGN_COMMON_WORDS",
+    )
     fast_max_non_ascii: float = Field(
         0.01, ge=0, le=1, description="fast path: at most this share of the letters outside ASCII (0: none)"
     )
@@ -118,13 +139,51 @@ _URL_RE = r"https?://\S+|www\.\S+|\S+@\S+\.\w+"
 # A plain word as a whole whitespace-separated token, with its punctuation. Polars' regex engine
 # has no lookaround, so tokens are counted on the line with every whitespace run doubled and a
 # space at each end: each token then has a space of its own on both sides, and a match (which
-# holds no space inside) is exactly one token.
-_PROSE_TOKEN = r" [(\"'*_]*[^\W\d_]+(?:['’-][^\W\d_]+)*[.,;:!?)\"'*_]* "
-# statement shapes no sentence has: `;`/`{`/`}` at the end, a call `name(`, a keyword leading a line
-_CODE_LINE = (
-    r"[;{}]\s*$|\w\(|^\s*(import|from|return|public|private|protected|def|class|function|const|let|var|"
-    r"#include|using|package|SELECT|INSERT|UPDATE|CREATE|print|echo|if|for|while)\b[^.?!]*$"
+# holds no space inside) is exactly one token. Punctuation is Unicode's (\p{P}: `¿`, `«»`, `„“`,
+# `。`, `？`) less the characters of code (`;`, braces, brackets, `@#/\%&`), and no `(` after a
+# word or `)` before one (a call `f()` is not a word). A token holding a Chinese or Japanese
+# character is a word when it is made of letters, digits and punctuation: those scripts put no
+# spaces between words, so a whole clause is one token (`如何在Python中对列表进行排序？`).
+_PUNCT = r"[\p{P}&&[^;{}\[\]@#/\\%&]]"
+_PUNCT_BEFORE = r"[\p{P}&&[^;{}\[\]@#/\\%&)]]"
+_PUNCT_AFTER = r"[\p{P}&&[^;{}\[\]@#/\\%&(]]"
+_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}ー]"
+_PROSE_TOKEN = (
+    rf" (?:{_PUNCT_BEFORE}*[^\W\d_]+(?:['’-][^\W\d_]+)*{_PUNCT_AFTER}*"
+    rf"|(?:[\p{{L}}\p{{M}}\p{{N}}]|{_PUNCT})*{_CJK}(?:[\p{{L}}\p{{M}}\p{{N}}]|{_PUNCT})*) "
 )
+# Statement shapes no sentence has (each a Polars regex, a line matching any of them is code):
+# `;`/`{`/`}` at the end; a line that starts with a call (`print(x)`, `console.log(`), an
+# assignment (`total += x`) or ends with one (`x.sort()`); an upper-case SQL statement; a keyword
+# leading the line followed by code (`=`, a bracket, `<>|&$`, `keyword(`, a call, a colon ending a
+# short line: `for x in xs:`, an operator, a `--flag`) or by at most one word (`import os`,
+# `return x`), a quoted string after `echo`/`print`, a package manager's command, and the
+# import forms `import a.b as c`, `from a import b`. A lower-case sentence that starts with a keyword
+# (`if i have 3 apples ...`, `print the numbers ...`, `from the list below ...`) or mentions a
+# call in passing (`What does len() do?`) stays prose.
+_KEYWORDS = (
+    "import|from|return|public|private|protected|static|def|class|function|const|let|var|#include|using|"
+    "package|print|echo|if|elif|else|for|foreach|while|do|switch|case|try|catch|except|with|fn|func|struct|"
+    "impl|async|await|yield|raise|throw|new|delete|local|puts|sudo|cd|pip|npm"
+)
+_CODE_LINES = [
+    r"[;{}]\s*$",
+    r"^\s*[\w.$]+\s*\(",
+    r"^\s*[\w.$\[\]'\x22]+\s*([-+*/%|&^]|\*\*|//|<<|>>)?=[^=]",
+    r"\w\([^()]*\)[;:]?\s*$",
+    r"^\s*(SELECT|INSERT|UPDATE|CREATE|DELETE|ALTER|DROP)\b[^.?!]*$",
+    rf"^\s*({_KEYWORDS})\b.*([=\[\]<>|&$]|\w\(|\s[-+*/%]\s|\s--?[a-z])",
+    r"^\s*(echo|print|puts|printf)\s+[\x22']",
+    r"^\s*(sudo\s+)?(pip3?|npm|npx|yarn|apt|apt-get|brew|git|docker|conda|cargo|gem|composer|dotnet|mvn|gradle)\s+"
+    r"(install|add|remove|uninstall|run|init|clone|build|get|commit|push|pull|checkout|status|test|update|upgrade|"
+    r"start|exec|new)\b",
+    rf"^\s*({_KEYWORDS})\s*\(",
+    rf"^\s*({_KEYWORDS})(\s+\S+){{0,3}}:\s*$",
+    rf"^\s*({_KEYWORDS})(\s+\S+)?\s*$",
+    r"^\s*import [\w.]+( as \w+)?(\s*,\s*[\w.]+( as \w+)?)*\s*$",
+    r"^\s*from [\w.]+ import\b",
+]
+_CODE_LINE = "|".join(f"(?:{p})" for p in _CODE_LINES)
 _LETTER_RE = r"[^\W\d_]"
 _WORD_RE = r"[^\W\d_]+"
 _NON_ASCII_LETTER = r"[[^\W\d_]&&[^\x00-\x7F]]"
@@ -147,7 +206,7 @@ def prose_of_turns(texts: pl.Series, limit: int | None = None) -> pl.DataFrame:
 
     A line is prose when plain words (`_PROSE_TOKEN`) make at least 60% of its tokens (at least 3
     of them; all of them on a line of one or two tokens) and it has no statement shape
-    (`_CODE_LINE`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose; answers that
+    (`_CODE_LINES`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose; answers that
     are code without fences (GPTeacher Codegen) would otherwise be read as Romanian or Catalan.
 
     All rows at once, as Polars string expressions (per-line Python was the stage's main cost).
@@ -242,21 +301,24 @@ class Detector:
         """The verdict of each sample when langdetect is not needed, else None; all samples at
         once, as Polars expressions: no prose (`no_text`), fewer than `min_letters` letters
         (`too_short`), or the English fast path (at most `fast_max_non_ascii` of the letters
-        outside ASCII, at least
-        `fast_min_words` words, at least `fast_min_share` of them in `EN_COMMON_WORDS`)."""
+        outside ASCII, at least `fast_min_words` words, at least `fast_min_share` of them in
+        `EN_COMMON_WORDS`, fewer than two or than `fast_max_foreign` of them in
+        `FOREIGN_COMMON_WORDS`)."""
         cfg = self.cfg
         x = pl.col("s")
         words = x.str.to_lowercase().str.extract_all(_WORD_RE)
         common = pl.Series(sorted(EN_COMMON_WORDS), dtype=pl.Utf8)
+        foreign = pl.Series(sorted(FOREIGN_COMMON_WORDS), dtype=pl.Utf8)
         frame = pl.DataFrame({"s": samples}, schema={"s": pl.Utf8}).select(
             blank=x.str.strip_chars() == "",
             letters=x.str.count_matches(_LETTER_RE),
             non_ascii=x.str.count_matches(_NON_ASCII_LETTER),
             n_words=words.list.len(),
             n_common=words.list.eval(pl.element().is_in(common.implode())).list.sum(),
+            n_foreign=words.list.eval(pl.element().is_in(foreign.implode())).list.sum(),
         )
         out: list[tuple[str, float | None, str | None] | None] = []
-        for blank, letters, non_ascii, n_words, n_common in frame.iter_rows():
+        for blank, letters, non_ascii, n_words, n_common, n_foreign in frame.iter_rows():
             if blank:
                 out.append((UND, None, REASON_NO_TEXT))
             elif letters < cfg.min_letters:
@@ -264,6 +326,7 @@ class Detector:
             elif (
                 cfg.fast_path and non_ascii <= cfg.fast_max_non_ascii * letters and n_words >= cfg.fast_min_words
                 and n_common >= cfg.fast_min_share * n_words
+                and (n_foreign < 2 or n_foreign < cfg.fast_max_foreign * n_words)
             ):
                 out.append(("en", FAST_CONFIDENCE, None))
             else:

@@ -1,14 +1,18 @@
 """Normalize: one spelling for the same text, and the content hash that names a conversation.
 
-Reads `messages`; rewrites each turn's `content` to Unicode NFC, LF line ends (CRLF and lone CR),
-and no trailing whitespace at the end of a line or of the turn (leading indentation is kept:
-it is meaning in code). Writes `content_hash`: xxh3-128 (hex) of the normalised conversation
-(roles, contents, weights, tool calls), the identity exact dedup, the split and run-to-run
-comparisons use.
+Reads `messages`; rewrites each turn's `content` to Unicode NFC (code included), LF line ends
+(CRLF and lone CR, code included), and no trailing whitespace at the end of a prose line or of
+the turn. Whitespace that is meaning is kept: leading indentation, every character inside a
+fenced code block (a string literal `'a   '`, a heredoc; the spans of `code_blocks.block_spans`,
+CommonMark's rules) and a Markdown hard line break (two or more spaces before a line ending
+followed by another line of the same paragraph, CommonMark 0.31 section 6.7), written as exactly
+two spaces. Writes `content_hash`: xxh3-128 (hex) of the normalised conversation (roles, contents,
+weights, tool calls), the identity exact dedup, the split and run-to-run comparisons use.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Literal
 
@@ -17,6 +21,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
+from curator.code_blocks import block_spans
 from curator.stages.base import StageContext
 
 NAME = "normalize"
@@ -27,7 +32,11 @@ class Config(BaseModel):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = Field(
         "NFC", description="NFC | NFKC | NFD | NFKD (upper case) | null (leave as is)"
     )
-    strip_trailing_whitespace: bool = Field(True, description="strip spaces/tabs at line ends and the end of a turn")
+    strip_trailing_whitespace: bool = Field(
+        True,
+        description="strip spaces/tabs at prose line ends and the end of a turn (fenced code and Markdown hard "
+        "line breaks are kept)",
+    )
 
 
 def _unicode_form(values: pl.Series, form: str) -> pl.Series:
@@ -37,12 +46,54 @@ def _unicode_form(values: pl.Series, form: str) -> pl.Series:
     return pl.Series(values.name, [v if v is None else normalize(form, v) for v in values.to_list()], dtype=pl.Utf8)
 
 
+# a Markdown hard line break: trailing whitespace ending in two spaces, another non-blank line next
+_HARD_BREAK = re.compile(r"[ \t]*  (?=\n[ \t]*[^\s])")
+_TRAILING_WS = re.compile(r"[ \t]+(?=\n|\Z)")
+
+
+def _strip_prose(segment: str) -> str:
+    """Trailing whitespace of each line of prose removed, a hard line break made two spaces."""
+    return _TRAILING_WS.sub(lambda m: "  " if _HARD_BREAK.match(segment, m.start()) else "", segment)
+
+
+def strip_trailing_whitespace(text: str) -> str:
+    """`text` (LF line ends) without trailing whitespace outside its fenced code blocks; the
+    blocks' content lines are kept as written (their fence lines are stripped), a Markdown hard
+    line break is two spaces, and the end of the text has no whitespace."""
+    parts: list[str] = []
+    prev = 0
+    for start, end in block_spans(text):
+        parts.append(_strip_prose(text[prev:start]))
+        block = text[start:end]
+        head, nl, body = block.partition("\n")
+        parts.append(head.rstrip(" \t") + nl)
+        if nl:
+            # the closing fence line is the last line of a closed block; stripping it (or the
+            # last code line of an unclosed one, at the end of the turn) changes no code
+            inner, nl2, last = body.rpartition("\n")
+            parts.append(inner + nl2 + last.rstrip(" \t") if nl2 else body)
+        prev = end
+    parts.append(_strip_prose(text[prev:]))
+    return "".join(parts).rstrip()
+
+
 def normalize_content(expr: pl.Expr, cfg: Config) -> pl.Expr:
-    """Line ends and trailing whitespace, as a polars expression (Unicode form is done apart)."""
+    """Line ends, and trailing whitespace of turns that hold neither a fence nor a hard line
+    break candidate, as a polars expression (the others go through `strip_trailing_whitespace`,
+    the Unicode form is done apart)."""
     expr = expr.str.replace_all("\r\n", "\n", literal=True).str.replace_all("\r", "\n", literal=True)
     if cfg.strip_trailing_whitespace:
         expr = expr.str.replace_all(r"[ \t]+\n", "\n").str.strip_chars_end()
     return expr
+
+
+def _needs_python(expr: pl.Expr) -> pl.Expr:
+    """Turns the plain expression cannot normalise: a fence (```, ~~~) or two spaces before a line end."""
+    return (
+        expr.str.contains("```", literal=True)
+        | expr.str.contains("~~~", literal=True)
+        | expr.str.contains("  \n", literal=True)
+    ).fill_null(False)
 
 
 def normalize_messages(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
@@ -51,7 +102,19 @@ def normalize_messages(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     flat = df.select(C.ROW, C.MESSAGES).explode(C.MESSAGES).unnest(C.MESSAGES)
     if cfg.unicode_form:
         flat = flat.with_columns(_unicode_form(flat.get_column("content"), cfg.unicode_form))
-    flat = flat.with_columns(normalize_content(pl.col("content"), cfg))
+    line_ends = Config(unicode_form=None, strip_trailing_whitespace=False)
+    flat = flat.with_columns(normalize_content(pl.col("content"), line_ends))
+    if cfg.strip_trailing_whitespace:
+        # the plain expression on every turn, then the turns with a fence or a hard line break
+        # candidate (a few percent) again through Python, from their unstripped text
+        raw = flat.get_column("content")
+        hits = flat.select(_needs_python(pl.col("content"))).to_series().arg_true()
+        content = flat.select(normalize_content(pl.col("content"), cfg)).to_series()
+        if len(hits):
+            # scatter writes in place: on a clone of the column
+            fixed = [strip_trailing_whitespace(t) for t in raw.gather(hits).to_list()]
+            content = content.clone().scatter(hits, fixed)
+        flat = flat.with_columns(content)
     nested = flat.group_by(C.ROW, maintain_order=True).agg(pl.struct(fields).alias(C.MESSAGES))
     return df.drop(C.MESSAGES).join(nested, on=C.ROW, how="left", maintain_order="left").select(df.columns)
 
