@@ -34,16 +34,16 @@ def require_train_extra() -> None:
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override one config key, e.g. -s lora.r=8 -s learning_rate=1e-4 (repeatable)")
 @click.option("--resume", is_flag=True, help="continue the run in --output from its latest checkpoint (same settings)")
-@click.option("--force", is_flag=True,
-              help="train on a folder that did not come from a passing `curate run`, and start over in an --output "
-                   "that holds an earlier run (its checkpoints/ and tensorboard/ are cleared)")
+@click.option("--force", is_flag=True, help="train on a folder that did not come from a passing `curate run`")
+@click.option("--overwrite", is_flag=True,
+              help="start over in an --output that holds an earlier run (its checkpoints/ and tensorboard/ are cleared)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 def train(out: Path, output_dir: Path, model: str | None, config_path: Path | None, overrides: tuple[str, ...],
-          resume: bool, force: bool, quiet: bool) -> None:
+          resume: bool, force: bool, overwrite: bool, quiet: bool) -> None:
     """Train a LoRA adapter on OUT/train.jsonl, evaluating on OUT/val.jsonl.
 
     OUT must be the folder of a passing `curate run` (manifest.json gates passed, split files unchanged).
-    An --output folder that holds an earlier run is refused unless --resume (continue it) or --force.
+    An --output folder that holds an earlier run is refused unless --resume (continue it) or --overwrite.
 
     \b
     Example:
@@ -57,11 +57,13 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     if model:
         config = config.model_copy(update={"model": model})
     open_curated_folder(out, force=force)  # refuse early, before the heavy imports
-    prepare_output_dir(output_dir, resume, force, clear=False)
+    prepare_output_dir(output_dir, resume, overwrite, clear=False)
     require_train_extra()
     from finetune.train import train_from_folder
 
-    result = train_from_folder(out, output_dir, config, resume=resume, force=force, show_progress=not quiet)
+    result = train_from_folder(
+        out, output_dir, config, resume=resume, force=force, overwrite=overwrite, show_progress=not quiet
+    )
     last = result.evals[-1] if result.evals else {}
     summary = f"trained {result.steps}/{result.total_steps} steps"
     if "val_perplexity" in last:

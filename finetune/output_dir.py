@@ -3,8 +3,9 @@
 A fresh run in a folder that holds an earlier one would mix the two: checkpoints are pruned by step number,
 so the new run's low steps would be removed in favour of the old run's high ones, and a later `--resume` would
 continue the old run. So a folder with checkpoints or a non-empty metrics.jsonl is refused, as `curate run`
-refuses a non-empty OUT, unless `--resume` (continue it) or `--force` (start over: checkpoints/ and
-tensorboard/ are cleared first). No torch here: `curate train` checks before the heavy imports.
+refuses a non-empty OUT, unless `--resume` (continue it) or `--overwrite` (start over: checkpoints/ and
+tensorboard/ are cleared first). `--overwrite` is its own flag, not `--force` (which accepts a curated folder
+whose gates failed), so that skipping one check never deletes an earlier run. No torch here: `curate train` checks before the heavy imports.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def earlier_run_marks(output_dir: str | Path) -> list[str]:
     return marks
 
 
-def prepare_output_dir(output_dir: str | Path, resume: bool, force: bool, clear: bool = True) -> None:
-    """Refuse a folder holding an earlier run unless resuming or forced; when forced (and `clear`), clear it.
+def prepare_output_dir(output_dir: str | Path, resume: bool, overwrite: bool, clear: bool = True) -> None:
+    """Refuse a folder holding an earlier run unless resuming or overwriting; when overwriting (and `clear`), clear it.
 
     `clear=False` only checks (the CLI's early call, before tokenization and model loading).
     """
@@ -41,10 +42,10 @@ def prepare_output_dir(output_dir: str | Path, resume: bool, force: bool, clear:
     marks = earlier_run_marks(output_dir)
     if not marks:
         return
-    if not force:
+    if not overwrite:
         raise CurateError(
             f"{output_dir}: holds an earlier training run ({', '.join(marks)}); use --resume to continue it, "
-            "--force to start over (clears checkpoints/ and tensorboard/), or another --output"
+            "--overwrite to start over (clears checkpoints/ and tensorboard/), or another --output"
         )
     if clear:
         for name in CLEARED_ON_FORCE:

@@ -172,7 +172,7 @@ def check_same_run(checkpoint: Path, saved: dict | None, current: dict) -> None:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
         raise CurateError(
             f"{checkpoint}: --resume needs the run's own settings, these differ: {shown} "
-            "(train into another --output, or --force to start over)"
+            "(train into another --output, or --overwrite to start over)"
         )
 
 
@@ -461,12 +461,12 @@ def run_training(
 
 def train_from_folder(
     curated_dir: str | Path, output_dir: str | Path, config: TrainConfig, resume: bool = False,
-    force: bool = False, show_progress: bool = True,
+    force: bool = False, overwrite: bool = False, show_progress: bool = True,
 ) -> TrainResult:
     """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train.
 
-    `force` trains on a folder that is not from a passing `curate run` and starts over in an output folder
-    that holds an earlier run.
+    `force` trains on a folder that is not from a passing `curate run`; `overwrite` starts over in an output
+    folder that holds an earlier run.
     """
     from curator.tokenize_chat import ChatTokenizer
     from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
@@ -478,5 +478,5 @@ def train_from_folder(
     train = prepare_split(folder.train, tokenizer, config.context_length)
     val = prepare_split(folder.val, tokenizer, config.context_length)
     return run_training(
-        config, train, val, tokenizer, output_dir, resume=resume, show_progress=show_progress, overwrite=force
+        config, train, val, tokenizer, output_dir, resume=resume, show_progress=show_progress, overwrite=overwrite
     )

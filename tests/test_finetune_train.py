@@ -105,7 +105,7 @@ def test_summary_counts_examples_skipped_as_over_the_context(trained):
     assert "skipped 1 train and 0 val examples longer than context_length 256 (data_report.json)" in output
 
 
-def test_a_second_run_into_the_same_output_is_refused_without_resume_or_force(trained, workspace):
+def test_a_second_run_into_the_same_output_is_refused_without_resume_or_overwrite(trained, workspace):
     adapter, _ = trained
     before = sorted(p.name for p in (adapter / "checkpoints").iterdir())
     args = ["train", str(workspace["curated"]), "--output", str(adapter), "--config", str(workspace["config"])]
@@ -113,8 +113,11 @@ def test_a_second_run_into_the_same_output_is_refused_without_resume_or_force(tr
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"error: {adapter}: holds an earlier training run (checkpoints/, metrics.jsonl); use --resume to continue "
-        "it, --force to start over (clears checkpoints/ and tensorboard/), or another --output"
+        "it, --overwrite to start over (clears checkpoints/ and tensorboard/), or another --output"
     )
+    # --force (a curated folder whose gates failed) is not --overwrite: the earlier run stays
+    result = CliRunner().invoke(cli, [*args, "--force"])
+    assert result.exit_code == 1 and "holds an earlier training run" in result.output
     assert sorted(p.name for p in (adapter / "checkpoints").iterdir()) == before
 
 
@@ -248,7 +251,7 @@ def _quick_settings(workspace, **overrides):
     return settings
 
 
-def test_force_starts_over_in_a_folder_holding_an_earlier_run(workspace, tmp_path):
+def test_overwrite_starts_over_in_a_folder_holding_an_earlier_run(workspace, tmp_path):
     # The earlier run reached step 4 (checkpoints 2 and 4). Without clearing, the old step 4 stayed the latest
     # checkpoint (pruning keeps the highest step numbers) and --resume went on with the old run.
     train, val = _splits(workspace)
