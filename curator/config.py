@@ -105,8 +105,6 @@ class CurateConfig(BaseModel):
         return json.loads(self.model_dump_json(by_alias=True))
 
 
-_parse_value = parse_value  # dotted override values are YAML scalars: `null`, `0.8`, `true`, `[a, b]`, `reject`
-
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
     """Set `data[a][b][c] = value` for `dotted` = "a.b.c", creating sections on the way."""
@@ -234,7 +232,7 @@ def load_config(
         key, value = item.split("=", 1)
         key = key.strip()
         label = f"-s {item}"
-        set_dotted(data, key, _parse_value(value, label))
+        set_dotted(data, key, parse_value(value, label))  # YAML scalars: null, 0.8, true, [a, b], reject
         applied.append((tuple(key.split(".")), label))
     for key, value in (values or {}).items():
         set_dotted(data, key, value)

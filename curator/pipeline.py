@@ -104,14 +104,10 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _source_name(path: Path) -> str:
-    return display_name(path)
-
-
 def read_lines(files: list[Path], cfg: CurateConfig, progress: Progress) -> Iterator[RawLine]:
     with progress.task("read + validate", total=len(files)) as advance:
         for path in files:
-            yield from iter_file(path, _source_name(path), cfg.input.max_line_bytes)
+            yield from iter_file(path, display_name(path), cfg.input.max_line_bytes)
             advance(1)
 
 
@@ -382,7 +378,7 @@ def run(
             {
                 "config": config.resolved(),
                 "versions": _versions(),
-                "inputs": {_source_name(p): _sha256_file(p) for p in files},
+                "inputs": {display_name(p): _sha256_file(p) for p in files},
                 "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
                 "outputs": outputs,
                 "counts": counts,
