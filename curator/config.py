@@ -48,6 +48,17 @@ class InputConfig(BaseModel):
     )
 
 
+class OutputConfig(BaseModel):
+    """What OUT holds beyond the split."""
+
+    model_config = ConfigDict(extra="forbid")
+    rejects_raw: bool | Literal["redacted"] = Field(
+        True,
+        description="true: rejects.jsonl keeps each rejected line as it was read (it may hold secrets: treat "
+        "it as sensitive) | redacted: secrets redacted in it, as in every other output | false: no raw line",
+    )
+
+
 class GateConfig(BaseModel):
     """Dataset-level gates; `curate run` exits 3 when one fails, unless --no-gate."""
 
@@ -77,6 +88,7 @@ class CurateConfig(BaseModel):
     dedup_minhash: _dedup_minhash.Config = Field(default_factory=_dedup_minhash.Config)
     select: _select.Config = Field(default_factory=_select.Config)
     split: _split.Config = Field(default_factory=_split.Config)
+    output: OutputConfig = OutputConfig()
     gates: GateConfig = GateConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

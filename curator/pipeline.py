@@ -228,20 +228,59 @@ def _reject_record(row: dict[str, Any]) -> dict[str, Any]:
     }
     if row[C.RAW_B64] is not None:
         record["raw_b64"] = row[C.RAW_B64]
-    else:
+    elif row[C.RAW] is not None:
         record["raw"] = row[C.RAW]
     return record
+
+
+def redact_annotations(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
+    """The columns that carry text from the data (meta, details, warnings, code fence labels) with
+    every secret redacted, for every row: annotations and rejects show no secret, whatever the policy."""
+    from curator.stages.secrets import redact_expr_for_display, redact_json_column_for_display
+
+    def redacted(text: pl.Expr) -> pl.Expr:
+        return redact_expr_for_display(text, cfg.secrets)
+
+    columns = [pl.col(c).list.eval(redacted(pl.element())) for c in (C.REJECT_DETAILS, C.WARNINGS) if c in frame.columns]
+    if "code_blocks" in frame.columns:  # a fence's info string is the writer's text too
+        label = redacted(pl.field("label")).alias("label")
+        columns.append(pl.col("code_blocks").list.eval(pl.element().struct.with_fields(label)))
+    out = frame.with_columns(columns)
+    if C.META in frame.columns:
+        meta = redact_json_column_for_display(frame.get_column(C.META).to_list(), cfg.secrets)
+        out = out.with_columns(pl.Series(C.META, meta, dtype=pl.Utf8))
+    return out
+
+
+def _rejected_raw(rejected: pl.DataFrame, policy: bool | str, cfg: CurateConfig) -> pl.DataFrame:
+    """The `raw`/`raw_b64` columns of rejects.jsonl under `output.rejects_raw`."""
+    if policy is True:
+        return rejected
+    if policy is False:
+        return rejected.with_columns(pl.lit(None, pl.Utf8).alias(C.RAW), pl.lit(None, pl.Utf8).alias(C.RAW_B64))
+    from curator.stages.secrets import redact_for_display
+
+    texts = rejected.get_column(C.RAW).to_list()
+    b64 = rejected.get_column(C.RAW_B64).to_list()
+    redacted = redact_for_display(texts, cfg.secrets)
+    # undecodable bytes stay as base64 unless their text held a secret: then the redacted text replaces them
+    keep_b64 = [b is not None and r == t for b, r, t in zip(b64, redacted, texts)]
+    return rejected.with_columns(
+        pl.Series(C.RAW, redacted, dtype=pl.Utf8),
+        pl.Series(C.RAW_B64, [b if k else None for b, k in zip(b64, keep_b64)], dtype=pl.Utf8),
+    )
 
 
 def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
     """Write the split, the rejects, the annotations and the stage artifacts; return their sha256s."""
     alive = _alive_mask(frame)
     kept = frame.filter(alive)
-    rejected = frame.filter(~alive)
     for side in ("train", "val"):
         lines = output_lines(kept.filter(pl.col(C.SPLIT) == side))
         with (tmp / f"{side}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
             fh.writelines(line + "\n" for line in lines)
+    frame = redact_annotations(frame, ctx.config)
+    rejected = _rejected_raw(frame.filter(~alive), ctx.config.output.rejects_raw, ctx.config)
     reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
     _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
     frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")

@@ -44,3 +44,21 @@ def test_plain_turns_keep_the_fast_rule_and_the_hash_follows_the_text():
 
 def test_stripping_off_leaves_whitespace():
     assert _normalise("a  \r\nb  ", strip_trailing_whitespace=False) == ["a  \nb  "]
+
+
+def test_bidi_controls_and_tag_characters_are_removed_with_a_warning_and_flags_kept():
+    trojan = "access = 'user\u202e \u2066// admin\u2069 \u2066'"
+    smuggled = "Hello\U000e0049\U000e0067\U000e006e\U000e006f\U000e0072\U000e0065 there"
+    scotland = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    df = messages_frame([[("user", "q"), ("assistant", t)] for t in (trojan, smuggled, scotland, "plain")])
+    df = df.with_columns(pl.int_range(df.height, dtype=pl.Int64).alias(C.ROW),
+                         pl.Series(C.WARNINGS, [[]] * df.height, dtype=pl.List(pl.Utf8)))
+    out = normalize.run(df, StageContext(config=CurateConfig()))
+    assert [m[1]["content"] for m in out[C.MESSAGES].to_list()] == [
+        "access = 'user // admin '", "Hello there", scotland, "plain"]
+    note = "normalize.hidden_controls: bidi control or tag characters removed"
+    assert out[C.WARNINGS].to_list() == [[note], [note], [], []]
+
+
+def test_hidden_controls_can_be_kept():
+    assert _normalise("a\u2066b\u2069", remove_hidden_controls=False) == ["a\u2066b\u2069"]

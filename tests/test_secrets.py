@@ -222,3 +222,39 @@ def test_a_secret_redaction_cannot_remove_is_rejected(monkeypatch):
     row = out.row(0, named=True)
     assert row["reject_reasons"] == ["secrets.redaction_incomplete"]
     assert row["reject_details"] == ["github_token still found after redaction in turn 1"]
+
+
+def test_a_key_split_by_invisible_characters_is_found_and_redacted_without_them():
+    key = SAMPLES["aws_access_key"]
+    hidden = key[:4] + "\u200b" + key[4:12] + "\u2060" + key[12:]
+    out, _ = run(frame([("user", f"key {hidden} ok \u200d"), ("assistant", "stored")]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "aws_access_key", "action": "redact", "turn": 0}]
+    assert row["messages"][0]["content"] == "key [REDACTED:aws_access_key] ok "
+
+
+def test_invisible_characters_stay_where_no_secret_needs_them():
+    text = f"{SAMPLES['email']} \u200c\U0001f468\u200d\U0001f469"
+    out, _ = run(frame([("user", "mail?"), ("assistant", text)]))
+    assert out.row(0, named=True)["messages"][1]["content"] == "[REDACTED:email] \u200c\U0001f468\u200d\U0001f469"
+
+
+@pytest.mark.parametrize("address", ["jürgen.weiß@bücherhaus-müller.de", "иван@почта.рф", "user@corp.cn"])
+def test_internationalised_email_addresses_are_found(address):
+    out, _ = run(frame([("user", "who?"), ("assistant", f"请联系{address}谢谢")]))
+    assert out.row(0, named=True)["messages"][1]["content"] == "请联系[REDACTED:email]谢谢"
+
+
+def test_a_secret_used_as_a_meta_key_is_redacted_also_when_meta_holds_an_escape():
+    meta = json.dumps({SAMPLES["aws_access_key"]: 1, "note": "a\\b"}, separators=(",", ":"))
+    out, _ = run(frame([("user", "q"), ("assistant", "a")], meta=[meta]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "aws_access_key", "action": "redact", "turn": None}]
+    assert json.loads(row["meta"]) == {"[REDACTED:aws_access_key]": 1, "note": "a\\b"}
+
+
+def test_display_redaction_withholds_a_key_hidden_behind_a_json_escape():
+    key = SAMPLES["aws_access_key"]
+    raw = '{"messages": [{"content": "\\u0041' + key[1:] + '"'
+    shown = secrets.redact_for_display([raw, f"plain {key}", None, "nothing here"])
+    assert shown == [secrets.WITHHELD, "plain [REDACTED:aws_access_key]", None, "nothing here"]

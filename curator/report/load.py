@@ -6,6 +6,9 @@ wrote and nothing else.
 - `manifest.json`: counts, funnel, gates, stage metadata and summaries, config, versions, sha256s.
 - `annotations.parquet`: one row per input line with every column the stages wrote (no raw text).
 - `rejects.jsonl`: the original line of every rejected row, its source and its reason codes.
+
+Every record and line read here comes back with its secrets redacted (all kinds, whatever the run's
+policy kept in the split): reports and the review sheet never show one.
 - `train.jsonl` / `val.jsonl`: the kept records, in input (`row`) order; line i of train.jsonl is the
   i-th row of the annotations whose `split` is "train" (the pipeline writes both in `row` order).
 """
@@ -92,7 +95,7 @@ class Run:
                             "annotations.parquet (was the run folder edited?)"
                         )
                     out[ref] = record
-        return out
+        return dict(zip(out, self._redacted(list(out.values()))))
 
     def rejected_records(self, refs: set[str]) -> dict[str, dict]:
         """{ref: {"record": parsed JSON or None, "raw": original text, "reasons", "details"}}."""
@@ -114,7 +117,31 @@ class Run:
                 "reasons": r["reasons"] or [],
                 "details": r["details"] or [],
             }
+        records = self._redacted([o["record"] for o in out.values()])
+        raws = self._redacted_texts([o["raw"] for o in out.values()])
+        for o, record, raw in zip(out.values(), records, raws):
+            o["record"], o["raw"] = record, raw
         return out
+
+    def _secrets_config(self):
+        """The run's secrets config (its e-mail domains that are not personal data), else the defaults."""
+        from curator.stages.secrets import Config
+
+        try:
+            return Config.model_validate((self.manifest.get("config") or {}).get("secrets") or {})
+        except ValueError:
+            return Config()
+
+    def _redacted(self, records: list) -> list:
+        """Records as reports show them: every secret redacted, whatever the run's policy kept."""
+        from curator.stages.secrets import redact_values_for_display
+
+        return redact_values_for_display(records, self._secrets_config()) if records else records
+
+    def _redacted_texts(self, texts: list[str]) -> list[str]:
+        from curator.stages.secrets import redact_for_display
+
+        return redact_for_display(texts, self._secrets_config()) if texts else texts
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> dict:

@@ -5,7 +5,9 @@ Long parts (samples, clusters, config) sit in <details> blocks, which GitHub and
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from typing import Any
 
 
@@ -20,6 +22,17 @@ def _cell(value: Any) -> str:
         return f"{value:,}"
     text = str(value).replace("\r", " ").replace("\n", " ⏎ ").replace("|", "\\|")
     return text
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|!~#])")
+
+
+def _data(value: Any) -> str:
+    """Text from the data, inert in Markdown: HTML tags and entities escaped (a raw `<img onerror>` or
+    `</details>` would run or break the pull-request comment), Markdown punctuation backslashed (no
+    links, images or emphasis), one line."""
+    text = html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " ⏎ ")
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _pct(x: float | None) -> str:
@@ -181,10 +194,10 @@ def render_markdown(rep: dict) -> str:
         for r in rj["items"]:
             for s in r["samples"]:
                 where = f" at `{s['highlight']}`" if s["highlight"] else ""
-                lines.append(f"- `{r['code']}` `{s['ref']}`{where}: {_cell(s['detail'])}")
+                lines.append(f"- `{r['code']}` `{s['ref']}`{where}: {_data(s['detail'])}")
                 for t in s["turns"]:
                     if t["highlight"]:
-                        lines.append(f"  > **{_cell(t['role'] or 'line')}**: {_cell(t['text'][:200])}")
+                        lines.append(f"  > **{_data(t['role'] or 'line')}**: {_data(t['text'][:200])}")
         lines += ["", "</details>"]
     else:
         lines.append("No row was rejected.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import xxhash
@@ -121,11 +122,20 @@ def draw_sample(out_dir: str | Path, n: int = 200, seed: int = 0) -> list[dict]:
     return rows
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets ("CSV injection",
+# OWASP): a leading apostrophe makes it text, as the spreadsheets themselves do.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["sample_id"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _inert_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

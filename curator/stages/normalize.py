@@ -1,6 +1,7 @@
 """Normalize: one spelling for the same text, and the content hash that names a conversation.
 
-Reads `messages`; rewrites each turn's `content` to Unicode NFC (code included), LF line ends
+Reads `messages`; rewrites each turn's `content` without bidi controls and tag characters (a
+`normalize.hidden_controls` warning on the row), to Unicode NFC (code included), LF line ends
 (CRLF and lone CR, code included), and no trailing whitespace at the end of a prose line or of
 the turn. Whitespace that is meaning is kept: leading indentation, every character inside a
 fenced code block (a string literal `'a   '`, a heredoc; the spans of `code_blocks.block_spans`,
@@ -32,11 +33,42 @@ class Config(BaseModel):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = Field(
         "NFC", description="NFC | NFKC | NFD | NFKD (upper case) | null (leave as is)"
     )
+    remove_hidden_controls: bool = Field(
+        True,
+        description="remove bidi embedding/override/isolate controls and Unicode tag characters (emoji flags "
+        "kept); each row changed gets the warning normalize.hidden_controls",
+    )
     strip_trailing_whitespace: bool = Field(
         True,
         description="strip spaces/tabs at prose line ends and the end of a turn (fenced code and Markdown hard "
         "line breaks are kept)",
     )
+
+
+# Bidi embedding, override and isolate controls, and Unicode tag characters: they change how text
+# displays or carry text a reader cannot see (Trojan Source, CVE-2021-42574; "ASCII smuggling" in tag
+# characters), so what a reviewer reads would not be what the model learns. Tags inside an emoji flag
+# sequence (black flag, tag letters, cancel tag: the flag of Scotland) are kept.
+_HIDDEN = "[\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f]"
+_HIDDEN_OR_FLAG = re.compile("(\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)|" + _HIDDEN)
+HIDDEN_WARNING = "normalize.hidden_controls"
+
+
+def remove_hidden_controls(text: str) -> str:
+    """`text` without bidi controls and tag characters (emoji flag sequences kept)."""
+    return _HIDDEN_OR_FLAG.sub(lambda m: m.group(1) or "", text)
+
+
+def _remove_hidden(flat: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """`flat` turns without hidden controls, and the rows (ROW values) where any was removed."""
+    hits = flat.select(pl.col("content").str.contains(_HIDDEN).fill_null(False)).to_series().arg_true()
+    if not len(hits):
+        return flat, pl.Series(C.ROW, [], dtype=flat.schema[C.ROW])
+    before = flat.get_column("content").gather(hits).to_list()
+    after = [remove_hidden_controls(t) for t in before]
+    changed = [i for i, (a, b) in zip(hits.to_list(), zip(before, after)) if a != b]
+    content = flat.get_column("content").clone().scatter(hits, after)
+    return flat.with_columns(content), flat.get_column(C.ROW).gather(changed).unique()
 
 
 def _unicode_form(values: pl.Series, form: str) -> pl.Series:
@@ -100,6 +132,16 @@ def normalize_messages(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     """`df` with every turn's content normalised; rows, order and other columns unchanged."""
     fields = [f.name for f in C.MESSAGE.fields]
     flat = df.select(C.ROW, C.MESSAGES).explode(C.MESSAGES).unnest(C.MESSAGES)
+    if cfg.remove_hidden_controls:
+        flat, changed = _remove_hidden(flat)
+        if len(changed) and C.WARNINGS in df.columns:
+            note = pl.lit([f"{HIDDEN_WARNING}: bidi control or tag characters removed"], dtype=pl.List(pl.Utf8))
+            df = df.with_columns(
+                pl.when(pl.col(C.ROW).is_in(changed.implode()))
+                .then(pl.col(C.WARNINGS).list.concat(note))
+                .otherwise(pl.col(C.WARNINGS))
+                .alias(C.WARNINGS)
+            )
     if cfg.unicode_form:
         flat = flat.with_columns(_unicode_form(flat.get_column("content"), cfg.unicode_form))
     line_ends = Config(unicode_form=None, strip_trailing_whitespace=False)

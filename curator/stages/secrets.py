@@ -32,6 +32,7 @@ of them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Iterator, Literal
 
@@ -63,7 +64,16 @@ class Detector:
         return f"[REDACTED:{self.kind}]"
 
 
-_EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+# Letters of any script but the CJK ones (IDN addresses such as jürgen@bücher.de are found; CJK prose
+# has no spaces, so taking Han would swallow the words around an address).
+_NOT_CJK = r"[^\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+_EMAIL = (
+    rf"[[\w.%+\-]&&{_NOT_CJK}]+@[[\w\-]&&{_NOT_CJK}]+(?:\.[[\w\-]&&{_NOT_CJK}]+)*\.[\p{{L}}&&{_NOT_CJK}]{{2,}}"
+)
+# Characters that render as nothing (zero-width spaces and joiners, word joiner, soft hyphen, BOM,
+# bidi marks and controls): a key with one inside still works once pasted, so detectors read through them.
+INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+WITHHELD = "[withheld: holds a secret that could not be redacted in place]"
 _PRIVATE_KEY_HEAD = r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
 
 DETECTORS: dict[str, Detector] = {
@@ -155,20 +165,52 @@ def _real_emails(text: pl.Expr, ignore: list[str]) -> pl.Expr:
     return found.list.eval(pl.element().filter(~pl.element().str.contains(reserved))).list.len()
 
 
+def _visible(text: pl.Expr) -> pl.Expr:
+    return text.str.replace_all(INVISIBLE, "")
+
+
 def _hit(text: pl.Expr, kind: str, cfg: Config) -> pl.Expr:
+    """True where `kind` is in `text`, read without its invisible characters."""
+    text = _visible(text)
     if kind == "email":
         return (_real_emails(text, cfg.ignore_email_domains) > 0).fill_null(False)
     return text.str.contains(DETECTORS[kind].pattern).fill_null(False)
 
 
+def _redact_hits(text: pl.Expr, kinds: list[str], cfg: Config) -> pl.Expr:
+    """`text` with each of `kinds` redacted where it is found (see `_redact_series`)."""
+    return text.map_batches(lambda s: _redact_series(s, kinds, cfg), return_dtype=pl.Utf8)
+
+
+def _redact_series(texts: pl.Series, kinds: list[str], cfg: Config) -> pl.Series:
+    """`texts` with each of `kinds` redacted where it is found.
+
+    A text keeps its invisible characters (a zero-width joiner in an emoji, a ZWNJ in Persian)
+    unless a secret is only found through them: then they are removed and the secret redacted.
+    Kind by kind, materialised in between: one nested expression would grow with every kind.
+    """
+    frame = texts.cast(pl.Utf8).rename("t").to_frame()
+    t, plain = pl.col("t"), pl.col("p")
+    for kind in kinds:
+        frame = frame.with_columns(redact(t, [kind]).alias("p"), _hit(t, kind, cfg).alias("h")).select(
+            pl.when(~pl.col("h")).then(t)
+            .when(_hit(plain, kind, cfg)).then(redact(_visible(t), [kind]))
+            .otherwise(plain)
+            .alias("t")
+        )
+    return frame.get_column("t").rename(texts.name)
+
+
 def _leaves(value, out: list[tuple[str, int]]) -> None:
     """The string values in `value` (decoded JSON), in walk order, as (text, prefix length).
 
-    A string under a dict key is given as "key: value" (prefix = len("key: ")), so patterns that
-    need the name (aws_secret_key) see it; list items and a bare string have no prefix.
+    Every dict key is a leaf of its own, followed by its value; a string under a key is given as
+    "key: value" (prefix = len("key: ")), so patterns that need the name (aws_secret_key) see it;
+    keys, list items and a bare string have no prefix.
     """
     if isinstance(value, dict):
         for key, item in value.items():
+            out.append((key, 0))  # a key can hold a secret too ({"AKIA...": 1})
             if isinstance(item, str):
                 out.append((f"{key}: {item}", len(key) + 2))
             else:
@@ -186,7 +228,8 @@ def _leaves(value, out: list[tuple[str, int]]) -> None:
 def _replace_leaves(value, new: Iterator[str]):
     """`value` with its string values replaced, in `_leaves` order."""
     if isinstance(value, dict):
-        return {k: next(new) if isinstance(v, str) else _replace_leaves(v, new) for k, v in value.items()}
+        # keys before values, as `_leaves` lists them (a dict display evaluates the key first)
+        return {next(new): next(new) if isinstance(v, str) else _replace_leaves(v, new) for v in value.values()}
     if isinstance(value, list):
         return [next(new) if isinstance(v, str) else _replace_leaves(v, new) for v in value]
     if isinstance(value, str):
@@ -279,7 +322,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         advance(1)
     redact_kinds = [k for k in KINDS if policy[k] == "redact"]
     if redact_kinds:
-        out = _apply_redaction(out, redact_kinds)
+        out = _apply_redaction(out, redact_kinds, cfg)
         out = _reject_unredacted(out, cfg, redact_kinds)
     for kind in KINDS:
         if policy[kind] != "reject":
@@ -293,7 +336,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     return out
 
 
-def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str]) -> pl.DataFrame:
+def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str], cfg: Config) -> pl.DataFrame:
     """Rewrite `messages` (and `meta`) of the rows with a `redact` finding; other rows untouched.
 
     Only the kinds found in a row are replaced in it, so a pattern never rewrites a row the
@@ -311,19 +354,19 @@ def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str]) -> pl.DataFrame:
     for (key,), group in sub.group_by(["__kinds"], maintain_order=True):
         kinds = [k for k in str(key).split(",") if k in redact_kinds]
         group = group.with_columns(
-            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(content=redact(pl.field("content"), kinds)))
+            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(content=_redact_hits(pl.field("content"), kinds, cfg)))
             .cast(df.schema[MESSAGES])
         )
         messages = group.get_column(MESSAGES).to_list()
         calls = [m["tool_calls"] for row in messages for m in row]
-        new_calls = iter(_redact_json(calls, kinds, compact=False))
+        new_calls = iter(_redact_json(calls, kinds, cfg, compact=False))
         for row in messages:
             for m in row:
                 m["tool_calls"] = next(new_calls)
         group = group.with_columns(pl.Series(MESSAGES, messages, dtype=df.schema[MESSAGES]))
         if META in group.columns:
             group = group.with_columns(
-                pl.Series(META, _redact_json(group.get_column(META).to_list(), kinds, compact=True), dtype=pl.Utf8)
+                pl.Series(META, _redact_json(group.get_column(META).to_list(), kinds, cfg, compact=True), dtype=pl.Utf8)
             )
         parts.append(group)
     redacted = pl.concat(parts).sort("__i")
@@ -357,13 +400,9 @@ def _reject_unredacted(df: pl.DataFrame, cfg: Config, redact_kinds: list[str]) -
     return full.select(df.columns)
 
 
-def _redact_json(texts: list[str | None], kinds: list[str], compact: bool) -> list[str | None]:
-    """JSON texts with `kinds` redacted in their string values (see the module docstring).
-
-    A text none of whose values changes is returned as it is; a changed one is written back as the
-    validate stage wrote it (`compact`: meta's separators; tool_calls use json's defaults).
-    """
-    objs = [None if t is None else json.loads(t) for t in texts]
+def _redact_objects(objs: list, kinds: list[str], cfg: Config) -> list:
+    """Decoded JSON values with `kinds` redacted in their keys and string values (see the module
+    docstring); a value in which nothing changes is returned as the same object."""
     leaves: list[tuple[str, int]] = []
     spans = []
     for obj in objs:
@@ -372,22 +411,99 @@ def _redact_json(texts: list[str | None], kinds: list[str], compact: bool) -> li
             _leaves(obj, leaves)
         spans.append((start, len(leaves)))
     if not leaves:
-        return texts
+        return list(objs)
     done = pl.DataFrame({"ctx": [t for t, _ in leaves], "bare": [t[p:] for t, p in leaves]}).select(
-        redact(pl.col("ctx"), kinds), redact(pl.col("bare"), kinds)
+        _redact_hits(pl.col("ctx"), kinds, cfg).alias("ctx"), _redact_hits(pl.col("bare"), kinds, cfg).alias("bare")
     )
     values = []
     for (text, p), ctx, bare in zip(leaves, done.get_column("ctx"), done.get_column("bare")):
         # the value with its key as context, unless a match reached into the key: then the value alone
         values.append(ctx[p:] if ctx[:p] == text[:p] else bare)
     out = []
-    for text, obj, (start, end) in zip(texts, objs, spans):
+    for obj, (start, end) in zip(objs, spans):
         if obj is None or all(values[i] == leaves[i][0][leaves[i][1]:] for i in range(start, end)):
-            out.append(text)
-            continue
-        new = _replace_leaves(obj, iter(values[start:end]))
-        separators = (",", ":") if compact else None
-        out.append(json.dumps(new, ensure_ascii=False, sort_keys=True, separators=separators))
+            out.append(obj)
+        else:
+            out.append(_replace_leaves(obj, iter(values[start:end])))
+    return out
+
+
+def _redact_json(texts: list[str | None], kinds: list[str], cfg: Config, compact: bool) -> list[str | None]:
+    """JSON texts with `kinds` redacted in their keys and string values.
+
+    A text none of whose values changes is returned as it is; a changed one is written back as the
+    validate stage wrote it (`compact`: meta's separators; tool_calls use json's defaults).
+    """
+    objs = [None if t is None else json.loads(t) for t in texts]
+    separators = (",", ":") if compact else None
+    return [
+        text if new is obj else json.dumps(new, ensure_ascii=False, sort_keys=True, separators=separators)
+        for text, obj, new in zip(texts, objs, _redact_objects(objs, kinds, cfg))
+    ]
+
+
+# --- what every output but the split shows ------------------------------------------------------
+# Reports, annotations, the review sheet and (when asked) rejects.jsonl show text redacted for every
+# kind whatever its policy, and for every row whatever its reject reason: a row rejected before this
+# stage ran (bad JSON, schema, exact duplicate) was never scanned by it.
+
+_JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_ESCAPED = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
+def _unescape(text: str) -> str:
+    """`text` with JSON escapes decoded, as far as they go (a raw line need not be valid JSON)."""
+    def one(m: re.Match) -> str:
+        esc = m.group(1)
+        if esc[0] == "u":
+            code = int(esc[1:], 16)
+            return "?" if 0xD800 <= code <= 0xDFFF else chr(code)
+        return _ESCAPED.get(esc, esc)
+
+    return _JSON_ESCAPE.sub(one, text)
+
+
+def redact_for_display(texts: list[str | None], cfg: Config | None = None) -> list[str | None]:
+    """`texts` with every kind redacted; one in which a kind is still found once its JSON escapes
+    are decoded (a key written as \\u0041KIA...) is withheld whole."""
+    cfg = cfg or Config()
+    red = (
+        pl.DataFrame({"t": texts}, schema={"t": pl.Utf8})
+        .select(_redact_hits(pl.col("t"), list(KINDS), cfg).alias("t"))
+        .get_column("t")
+        .to_list()
+    )
+    views = [_unescape(t) if t is not None and "\\" in t else t for t in red]
+    left = (
+        pl.DataFrame({"v": views}, schema={"v": pl.Utf8})
+        .select(pl.any_horizontal(*[_hit(pl.col("v"), k, cfg) for k in KINDS]).alias("left"))
+        .get_column("left")
+        .to_list()
+    )
+    return [WITHHELD if hit else t for t, hit in zip(red, left)]
+
+
+def redact_values_for_display(values: list, cfg: Config | None = None) -> list:
+    """Decoded JSON values (records) with every kind redacted in their keys and strings."""
+    return _redact_objects(list(values), list(KINDS), cfg or Config())
+
+
+def redact_expr_for_display(text: pl.Expr, cfg: Config | None = None) -> pl.Expr:
+    """`text` (a Utf8 expression) with every kind redacted where it is found."""
+    return _redact_hits(text, list(KINDS), cfg or Config())
+
+
+def redact_json_column_for_display(texts: list[str | None], cfg: Config | None = None) -> list[str | None]:
+    """JSON texts (meta) with every kind redacted in keys and values; rows without a finding untouched."""
+    cfg = cfg or Config()
+    views = pl.DataFrame({"t": texts}, schema={"t": pl.Utf8}).select(_json_views(pl.col("t")))
+    found = views.select(pl.any_horizontal(*[_hit(pl.col("t"), k, cfg) for k in KINDS])).to_series()
+    idx = found.arg_true().to_list()
+    if not idx:
+        return list(texts)
+    out = list(texts)
+    for i, new in zip(idx, _redact_json([texts[i] for i in idx], list(KINDS), cfg, compact=True)):
+        out[i] = new
     return out
 
 
