@@ -20,7 +20,9 @@ Chat formats:
 - `hf-template`: whatever `chat_template` the tokenizer folder ships.
 
 Nothing here is downloaded: the Mistral tokenizer ships with mistral-common; the others must be
-present on disk (`tokens.tokenizer_path`), because the toolkit never reaches a model hub.
+present on disk (`tokens.tokenizer_path`), because the toolkit never reaches a model hub. A tokenizer folder
+whose tokenizer_config.json names Python classes of its own (`auto_map`) is refused: curator never runs code
+from a model folder, and without that code the folder's tokenization is unknown.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ PROFILES: dict[str, ModelProfile] = {
     ),
 }
 
+NO_FOLDER_CODE = "curator never runs code from a model folder"
+
 # Hugging Face writes a huge sentinel (int(1e30)) into model_max_length when a model sets none.
 _NO_LIMIT = 10_000_000
 
@@ -112,6 +116,12 @@ def _read_tokenizer_config(folder: Path) -> dict:
         return json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CurateError(f"{cfg_path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def refuse_folder_code(folder: Path) -> None:
+    """Refuse a tokenizer folder whose tokenizer_config.json has `auto_map`: its tokenizer is Python code."""
+    if "auto_map" in _read_tokenizer_config(folder):
+        raise CurateError(f"{folder / 'tokenizer_config.json'}: needs its own Python code (auto_map); {NO_FOLDER_CODE}")
 
 
 def folder_chat_template(folder: Path) -> str | None:
@@ -137,6 +147,7 @@ def resolve_profile(model: str, tokenizer_path: str | None = None, context_lengt
         profile = PROFILES[model]
         changes: dict = {}
         if tokenizer_path is not None:
+            refuse_folder_code(Path(tokenizer_path))
             changes["tokenizer_path"] = str(tokenizer_path)
         if context_length is not None:
             changes["context_length"] = int(context_length)
@@ -149,6 +160,7 @@ def resolve_profile(model: str, tokenizer_path: str | None = None, context_lengt
         )
     if not (folder / "tokenizer.json").is_file():
         raise CurateError(f"tokens.model: {folder / 'tokenizer.json'} not found (a fast tokenizer file is required)")
+    refuse_folder_code(folder)
     template = folder_chat_template(folder)
     if template is None:
         raise CurateError(

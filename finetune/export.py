@@ -9,7 +9,8 @@ equals curator.tokenize_chat's ids on every record of ../shared/data/chat, tool 
 (checked on all 20,000, tested on a sample of each kind). The one exception by construction: message text holding "<s>", "</s>" or "<unk>" literally, which
 training encodes as text and a Hugging Face tokenizer parses as the special token. `curate export ADAPTER_DIR --merge OUT_DIR` folds the adapter into the base weights
 (peft `merge_and_unload`, W + (alpha / r) B A) and saves a plain transformers model in bf16 that needs no
-peft at inference.
+peft at inference. Base models and tokenizers load as in training: trust_remote_code=False, and a folder that
+needs its own Python code refused (finetune.modeling.refuse_folder_code).
 """
 
 from __future__ import annotations
@@ -162,7 +163,12 @@ def save_tokenizer(tokenizer, base_model: str | None, out_dir: Path) -> list[str
         try:
             from transformers import AutoTokenizer
 
-            AutoTokenizer.from_pretrained(base_model, local_files_only=True).save_pretrained(str(out_dir))
+            from finetune.modeling import refuse_folder_code
+
+            refuse_folder_code(base_model)
+            AutoTokenizer.from_pretrained(base_model, local_files_only=True, trust_remote_code=False).save_pretrained(
+                str(out_dir)
+            )
             written = [p.name for p in out_dir.iterdir() if p.name in TOKENIZER_FILES]
         except (OSError, ValueError):
             written = []
@@ -250,6 +256,8 @@ def load_adapter_model(adapter_dir: str | Path, base_model: str | None = None, d
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from finetune.modeling import first_line, refuse_folder_code
+
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
@@ -257,10 +265,13 @@ def load_adapter_model(adapter_dir: str | Path, base_model: str | None = None, d
     base = base_model or json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise CurateError(f"{config_path}: base_model_name_or_path: missing; pass --base-model")
+    refuse_folder_code(base)
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32, local_files_only=True)
-    except OSError as exc:
-        raise CurateError(f"{base}: cannot load the base model: {exc}") from exc
+        model = AutoModelForCausalLM.from_pretrained(
+            base, dtype=dtype or torch.float32, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:  # not cached, weights missing, not a causal LM
+        raise CurateError(f"{base}: cannot load the base model: {first_line(exc)}") from exc
     return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval()
 
 

@@ -6,10 +6,16 @@ with a target go through `lm_head`, in chunks of `loss_chunk_tokens` that are re
 Apple's cut-cross-entropy, done here with plain torch.utils.checkpoint). The loss is a SUM over target
 tokens; the training loop divides by the trained-token count of the whole optimizer step, so gradient
 accumulation weights every token equally whatever the micro-batch it fell in.
+
+A base model is loaded with transformers' own classes only: every transformers call passes
+trust_remote_code=False, and a folder that would need its own Python code is refused before loading
+(`refuse_folder_code`), so nothing prompts and no code from a model folder runs.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +23,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from curator.errors import CurateError
+from curator.model_profiles import NO_FOLDER_CODE
+from curator.model_profiles import refuse_folder_code as refuse_tokenizer_code
 from finetune.data import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -61,13 +69,66 @@ def resolve_attn_implementation(setting: str, device: torch.device, dtype: torch
     return "sdpa"
 
 
+def model_folder(model: str) -> Path | None:
+    """The folder of `model` on disk: the folder itself, or the cached hub snapshot holding its config.json."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id: from_pretrained says so
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def refuse_folder_code(model: str) -> None:
+    """Refuse, in one line naming the file, a model that would need Python code from its folder to load.
+
+    config.json needs it when its model_type is not one transformers ships (`auto_map` then names the folder's
+    own classes); a known model_type loads with transformers' classes, an `auto_map` beside it unused.
+    tokenizer_config.json: any `auto_map` is refused (curator.model_profiles.refuse_folder_code).
+    """
+    folder = model_folder(model)
+    if folder is None:
+        return
+    refuse_tokenizer_code(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CurateError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    config = config if isinstance(config, dict) else {}
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in CONFIG_MAPPING:
+        return
+    if "auto_map" in config:
+        raise CurateError(f"{path}: needs its own Python code (auto_map); {NO_FOLDER_CODE}")
+    what = f"model_type {model_type!r}" if model_type is not None else "no model_type"
+    raise CurateError(f"{path}: {what} is unknown to transformers {transformers.__version__}; {NO_FOLDER_CODE}")
+
+
+def first_line(exc: Exception) -> str:
+    """The first non-empty line of an exception's message (transformers' run to a paragraph)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def load_base_model(path: str, dtype: torch.dtype, attn_implementation: str, device: torch.device):
-    """The base causal LM from a folder or an already-cached hub id; never downloads."""
+    """The base causal LM from a folder or an already-cached hub id; never downloads, never runs folder code."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
-    )
+    refuse_folder_code(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:  # not cached, weights missing, not a causal LM
+        raise CurateError(f"{path}: cannot load the base model: {first_line(exc)}") from exc
     model.config.use_cache = False
     return model.to(device)
 
@@ -187,7 +248,9 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype) -> N
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.manual_seed(0)
-        probe = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype).to(device).eval()
+        probe = AutoModelForCausalLM.from_config(
+            config, attn_implementation=attn, dtype=dtype, trust_remote_code=False
+        ).to(device).eval()
         a, b = [5, 17, 33, 64, 9, 71], [90, 3, 45, 12, 100]
         packed = {"input_ids": torch.tensor([a + b]), "position_ids": torch.tensor([list(range(6)) + list(range(5))])}
         alone = {"input_ids": torch.tensor([b]), "position_ids": torch.tensor([list(range(5))])}

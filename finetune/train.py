@@ -13,6 +13,9 @@ dropout masks the uninterrupted run would have used: the loss curve is the same 
 CUDA up to its non-deterministic kernels). A checkpoint also records the settings that define the run and a
 fingerprint of the tokenized train split; `--resume` refuses a config or split that differs in them, naming
 the keys (RESUMABLE_KEYS lists what may change: devices, kernels, logging, checkpointing, evaluation).
+trainer_state.pt holds tensors and plain Python values only and is read with torch.load(weights_only=True):
+a checkpoint is data, and unpickling anything else could run code, so a file that needs more (one written by
+an older curator, or crafted) is refused, never loaded unsafely.
 
 Early stopping keeps a CPU copy of the adapter weights of the best evaluation (lowest val loss, `best_step`);
 when it stops, that copy is what the adapter folder gets, not the weights of the last, worse evaluation.
@@ -28,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -122,19 +126,40 @@ class MetricsLog:
         self.writer.close()
 
 
+# The layout of trainer_state.pt: 2 holds tensors and plain values only (loadable with weights_only); the
+# unnumbered first layout pickled numpy arrays.
+CHECKPOINT_FORMAT = 2
+
+
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain values (no numpy array: weights_only does not load one)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    _set_cuda_rng_states(state.get("cuda") or [])
+
+
+def _set_cuda_rng_states(states: list) -> None:
+    """The CUDA RNG state of each device present; a host with fewer GPUs than the checkpoint's resumes too."""
+    if not torch.cuda.is_available():
+        return
+    for index, device_state in enumerate(states[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(device_state, index)
 
 
 def _seed_everything(seed: int) -> None:
@@ -192,8 +217,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": asdict(state),
-         "rng": _rng_state(), "run": run, "best": best},
+        {"format": CHECKPOINT_FORMAT, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+         "state": asdict(state), "rng": _rng_state(), "run": run, "best": best},
         tmp / "trainer_state.pt",
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -212,7 +237,24 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def read_trainer_state(path: Path) -> dict:
-    return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    """trainer_state.pt of checkpoint `path`, read with weights_only=True: tensors and plain values, never code."""
+    file = path / "trainer_state.pt"
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CurateError(
+            f"{file}: holds objects other than tensors and plain values (an older curator's checkpoint, or not "
+            "one) and is not loaded, as unpickling them could run code; train into another --output, or "
+            "--overwrite to start over"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:  # truncated or not a torch file
+        raise CurateError(f"{file}: cannot be read: {modeling.first_line(exc)}") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise CurateError(
+            f"{file}: not a trainer state of format {CHECKPOINT_FORMAT}; train into another --output, or "
+            "--overwrite to start over"
+        )
+    return saved
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None = None) -> TrainState:
@@ -233,10 +275,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None 
         count = len(missing_lora) + len(unexpected)
         raise CurateError(f"{path}: adapter weights do not fit the model: {what} ({count} key(s) differ)")
     saved = read_trainer_state(path) if saved is None else saved
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
-    return TrainState(**saved["state"])
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"])
+        return TrainState(**saved["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-made file
+        what = f"{type(exc).__name__}: {modeling.first_line(exc)}"
+        raise CurateError(f"{path / 'trainer_state.pt'}: does not restore into this run ({what})") from exc
 
 
 def _progress(enabled: bool):
@@ -290,6 +336,14 @@ def run_training(
         # adapter_config.json (base_model_name_or_path) and train_config.yaml must name the base model from any
         # working directory: export, vLLM and PeftModel load it from there
         config = config.model_copy(update={"model": os.path.abspath(config.model)})
+    run = run_settings(config, train)
+    checkpoint, saved = None, None
+    if resume:  # read and checked before the model loads: a refused checkpoint is refused at once
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None:
+            raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
+        saved = read_trainer_state(checkpoint)
+        check_same_run(checkpoint, saved.get("run"), run)
     device = modeling.resolve_device(config.device)
     dtype = modeling.resolve_dtype(config.precision, device)
     _seed_everything(config.seed)
@@ -320,17 +374,11 @@ def run_training(
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
 
-    run = run_settings(config, train)
     keep_best = config.eval.early_stopping_patience is not None
     best: dict | None = None  # CPU copy of the trainable weights at the best evaluation (early stopping only)
     state = TrainState()
     resume_step = None
-    if resume:
-        checkpoint = latest_checkpoint(output_dir)
-        if checkpoint is None:
-            raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
-        saved = read_trainer_state(checkpoint)
-        check_same_run(checkpoint, saved.get("run"), run)
+    if saved is not None:
         state = load_checkpoint(checkpoint, model, optimizer, scheduler, saved)
         best = saved.get("best")
         resume_step = state.step
@@ -472,6 +520,7 @@ def train_from_folder(
     from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
 
     folder = open_curated_folder(curated_dir, force=force)
+    modeling.refuse_folder_code(config.model)  # before tokenizing: a refused model is refused at once
     name = config.tokenizer or tokenizer_from_manifest(folder.manifest) or DEFAULT_TOKENIZER
     tokenizer = ChatTokenizer.load(model=name)
     config = config.model_copy(update={"tokenizer": name})  # train_config.yaml records what was used
