@@ -14,10 +14,11 @@ from pathlib import Path
 
 import click
 
-from curator.errors import CurateError, GateFailed
+from curator.errors import CurateError, GateFailed, machine_error
 
 EXIT_ERROR = 1
 EXIT_GATE = 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 # name -> "module:attribute" of commands that live beside the library they drive
 LAZY_COMMANDS = {
@@ -51,7 +52,8 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 
 class CuratorGroup(LazyGroup):
-    """Turns CurateError into one line on stderr and a non-zero exit code."""
+    """Turns CurateError and errors of the machine (a full disk, a refused write) into one line on
+    stderr and a non-zero exit code; a closed pipe on stdout or stderr ends the command quietly."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -64,13 +66,32 @@ class CuratorGroup(LazyGroup):
             _fail("interrupted; nothing was written", 130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            _exit_quietly_on_broken_pipe()
         except Exception as exc:  # a bug, not bad input: one line, the traceback on request
             if _debug():
                 raise
+            what = machine_error(exc)
+            if what is not None:
+                filename = getattr(exc, "filename", None)
+                _fail(f"{filename}: {what}" if filename else what)
             # the first line only: some messages (polars, yaml) run to a dozen lines of context
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
             _fail(f"internal error: {what} (set CURATE_DEBUG=1 for the traceback)")
+
+
+def _exit_quietly_on_broken_pipe() -> None:
+    """The reader of stdout or stderr went away (`curate validate ... | head -1`): stop without a word,
+    as Unix tools do. The streams are pointed at /dev/null so that flushing them at exit cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (a test runner's capture)
+            pass
+    os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _debug() -> bool:

@@ -3,8 +3,8 @@
 Every input line ends in exactly one place: train.jsonl, val.jsonl or rejects.jsonl (with
 every reason code and its source file:line). Stages only see the rows still alive; rows
 leave the frame here, once, at the end, and `read == kept + rejected` is checked before
-anything is written. Outputs go to a temporary folder beside OUT and are moved into place,
-so an interrupted run never leaves a half-written split.
+anything is written. Outputs go to a temporary folder beside OUT and are swapped into place
+under a lock (curator/out_dir.py), so an interrupted run never leaves a half-written split.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,9 +23,9 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from curator import __version__, columns as C
+from curator import __version__, columns as C, out_dir
 from curator.config import CurateConfig
-from curator.errors import CurateError
+from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, discover, display_name, iter_file
 from curator.stages import (
@@ -76,22 +77,18 @@ class RunResult:
         return all(g.passed for g in self.gates)
 
 
-def check_out_dir(out: Path, force: bool, raw: Path | None = None) -> None:
-    """Refuse an OUT that holds anything, unless --force (which replaces it whole, atomically).
-
-    Checked before any work: OUT must not be RAW or a folder holding it (--force would delete the
-    input), and OUT's folder must be writable, so a run never fails after the work is done.
+def check_out_path(out: Path, raw: Path | None = None) -> None:
+    """Checked before any work, and before the lock is taken: OUT must not be RAW or a folder holding
+    it (--force would delete the input), and OUT's folder must be writable, so a run never fails
+    after the work is done. What OUT holds is checked under the lock (`out_dir.check_replaceable`).
     """
     if raw is not None:
         r, o = Path(os.path.abspath(raw)).resolve(), Path(os.path.abspath(out)).resolve()
         if r == o or o in r.parents:
             raise CurateError(f"{out}: holds the input {raw}; replacing it would delete the input, choose another OUT")
-    if out.exists():
-        if not out.is_dir():
-            raise CurateError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()) and not force:
-            raise CurateError(f"{out}: folder is not empty; use --force to replace it")
-    where = out if os.path.ismount(out) else _nearest_existing(out.absolute().parent)
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"{out}: exists and is not a folder")
+    where = out if out_dir.is_mount_point(out) else _nearest_existing(out.absolute().parent)
     if not where.is_dir():
         raise CurateError(f"{out}: cannot be created: {where} is not a folder")
     if not os.access(where, os.W_OK | os.X_OK):
@@ -277,15 +274,18 @@ def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str
     kept = frame.filter(alive)
     for side in ("train", "val"):
         lines = output_lines(kept.filter(pl.col(C.SPLIT) == side))
-        with (tmp / f"{side}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
+        with _naming(tmp / f"{side}.jsonl"), (tmp / f"{side}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
             fh.writelines(line + "\n" for line in lines)
     frame = redact_annotations(frame, ctx.config)
     rejected = _rejected_raw(frame.filter(~alive), ctx.config.output.rejects_raw, ctx.config)
     reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
-    _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
-    frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")
+    with _naming(tmp / "rejects.jsonl"):
+        _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
+    with _naming(tmp / "annotations.parquet"):
+        frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")
     for name, data in sorted(ctx.artifacts.items()):
-        (tmp / name).write_bytes(data)
+        with _naming(tmp / name):
+            (tmp / name).write_bytes(data)
     names = ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", *sorted(ctx.artifacts)]
     return {name: _sha256_file(tmp / name) for name in names}
 
@@ -331,32 +331,37 @@ def evaluate_gates(kept: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     return gates
 
 
-def _staging_dir(out: Path) -> Path:
-    """Where outputs are written before they are moved into place: beside OUT, or inside a mount point.
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Name `path` on an error of the machine raised without a file name (a failed write or close,
+    a polars write that only says "(os error 28)")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+    except Exception as exc:
+        code = os_errno(exc)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
-    A mount point (e.g. a container's `-v host:/out`) cannot be renamed, so its outputs are staged
-    inside it and moved in file by file.
-    """
-    if os.path.ismount(out):
-        return out / f".curate.tmp-{os.getpid()}"
-    return out.parent / f".{out.name}.tmp-{os.getpid()}"
 
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if tmp.parent == out:  # OUT is a mount point: replace its contents
-        for entry in out.iterdir():
-            if entry != tmp:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        for entry in sorted(tmp.iterdir()):
-            os.replace(entry, out / entry.name)
-        tmp.rmdir()
-    elif out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+@contextmanager
+def _machine_errors_said(out: Path, tmp: Path) -> Iterator[None]:
+    """A full disk or a refused write while writing OUT is one line naming OUT and the file."""
+    try:
+        yield
+    except OSError as exc:
+        what = machine_error(exc)
+        if what is None:
+            raise
+        path = Path(exc.filename) if exc.filename else tmp
+        if path == tmp or tmp in path.parents:
+            name = path.relative_to(tmp).as_posix() if path != tmp else "its files"
+            raise CurateError(f"{out}: {what} while writing {name}") from exc
+        raise CurateError(f"{path}: {what}") from exc
 
 
 def run(
@@ -372,7 +377,14 @@ def run(
     out = Path(out)
     if out.is_symlink():  # replace what the link points at, and keep the link
         out = out.resolve()
-    check_out_dir(out, force, Path(raw))
+    check_out_path(out, Path(raw))
+    with out_dir.OutLock(out) as lock:
+        out_dir.clean_leftovers(out, lock)
+        out_dir.check_replaceable(out, force)
+        return _run_locked(Path(raw), out, config, progress)
+
+
+def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> RunResult:
     found = discover(raw, exclude=out)
     files = found.files
     if not files:
@@ -405,33 +417,34 @@ def run(
         "with_warnings": int((frame.get_column(C.WARNINGS).list.len() > 0).sum()),
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _staging_dir(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = out_dir.staging_dir(out)
     tmp.mkdir()
     try:
-        manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
-        outputs = write_outputs(tmp, frame, ctx)
-        manifest.update(
-            {
-                "config": config.resolved(),
-                "versions": _versions(),
-                "inputs": {display_name(p): _sha256_file(p) for p in files},
-                "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
-                "outputs": outputs,
-                "counts": counts,
-                "funnel": funnel,
-                "gates": [g.to_dict() for g in gates],
-                "stages": ctx.manifest,
-                "summaries": ctx.summaries,
-            }
-        )
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        from curator.report import write_reports
+        with _machine_errors_said(out, tmp):
+            manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
+            outputs = write_outputs(tmp, frame, ctx)
+            manifest.update(
+                {
+                    "config": config.resolved(),
+                    "versions": _versions(),
+                    "inputs": {display_name(p): _sha256_file(p) for p in files},
+                    "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
+                    "outputs": outputs,
+                    "counts": counts,
+                    "funnel": funnel,
+                    "gates": [g.to_dict() for g in gates],
+                    "stages": ctx.manifest,
+                    "summaries": ctx.summaries,
+                }
+            )
+            with _naming(tmp / "manifest.json"):
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            from curator.report import write_reports
 
-        write_reports(tmp)
-        _move_into_place(tmp, out)
+            with _naming(tmp / "report.{json,md,html}"):
+                write_reports(tmp)
+            out_dir.checkpoint("staged")
+            out_dir.put_in_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -96,7 +96,10 @@ def test_run_refuses_non_empty_out_with_one_line(tmp_path):
     (tmp_path / "out" / "x").write_text("x")
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "raw"), str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: {tmp_path / 'out'}: folder is not empty; use --force to replace it"
+    assert result.output.strip() == (
+        f"error: {tmp_path / 'out'}: folder is not empty and is not an earlier curate output (no manifest.json); "
+        "--force replaces only an earlier run, choose another OUT"
+    )
 
 
 def test_run_gate_failure_exits_3_after_writing(tmp_path):

@@ -56,7 +56,7 @@ def test_out_inside_raw_is_not_read_back(tmp_path):
 def test_out_as_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
     write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
     target = tmp_path / "target"
-    target.mkdir()
+    run(tmp_path / "raw", target, foundation_config())
     (target / "old.txt").write_text("old")
     link = tmp_path / "link"
     link.symlink_to(target)
@@ -69,9 +69,10 @@ def test_out_as_a_mount_point_is_filled_in_place(tmp_path, monkeypatch):
     write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
     out = tmp_path / "mnt"
     out.mkdir()
-    (out / "stale.jsonl").write_text("x")
     real_ismount = os.path.ismount
     monkeypatch.setattr(pipeline.os.path, "ismount", lambda p: Path(p) == out or real_ismount(p))
+    run(tmp_path / "raw", out, foundation_config())
+    (out / "stale.jsonl").write_text("x")
     renamed = []
     real_replace = os.replace
     monkeypatch.setattr(pipeline.os, "replace", lambda a, b: (renamed.append(Path(a)), real_replace(a, b)))

@@ -134,17 +134,31 @@ def test_normalisation(tmp_path):
     assert kept(tmp_path / "out")[0]["messages"][0]["content"] == "Caf\u00e9\nline two"
 
 
-def test_out_that_is_not_empty_is_refused_without_force(tmp_path):
+def test_out_holding_other_files_is_refused_even_with_force(tmp_path):
     write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(CurateError, match="not empty; use --force"):
+    for force in (False, True):
+        with pytest.raises(CurateError) as caught:
+            run(tmp_path / "raw", out, foundation_config(), force=force)
+        assert str(caught.value) == (
+            f"{out}: folder is not empty and is not an earlier curate output (no manifest.json); "
+            "--force replaces only an earlier run, choose another OUT"
+        )
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+def test_an_earlier_run_is_replaced_only_with_force(tmp_path):
+    write_lines(tmp_path / "raw" / "a.jsonl", [GOOD])
+    out = tmp_path / "out"
+    run(tmp_path / "raw", out, foundation_config())
+    (out / "notes.txt").write_text("inside an earlier run: replaced with it")
+    with pytest.raises(CurateError) as caught:
         run(tmp_path / "raw", out, foundation_config())
-    assert (out / "precious.txt").read_text() == "keep me"
+    assert str(caught.value) == f"{out}: holds an earlier curate run; use --force to replace it"
     run(tmp_path / "raw", out, foundation_config(), force=True)
-    assert not (out / "precious.txt").exists()
-    assert (out / "train.jsonl").exists() or (out / "val.jsonl").exists()
+    assert not (out / "notes.txt").exists() and (out / "manifest.json").exists()
 
 
 def test_a_failed_run_leaves_no_partial_output(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from curator.errors import CurateError
 from curator.io.strict_json import DECODER, lone_surrogate, surrogate_error
+from curator.out_dir import is_curate_output
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 BOM = b"\xef\xbb\xbf"
@@ -71,8 +72,9 @@ def discover(raw: str | Path, exclude: Path | None = None) -> Discovered:
 
     Input files end in .jsonl, .jsonl.gz, .json or .json.gz (any case). Hidden files and folders
     (a leading ".") are passed over silently; other files, symbolic links to folders (not followed,
-    so a link cannot loop or pull in a second copy) and `exclude` (OUT, when it lies inside RAW)
-    are listed in `skipped`. A folder that cannot be read is an error, not a silent gap.
+    so a link cannot loop or pull in a second copy), `exclude` (OUT, when it lies inside RAW) and
+    folders holding an earlier curate run (its outputs are not input) are listed in `skipped`.
+    A folder that cannot be read is an error, not a silent gap.
     """
     raw = Path(raw)
     if raw.is_file():
@@ -94,6 +96,8 @@ def discover(raw: str | Path, exclude: Path | None = None) -> Discovered:
                 skipped.append((path.as_posix(), "symbolic link to a folder (not followed)"))
             elif excluded is not None and path.resolve() == excluded:
                 skipped.append((path.as_posix(), "the output folder of this run"))
+            elif is_curate_output(path):
+                skipped.append((path.as_posix(), "an earlier curate output"))
             else:
                 keep.append(d)
         dirs[:] = keep
