@@ -24,13 +24,14 @@ def _cell(value: Any) -> str:
     return text
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|!~#])")
+# what makes a link or an image (`](`), code spans and table cells; emphasis and a lone "[" are harmless
+_MD_SPECIAL = re.compile(r"([\\`|]|\](?=\())")
 
 
 def _data(value: Any) -> str:
     """Text from the data, inert in Markdown: HTML tags and entities escaped (a raw `<img onerror>` or
-    `</details>` would run or break the pull-request comment), Markdown punctuation backslashed (no
-    links, images or emphasis), one line."""
+    `</details>` would run or break the pull-request comment), Markdown links, images and code spans
+    backslashed, one line."""
     text = html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " ⏎ ")
     return _MD_SPECIAL.sub(r"\\\1", text)
 

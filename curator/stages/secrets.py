@@ -412,6 +412,8 @@ def _redact_objects(objs: list, kinds: list[str], cfg: Config) -> list:
         spans.append((start, len(leaves)))
     if not leaves:
         return list(objs)
+    # a lone surrogate (an escape such as "\\ud800" in a rejected line) cannot enter polars: shown as "?"
+    leaves = [(t.encode("utf-8", "replace").decode("utf-8"), p) for t, p in leaves]
     done = pl.DataFrame({"ctx": [t for t, _ in leaves], "bare": [t[p:] for t, p in leaves]}).select(
         _redact_hits(pl.col("ctx"), kinds, cfg).alias("ctx"), _redact_hits(pl.col("bare"), kinds, cfg).alias("bare")
     )
