@@ -233,20 +233,37 @@ def _reject_record(row: dict[str, Any]) -> dict[str, Any]:
 def redact_annotations(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
     """The columns that carry text from the data (meta, details, warnings, code fence labels) with
     every secret redacted, for every row: annotations and rejects show no secret, whatever the policy."""
-    from curator.stages.secrets import redact_expr_for_display, redact_json_column_for_display
+    from curator.stages.secrets import redact_json_column_for_display, redact_series_for_display
 
-    def redacted(text: pl.Expr) -> pl.Expr:
-        return redact_expr_for_display(text, cfg.secrets)
+    def redacted(texts: pl.Series) -> pl.Series:
+        return redact_series_for_display(texts, cfg.secrets)
 
-    columns = [pl.col(c).list.eval(redacted(pl.element())) for c in (C.REJECT_DETAILS, C.WARNINGS) if c in frame.columns]
-    if "code_blocks" in frame.columns:  # a fence's info string is the writer's text too
-        label = redacted(pl.field("label")).alias("label")
-        columns.append(pl.col("code_blocks").list.eval(pl.element().struct.with_fields(label)))
-    out = frame.with_columns(columns)
+    def labels_redacted(blocks: pl.Series) -> pl.Series:
+        fields = blocks.struct.unnest()
+        return fields.with_columns(redacted(fields.get_column("label"))).to_struct(blocks.name)
+
+    out = frame
+    for col, fix in ((C.REJECT_DETAILS, redacted), (C.WARNINGS, redacted), ("code_blocks", labels_redacted)):
+        if col in frame.columns:
+            out = out.with_columns(_map_list_items(frame.get_column(col), fix))
     if C.META in frame.columns:
         meta = redact_json_column_for_display(frame.get_column(C.META).to_list(), cfg.secrets)
         out = out.with_columns(pl.Series(C.META, meta, dtype=pl.Utf8))
     return out
+
+
+def _map_list_items(lists: pl.Series, fix) -> pl.Series:
+    """`lists` with `fix` applied to the items of the non-empty lists, all at once (one batch, not a
+    call per row)."""
+    rows = (lists.list.len() > 0).fill_null(False).arg_true()
+    if not len(rows):
+        return lists
+    items = pl.DataFrame({"__r": rows, lists.name: lists.gather(rows)}).explode(lists.name)
+    items = items.with_columns(fix(items.get_column(lists.name)))
+    fixed = items.group_by("__r", maintain_order=True).agg(pl.col(lists.name).alias("__fixed"))
+    every = pl.DataFrame({"__r": pl.int_range(lists.len(), dtype=rows.dtype, eager=True), lists.name: lists})
+    every = every.join(fixed, on="__r", how="left", maintain_order="left")
+    return every.select(pl.coalesce("__fixed", lists.name).cast(lists.dtype).alias(lists.name)).to_series()
 
 
 def _rejected_raw(rejected: pl.DataFrame, policy: bool | str, cfg: CurateConfig) -> pl.DataFrame:

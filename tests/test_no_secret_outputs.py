@@ -135,3 +135,14 @@ def test_rejects_raw_can_be_redacted_or_dropped(tmp_path, policy):
     else:
         bad_json = next(r for r in records if r["source_line"] == 1)
         assert bad_json["raw"] == '{"messages": [{"role": "user", "content": "[REDACTED:aws_access_key]"}'
+
+
+def test_flagged_kinds_stay_in_the_split_only(tmp_path):
+    plant(tmp_path / "raw")
+    flags = [f"secrets.policy.{k}=flag" for k in ("aws_access_key", "email", "phone", "openai_key")]
+    config = load_config(None, ["gates.min_examples=null", *flags])
+    run(tmp_path / "raw", tmp_path / "out", config)
+    write_sample(tmp_path / "out", n=20)
+    split = leaks(tmp_path / "out", skip=("rejects.jsonl",))
+    assert set(split) == {"train.jsonl"} and AWS_META_KEY in split["train.jsonl"]  # the policy kept it there
+    assert leaks(tmp_path / "out", skip=("rejects.jsonl", "train.jsonl", "val.jsonl")) == {}

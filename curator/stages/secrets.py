@@ -490,9 +490,9 @@ def redact_values_for_display(values: list, cfg: Config | None = None) -> list:
     return _redact_objects(list(values), list(KINDS), cfg or Config())
 
 
-def redact_expr_for_display(text: pl.Expr, cfg: Config | None = None) -> pl.Expr:
-    """`text` (a Utf8 expression) with every kind redacted where it is found."""
-    return _redact_hits(text, list(KINDS), cfg or Config())
+def redact_series_for_display(texts: pl.Series, cfg: Config | None = None) -> pl.Series:
+    """A Utf8 series with every kind redacted where it is found."""
+    return _redact_series(texts, list(KINDS), cfg or Config())
 
 
 def redact_json_column_for_display(texts: list[str | None], cfg: Config | None = None) -> list[str | None]:
