@@ -26,6 +26,7 @@ LAZY_COMMANDS = {
     "sample": "curator.report.commands:sample",
     "train": "finetune.commands:train",
     "export": "finetune.commands:export",
+    "export-template": "finetune.commands:export_template",
 }
 
 
@@ -268,6 +269,37 @@ def config_cmd(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     from curator.config import load_config
 
     click.echo(yaml.safe_dump(load_config(config_path, list(overrides)).resolved(), sort_keys=False), nl=False)
+
+
+@cli.command("inspect")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--id", "record_id", default=None, help="Show the record with this id (train.jsonl, then val.jsonl).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Show the first N records (default 3).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Marked text for people, JSON lines for machines.")
+def inspect_cmd(out: Path, record_id: str | None, n: int | None, output_format: str) -> None:
+    """Show records of OUT as the trainer sees them: rendered text with the trained tokens marked.
+
+    Records come from OUT/train.jsonl, then OUT/val.jsonl, tokenized by the trainer's code with the
+    profile OUT/manifest.json recorded. Text: trained spans in green on a terminal, else between
+    ⟦ and ⟧. JSON: one line per record, {"id", "input_ids", "labels", "text"}, labels -100 where
+    not trained.
+
+    \b
+    Example:
+      curate inspect out/ --n 1
+      curate inspect out/ --id 94d406f4a2d64346d37ace10d5bc40c0 --format json
+    """
+    from curator.inspect_records import header, inspect_folder
+
+    if record_id is not None and n is not None:
+        raise CurateError("--id and --n exclude each other: pass one")
+    color = output_format == "text" and sys.stdout.isatty()
+    for item in inspect_folder(out, record_id, 3 if n is None else n):
+        if output_format == "json":
+            click.echo(item.to_json())
+        else:
+            click.echo(header(item))
+            click.echo(item.marked(color))
 
 
 @cli.command("schema")

@@ -81,19 +81,21 @@ class TokenCounter:
         self._unit_tok = _unit_tokenizer(tok)
         self._known = pl.DataFrame(schema={"u": pl.Utf8, "n": pl.Int64})
 
-    def count(self, conversations: list[list[dict]]) -> pl.DataFrame:
+    def count(self, conversations: list[list[dict]], tools: list | None = None) -> pl.DataFrame:
         """One row per conversation, in order, with COUNT_SCHEMA's columns.
 
+        `tools` holds each conversation's tool definitions (a list, JSON text or None), when given.
         `error` holds the chat template's refusal (counts null) for template profiles; the Mistral
         format gives every conversation a count.
         """
         if not conversations:
             return pl.DataFrame(schema=COUNT_SCHEMA)
+        tools = [None] * len(conversations) if tools is None else tools
         if self._unit_tok is None:
-            return _from_encodings(self.tok.encode_batch_or_errors(conversations))
-        return self._count_units(conversations)
+            return _from_encodings(self.tok.encode_batch_or_errors(conversations, tools))
+        return self._count_units(conversations, tools)
 
-    def _count_units(self, conversations: list[list[dict]]) -> pl.DataFrame:
+    def _count_units(self, conversations: list[list[dict]], tools: list) -> pl.DataFrame:
         # Pieces: (row, message, text, starts the segment, trained); BOS and EOS as fixed single tokens.
         p_row: list[int] = []
         p_msg: list[int] = []
@@ -104,8 +106,8 @@ class TokenCounter:
         f_msg: list[int] = []
         f_trained: list[bool] = []
         encode_rows: list[int] = []  # conversations cut where a token may cross: encoded instead
-        for r, conv in enumerate(conversations):
-            plan = _plan_mistral_v1(conv)
+        for r, (conv, conv_tools) in enumerate(zip(conversations, tools)):
+            plan = _plan_mistral_v1(conv, conv_tools)
             if not all(_safe_cut(seg.text, start) for seg in plan for _m, start in seg.parts[1:]):
                 encode_rows.append(r)
                 continue
@@ -157,7 +159,9 @@ class TokenCounter:
             .select("row", N_TOKENS, N_TRAINED, TURN_TOKENS, pl.lit(None, dtype=pl.Utf8).alias(ERROR))
         )
         if encode_rows:
-            encoded = _from_encodings(self.tok.encode_batch_or_errors([conversations[r] for r in encode_rows]))
+            encoded = _from_encodings(
+                self.tok.encode_batch_or_errors([conversations[r] for r in encode_rows], [tools[r] for r in encode_rows])
+            )
             encoded = encoded.select(pl.Series("row", encode_rows, dtype=pl.Int64), pl.all())
             counted = pl.concat([counted.filter(~pl.col("row").is_in(encode_rows)), encoded]).sort("row")
         return counted.drop("row")

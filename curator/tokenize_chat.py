@@ -29,24 +29,42 @@ reference does, and so what we do:
   (`[INST]  [/INST]`).
 - `weight` (0/1) does not change the ids; a weight-0 assistant turn is not trained.
 
-Structures the v1 reference refuses, and the encoding we give them instead:
+Structures the v1 reference refuses, and the encoding we give them instead (one rendering, used by
+training, by token counting and by the exported chat template, `MISTRAL_V1_CHAT_TEMPLATE` below):
 
-- `tool` turns (the Glaive tool-call file): v1 raises "Tools not implemented for tokenizer V1".
-  We encode a tool turn as a user turn (`[INST] {tool output} [/INST]`, not trained): exactly the
-  reference encoding of the same conversation with the tool turns relabelled `user`, which the tests
-  check. The assistant turns that call a function hold the call as JSON text in `content` and are
-  ordinary, trained assistant turns.
-- assistant `tool_calls` (JSON text): v1 raises; we encode the calls' JSON text as the turn's
-  content (after the content and "\\n\\n" when there is both), trained like any answer.
+- assistant `tool_calls` (the OpenAI list `[{"id", "type": "function", "function": {"name",
+  "arguments"}}]`, or its JSON text): v1 raises "Tools not implemented for tokenizer V1". The turn's
+  text is its content, then "\\n\\n", then the calls (the calls alone when the content is empty),
+  trained like any answer, EOS included. The calls are one line each (`render_tool_calls`):
+
+      {"name": <json.dumps(name, ensure_ascii=False)>, "arguments": <the arguments string, verbatim>}
+
+  (arguments that are not a string, as older records have them, are `json.dumps(..., ensure_ascii=False)`
+  of their value; a call without a `function` object is read as the function itself). The Jinja template
+  writes the same text with `'{"name": ' ~ (name | tojson) ~ ', "arguments": ' ~ arguments ~ '}'`
+  (transformers' `tojson` is `json.dumps` with ensure_ascii=False and default separators).
+- `tool` turns (tool results): v1 raises. We encode a tool turn as a user turn
+  (`[INST] {tool output} [/INST]`, not trained): exactly the reference encoding of the same
+  conversation with the tool turns relabelled `user`, which the tests check.
+- tool definitions (a record's top-level `tools`, TRL's `[{"type": "function", "function": {"name",
+  "description", "parameters"}}]`): rendered once, as plain text (v1 has no tool tokens), at the start of
+  the first user turn, before the system prompt, and not trained:
+  `[INST] [AVAILABLE_TOOLS] {json.dumps(tools, ensure_ascii=False)} [/AVAILABLE_TOOLS]\\n\\n{system}\\n\\n{user} [/INST]`
+  (`render_tools`). A record without tools (or with an empty list) renders as before.
 - an empty assistant turn: v1 raises; we encode it as EOS alone (trained unless weight 0).
 - a conversation ending in a user or tool turn: the reference's finetuning validator refuses it;
   we encode it all the same (its last turn is simply not trained).
 
+Records without tools and without tool calls are encoded exactly as mistral-common encodes them.
+The exported template marks the trained tokens of each trained assistant turn (its text and EOS) with
+`{% generation %}...{% endgeneration %}`, so `apply_chat_template(..., return_assistant_tokens_mask=True)`
+(TRL's `assistant_only_loss=True`) trains what curator trains.
+
 `turn_tokens[i]` counts the tokens attributed to message i; they sum to `n_tokens`. Each token of
 a segment goes to the message whose text it starts in (by character offsets); the segment's
-template text goes to the message it wraps: `[INST] ` to the first message inside the segment (the
-system message when the system prompt is folded in), ` [/INST]` to the last, EOS to the assistant
-turn. The BOS and an inserted empty user turn go to message 0.
+template text goes to the message it wraps: `[INST] ` (and the tool definitions) to the first message
+inside the segment (the system message when the system prompt is folded in), ` [/INST]` to the last,
+EOS to the assistant turn. The BOS and an inserted empty user turn go to message 0.
 
 Other models
 ------------
@@ -54,7 +72,10 @@ Other models
 `transformers`' `apply_chat_template` does, and tokenize the result with the model's
 `tokenizer.json`; per-message spans come from rendering each prefix of the conversation, and an
 assistant turn is trained from the start of its content to the end of its span (so its closing
-`</s>` or `<|end|>` is trained, its header is not).
+`</s>` or `<|end|>` is trained, its header is not). Tool calls reach the template as the OpenAI list and
+tool definitions as `tools`, as `apply_chat_template` passes them; what the template does with them is
+the model's own rendering. `ChatTokenizer.chat_template` is the template of a profile: `curate run`
+writes it to OUT/chat_template.jinja.
 """
 
 from __future__ import annotations
@@ -62,6 +83,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -73,7 +95,15 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from curator.errors import CurateError
 from curator.model_profiles import DEFAULT_MODEL, ModelProfile, resolve_profile
 
-__all__ = ["ChatFormatError", "ChatTokenizer", "EncodedChat", "mistral_v1_model_file"]
+__all__ = [
+    "ChatFormatError",
+    "ChatTokenizer",
+    "EncodedChat",
+    "MISTRAL_V1_CHAT_TEMPLATE",
+    "mistral_v1_model_file",
+    "render_tool_calls",
+    "render_tools",
+]
 
 
 @dataclass(frozen=True)
@@ -207,10 +237,56 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _json_value(value: Any) -> Any:
+    """A list (or other JSON value) as it is; JSON text parsed; text that is not JSON stays text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _render_call(call: Any) -> str:
+    if not isinstance(call, dict):
+        return json.dumps(call, ensure_ascii=False)
+    fn = call["function"] if isinstance(call.get("function"), dict) else call
+    args = fn.get("arguments")
+    if not isinstance(args, str):
+        args = json.dumps({} if args is None else args, ensure_ascii=False)
+    return '{"name": ' + json.dumps(fn.get("name"), ensure_ascii=False) + ', "arguments": ' + args + "}"
+
+
+def render_tool_calls(calls: Any) -> str:
+    """The trained text of an assistant turn's tool calls (a list, or its JSON text): one call a line.
+
+    Each line is `{"name": <name as JSON>, "arguments": <the arguments string verbatim>}`; text that is
+    not JSON is its own rendering. See the module docstring.
+    """
+    calls = _json_value(calls)
+    if isinstance(calls, str):
+        return calls
+    if not calls:
+        return ""
+    if not isinstance(calls, list):
+        calls = [calls]
+    return "\n".join(_render_call(call) for call in calls)
+
+
+def render_tools(tools: Any) -> str:
+    """The tool definitions' text at the start of the first user turn ("" when there are none)."""
+    tools = _json_value(tools)
+    if not tools:
+        return ""
+    text = tools if isinstance(tools, str) else json.dumps(tools, ensure_ascii=False)
+    return f"[AVAILABLE_TOOLS] {text} [/AVAILABLE_TOOLS]\n\n"
+
+
 def _assistant_text(msg: dict) -> str:
+    """What an assistant turn trains on (before its EOS): content, then its tool calls."""
     content = _text(msg.get("content"))
-    calls = msg.get("tool_calls")
-    if isinstance(calls, str) and calls:
+    calls = render_tool_calls(msg.get("tool_calls")) if msg.get("tool_calls") else ""
+    if calls:
         return f"{content}\n\n{calls}" if content else calls
     return content
 
@@ -218,7 +294,8 @@ def _assistant_text(msg: dict) -> str:
 _JOIN = "\n\n"  # mistral_common InstructRequestNormalizer._msg_join_str
 
 
-def _plan_mistral_v1(messages: Sequence[dict]) -> list[_Segment]:
+def _plan_mistral_v1(messages: Sequence[dict], tools: Any = None) -> list[_Segment]:
+    """The segments of one conversation (see the module docstring); `tools` as a list or JSON text."""
     system = [(i, _text(m.get("content"))) for i, m in enumerate(messages) if m.get("role") == "system"]
     system = [(i, c) for i, c in system if c]
     # runs of the same (role, weight); tool turns count as user turns (see module docstring)
@@ -245,13 +322,16 @@ def _plan_mistral_v1(messages: Sequence[dict]) -> list[_Segment]:
     for role, weight, items in runs:
         if role == "user":
             pieces: list[tuple[int, str]] = []
-            if first_user and system:
-                pieces.extend(system)
-                pieces.append((-1, ""))  # marks the "\n\n" that always follows the system prompt
+            head = ""
+            if first_user:
+                head = render_tools(tools)
+                if system:
+                    pieces.extend(system)
+                    pieces.append((-1, ""))  # marks the "\n\n" that always follows the system prompt
             first_user = False
             pieces.extend(items)
-            text, parts = _join_parts(pieces, start=len("[INST] "))
-            segments.append(_Segment(f"[INST] {text} [/INST]", False, False, parts))
+            text, parts = _join_parts(pieces, start=len("[INST] ") + len(head))
+            segments.append(_Segment(f"[INST] {head}{text} [/INST]", False, False, parts))
         else:
             text, parts = _join_parts(items, start=0)
             segments.append(_Segment(text, True, weight != 0, parts))
@@ -331,37 +411,52 @@ class ChatTokenizer:
 
     # -- encoding --
 
-    def encode(self, messages: list[dict]) -> EncodedChat:
-        """One conversation; messages are dicts with role, content, optional weight/tool_calls/tool_call_id."""
-        return self.encode_batch([messages])[0]
+    def encode(self, messages: list[dict], tools: Any = None) -> EncodedChat:
+        """One conversation; messages are dicts with role, content, optional weight/tool_calls/tool_call_id;
+        `tools` the record's tool definitions (a list or its JSON text), or None."""
+        return self.encode_batch([messages], [tools])[0]
 
-    def encode_batch(self, conversations: list[list[dict]]) -> list[EncodedChat]:
+    def encode_batch(self, conversations: list[list[dict]], tools: Sequence[Any] | None = None) -> list[EncodedChat]:
         """Many conversations in one batched `tokenizers` call (parallel over all cores).
 
+        `tools`, when given, holds each conversation's tool definitions (None where it has none).
         Raises ChatFormatError (naming the conversation's index) when a chat template refuses one;
         the Mistral format gives every conversation an encoding.
         """
-        results = self.encode_batch_or_errors(conversations)
+        results = self.encode_batch_or_errors(conversations, tools)
         for i, res in enumerate(results):
             if isinstance(res, str):
                 raise ChatFormatError(f"conversation {i}: {res}")
         return results  # type: ignore[return-value]
 
-    def encode_batch_or_errors(self, conversations: list[list[dict]]) -> list[EncodedChat | str]:
+    def encode_batch_or_errors(
+        self, conversations: list[list[dict]], tools: Sequence[Any] | None = None
+    ) -> list[EncodedChat | str]:
         """Like encode_batch, but a refused conversation yields its error text instead of raising."""
         for i, conv in enumerate(conversations):
             if not conv:
                 raise ChatFormatError(f"conversation {i}: a conversation needs at least one message")
+        if tools is None:
+            tools = [None] * len(conversations)
+        elif len(tools) != len(conversations):
+            raise ValueError(f"tools: {len(tools)} entries for {len(conversations)} conversations")
         if self._template is None:
-            return list(self._encode_mistral_v1(conversations))
-        return self._encode_template(conversations)
+            return list(self._encode_mistral_v1(conversations, tools))
+        return self._encode_template(conversations, tools)
+
+    @property
+    def chat_template(self) -> str:
+        """The Jinja chat template that renders this profile's encoding (what OUT/chat_template.jinja holds)."""
+        if self._template is None:
+            return MISTRAL_V1_CHAT_TEMPLATE
+        return self.profile.chat_template or ""
 
     def decode(self, ids: list[int]) -> str:
         """Text of `ids`, special tokens (BOS, EOS, ...) left out."""
         return self.tokenizer.decode([i for i in ids if i not in self._special_ids], skip_special_tokens=True)
 
-    def _encode_mistral_v1(self, conversations: list[list[dict]]) -> list[EncodedChat]:
-        plans = [_plan_mistral_v1(conv) for conv in conversations]
+    def _encode_mistral_v1(self, conversations: list[list[dict]], tools: Sequence[Any]) -> list[EncodedChat]:
+        plans = [_plan_mistral_v1(conv, t) for conv, t in zip(conversations, tools)]
         single: list[str] = []  # segments owned by one message: no offsets needed (faster call)
         multi: list[str] = []
         for plan in plans:
@@ -402,11 +497,11 @@ class ChatTokenizer:
             out.append(EncodedChat(ids, trained, turns))
         return out
 
-    def _encode_template(self, conversations: list[list[dict]]) -> list[EncodedChat | str]:
+    def _encode_template(self, conversations: list[list[dict]], tools: Sequence[Any]) -> list[EncodedChat | str]:
         rendered: list[tuple[str, list[int], list[int], list[bool]] | str] = []
-        for conv in conversations:
+        for conv, conv_tools in zip(conversations, tools):
             try:
-                rendered.append(self._render_spans(conv))
+                rendered.append(self._render_spans(conv, conv_tools))
             except ChatFormatError as exc:
                 rendered.append(str(exc))
         texts = [r[0] for r in rendered if not isinstance(r, str)]
@@ -428,16 +523,17 @@ class ChatTokenizer:
             out.append(EncodedChat(list(enc.ids), trained, turns))
         return out
 
-    def _render_spans(self, conv: list[dict]) -> tuple[str, list[int], list[int], list[bool]]:
+    def _render_spans(self, conv: list[dict], tools: Any = None) -> tuple[str, list[int], list[int], list[bool]]:
         """The rendered text, the end offset of each message's span, where training starts in it."""
         msgs = [_template_message(m) for m in conv]
-        full = self._render(msgs)
+        tools = _json_value(tools) or None
+        full = self._render(msgs, tools)
         bounds: list[int] = []
         train_from: list[int] = []
         trainable: list[bool] = []
         prev = 0
         for k in range(1, len(msgs) + 1):
-            prefix = full if k == len(msgs) else self._render(msgs[:k])
+            prefix = full if k == len(msgs) else self._render(msgs[:k], tools)
             if not full.startswith(prefix):
                 raise ChatFormatError(
                     f"the chat template of {self.profile.name} renders message {k - 1} differently "
@@ -453,12 +549,13 @@ class ChatTokenizer:
             prev = len(prefix)
         return full, bounds, train_from, trainable
 
-    def _render(self, msgs: list[dict]) -> str:
+    def _render(self, msgs: list[dict], tools: Any = None) -> str:
         from jinja2.exceptions import TemplateError
 
         try:
             return self._template.render(  # type: ignore[union-attr]
                 messages=msgs,
+                tools=tools,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
                 add_generation_prompt=False,
@@ -467,33 +564,142 @@ class ChatTokenizer:
             raise ChatFormatError(f"chat template of {self.profile.name}: {exc}") from None
 
 
+# The chat template of the `mistral-v1` rendering (module docstring), as transformers' apply_chat_template
+# runs it: it gives the ids `ChatTokenizer.encode` gives (tested on every record of ../shared/data/chat and on
+# tool-call records) with the tokenizer folder of finetune.export, and `{% generation %}` wraps exactly the
+# trained text of each trained assistant turn (its content, its calls, EOS), so return_assistant_tokens_mask
+# equals `EncodedChat.trained`. Training encodes each turn as its own SentencePiece segment; here the leading
+# space of " [INST]" and of " {answer}" is that segment's dummy prefix "▁" (the tokenizer.json prepends "▁"
+# only at the start of the text, never after <s> or </s>), and no SentencePiece piece holds "▁" after another
+# character, so the one-string tokenization equals the per-segment one. No macros: transformers locates a
+# generation block by what the template has yielded so far, which a macro's output is not yet part of.
+# `tool_calls` must be the list (as train.jsonl and the OpenAI API give it): Jinja cannot parse JSON text.
+MISTRAL_V1_CHAT_TEMPLATE = (
+    "{#- curator mistral-v1: the rendering of curator.tokenize_chat (mistral-common v1 for plain chats) -#}\n"
+    "{%- set ns = namespace(system='', head='', buf='', has_text=false, fresh=true, first=true) -%}\n"
+    "{%- for m in messages -%}\n"
+    "    {%- if m['role'] == 'system' and m['content'] is string and m['content'] -%}\n"
+    "        {%- set ns.system = ns.system ~ ('\\n\\n' if ns.system else '') ~ m['content'] -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if tools -%}\n"
+    "    {%- set ns.head = '[AVAILABLE_TOOLS] ' ~ (tools | tojson) ~ ' [/AVAILABLE_TOOLS]\\n\\n' -%}\n"
+    "{%- endif -%}\n"
+    "{%- if ns.system -%}\n"
+    "    {%- set ns.head = ns.head ~ ns.system ~ '\\n\\n' -%}\n"
+    "{%- endif -%}\n"
+    "{{- bos_token -}}\n"
+    "{%- for m in messages -%}\n"
+    "    {%- set role = 'user' if m['role'] == 'tool' else m['role'] -%}\n"
+    "    {%- if role not in ['system', 'user', 'assistant'] -%}\n"
+    "        {{- raise_exception('roles are system, user, assistant and tool, got ' ~ (m['role'] | string)) -}}\n"
+    "    {%- endif -%}\n"
+    "    {%- set weight = (m['weight'] if m['weight'] is defined else none) if role == 'assistant' else none -%}\n"
+    "    {%- if role != 'system' -%}\n"
+    "        {%- if ns.fresh -%}\n"
+    "            {%- set ns.fresh = false -%}\n"
+    "            {%- set ns.buf = '' -%}\n"
+    "            {%- set ns.has_text = false -%}\n"
+    "            {%- if ns.first -%}\n"
+    "                {%- set ns.first = false -%}\n"
+    "                {%- if role == 'user' -%}\n"
+    "                    {%- set ns.buf = ns.head -%}\n"
+    "                {%- else -%}\n"
+    "                    {{- ' [INST] ' ~ ns.head ~ ' [/INST]' -}}\n"
+    "                {%- endif -%}\n"
+    "            {%- endif -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- set text = m['content'] if m['content'] is string else '' -%}\n"
+    "        {%- if role == 'assistant' and m['tool_calls'] is defined and m['tool_calls'] -%}\n"
+    "            {%- if m['tool_calls'] is string -%}\n"
+    "                {{- raise_exception('tool_calls must be a list of calls, not JSON text') -}}\n"
+    "            {%- endif -%}\n"
+    "            {%- set calls = namespace(text='') -%}\n"
+    "            {%- for call in m['tool_calls'] -%}\n"
+    "                {%- if call is mapping -%}\n"
+    "                    {%- set f = call['function'] if call['function'] is defined and call['function'] is mapping else call -%}\n"
+    "                    {%- set args = f['arguments'] if f['arguments'] is defined and f['arguments'] is not none else {} -%}\n"
+    "                    {%- set line = '{\"name\": ' ~ ((f['name'] if f['name'] is defined else none) | tojson) ~ ', \"arguments\": ' ~ (args if args is string else (args | tojson)) ~ '}' -%}\n"
+    "                {%- else -%}\n"
+    "                    {%- set line = call | tojson -%}\n"
+    "                {%- endif -%}\n"
+    "                {%- set calls.text = calls.text ~ ('\\n' if not loop.first else '') ~ line -%}\n"
+    "            {%- endfor -%}\n"
+    "            {%- set text = text ~ '\\n\\n' ~ calls.text if text else calls.text -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- if text and ns.has_text -%}\n"
+    "            {%- set ns.buf = ns.buf ~ '\\n\\n' -%}\n"
+    "        {%- endif -%}\n"
+    "        {%- set ns.buf = ns.buf ~ text -%}\n"
+    "        {%- set ns.has_text = ns.has_text or text != '' -%}\n"
+    "    {%- endif -%}\n"
+    "    {#- a turn ends where the next message has another role (tool counts as user) or weight -#}\n"
+    "    {%- set nxt = none if loop.last else loop.nextitem -%}\n"
+    "    {%- set next_role = none if nxt is none else ('user' if nxt['role'] == 'tool' else nxt['role']) -%}\n"
+    "    {%- set next_weight = (nxt['weight'] if nxt['weight'] is defined else none) if next_role == 'assistant' else none -%}\n"
+    "    {%- if role != 'system' and (next_role != role or next_weight != weight) -%}\n"
+    "        {%- set ns.fresh = true -%}\n"
+    "        {%- if role == 'user' -%}\n"
+    "            {{- ' [INST] ' ~ ns.buf ~ ' [/INST]' -}}\n"
+    "        {%- elif weight == 0 -%}\n"
+    "            {{- (' ' ~ ns.buf if ns.buf else '') ~ eos_token -}}\n"
+    "        {%- else -%}\n"
+    "            {%- generation -%}\n"
+    "                {{- (' ' ~ ns.buf if ns.buf else '') ~ eos_token -}}\n"
+    "            {%- endgeneration -%}\n"
+    "        {%- endif -%}\n"
+    "    {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if ns.first -%}\n"
+    "    {{- ' [INST] ' ~ ns.head ~ ' [/INST]' -}}\n"
+    "{%- endif -%}\n"
+)
+
+
 def _template_message(msg: dict) -> dict:
     out = {"role": msg.get("role"), "content": _text(msg.get("content"))}
     calls = msg.get("tool_calls")
-    if isinstance(calls, str) and calls:
-        try:
-            out["tool_calls"] = json.loads(calls)
-        except json.JSONDecodeError:
-            out["tool_calls"] = calls
+    if calls:
+        out["tool_calls"] = _json_value(calls)
     if msg.get("tool_call_id"):
         out["tool_call_id"] = msg["tool_call_id"]
     return out
 
 
+def has_generation_markers(template: str) -> bool:
+    """Whether a chat template marks trained text with `{% generation %}` (the test TRL applies)."""
+    return re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
+
+
 def _compile_template(source: str):
-    """Compile a chat template the way transformers does (sandboxed, trim/lstrip blocks, tojson)."""
-    from jinja2.ext import loopcontrols
+    """Compile a chat template the way transformers does (sandboxed, trim/lstrip blocks, tojson).
+
+    `{% generation %}` blocks render their body: the masks here come from the spans of the messages.
+    """
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class _Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body).set_lineno(lineno)
 
     def raise_exception(message: str) -> None:
         from jinja2.exceptions import TemplateError
 
         raise TemplateError(message)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(
-        x, indent=indent, ensure_ascii=ensure_ascii
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):  # transformers' filter
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _Generation]
     )
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     return env.from_string(source)
 

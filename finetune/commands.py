@@ -1,4 +1,4 @@
-"""`curate train` and `curate export`: click commands only.
+"""`curate train`, `curate export` and `curate export-template`: click commands only.
 
 Nothing heavy is imported here at module level: torch, transformers and peft are imported inside the command
 bodies, after the cheap checks (config, curated folder), and their absence is one line that says
@@ -135,3 +135,23 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
             8, int(train_config.get("seed", 0)), device, dtype_,
         )
         click.echo(f"comparison sheet in {path}")
+
+
+@click.command("export-template")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+def export_template(out: Path, dest: Path) -> None:
+    """Write a tokenizer folder with OUT's chat template (OUT/chat_template.jinja) into DEST.
+
+    DEST then loads offline with transformers' AutoTokenizer.from_pretrained(DEST); its
+    apply_chat_template gives the ids curator trains on, and (Mistral) marks the trained tokens
+    with {% generation %}, for TRL's SFTConfig(assistant_only_loss=True). Needs no torch.
+
+    \b
+    Example:
+      curate export-template out/ tokenizer/
+    """
+    from finetune.export import export_template as write
+
+    names = write(out, dest)
+    click.echo(f"tokenizer with the chat template of {out} in {dest} ({', '.join(names)})")

@@ -2,7 +2,9 @@
 
 Tokens and loss masks come from `curator.tokenize_chat.ChatTokenizer`, the module the token-budget stage
 uses (DESIGN.md principle 4): the length the report shows is the length the trainer sees, and the loss falls
-on the assistant tokens and their end-of-sequence token only (`EncodedChat.trained`).
+on the assistant tokens and their end-of-sequence token only (`EncodedChat.trained`). A record's top-level
+`tools` and its assistant turns' `tool_calls` (the OpenAI list, as train.jsonl holds them) go to the same
+encoder, which renders them (curator/tokenize_chat.py): the calls are trained, the tools are context.
 
 Packing (on by default) puts several examples into one row of up to `context_length` tokens. Each example
 keeps its own position ids (0, 1, 2, ... from its first token), and the row carries no 2D attention mask:
@@ -40,6 +42,7 @@ class ChatRecord:
     messages: list[dict]
     ref: str  # "val.jsonl:12"
     id: str | None = None
+    tools: list | None = None  # the record's tool definitions (TRL's format), rendered in its first user turn
 
 
 @dataclass
@@ -91,7 +94,10 @@ def read_chat_jsonl(path: str | Path) -> list[ChatRecord]:
             for i, msg in enumerate(messages):
                 if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
                     raise CurateError(f"{path}:{line_no}: messages[{i}].role: expected a string")
-            records.append(ChatRecord(messages=messages, ref=f"{path.name}:{line_no}", id=obj.get("id")))
+            tools = obj.get("tools")
+            if tools is not None and not isinstance(tools, list):
+                raise CurateError(f"{path}:{line_no}: tools: expected a list")
+            records.append(ChatRecord(messages=messages, ref=f"{path.name}:{line_no}", id=obj.get("id"), tools=tools))
     return records
 
 
@@ -102,20 +108,30 @@ def labels_for(ids: Sequence[int], trained: Sequence[bool]) -> list[int]:
     return [tok if keep else IGNORE_INDEX for tok, keep in zip(ids, trained)]
 
 
+def example_labels(enc) -> list[int]:
+    """The labels the trainer uses for an EncodedChat: its ids where trained, -100 elsewhere."""
+    labels = labels_for(enc.ids, enc.trained)
+    # The first token of an example can never be predicted (nothing precedes it inside the example).
+    if labels and labels[0] != IGNORE_INDEX:
+        labels[0] = IGNORE_INDEX
+    return labels
+
+
+def encode_chat_records(records: Sequence[ChatRecord], tokenizer) -> list:
+    """The EncodedChat of each record (messages and tools), in one batched call."""
+    return tokenizer.encode_batch([r.messages for r in records], [r.tools for r in records])
+
+
 def encode_records(records: Sequence[ChatRecord], tokenizer, context_length: int) -> tuple[list[Example], EncodeReport]:
     """Tokenize with the shared ChatTokenizer (one batch call); skip what cannot train, and say so."""
     report = EncodeReport(n_records=len(records))
-    encoded = tokenizer.encode_batch([r.messages for r in records])
+    encoded = encode_chat_records(records, tokenizer)
     examples: list[Example] = []
     for record, enc in zip(records, encoded):
         if len(enc.ids) > context_length:
             report.skipped_over_context.append(record.ref)
             continue
-        labels = labels_for(enc.ids, enc.trained)
-        # The first token of an example can never be predicted (nothing precedes it inside the example).
-        if labels and labels[0] != IGNORE_INDEX:
-            labels[0] = IGNORE_INDEX
-        example = Example(ids=list(enc.ids), labels=labels, ref=record.ref)
+        example = Example(ids=list(enc.ids), labels=example_labels(enc), ref=record.ref)
         if example.n_trained == 0:
             report.skipped_no_trained_tokens.append(record.ref)
             continue
@@ -232,7 +248,7 @@ def prompt_and_reference(record: ChatRecord, tokenizer) -> PromptReference | Non
             last = i
     if last is None:
         return None
-    enc = tokenizer.encode(record.messages[: last + 1])
+    enc = tokenizer.encode(record.messages[: last + 1], record.tools)
     trained = list(enc.trained)
     if not any(trained):
         return None

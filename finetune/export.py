@@ -5,9 +5,11 @@ The adapter folder is what vLLM (`--enable-lora --lora-modules name=DIR`) and TG
 by an absolute path when it is a local folder), next to the files of the tokenizer the run trained with
 (`tokenizer.json`, `tokenizer_config.json` carrying the chat template) so a server renders and tokenizes prompts
 into the ids the model was trained on: for the built-in Mistral profile, AutoTokenizer's apply_chat_template
-equals curator.tokenize_chat's ids on every record of ../shared/data/chat, tool calls and indented code included
-(checked on all 20,000, tested on a sample of each kind). The one exception by construction: message text holding "<s>", "</s>" or "<unk>" literally, which
-training encodes as text and a Hugging Face tokenizer parses as the special token. `curate export ADAPTER_DIR --merge OUT_DIR` folds the adapter into the base weights
+equals curator.tokenize_chat's ids and trained mask on every record of ../shared/data/chat and on tool-call
+records, indented code included (tests/test_chat_template.py). The one exception by construction: message text
+holding "<s>", "</s>" or "<unk>" literally, which training encodes as text and a Hugging Face tokenizer parses as
+the special token. `curate export-template OUT DIR` writes the same tokenizer files with OUT/chat_template.jinja
+(`export_template`), without an adapter. `curate export ADAPTER_DIR --merge OUT_DIR` folds the adapter into the base weights
 (peft `merge_and_unload`, W + (alpha / r) B A) and saves a plain transformers model in bf16 that needs no
 peft at inference. Base models and tokenizers load as in training: trust_remote_code=False, and a folder that
 needs its own Python code refused (finetune.modeling.refuse_folder_code).
@@ -20,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from curator.errors import CurateError
+from curator.tokenize_chat import MISTRAL_V1_CHAT_TEMPLATE
 
 # Files of a transformers tokenizer folder, copied as they are from a tokenizer folder.
 TOKENIZER_FILES = (
@@ -30,7 +33,8 @@ TOKENIZER_FILES = (
 # Mistral-7B-Instruct-v0.2's own chat template (tokenizer_config.json of mistralai/Mistral-7B-Instruct-v0.2,
 # current revision): an optional system message is folded into the first user turn. Kept for reference and
 # for tools that look for it; the adapter gets CURATOR_MISTRAL_V1_CHAT_TEMPLATE below, which also renders the
-# structures training encodes and this template refuses (tool turns, system messages elsewhere, runs of one role).
+# structures training encodes and this template refuses (tools, tool calls and tool turns, system messages
+# elsewhere, runs of one role) and marks the trained tokens with {% generation %}.
 MISTRAL_V02_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}\n"
     "    {%- set system_message = messages[0]['content'] %}\n"
@@ -60,82 +64,9 @@ MISTRAL_V02_CHAT_TEMPLATE = (
 )
 
 # The chat template of the adapter folder for the `mistral-v1` chat format: the conversation rendered as
-# curator.tokenize_chat encodes it for training (`_plan_mistral_v1`), so that a server's
-# apply_chat_template gives the ids the model was trained on (tested on every structure of ../shared/data/chat):
-# - every non-empty system message, wherever it stands, joined with "\n\n" and put before the first user turn;
-# - `tool` turns rendered as user turns (`[INST] {tool output} [/INST]`), as training encodes them;
-# - consecutive messages of one role (assistant: and one weight) merged into one turn, joined with "\n\n"
-#   (empty ones skipped, as mistral-common aggregates them);
-#   a system message between two of them keeps them apart;
-# - an assistant turn's `tool_calls` (JSON text) after its content and "\n\n"; an empty assistant turn is EOS alone;
-# - an empty user turn first when the conversation does not start with one.
-# Each turn is a separately tokenized SentencePiece segment in training; here the leading space of " [INST]" and
-# of " {answer}" is that segment's dummy prefix "▁" (the tokenizer.json below prepends "▁" only at the start of
-# the text, never after <s> or </s>), and no SentencePiece piece holds "▁" after another character, so the
-# one-string tokenization equals the per-segment one.
-CURATOR_MISTRAL_V1_CHAT_TEMPLATE = (
-    "{#- curator mistral-v1: the encoding of curator.tokenize_chat (mistral-common v1 for plain chats) -#}\n"
-    "{%- macro turn(role, text) -%}\n"
-    "    {%- if role == 'user' -%}\n"
-    "        {{- ' [INST] ' + text + ' [/INST]' -}}\n"
-    "    {%- elif text -%}\n"
-    "        {{- ' ' + text + eos_token -}}\n"
-    "    {%- else -%}\n"
-    "        {{- eos_token -}}\n"
-    "    {%- endif -%}\n"
-    "{%- endmacro -%}\n"
-    "{%- set ns = namespace(system='', role='', weight=none, started=false, first=true, buf='', has_text=false) -%}\n"
-    "{%- for m in messages -%}\n"
-    "    {%- if m['role'] == 'system' and m['content'] is string and m['content'] -%}\n"
-    "        {%- set ns.system = ns.system + ('\\n\\n' if ns.system else '') + m['content'] -%}\n"
-    "    {%- endif -%}\n"
-    "{%- endfor -%}\n"
-    "{{- bos_token -}}\n"
-    "{%- for m in messages -%}\n"
-    "    {%- set role = 'user' if m['role'] == 'tool' else m['role'] -%}\n"
-    "    {%- if role not in ['system', 'user', 'assistant'] -%}\n"
-    "        {{- raise_exception('roles are system, user, assistant and tool, got ' + (m['role'] | string)) -}}\n"
-    "    {%- endif -%}\n"
-    "    {%- set weight = (m['weight'] if m['weight'] is defined else none) if role == 'assistant' else none -%}\n"
-    "    {%- if not ns.started or role != ns.role or weight != ns.weight -%}\n"
-    "        {%- if ns.role in ['user', 'assistant'] -%}\n"
-    "            {{- turn(ns.role, ns.buf) -}}\n"
-    "        {%- endif -%}\n"
-    "        {%- set ns.buf = '' -%}\n"
-    "        {%- set ns.has_text = false -%}\n"
-    "        {%- if role != 'system' and ns.first -%}\n"
-    "            {%- set ns.first = false -%}\n"
-    "            {%- if role == 'assistant' -%}\n"
-    "                {{- turn('user', ns.system + '\\n\\n' if ns.system else '') -}}\n"
-    "            {%- elif ns.system -%}\n"
-    "                {%- set ns.buf = ns.system + '\\n\\n' -%}\n"
-
-    "            {%- endif -%}\n"
-    "        {%- endif -%}\n"
-    "        {%- set ns.started = true -%}\n"
-    "        {%- set ns.role = role -%}\n"
-    "        {%- set ns.weight = weight -%}\n"
-    "    {%- endif -%}\n"
-    "    {%- if role != 'system' -%}\n"
-    "        {%- set text = m['content'] if m['content'] is string else '' -%}\n"
-    "        {%- if role == 'assistant' and m['tool_calls'] is defined and m['tool_calls'] -%}\n"
-    "            {%- set calls = m['tool_calls'] if m['tool_calls'] is string else (m['tool_calls'] | tojson) -%}\n"
-    "            {%- set text = text + '\\n\\n' + calls if text else calls -%}\n"
-    "        {%- endif -%}\n"
-    "        {%- if text and ns.has_text -%}\n"
-    "            {%- set ns.buf = ns.buf + '\\n\\n' -%}\n"
-    "        {%- endif -%}\n"
-    "        {%- set ns.buf = ns.buf + text -%}\n"
-    "        {%- set ns.has_text = ns.has_text or text != '' -%}\n"
-    "    {%- endif -%}\n"
-    "{%- endfor -%}\n"
-    "{%- if ns.role in ['user', 'assistant'] -%}\n"
-    "    {{- turn(ns.role, ns.buf) -}}\n"
-    "{%- endif -%}\n"
-    "{%- if ns.first -%}\n"
-    "    {{- turn('user', ns.system + '\\n\\n' if ns.system else '') -}}\n"
-    "{%- endif -%}\n"
-)
+# curator.tokenize_chat encodes it for training (its module docstring is the one description of the rendering;
+# the template lives beside the code it mirrors).
+CURATOR_MISTRAL_V1_CHAT_TEMPLATE = MISTRAL_V1_CHAT_TEMPLATE
 
 
 def _copy_tokenizer_folder(source: Path, out_dir: Path) -> list[str]:
@@ -239,6 +170,34 @@ def _save_chat_tokenizer(tokenizer, out_dir: Path) -> list[str]:
         (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         return ["tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
     return []
+
+
+def export_template(out: str | Path, dest: str | Path) -> list[str]:
+    """A tokenizer folder for OUT in `dest`: the tokenizer files of the profile OUT was curated for, with
+    OUT/chat_template.jinja as their chat template, so `AutoTokenizer.from_pretrained(dest)` (offline)
+    renders and masks as curator trains. Returns the file names written. No torch needed.
+    """
+    from curator.inspect_records import tokenizer_of
+
+    out, dest = Path(out), Path(dest)
+    template_path = out / "chat_template.jinja"
+    if not template_path.is_file():
+        raise CurateError(f"{template_path}: missing (`curate run` writes it when its tokens stage runs)")
+    template = template_path.read_text(encoding="utf-8")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CurateError(f"{dest}: exists and is not an empty folder")
+    tokenizer = tokenizer_of(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = _save_chat_tokenizer(tokenizer, dest)
+    if not written:
+        raise CurateError(f"no tokenizer files for profile {tokenizer.profile.name}")
+    config_path = dest / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config["chat_template"] = template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    if (dest / "chat_template.jinja").is_file():  # transformers reads this file before the config's key
+        (dest / "chat_template.jinja").write_text(template, encoding="utf-8")
+    return sorted(set(written) | {"tokenizer_config.json"})
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path, base_model: str | None = None) -> Path:

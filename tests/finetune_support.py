@@ -30,8 +30,29 @@ def real_records(file_name: str, n: int, start: int = 0) -> list[dict]:
 
 def _line(record: dict) -> str:
     body = {"messages": record["messages"], "meta": record.get("meta") or {}}
+    if record.get("tools"):
+        body["tools"] = record["tools"]
     digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()[:32]
     return json.dumps({"id": digest, **body}, ensure_ascii=False) + "\n"
+
+
+def curate(root: Path, records: list[dict]) -> Path:
+    """`curate run` (default config) on `records` written to root/raw.jsonl; returns its OUT folder."""
+    from curator.config import load_config
+    from curator.pipeline import run
+
+    raw = root / "raw.jsonl"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    out = root / "out"
+    run(raw, out, load_config(None, []))
+    return out
+
+
+def split_lines(out: Path) -> list[dict]:
+    """The records of OUT/train.jsonl, then OUT/val.jsonl."""
+    return [json.loads(line) for name in ("train.jsonl", "val.jsonl")
+            for line in (out / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_curated_folder(path: Path, train: list[dict], val: list[dict], gate_passed: bool = True) -> Path:

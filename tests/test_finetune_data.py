@@ -153,11 +153,13 @@ def test_prompt_and_reference_skip_an_untrained_last_assistant_turn():
 
 
 def test_reference_of_a_tool_call_turn_is_the_text_training_targets():
-    messages = [{"role": "user", "content": "Weather in Paris?"},
-                {"role": "assistant", "content": "", "tool_calls": '[{"name": "weather", "arguments": {"city": "Paris"}}]'}]
-    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "t:1"), chat_tokenizer())
-    assert (reference, turn) == ('[{"name": "weather", "arguments": {"city": "Paris"}}]', 1)
-    assert chat_tokenizer().decode(chat_tokenizer().encode(messages).ids[len(prompt):]) == reference
+    calls = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": calls}]
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "t:1", tools=tools), chat_tokenizer())
+    assert (reference, turn) == ('{"name": "weather", "arguments": {"city": "Paris"}}', 1)
+    assert chat_tokenizer().decode(chat_tokenizer().encode(messages, tools).ids[len(prompt):]) == reference
+    assert "[AVAILABLE_TOOLS]" in chat_tokenizer().decode(prompt)  # the prompt holds the tools, as training did
 
 
 def test_read_chat_jsonl_names_file_line_and_field(tmp_path):
@@ -167,4 +169,24 @@ def test_read_chat_jsonl_names_file_line_and_field(tmp_path):
         read_chat_jsonl(path)
     path.write_text("{not json\n")
     with pytest.raises(CurateError, match=r"train.jsonl:1: not valid JSON"):
+        read_chat_jsonl(path)
+
+
+def test_train_jsonl_tools_and_list_tool_calls_reach_the_trained_tokens(tmp_path):
+    # train.jsonl carries tool_calls as the OpenAI list and tools as a top-level list (curate run's output)
+    calls = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
+    tools = [{"type": "function", "function": {"name": "weather", "description": "Weather", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "c1", "content": "21"}, {"role": "assistant", "content": "Warm."}]
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"id": "x", "messages": messages, "tools": tools}) + "\n", encoding="utf-8")
+    [record] = read_chat_jsonl(path)
+    assert record.tools == tools
+    [example], _ = encode_records([record], chat_tokenizer(), 4096)
+    tok = chat_tokenizer()
+    assert example.ids == tok.encode(messages, tools).ids
+    call_ids = tok.tokenizer.encode('{"name": "weather", "arguments": {"city": "Paris"}}').ids
+    assert [t for t in example.labels if t != IGNORE_INDEX] == [*call_ids, 2, *tok.tokenizer.encode("Warm.").ids, 2]
+    path.write_text(json.dumps({"messages": messages, "tools": "weather"}) + "\n", encoding="utf-8")
+    with pytest.raises(CurateError, match=r"train.jsonl:1: tools: expected a list"):
         read_chat_jsonl(path)

@@ -149,9 +149,11 @@ TEMPLATE_STRUCTURES = [
     [_u("a"), _u("b"), _a("c"), _a("d")],  # runs of one role merged
     [_u("a"), _a("c", weight=0), _a("d", weight=1)],  # different weights: two turns
     [_a("starts with the assistant"), _u("x"), _a("y")],  # an empty user turn first
-    [_u("q"), _a("", tool_calls='[{"name": "f", "arguments": {}}]'), {"role": "tool", "content": '{"r": 1}'}, _a("ok")],
-    [_u("q"), _a("calling", tool_calls='[{"name": "f"}]'), {"role": "tool", "content": "1"},
-     {"role": "tool", "content": "2"}, _a("    indented\n        code")],
+    [_u("q"), _a("", tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]),
+     {"role": "tool", "tool_call_id": "c1", "content": '{"r": 1}'}, _a("ok")],
+    [_u("q"), _a("calling", tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+                                        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]),
+     {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"}, _a("    indented\n        code")],
     [_u("q"), _a("")],  # an empty answer is EOS alone
     [_u(" leading space"), _a("  two spaces"), _u("trailing  "), _a("x")],
     [_u(""), _u("a"), _a(""), _a("b")],  # empty members of merged runs are skipped, not joined

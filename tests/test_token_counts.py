@@ -13,7 +13,7 @@ from curator.model_profiles import resolve_profile
 from curator.token_counts import COUNT_SCHEMA, TokenCounter, _unit_tokenizer, splits_exactly
 from curator.tokenize_chat import ChatTokenizer
 from tests.conftest import CHAT_DATA
-from tests.test_tokenize_chat import a, hf_folder, s, u
+from tests.test_tokenize_chat import WEATHER_TOOLS, a, call, hf_folder, s, u
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,21 @@ def test_equal_to_encode_on_every_real_record(tok):
 )
 def test_structures_equal_encode(tok, conv):
     assert counted(TokenCounter(tok), [conv]) == expected(tok, [conv])
+
+
+def test_tools_and_tool_calls_equal_encode(tok):
+    calls = [call("get_weather", {"city": "Paris"}), call("get_weather", {"city": "Zürich"}, "call_2")]
+    convs = [
+        [s("Be brief."), u("Weather?"), a("", tool_calls=calls), {"role": "tool", "content": "21"}, a("Warm.")],
+        [u("Weather?"), a("Checking.", tool_calls=json.dumps(calls[:1]))],  # the frame's JSON text
+        [a("no user turn")],
+        [u("  spaced  "), u(""), a("x")],  # a cut after an empty member: counted by encoding
+        [u("plain"), a("no tools")],
+    ]
+    tools = [WEATHER_TOOLS, json.dumps(WEATHER_TOOLS), WEATHER_TOOLS, WEATHER_TOOLS, None]
+    want = [(e.n_tokens, e.n_trained, e.turn_tokens, None) for e in tok.encode_batch(convs, tools)]
+    assert list(TokenCounter(tok).count(convs, tools).iter_rows()) == want
+    assert want[0][0] > expected(tok, convs[:1])[0][0]  # the tools are counted
 
 
 def test_random_texts_equal_encode(tok):

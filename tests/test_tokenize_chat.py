@@ -23,7 +23,7 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from curator.errors import CurateError
 from curator.model_profiles import PROFILES
-from curator.tokenize_chat import ChatFormatError, ChatTokenizer, mistral_v1_model_file
+from curator.tokenize_chat import ChatFormatError, ChatTokenizer, mistral_v1_model_file, render_tool_calls
 from tests.conftest import CHAT_DATA
 
 
@@ -217,12 +217,65 @@ def test_tool_turns_encode_as_user_turns(tok):
     assert not any(with_tool.trained[start : start + with_tool.turn_tokens[2]])
 
 
-def test_tool_calls_are_the_turns_text(tok, sp):
-    calls = '[{"name": "f", "arguments": "{}"}]'
-    only = tok.encode([u("q"), {"role": "assistant", "content": None, "tool_calls": calls}])
-    assert [i for i, t in zip(only.ids, only.trained) if t] == [*sp.encode(calls), 2]
-    both = tok.encode([u("q"), {"role": "assistant", "content": "Calling.", "tool_calls": calls}])
-    assert [i for i, t in zip(both.ids, both.trained) if t] == [*sp.encode("Calling.\n\n" + calls), 2]
+def call(name: str, args: dict, call_id: str = "call_1") -> dict:
+    """A canonical OpenAI tool call: arguments as canonical JSON text."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
+WEATHER_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Météo d'une ville",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}},
+]
+PARIS = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+ZURICH = '{"name": "get_weather", "arguments": {"city": "Zürich"}}'
+
+
+def trained_ids(enc) -> list[int]:
+    return [i for i, t in zip(enc.ids, enc.trained) if t]
+
+
+def test_render_tool_calls_one_line_per_call_arguments_verbatim():
+    calls = [call("get_weather", {"city": "Paris"}), call("get_weather", {"city": "Zürich"}, "call_2")]
+    assert render_tool_calls(calls) == PARIS + "\n" + ZURICH
+    assert render_tool_calls(json.dumps(calls)) == render_tool_calls(calls)  # the frame's JSON text
+    odd = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1,  "b": [ ]}'}}
+    assert render_tool_calls([odd]) == '{"name": "f", "arguments": {"a":1,  "b": [ ]}}'
+    assert render_tool_calls([{"name": "f", "arguments": {"x": "é"}}]) == '{"name": "f", "arguments": {"x": "é"}}'
+    assert render_tool_calls([]) == render_tool_calls("[]") == ""
+    assert render_tool_calls("not json") == "not json"
+
+
+def test_tool_calls_are_trained_after_the_content(tok, sp):
+    only = tok.encode([u("q"), a("", tool_calls=[call("get_weather", {"city": "Paris"})])])
+    assert trained_ids(only) == [*sp.encode(PARIS), 2]
+    as_text = tok.encode([u("q"), a(None, tool_calls=json.dumps([call("get_weather", {"city": "Paris"})]))])
+    assert as_text == only
+    calls = [call("get_weather", {"city": "Paris"}), call("get_weather", {"city": "Zürich"}, "call_2")]
+    both = tok.encode([u("q"), a("Checking both.", tool_calls=calls)])
+    assert trained_ids(both) == [*sp.encode(f"Checking both.\n\n{PARIS}\n{ZURICH}"), 2]
+    assert sum(both.turn_tokens) == both.n_tokens
+
+
+def test_tools_open_the_first_user_turn_before_the_system_prompt(tok, sp):
+    messages = [s("Be brief."), u("Weather in Paris?"), a("", tool_calls=[call("get_weather", {"city": "Paris"})]),
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'}, a("21 degrees."),
+                u("Thanks"), a("Bye")]
+    enc = tok.encode(messages, WEATHER_TOOLS)
+    head = f"[AVAILABLE_TOOLS] {json.dumps(WEATHER_TOOLS, ensure_ascii=False)} [/AVAILABLE_TOOLS]\n\n"
+    first = sp.encode(f"[INST] {head}Be brief.\n\nWeather in Paris? [/INST]")
+    assert enc.ids[: 1 + len(first)] == [1, *first] and not any(enc.trained[: 1 + len(first)])
+    plain = tok.encode(messages)
+    plain_first = sp.encode("[INST] Be brief.\n\nWeather in Paris? [/INST]")
+    assert enc.ids[1 + len(first):] == plain.ids[1 + len(plain_first):]  # only once, in the first user turn
+    assert trained_ids(enc) == trained_ids(plain)
+    # the tool definitions count for the message that opens the segment (here the system prompt)
+    assert enc.turn_tokens == [plain.turn_tokens[0] + len(first) - len(plain_first), *plain.turn_tokens[1:]]
+    assert tok.encode(messages, json.dumps(WEATHER_TOOLS)) == enc  # the frame's JSON text
+    assert tok.encode(messages, []) == plain
+    # no user turn: the inserted empty one carries the tools
+    alone = tok.encode([a("hi")], WEATHER_TOOLS)
+    assert alone.ids == [1, *sp.encode(f"[INST] {head} [/INST]"), *sp.encode("hi"), 2]
 
 
 def test_whitespace_and_rare_characters_equal_sentencepiece(tok, sp):
@@ -305,6 +358,19 @@ def test_hf_folder_uses_its_own_template_and_max_length(tmp_path, tok):
     folder = hf_folder(tmp_path, tok, {"chat_template": template, "model_max_length": 2048})
     other = ChatTokenizer.load(folder)
     assert (other.profile.chat_format, other.profile.context_length) == ("hf-template", 2048)
+    enc = other.encode([u("Q"), a("Answer")])
+    assert other.tokenizer.decode([i for i, t in zip(enc.ids, enc.trained) if t], skip_special_tokens=False) == (
+        "Answer</s>"
+    )
+
+
+def test_hf_folder_template_with_generation_markers_compiles(tmp_path, tok):
+    # transformers' {% generation %} tag (what TRL's assistant_only_loss needs) must not break a folder profile
+    from curator.tokenize_chat import MISTRAL_V1_CHAT_TEMPLATE
+
+    folder = hf_folder(tmp_path, tok, {"chat_template": MISTRAL_V1_CHAT_TEMPLATE, "model_max_length": 2048})
+    other = ChatTokenizer.load(folder)
+    assert other.chat_template == MISTRAL_V1_CHAT_TEMPLATE
     enc = other.encode([u("Q"), a("Answer")])
     assert other.tokenizer.decode([i for i, t in zip(enc.ids, enc.trained) if t], skip_special_tokens=False) == (
         "Answer</s>"

@@ -79,6 +79,37 @@ def test_columns_and_counts(tok):
     assert ctx.manifest["tokens"]["tokenizer_file"] == "mistral_common/data/tokenizer.model.v1"
 
 
+def test_tools_column_and_tool_calls_are_counted_as_encoded(tok):
+    from tests.test_tokenize_chat import PARIS, WEATHER_TOOLS, call
+
+    calls = json.dumps([call("get_weather", {"city": "Paris"})])
+    conv = [msg("user", "Weather?"), {**msg("assistant", ""), "tool_calls": calls},
+            {**msg("tool", "21"), "tool_call_id": "call_1"}, msg("assistant", "Warm.")]
+    df = frame([conv, conv]).with_columns(pl.Series(tokens.TOOLS, [json.dumps(WEATHER_TOOLS), None], dtype=pl.Utf8))
+    out, _ = run(df)
+    with_tools, without = tok.encode(conv, WEATHER_TOOLS), tok.encode(conv)
+    rows = out.select(tokens.N_TOKENS, tokens.N_ASSISTANT_TOKENS, tokens.TURN_TOKENS).rows()
+    assert rows == [(e.n_tokens, e.n_trained, e.turn_tokens) for e in (with_tools, without)]
+    # the call is trained: its text and EOS, then the answer and EOS
+    assert rows[1][1] == len(tok.tokenizer.encode(PARIS).ids) + 1 + len(tok.tokenizer.encode("Warm.").ids) + 1
+
+
+def test_the_stage_writes_the_chat_template_of_its_profile(tmp_path, tok):
+    from tests.test_tokenize_chat import hf_folder
+
+    _, ctx = run(frame([[msg("user", "Hi"), msg("assistant", "Hello!")]]))
+    assert ctx.artifacts["chat_template.jinja"] == tok.chat_template.encode("utf-8")
+    assert "{%- generation -%}" in tok.chat_template
+    assert ctx.manifest["tokens"]["chat_template"] == "chat_template.jinja"
+    folder = hf_folder(tmp_path, tok, {}, ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"])
+    _, ctx = run(frame([[msg("user", "Hi"), msg("assistant", "Hello!")]]),
+                 "tokens.model=phi-3-mini-4k-instruct", f"tokens.tokenizer_path={folder}")
+    from curator.model_profiles import PHI3_TEMPLATE
+
+    assert ctx.artifacts["chat_template.jinja"] == PHI3_TEMPLATE.encode("utf-8")  # the model's own
+    assert "no {% generation %} markers" in ctx.manifest["tokens"]["chat_template_note"]
+
+
 def test_reject_policy_names_the_count(tok):
     long_conv = [SYSTEM, *EX1, *EX2]
     n = n_tokens(tok, long_conv)
@@ -101,6 +132,17 @@ def test_truncate_drops_the_fewest_earliest_exchanges_and_keeps_the_system_promp
     assert row["messages"] == without_first
     assert row["n_tokens"] == limit and row["turn_tokens"] == tok.encode(without_first).turn_tokens
     assert ctx.summaries["tokens"]["truncated_examples"] == 1
+
+
+def test_truncate_keeps_the_tools_in_the_first_kept_user_turn(tok):
+    from tests.test_tokenize_chat import WEATHER_TOOLS
+
+    conv, without_first = [SYSTEM, *EX1, *EX2, *EX3], [SYSTEM, *EX2, *EX3]
+    limit = tok.encode(without_first, WEATHER_TOOLS).n_tokens
+    df = frame([conv]).with_columns(pl.Series(tokens.TOOLS, [json.dumps(WEATHER_TOOLS)], dtype=pl.Utf8))
+    out, _ = run(df, "tokens.policy=truncate", f"tokens.context_length={limit}")
+    row = out.row(0, named=True)
+    assert (row["reject_reasons"], row["messages"], row["n_tokens"]) == ([], without_first, limit)
 
 
 def test_truncate_rejects_when_the_last_exchange_alone_is_too_long(tok):

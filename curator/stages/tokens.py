@@ -1,10 +1,15 @@
 """Token counts and the context budget, with the tokenizer the trainer uses (issue 6).
 
-Reads `messages`. Writes `n_tokens` Int64 (the whole sequence, BOS included), `n_assistant_tokens`
+Reads `messages` and, where the frame has it, `tools` (each record's tool definitions, JSON text). Writes `n_tokens` Int64 (the whole sequence, BOS included), `n_assistant_tokens`
 Int64 (tokens the trainer computes loss on: assistant turns and their EOS, weight-0 turns excluded),
 `turn_tokens` List(Int64) (tokens per message, summing to `n_tokens`) and `truncated_turns` Int32
 (messages dropped by the `truncate` policy, 0 otherwise); under `truncate` it also rewrites `messages`
 of the rows it shortened (their `content_hash` still names the source record).
+
+The stage writes OUT/chat_template.jinja, the Jinja chat template of the profile it counted with:
+for Mistral-7B-Instruct-v0.2, curator's `mistral-v1` rendering with `{% generation %}` around the
+trained tokens (curator/tokenize_chat.py); for the other profiles, the model's own template.
+`curate export-template OUT DIR` makes a tokenizer folder of it.
 
 All counts come from `curator.tokenize_chat`, the module the trainer (finetune/data.py) builds its
 sequences and loss masks with, so the budget is the length the trainer sees. The stage counts through
@@ -55,6 +60,9 @@ TRUNCATED_TURNS = "truncated_turns"
 OVER_BUDGET = "tokens.over_budget"
 NO_TRAINABLE = "tokens.no_trainable"
 TEMPLATE_ERROR = "tokens.template_error"
+
+TOOLS = "tools"  # the frame's column of tool definitions (JSON text or null), absent from older frames
+TEMPLATE_FILE = "chat_template.jinja"
 
 
 class Config(BaseModel):
@@ -115,7 +123,9 @@ def _exchanges(messages: list[dict]) -> list[int]:
     return out
 
 
-def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tuple[dict[int, tuple], dict[int, int]]:
+def _truncate(
+    tok, convs: list[list[dict]], tools: list, over: list[int], limit: int
+) -> tuple[dict[int, tuple], dict[int, int]]:
     """The fewest earliest exchanges to drop from each over-budget row.
 
     Returns row -> (kept messages, encoding, messages dropped) for rows that fit after dropping,
@@ -123,13 +133,13 @@ def _truncate(tok, convs: list[list[dict]], over: list[int], limit: int) -> tupl
     or -1 for a row that fits only once no trained exchange is left.
     """
     candidates: list[tuple[int, list[dict], int]] = []
-    for i in over:
+    for i in over:  # a kept exchange still sees the record's tools: they are part of its first user turn
         ex = _exchanges(convs[i])
         n_ex = max(ex) + 1 if ex else 0
         for k in range(1, n_ex):
             kept = [m for m, e in zip(convs[i], ex) if e == -1 or e >= k]
             candidates.append((i, kept, len(convs[i]) - len(kept)))
-    results = tok.encode_batch_or_errors([c[1] for c in candidates]) if candidates else []
+    results = tok.encode_batch_or_errors([c[1] for c in candidates], [tools[c[0]] for c in candidates]) if candidates else []
     chosen: dict[int, tuple] = {}
     last_alone: dict[int, int] = {}
     untrained_fit: set[int] = set()
@@ -167,13 +177,14 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     tok = _tokenizer(cfg)
     limit = tok.profile.context_length
     convs: list[list[dict]] = df.get_column(C.MESSAGES).to_list()
+    tools: list = df.get_column(TOOLS).to_list() if TOOLS in df.columns else [None] * len(convs)
 
     counter = TokenCounter(tok)
     parts: list[pl.DataFrame] = []
     with ctx.progress.task("tokens", total=len(convs)) as advance:
         for start in range(0, len(convs), cfg.batch_size):
             chunk = convs[start : start + cfg.batch_size]
-            parts.append(counter.count(chunk))
+            parts.append(counter.count(chunk, tools[start : start + cfg.batch_size]))
             advance(len(chunk))
     counts = pl.concat(parts) if parts else counter.count([])
     counts = counts.rename({ERROR: "_error"}).with_columns(
@@ -183,7 +194,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     over = counts.with_row_index("i").filter(pl.col(N_TOKENS) > limit).get_column("i").to_list()
     truncated: dict[int, tuple] = {}
     if cfg.policy == "truncate" and over:
-        truncated, last_alone = _truncate(tok, convs, over, limit)
+        truncated, last_alone = _truncate(tok, convs, tools, over, limit)
         counts = _patch_truncated(counts, truncated, last_alone)
     df = df.with_columns(counts.get_columns())
     if truncated:
@@ -212,7 +223,26 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     df = with_reject(df, pl.col("_error").is_not_null(), TEMPLATE_ERROR, pl.col("_error"))
 
     _summarise(df, ctx, cfg, tok, n_over=len(over), n_truncated=len(truncated))
+    ctx.manifest[NAME].update(_write_template(ctx, tok))
     return df.drop("_error", "_last_alone")
+
+
+def _write_template(ctx: StageContext, tok) -> dict:
+    """OUT/chat_template.jinja: the chat template that renders what this stage counted, for the trainer
+    and for inference; returns what manifest.json says of it."""
+    from curator.tokenize_chat import has_generation_markers
+
+    template = tok.chat_template
+    if not template:
+        return {"chat_template": None, "chat_template_note": f"profile {tok.profile.name} has no chat template"}
+    ctx.artifacts[TEMPLATE_FILE] = template.encode("utf-8")
+    info = {"chat_template": TEMPLATE_FILE}
+    if not has_generation_markers(template):
+        info["chat_template_note"] = (
+            "the model's own template: no {% generation %} markers, so apply_chat_template gives no "
+            "assistant mask (TRL's assistant_only_loss patches or refuses it)"
+        )
+    return info
 
 
 def _cost(ctx: StageContext, cfg: Config, tok, seen: int, trained: int) -> dict:
