@@ -121,62 +121,84 @@ def cli() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output for people or for machines.")
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after this many errors.")
-@click.option("--input-format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default="auto", show_default=True, help="Shape of the records.")
+@click.option("--input-format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default=None, help="Shape of the records (default: input.format of the config, auto).")
 @click.option("--strict", is_flag=True, help="Treat warnings (unknown fields, BOM) as errors.")
-def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | None, input_format: str, strict: bool) -> None:
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="The config file `curate run` reads: its input section applies.")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. -s input.max_line_bytes=8000000.")
+def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | None, input_format: str | None, strict: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check chat-JSONL files against the schema and structure rules (pre-commit hook).
 
     Prints one line per problem as `file:line: field: message [code]` and exits 1 when
-    anything is wrong. Reads .jsonl, .jsonl.gz and .json arrays, streaming.
+    anything is wrong. Reads .jsonl, .jsonl.gz and .json arrays, streaming; a line (or .json
+    element) over input.max_line_bytes is an error, as in `curate run`. With --format json the
+    output is one JSON object, written as the problems are found: {"problems": [...], "files",
+    "records", "errors", "warnings", "stopped_at_max_errors"}.
 
     \b
     Example:
       curate validate data/train.jsonl data/extra.jsonl.gz --max-errors 50
+      curate validate data/*.json --config curate.yaml
     """
+    from curator.io.readers import MAX_LINE_BYTES
     from curator.validation import validate_file
 
-    n_records = n_errors = n_warnings = 0
-    findings = []
-    stopped = False
-    for path in files:
+    for path in files:  # before any output, so an error is never half a report
         if path.is_dir():
             raise CurateError(f"{path}: is a folder; pass the files in it (e.g. {path}/*.jsonl)")
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise CurateError(f"{path}: no such file")
-        for count, found in validate_file(path, input_format, "reject" if strict else "warn"):
+    max_line_bytes, config_format = MAX_LINE_BYTES, "auto"
+    if config_path is not None or overrides:
+        from curator.config import load_config  # the pipeline's config classes: only when asked for
+
+        config = load_config(config_path, list(overrides))
+        max_line_bytes, config_format = config.input.max_line_bytes, config.input.format
+    report = _JsonReport() if output_format == "json" else None
+    n_records = n_errors = n_warnings = 0
+    stopped = False
+    for path in files:
+        for count, found in validate_file(path, input_format or config_format, "reject" if strict else "warn", max_line_bytes):
             n_records += count
             for finding in found:
                 is_error = not finding.problem.warning or strict
                 n_errors += is_error
                 n_warnings += not is_error
-                if output_format == "text":
-                    prefix = "" if is_error else "warning: "
-                    click.echo(prefix + finding.format())
+                if report is None:
+                    click.echo(("" if is_error else "warning: ") + finding.format())
                 else:
-                    findings.append(finding.to_dict())
+                    report.add(finding.to_dict())
             if max_errors is not None and n_errors >= max_errors:
                 stopped = True
                 break
         if stopped:
             break
-    if output_format == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "files": len(files),
-                    "records": n_records,
-                    "errors": n_errors,
-                    "warnings": n_warnings,
-                    "stopped_at_max_errors": stopped,
-                    "problems": findings,
-                },
-                ensure_ascii=False,
-            )
+    if report is not None:
+        report.close(
+            {"files": len(files), "records": n_records, "errors": n_errors, "warnings": n_warnings, "stopped_at_max_errors": stopped}
         )
     elif n_errors or n_warnings:
         note = f" (stopped after {max_errors} errors)" if stopped else ""
         click.echo(f"{n_records} records checked: {n_errors} errors, {n_warnings} warnings{note}", err=True)
     sys.exit(EXIT_ERROR if n_errors else 0)
+
+
+class _JsonReport:
+    """`validate --format json`: one JSON object whose problems are written as they are found (one a
+    line), never held, and whose counts close it."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout  # written without click.echo's flush per problem
+        self.encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would build one per call
+        self.out.write('{"problems": [')
+        self.empty = True
+
+    def add(self, problem: dict) -> None:
+        self.out.write(("\n" if self.empty else ",\n") + self.encode(problem))
+        self.empty = False
+
+    def close(self, counts: dict) -> None:
+        self.out.write(("" if self.empty else "\n") + "], " + self.encode(counts)[1:] + "\n")
+        self.out.flush()
 
 
 @cli.command("run")

@@ -27,7 +27,7 @@ from curator import __version__, columns as C, out_dir
 from curator.config import CurateConfig
 from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
-from curator.io.readers import RawLine, discover, display_name, iter_file
+from curator.io.readers import RawLine, discover, display_name, input_sha256, iter_file
 from curator.stages import (
     code_language,
     dedup_exact,
@@ -444,7 +444,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
                 {
                     "config": config.resolved(),
                     "versions": _versions(),
-                    "inputs": {display_name(p): _sha256_file(p) for p in files},
+                    "inputs": {display_name(p): input_sha256(p) for p in files},
                     "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
                     "outputs": outputs,
                     "counts": counts,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from curator.io.readers import RawLine, display_name, iter_file, parse
+from curator.io.readers import MAX_LINE_BYTES, RawLine, display_name, iter_file, parse
 from curator.schema import Problem, check_record, to_plain
 
 
@@ -78,9 +78,12 @@ class Finding:
         }
 
 
-def validate_file(path: Path, fmt: str = "auto", extra_fields: str = "warn") -> Iterator[tuple[int, list[Finding]]]:
-    """For each record of `path`: (1, its findings). Streams; raises CurateError if unreadable."""
+def validate_file(
+    path: Path, fmt: str = "auto", extra_fields: str = "warn", max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, list[Finding]]]:
+    """For each record of `path`: (1, its findings). Streams, holding at most one line of
+    `max_line_bytes`; a file that cannot be read is a finding on its line 1, as it is a reject in a run."""
     source = display_name(path)
-    for line in iter_file(path, source):
+    for line in iter_file(path, source, max_line_bytes):
         _, problems, _ = check_line(line, fmt, extra_fields, build=False)
         yield 1, [Finding(source, line.source_line, p) for p in problems]

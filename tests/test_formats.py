@@ -350,17 +350,23 @@ def test_iter_json_array_empty_file_holds_no_records():
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("data", "field", "message"),
     [
-        (b'[{"a": 1}, {"a": 1e999}, {"a": 2}]', "array element 2 is not valid JSON: number 1e999 is out of range"),
-        (b'[{"a": 1}, {"a": NaN}, {"a": 2}]', "array element 2 is not valid JSON: NaN is not a JSON number"),
+        (b'[{"a": 1}, {"a": 1e999}, {"a": 2}]', "a", "number 1e999 is out of range (it would be written back as inf, which is not JSON)"),
+        (b'[{"a": 1}, {"a": NaN}, {"a": 2}]', "a", "NaN is not a JSON number (RFC 8259 section 6)"),
+        (b'[{"a": 1}, {"a": {"b": [0, 1e-400]}}, {"a": 2}]', "a.b[1]", "number 1e-400 is out of range (too small: it would be written back as 0.0)"),
+        (
+            b'[{"a": 1}, {"a": [' + b"9" * 4301 + b']}, {"a": 2}]',
+            "a[0]",
+            "integer of 4,301 digits is out of range (more than 4,300 digits cannot be written back)",
+        ),
     ],
 )
-def test_iter_json_array_non_finite_numbers_reject_their_element_only(data, message):
+def test_iter_json_array_numbers_that_cannot_be_written_back_reject_their_element_only(data, field, message):
     items = list(iter_json_array(data, with_raw=True))
     assert [(n, v) for n, v, _ in items if not isinstance(v, FormatError)] == [(1, {"a": 1}), (3, {"a": 2})]
     n, err, raw = items[1]
-    assert (n, err.code) == (2, "io.bad_json") and err.message.startswith(message)
+    assert (n, err.code, err.field, err.message) == (2, "io.bad_json", field, message)
     assert raw.startswith(b'{"a": ') and raw.endswith(b"}")
 
 

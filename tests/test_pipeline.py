@@ -108,12 +108,13 @@ def test_gzip_jsonl_reads_like_plain(tmp_path):
     assert result.counts == {"read": 1, "kept": 1, "rejected": 0, "train": result.counts["train"], "val": result.counts["val"], "with_warnings": 0}
 
 
-def test_not_a_gzip_file_is_a_clear_error(tmp_path):
+def test_not_a_gzip_file_is_one_reject_and_the_run_goes_on(tmp_path):
     raw = tmp_path / "raw"
-    raw.mkdir()
+    write_lines(raw / "a.jsonl", [GOOD])
     (raw / "fake.jsonl.gz").write_bytes(b"this is not gzip\n")
-    with pytest.raises(CurateError, match=r"fake\.jsonl\.gz: not a gzip file"):
-        run(raw, tmp_path / "out", foundation_config())
+    result = run(raw, tmp_path / "out", foundation_config())
+    assert (result.counts["read"], result.counts["kept"]) == (2, 1)
+    assert rejects(tmp_path / "out") == {f"{(raw / 'fake.jsonl.gz').as_posix()}:1": ["io.bad_gzip"]}
 
 
 def test_exact_duplicates_point_at_the_first_copy(tmp_path):

@@ -26,14 +26,16 @@ Only the standard library and curator.errors are imported here: `curate validate
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Iterator
+import zlib
+from typing import Any, BinaryIO, Iterator
 
 from curator.errors import CurateError
-from curator.io.strict_json import DECODER
+from curator.io.strict_json import DECODER, NumberError, number_field
 
 FORMATS = ("chat", "alpaca", "sharegpt", "gpteacher")
 
@@ -293,120 +295,330 @@ def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- .json files holding an array of records ---------------------------------------------------
+#
+# The array is streamed: the file is read in chunks of CHUNK_BYTES and each element is decoded on its
+# own, so memory is bounded by the largest element allowed (`max_element_bytes`, input.max_line_bytes
+# in a run), never by the size of the file. An element over the limit is walked past without being
+# held: only its first PREVIEW_BYTES are kept.
+
+MAX_ELEMENT_BYTES = 4_000_000  # input.max_line_bytes's default
+CHUNK_BYTES = 1 << 20
+PREVIEW_BYTES = 200
+CODE_TOO_LONG = "io.line_too_long"  # the same code as an overlong .jsonl line
 
 _WS = re.compile(r"[ \t\n\r]*")
-_LENIENT = json.JSONDecoder()  # only to find where an element with a non-finite number ends
 _LONE_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+_OUTSIDE_STRING = re.compile(r'["\[\]{},]')
+_INSIDE_STRING = re.compile(r'["\\]')
+_NUMBER_TAIL = re.compile(r"[0-9.eE+-]*")
+_ESCAPE = "surrogateescape"  # each byte that is not UTF-8 becomes one lone surrogate, and back
+_KIND_BY_FIRST = {"{": "object", '"': "string", "t": "boolean", "f": "boolean", "n": "null", "-": "number"}
 
 
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    data: bytes
+class _Text:
+    """A binary stream as text, read in chunks: `buf[pos:]` has been read and not yet consumed.
+
+    Decoding never fails (bytes that are not UTF-8 become lone surrogates) and a slice encoded back
+    gives the exact original bytes. `offset` is the file offset of `buf[0]`.
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self.read = getattr(fh, "read1", fh.read)  # read1: what one underlying read gives, so a failure loses little
+        self.failed: BaseException | None = None
+        self.decoder = codecs.getincrementaldecoder("utf-8")(_ESCAPE)
+        self.buf = ""
+        self.pos = 0
+        self.offset = 0
+        self.eof = False
+
+    def more(self, n: int | None = None) -> bool:
+        """Drop what was consumed and read up to `n` more bytes (CHUNK_BYTES); False once the file is read.
+
+        A read that fails (a truncated gzip stream) keeps what it got before failing: the error is
+        raised by the next call, once the elements complete before it have been taken.
+        """
+        if self.failed is not None:
+            raise self.failed
+        if self.eof:
+            return False
+        if self.pos:
+            self.offset += len(self.buf[: self.pos].encode("utf-8", _ESCAPE))
+            self.buf, self.pos = self.buf[self.pos :], 0
+        want = n or CHUNK_BYTES
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            try:
+                data = self.read(want - got)
+            except (OSError, EOFError, zlib.error) as exc:
+                if not parts:
+                    raise
+                self.failed = exc
+                break
+            if not data:
+                self.eof = True
+                break
+            parts.append(data)
+            got += len(data)
+        before = len(self.buf)
+        self.buf += self.decoder.decode(b"".join(parts), final=self.eof)
+        return got > 0 or len(self.buf) > before
+
+    def skip_ws(self) -> str | None:
+        """Move past whitespace; the next character, or None at the end of the file."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return None
+
+    def file_offset(self, index: int) -> int:
+        return self.offset + len(self.buf[:index].encode("utf-8", _ESCAPE))
+
+    def rest(self, limit: int) -> tuple[bytes, int]:
+        """Consume the file from `pos` to its end: (its bytes, or its first PREVIEW_BYTES when it is over
+        `limit`; its size in bytes)."""
+        head = bytearray(self.buf[self.pos :].encode("utf-8", _ESCAPE))
+        total = len(head)
+        self.pos = len(self.buf)
+        while self.more():
+            piece = self.buf[self.pos :].encode("utf-8", _ESCAPE)
+            self.pos = len(self.buf)
+            total += len(piece)
+            if len(head) <= limit:
+                head += piece
+        return bytes(head if total <= limit else head[:PREVIEW_BYTES]), total
 
 
-def _load(source: str | os.PathLike[str] | bytes, name: str | None) -> _Source:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return _Source(name or "<bytes>", bytes(source))
-    path = os.fspath(source)
-    try:
-        with open(path, "rb") as fh:
-            return _Source(name or path, fh.read())
-    except OSError as exc:
-        raise CurateError(f"{name or path}: cannot read: {exc.strerror or exc}") from exc
+class _EndFinder:
+    """Finds where an array element ends without decoding it: the ',' or ']' after it, outside
+    strings and nested brackets. Fed chunk by chunk; keeps its state between chunks."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, text: str, i: int) -> int | None:
+        """Index in `text` of the delimiter that ends the element, scanning from `i`; None if not in it."""
+        while i < len(text):
+            if self.escaped:
+                self.escaped, i = False, i + 1
+            elif self.in_string:
+                m = _INSIDE_STRING.search(text, i)
+                if m is None:
+                    return None
+                i = m.end()
+                if m.group() == '"':
+                    self.in_string = False
+                else:
+                    self.escaped = True
+            else:
+                m = _OUTSIDE_STRING.search(text, i)
+                if m is None:
+                    return None
+                c, i = m.group(), m.end()
+                if c == '"':
+                    self.in_string = True
+                elif c in "[{":
+                    self.depth += 1
+                elif c == "," and self.depth == 0:
+                    return m.start()
+                elif c in "]}":
+                    if self.depth == 0:
+                        return m.start()
+                    self.depth -= 1
+        return None
+
+
+def _cut(raw: bytes, total: int) -> str:
+    """What a message adds when raw holds only the start of the bytes it stands for."""
+    return "" if len(raw) == total else f"; it is {total:,} bytes, raw holds its first {len(raw)} only"
+
+
+def _rest_of_file(t: _Text, limit: int, message: str, note: str = "; the rest of the file is unreadable") -> tuple[FormatError, bytes]:
+    """An error carrying the file from `t.pos` to its end."""
+    raw, total = t.rest(limit)
+    return FormatError("", message + note + _cut(raw, total), CODE_BAD_JSON), raw
+
+
+def _not_array(t: _Text, limit: int) -> tuple[FormatError, bytes]:
+    """A file that does not hold an array: one error carrying the file (its start, when over `limit`)."""
+    t.pos = 0
+    raw, total = t.rest(limit)
+    text = raw.decode("utf-8", _ESCAPE)
+    start = _WS.match(text, 1 if text.startswith("\ufeff") else 0).end()
+    if len(raw) == total:
+        try:
+            kind = _kind(DECODER.raw_decode(text, start)[0])
+        except (ValueError, RecursionError):
+            kind = "invalid JSON"
+    else:
+        first = text[start : start + 1]
+        kind = "number" if first.isdigit() else _KIND_BY_FIRST.get(first, "invalid JSON")
+    message = f"expected a JSON array of records, found {kind}; a file with one record per line should be named .jsonl"
+    return FormatError("", message + _cut(raw, total), CODE_NOT_ARRAY), raw
+
+
+def _too_long(t: _Text, n: int, limit: int, finder: _EndFinder, stop: int | None) -> tuple[FormatError, bytes]:
+    """Walk past an element over `limit` bytes, from `t.pos` to `stop` (found by `finder` when None),
+    without holding it; keep its first PREVIEW_BYTES."""
+    head = bytearray()
+    size = trailing_ws = 0
+    while True:
+        end = len(t.buf) if stop is None else stop
+        data = t.buf[t.pos : end].encode("utf-8", _ESCAPE)
+        t.pos = end
+        size += len(data)
+        if len(head) < PREVIEW_BYTES:
+            head += data[: PREVIEW_BYTES - len(head)]
+        kept = len(data.rstrip(b" \t\n\r"))
+        trailing_ws = len(data) - kept if kept else trailing_ws + len(data)
+        if stop is not None or not t.more():
+            break  # at the end of the file inside the element, the array's own error follows
+        stop = finder.feed(t.buf, t.pos)
+    size -= trailing_ws
+    head = head[:size]
+    message = f"array element {n} is {size:,} bytes, over the limit of {limit:,} (input.max_line_bytes); raw holds its first {len(head)} bytes only"
+    return FormatError("", message, CODE_TOO_LONG), bytes(head)
+
+
+def _element(t: _Text, n: int, limit: int) -> tuple[Any, bytes, bool]:
+    """Decode the element at `t.pos`: (value or FormatError, its bytes, whether the rest of the file is consumed)."""
+    while True:
+        start = t.pos
+        end: int | None
+        try:
+            value, end = DECODER.raw_decode(t.buf, start)
+        except NumberError as exc:
+            field, end = number_field(t.buf, start)
+            value = FormatError(field, str(exc), CODE_BAD_JSON)
+            failure: Exception | None = None if end is not None else exc
+        except json.JSONDecodeError as exc:
+            end, failure = None, exc
+        except RecursionError:
+            err, raw = _rest_of_file(t, limit, f"array element {n} is nested too deeply to parse")
+            return err, raw, True
+        else:
+            failure = None
+        # An element that does not decode, or a number that reaches the end of what was read
+        # ("12" of "12.5"), may go on in the next chunk: read more.
+        held = len(t.buf) - start if end is None else end - start
+        cut_short = end is None or _NUMBER_TAIL.fullmatch(t.buf, end) is not None
+        if cut_short and not t.eof and (held < limit if end is None else held <= limit):
+            t.more(max(CHUNK_BYTES, len(t.buf) - start))
+            continue
+        if end is None:
+            return _unparsable(t, n, limit, failure)
+        raw = t.buf[start:end].encode("utf-8", _ESCAPE)
+        if len(raw) > limit:  # a number may go on past what was read: let the finder say where it ends
+            finder = _EndFinder()
+            err, head = _too_long(t, n, limit, finder, finder.feed(t.buf, start))
+            return err, head, False
+        t.pos = end
+        bad = _LONE_SURROGATE.search(t.buf, start, end)
+        if bad is not None:
+            value = FormatError("", f"invalid UTF-8 at byte offset {t.file_offset(bad.start())} of the file", CODE_BAD_UTF8)
+        return value, raw, False
+
+
+def _unparsable(t: _Text, n: int, limit: int, exc: Exception | None) -> tuple[FormatError, bytes, bool]:
+    """An element that does not decode, at the end of the file or with `limit` characters read: a syntax
+    error leaves no reliable boundary (the rest of the file is the error), unless the element is simply
+    too long, which is walked past."""
+    if not t.eof:
+        finder = _EndFinder()
+        stop = finder.feed(t.buf, t.pos)
+        if stop is None or len(t.buf[t.pos : stop].encode("utf-8", _ESCAPE)) > limit:
+            err, head = _too_long(t, n, limit, finder, stop)
+            return err, head, False
+    if isinstance(exc, json.JSONDecodeError):
+        where = f"{exc.msg} (at byte {t.file_offset(exc.pos):,} of the file)"
+    else:
+        where = str(exc)
+    err, raw = _rest_of_file(t, limit, f"array element {n} is not valid JSON: {where}")
+    return err, raw, True
+
+
+def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
+    """(n, value or FormatError, raw bytes) for each element of the array `fh` holds."""
+    t = _Text(fh)
+    # Leading whitespace stays in the buffer (up to `limit`), so a file that is not an array is carried whole.
+    while t.more() and _WS.fullmatch(t.buf.lstrip("\ufeff")) and len(t.buf) <= limit:
+        pass
+    if t.buf.startswith("\ufeff"):
+        t.pos = 1
+    first = t.skip_ws()
+    if first is None:
+        return  # an empty file holds no records, like an empty .jsonl
+    if first != "[":
+        yield (1, *_not_array(t, limit))
+        return
+    t.pos += 1
+    n = 0
+    if t.skip_ws() != "]":
+        while True:
+            n += 1
+            value, raw, consumed = _element(t, n, limit)
+            yield n, value, raw
+            if consumed:
+                return
+            after = t.skip_ws()
+            if after == ",":
+                t.pos += 1
+                t.skip_ws()
+                continue
+            if after == "]":
+                break
+            found = "end of file" if after is None else repr(after)
+            yield (n + 1, *_rest_of_file(t, limit, f"expected ',' or ']' after array element {n}, found {found}"))
+            return
+    t.pos += 1
+    if t.skip_ws() is not None:
+        yield (n + 1, *_rest_of_file(t, limit, "unexpected text after the closing ']' of the array", note=""))
 
 
 def iter_json_array(
-    source: str | os.PathLike[str] | bytes, *, name: str | None = None, with_raw: bool = False
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    name: str | None = None,
+    with_raw: bool = False,
+    max_element_bytes: int = MAX_ELEMENT_BYTES,
 ) -> Iterator[tuple]:
     """Yield `(n, value_or_error)` for each element of a .json file holding a JSON array.
 
+    `source` is a path, the file's bytes, or a binary file object (read in chunks, never whole).
     `n` is the element's index + 1 (what `file:N` points at). A value is whatever JSON the element
-    holds (converting a non-object is the caller's FormatError); an element that cannot be decoded is a
-    FormatError instead: `io.bad_utf8` when its bytes are not UTF-8, `io.bad_json` when it is not JSON.
-    A JSON syntax error leaves no reliable element boundary, so that element's FormatError carries
-    the whole rest of the file and iteration ends: nothing is lost and the counts still add up.
-    Text after the closing bracket is one more erroneous element.
+    holds (converting a non-object is the caller's FormatError); an element that cannot be used is a
+    FormatError instead: `io.bad_utf8` when its bytes are not UTF-8, `io.bad_json` when it is not
+    JSON or holds a number that cannot be written back (the field named), `io.line_too_long` when it
+    is over `max_element_bytes` (walked past, never held whole). A JSON syntax error leaves no
+    reliable element boundary, so that element's FormatError carries the rest of the file and
+    iteration ends: nothing is lost and the counts still add up. Text after the closing bracket is
+    one more erroneous element. An error carrying more than `max_element_bytes` keeps its first
+    PREVIEW_BYTES, as its message says.
 
     With `with_raw=True` the tuples are `(n, value_or_error, raw)` where `raw` is the element's exact
     bytes, for the rejects file. A file that is not a JSON array (an object, a scalar: a sidecar like
-    LLaMA-Factory's dataset_info.json) is one `io.not_array` error, element 1, carrying the whole
-    file, so a run goes on and the file is accounted for; an empty file holds no records. A UTF-8 byte
-    order mark is ignored, as RFC 8259 section 8.1 allows.
+    LLaMA-Factory's dataset_info.json) is one `io.not_array` error, element 1, carrying the file, so
+    a run goes on and the file is accounted for; an empty file holds no records. A UTF-8 byte order
+    mark is ignored, as RFC 8259 section 8.1 allows.
     """
-    src = _load(source, name)
-    # surrogateescape maps each invalid byte to one lone surrogate, so decoding never fails and
-    # encoding a slice back gives the exact original bytes.
-    text = src.data.decode("utf-8", "surrogateescape")
-    pos = 1 if text.startswith("\ufeff") else 0
-    pos = _WS.match(text, pos).end()
-    if pos == len(text):
-        return  # an empty file holds no records, like an empty .jsonl
-    if text[pos] != "[":
-        try:
-            kind = _kind(DECODER.raw_decode(text, pos)[0])
-        except (ValueError, RecursionError):
-            kind = "invalid JSON"
-        message = (
-            f"expected a JSON array of records, found {kind}; "
-            "a file with one record per line should be named .jsonl"
-        )
-        raw = src.data
-        yield (1, FormatError("", message, CODE_NOT_ARRAY), raw) if with_raw else (1, FormatError("", message, CODE_NOT_ARRAY))
-        return
-
-    def out(n: int, value: Any, start: int, end: int) -> tuple:
-        if with_raw:
-            return (n, value, text[start:end].encode("utf-8", "surrogateescape"))
-        return (n, value)
-
-    pos = _WS.match(text, pos + 1).end()
-    n = 0
-    if pos < len(text) and text[pos] == "]":
-        end = pos + 1
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        items = _elements(io.BytesIO(bytes(source)), max_element_bytes)
+    elif hasattr(source, "read"):
+        items = _elements(source, max_element_bytes)
     else:
-        while True:
-            n += 1
-            start = pos
-            try:
-                value, end = DECODER.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                yield out(n, _bad_json(text, exc, n), start, len(text))
-                return
-            except RecursionError:
-                err = FormatError("", f"array element {n} is nested too deeply to parse; the rest of the file is unreadable", CODE_BAD_JSON)
-                yield out(n, err, start, len(text))
-                return
-            except ValueError as exc:  # well-formed, but a number that is not finite: reject this element only
-                end = _LENIENT.raw_decode(text, pos)[1]
-                value = FormatError("", f"array element {n} is not valid JSON: {exc}", CODE_BAD_JSON)
-            if _LONE_SURROGATE.search(text, start, end):
-                bad_at = len(text[:_LONE_SURROGATE.search(text, start, end).start()].encode("utf-8", "surrogateescape"))
-                value = FormatError("", f"invalid UTF-8 at byte offset {bad_at} of the file", CODE_BAD_UTF8)
-            yield out(n, value, start, end)
-            pos = _WS.match(text, end).end()
-            if pos < len(text) and text[pos] == ",":
-                pos = _WS.match(text, pos + 1).end()
-                continue
-            if pos < len(text) and text[pos] == "]":
-                end = pos + 1
-                break
-            where = "end of file" if pos >= len(text) else f"{text[pos]!r}"
-            err = FormatError(
-                "", f"expected ',' or ']' after array element {n}, found {where}; the rest of the file is unreadable", CODE_BAD_JSON
-            )
-            yield out(n + 1, err, pos, len(text))
-            return
-    trailing = _WS.match(text, end).end()
-    if trailing < len(text):
-        err = FormatError("", "unexpected text after the closing ']' of the array", CODE_BAD_JSON)
-        yield out(n + 1, err, trailing, len(text))
+        items = _elements_of_path(os.fspath(source), name, max_element_bytes)
+    for n, value, raw in items:
+        yield (n, value, raw) if with_raw else (n, value)
 
 
-def _bad_json(text: str, exc: json.JSONDecodeError, n: int) -> FormatError:
-    return FormatError(
-        "",
-        f"array element {n} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
-        "the rest of the file is unreadable",
-        CODE_BAD_JSON,
-    )
+def _elements_of_path(path: str, name: str | None, limit: int) -> Iterator[tuple[int, Any, bytes]]:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CurateError(f"{name or path}: cannot read: {exc.strerror or exc}") from exc
+    with fh:
+        yield from _elements(fh, limit)
