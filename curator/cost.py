@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from curator.errors import CurateError
+from curator.yaml_io import load_yaml
 
 DEFAULT_PRICES = Path(__file__).with_name("data") / "gpu_prices.yaml"
 
@@ -45,13 +45,10 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     """Read a prices file; errors name the file and the field."""
     path = Path(path) if path is not None else DEFAULT_PRICES
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CurateError(f"tokens.prices_file: {path} not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise CurateError(f"{where}: not valid YAML") from None
+    data = load_yaml(text, path)  # the alias budget and one-line errors of every YAML file curator reads
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), list) or not data["gpus"]:
         raise CurateError(f"{path}: field gpus must be a non-empty list of GPU options")
     gpus = []

@@ -478,3 +478,16 @@ def test_validate_json_output_without_problems_is_one_line(tmp_path):
     assert (result.exit_code, result.stdout) == (
         0, '{"problems": [], "files": 1, "records": 1, "errors": 0, "warnings": 0, "stopped_at_max_errors": false}\n'
     )
+
+
+def test_a_prices_file_with_an_alias_bomb_is_refused(tmp_path):
+    from curator.cost import load_prices
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")
+    ) + "gpus: [*i]\n"
+    path = tmp_path / "prices.yaml"
+    path.write_text(bomb, encoding="utf-8")
+    with pytest.raises(CurateError, match="aliases expand the document past"):
+        load_prices(path)
