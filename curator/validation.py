@@ -6,12 +6,13 @@ small file is answered in a fraction of a second.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from curator.io.readers import MAX_LINE_BYTES, RawLine, display_name, iter_file, parse
 from curator.schema import Problem, check_record, to_plain
+from curator.secret_patterns import redact_text
 
 
 def check_line(
@@ -65,14 +66,16 @@ class Finding:
     problem: Problem
 
     def format(self) -> str:
-        return self.problem.format(self.file, self.line)
+        # field names and messages quote the data (a key, a speaker tag): no secret in a hook's output
+        shown = replace(self.problem, field=redact_text(self.problem.field), message=redact_text(self.problem.message))
+        return shown.format(self.file, self.line)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "line": self.line,
-            "field": self.problem.field,
-            "message": self.problem.message,
+            "field": redact_text(self.problem.field),
+            "message": redact_text(self.problem.message),
             "code": self.problem.code,
             "severity": "warning" if self.problem.warning else "error",
         }

@@ -146,3 +146,21 @@ def test_flagged_kinds_stay_in_the_split_only(tmp_path):
     split = leaks(tmp_path / "out", skip=("rejects.jsonl",))
     assert set(split) == {"train.jsonl"} and AWS_META_KEY in split["train.jsonl"]  # the policy kept it there
     assert leaks(tmp_path / "out", skip=("rejects.jsonl", "train.jsonl", "val.jsonl")) == {}
+
+
+def test_validate_findings_name_no_secret(tmp_path):
+    from click.testing import CliRunner
+
+    from curator.cli import cli
+
+    path = write_lines(tmp_path / "v.jsonl", [
+        {**chat(("user", "hi"), ("assistant", "ok")), AWS_META_KEY: 1},
+        {"messages": [{"role": "user", "content": "hi", GH_SCHEMA: 2}, {"role": "assistant", "content": "ok"}]},
+        {"conversations": [{"from": EMAIL_DUP, "value": "hi"}]},
+    ])
+    for fmt in ("text", "json"):
+        result = CliRunner().invoke(cli, ["validate", "--format", fmt, str(path)])
+        assert result.exit_code == 1
+        shown = result.output
+        assert "schema.extra_field" in shown and "[REDACTED:aws_access_key]" in shown
+        assert not [s for s in (AWS_META_KEY, GH_SCHEMA, EMAIL_DUP) if s in shown]

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Annotated, Iterator, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curator.columns import MESSAGES, META, with_reject
+from curator.secret_patterns import DETECTORS, INVISIBLE, WITHHELD, Detector, _EMAIL  # noqa: F401 (Detector: re-exported)
 from curator.stages.base import StageContext
 
 NAME = "secrets"
@@ -49,78 +49,6 @@ FINDING = pl.Struct({"kind": pl.Utf8, "action": pl.Utf8, "turn": pl.Int32})
 Action = Literal["reject", "redact", "flag"]
 
 
-@dataclass(frozen=True)
-class Detector:
-    """One kind: `pattern` finds it; `redact_pattern` (default: `pattern`) is replaced by
-    `replacement` (default: the typed placeholder) when the policy is `redact`."""
-
-    kind: str
-    pattern: str
-    redact_pattern: str | None = None
-    replacement: str | None = None
-
-    @property
-    def placeholder(self) -> str:
-        return f"[REDACTED:{self.kind}]"
-
-
-# Letters of any script but the CJK ones (IDN addresses such as jürgen@bücher.de are found; CJK prose
-# has no spaces, so taking Han would swallow the words around an address).
-_NOT_CJK = r"[^\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
-_EMAIL = (
-    rf"[[\w.%+\-]&&{_NOT_CJK}]+@[[\w\-]&&{_NOT_CJK}]+(?:\.[[\w\-]&&{_NOT_CJK}]+)*\.[\p{{L}}&&{_NOT_CJK}]{{2,}}"
-)
-# Characters that render as nothing (zero-width spaces and joiners, word joiner, soft hyphen, BOM,
-# bidi marks and controls): a key with one inside still works once pasted, so detectors read through them.
-INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-WITHHELD = "[withheld: holds a secret that could not be redacted in place]"
-_PRIVATE_KEY_HEAD = r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
-
-DETECTORS: dict[str, Detector] = {
-    d.kind: d
-    for d in [
-        # gitleaks aws-access-token: access key ids (AKIA long-term, ASIA temporary, ...)
-        Detector("aws_access_key", r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"),
-        # the 40-character secret access key is only recognisable next to its name
-        Detector(
-            "aws_secret_key",
-            r"(?i)aws_?(?:secret)?_?(?:access)?_?key[\"'`]?(?:\s*[:=]\s*|\s+)[\"'`]?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+]|$)",
-            redact_pattern=r"(?i)(aws_?(?:secret)?_?(?:access)?_?key[\"'`]?(?:\s*[:=]\s*|\s+)[\"'`]?)[A-Za-z0-9/+]{40}",
-            replacement="${1}[REDACTED:aws_secret_key]",
-        ),
-        # (also `aws configure set aws_secret_access_key VALUE`: the name, whitespace, the key)
-        # gitleaks github-pat / github-oauth / github-app-token / github-refresh-token / fine-grained
-        Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})\b"),
-        # gitleaks openai-api-key (the T3BlbkFJ marker), project/service keys, legacy 48-char keys
-        Detector(
-            "openai_key",
-            r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}|[A-Za-z0-9]{48})\b",
-        ),
-        # gitleaks slack-bot-token / slack-user-token / slack-app-token / slack-webhook-url
-        Detector(
-            "slack_token",
-            r"\bxox[abposre]-[0-9A-Za-z-]{10,}|\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{20,}",
-        ),
-        # gitleaks private-key: PEM and OpenSSH blocks; the whole block is redacted
-        Detector(
-            "private_key",
-            _PRIVATE_KEY_HEAD,
-            redact_pattern=r"(?s)" + _PRIVATE_KEY_HEAD + r".*?(?:-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----|$)",
-        ),
-        # gitleaks jwt: header.payload.signature, both JSON parts base64url of "{". gitleaks also takes
-        # "/" and "\\" (JSON-escaped text); base64url has neither, and taking them ate the "\\" of a
-        # following "\\n" in code
-        Detector("jwt", r"\bey[A-Za-z0-9_-]{17,}\.ey[A-Za-z0-9_-]{17,}\.[A-Za-z0-9_-]{10,}={0,2}"),
-        Detector("email", _EMAIL),
-        Detector(
-            "phone",
-            r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b(?:[^-]|$)"
-            r"|\+\d{1,3}[ .-]\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,3}\b",
-            redact_pattern=r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b"
-            r"|\+\d{1,3}[ .-]\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,3}\b",
-        ),
-    ]
-}
 KINDS = tuple(DETECTORS)
 
 
