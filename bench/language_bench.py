@@ -19,15 +19,27 @@
 5. Speed: both stages on the first `--n` records of the benchmark corpus (bench/corpus.py), wall
    and CPU seconds (this process and its pool workers), and the variants (fast path off, process
    pools, every grammar tried) on a slice, as ratios.
+6. Chinese, Japanese, Korean (`--only cjk`): the stage on ../shared/data/native/alpaca_zh_sample.json,
+   split in two halves: records 0-999 are the tuning half (the thresholds were chosen on them),
+   records 1000-1999 the held-out half; of the records with at least 20 Han/Kana/Hangul
+   characters, the share tagged `zh` and `und`. And the language distribution of
+   native/sharegpt_v3_sample.json (2,000 real conversations).
+
+`--before REV` also runs the language stage as it was at git revision REV (for example the commit
+before a change) on the same data in the same process: sections 4-6 then print both, and section 5
+the ratio of the stage times.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -51,6 +63,7 @@ from curator.stages import code_language, language  # noqa: E402
 from curator.stages.base import StageContext  # noqa: E402
 
 CHAT = ROOT.parent / "shared" / "data" / "chat"
+NATIVE = ROOT.parent / "shared" / "data" / "native"
 META = {
     "C++": "cpp", "cpp": "cpp", "Go": "go", "go": "go", "Java": "java", "java": "java",
     "JavaScript": "javascript", "javascript": "javascript", "Python": "python", "python": "python",
@@ -162,11 +175,13 @@ def bench_text_blocks() -> None:
           + ", ".join(f"{k} {v}" for k, v in got.most_common() if k != "none"))
 
 
-def bench_natural() -> None:
+def bench_natural(mod=language, title: str = "") -> None:
+    """UDHR accuracy and the fast path's agreement with langdetect, of `mod` (the stage now, or
+    as it was at --before)."""
     rows = [json.loads(x) for x in (ROOT / "bench" / "data" / "udhr_langs.jsonl").open(encoding="utf-8")]
-    det = language.Detector(language.Config(), seed=0)
+    det = mod.Detector(mod.Config(), seed=0)
     buckets = {"20+ words": lambda w: w >= 20, "5-19 words": lambda w: 5 <= w < 20, "<5 words": lambda w: w < 5}
-    print("\n## Natural language: UDHR paragraphs, 26 languages (bench/data/udhr_langs.jsonl)")
+    print(f"\n## Natural language{title}: UDHR paragraphs, 26 languages (bench/data/udhr_langs.jsonl)")
     print("| length | texts | accuracy | und |")
     print("|---|---:|---:|---:|")
     per_lang = defaultdict(lambda: [0, 0])
@@ -182,9 +197,14 @@ def bench_natural() -> None:
                 per_lang[r["lang"]][1] += 1
     worst = sorted(per_lang.items(), key=lambda kv: kv[1][0] / kv[1][1])[:5]
     print("lowest per-language accuracy on 20+ words: " + ", ".join(f"{k} {a / n:.2f} ({n})" for k, (a, n) in worst))
+    cjk = [r for r in rows if r["lang"] in ("zh", "ja", "ko")]
+    got = det.detect_all([r["text"] for r in cjk])
+    print("zh/ja/ko paragraphs of any length: " + ", ".join(
+        f"{lg} {sum(g[0] == lg for g, r in zip(got, cjk) if r['lang'] == lg)}/{sum(r['lang'] == lg for r in cjk)}"
+        for lg in ("zh", "ja", "ko")))
     # agreement of the fast path with langdetect on real chat prose
-    fast = language.Detector(language.Config(), seed=0)
-    slow = language.Detector(language.Config(fast_path=False), seed=0)
+    fast = mod.Detector(mod.Config(), seed=0)
+    slow = mod.Detector(mod.Config(fast_path=False), seed=0)
     texts = []
     for path in sorted(CHAT.glob("*.jsonl")):
         for i, line in enumerate(path.open(encoding="utf-8")):
@@ -193,10 +213,10 @@ def bench_natural() -> None:
             for m in json.loads(line)["messages"]:
                 if isinstance(m.get("content"), str) and m["role"] in ("user", "assistant"):
                     texts.append(m["content"])
-    flat = language.prose_of_turns(pl.Series(texts, dtype=pl.Utf8), 1000)["flat"]
-    samples = pl.select(language._cut(pl.lit(flat), 1000)).to_series().to_list()
+    flat = mod.prose_of_turns(pl.Series(texts, dtype=pl.Utf8), 1000)["flat"]
+    samples = pl.select(mod._cut(pl.lit(flat), 1000)).to_series().to_list()
     distinct = list(dict.fromkeys(samples))
-    taken = [s for s, v in zip(distinct, fast.cheap_all(distinct)) if v == ("en", language.FAST_CONFIDENCE, None)]
+    taken = [s for s, v in zip(distinct, fast.cheap_all(distinct)) if v == ("en", mod.FAST_CONFIDENCE, None)]
     agree = sum(v[0] == "en" for v in slow.detect_all(taken))
     print(f"\nfast path on real chat prose (every 10th record): takes {len(taken)} of {len(set(samples))} distinct "
           f"samples; langdetect says en on {agree / len(taken):.4f} of them")
@@ -220,23 +240,32 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _time_stages(df: pl.DataFrame, overrides: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+def _time_stages(df: pl.DataFrame, overrides: dict, lang_mod=language) -> tuple[tuple[float, float], tuple[float, float]]:
     """((wall, cpu) of language, (wall, cpu) of code_language) on `df`."""
     ctx = StageContext(config=CurateConfig.model_validate(overrides))
     parse_error_frac.cache_clear()  # no variant profits from the parses of the one before
     w0, c0 = time.perf_counter(), _cpu()
-    language.run(df, ctx)
+    lang_mod.run(df, ctx)
     w1, c1 = time.perf_counter(), _cpu()
     code_language.run(df, ctx)
     w2, c2 = time.perf_counter(), _cpu()
     return (w1 - w0, c1 - c0), (w2 - w1, c2 - c1)
 
 
-def bench_speed(n: int) -> None:
+def _corpus(n: int) -> pl.DataFrame:
+    """The first `n` records of bench/corpus/corpus50k.jsonl when it holds them, else built."""
+    path = ROOT / "bench" / "corpus" / "corpus50k.jsonl"
+    if n <= 50_000 and path.exists():
+        with path.open(encoding="utf-8") as fh:
+            return _frame([json.loads(line) for _, line in zip(range(n), fh)])
     sys.path.insert(0, str(ROOT / "bench"))
     from corpus import build_corpus
 
-    df = _frame(build_corpus(n))
+    return _frame(build_corpus(n))
+
+
+def bench_speed(n: int, before=None) -> None:
+    df = _corpus(n)
     print(f"\n## Speed: language + code_language on {df.height} corpus records (load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start)")
     (lw, lc), (cw, cc) = _time_stages(df, {})
@@ -244,6 +273,19 @@ def bench_speed(n: int) -> None:
     print("|---|---:|---:|")
     print(f"| language | {lw:.1f} | {lc:.1f} |\n| code_language | {cw:.1f} | {cc:.1f} |")
     print(f"| **both** | **{lw + cw:.1f}** | **{lc + cc:.1f}** |")
+    if before is not None:
+        # before, now, before, now: the load of the box drifts, the alternation shares it out
+        runs = {"before": [], "now": []}
+        for name, mod in [("before", before), ("now", language)] * 2:
+            runs[name].append(_time_stages(df, {}, mod)[0])
+        print("\nlanguage stage, as it was (--before) and now, alternated twice on the same records")
+        print("| version | wall s | CPU s |")
+        print("|---|---:|---:|")
+        for name, times in runs.items():
+            print(f"| {name} | " + " / ".join(f"{w:.1f}" for w, _ in times) + " | "
+                  + " / ".join(f"{c:.1f}" for _, c in times) + " |")
+        ratio = [sum(t[i] for t in runs["now"]) / sum(t[i] for t in runs["before"]) for i in (0, 1)]
+        print(f"| ratio now/before | {ratio[0]:.2f} | {ratio[1]:.2f} |")
     part = df.head(min(10_000, df.height))
     variants = [
         ("language, default", {}, 0),
@@ -263,11 +305,113 @@ def bench_speed(n: int) -> None:
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / base[which][0]:.2f} | {cpu / base[which][1]:.2f} |")
 
 
+def load_before(rev: str):
+    """The language stage module as it was at git revision `rev` (imported as `language_before`)."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:curator/stages/language.py"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    folder = Path(tempfile.mkdtemp(prefix="language_before_"))
+    (folder / "language_before.py").write_text(src, encoding="utf-8")
+    sys.path.insert(0, str(folder))  # a process pool's workers import it by name
+    spec = importlib.util.spec_from_file_location("language_before", folder / "language_before.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["language_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+CJK_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+HALF = 1000  # alpaca_zh_sample.json: records [0, 1000) tune, [1000, 2000) held out
+
+
+def native_frame(records: list[dict]) -> pl.DataFrame:
+    """Native Alpaca/ShareGPT records through the format converter, as the stage's input frame."""
+    from curator.io.formats import convert
+
+    return _frame([convert(r)[0] for r in records])
+
+
+def cjk_chars(record: dict) -> int:
+    """Han, Kana and Hangul characters in an Alpaca record's instruction, input and output."""
+    return len(CJK_CHARS.findall(" ".join(str(record.get(k) or "") for k in ("instruction", "input", "output"))))
+
+
+def _langs(df: pl.DataFrame, lang_mod, summary: dict | None = None, **overrides) -> pl.DataFrame:
+    """The stage's language columns on `df` (its summary into `summary` when given)."""
+    ctx = StageContext(config=CurateConfig.model_validate({"language": {"workers": 1, **overrides}}))
+    out = lang_mod.run(df, ctx).select("lang", "lang_reason", "user_lang", "assistant_lang")
+    if summary is not None:
+        summary.update(ctx.summaries["language"])
+    return out
+
+
+def sweep_cjk(tuning: pl.DataFrame, sharegpt: pl.DataFrame) -> None:
+    """The script thresholds on the tuning half, and how many ShareGPT examples each setting
+    labels otherwise than the defaults."""
+    default = _langs(sharegpt, language)["lang"]
+    print("\nthresholds on the tuning half (defaults: weight 2.5, share 0.5, kana 0.1)")
+    print("| cjk_letter_weight | script_min_share | zh | und | ShareGPT examples labelled otherwise |")
+    print("|---:|---:|---:|---:|---:|")
+    for weight in (1.0, 2.0, 2.5, 3.0):
+        for share in (0.3, 0.5, 0.7):
+            cfg = {"cjk_letter_weight": weight, "script_min_share": share}
+            got = Counter(_langs(tuning, language, **cfg)["lang"].to_list())
+            moved = int((_langs(sharegpt, language, **cfg)["lang"] != default).sum())
+            print(f"| {weight} | {share} | {got['zh'] / tuning.height:.3f} | {got['und'] / tuning.height:.3f} | {moved} |")
+
+
+def bench_cjk(before=None, sweep: bool = False) -> None:
+    versions = ([("before", before)] if before is not None else []) + [("now", language)]
+    alpaca = json.loads((NATIVE / "alpaca_zh_sample.json").read_text(encoding="utf-8"))
+    print("\n## Chinese Alpaca (native/alpaca_zh_sample.json), records with >= 20 Han/Kana/Hangul characters")
+    print("| half | version | records | zh | und | other labels |")
+    print("|---|---|---:|---:|---:|---|")
+    for half, part in (("tuning 0-999", alpaca[:HALF]), ("held out 1000-1999", alpaca[HALF:])):
+        part = [r for r in part if cjk_chars(r) >= 20]
+        df = native_frame(part)
+        for name, mod in versions:
+            langs = _langs(df, mod)["lang"].to_list()
+            got = Counter(langs)
+            others = ", ".join(f"{k} {v}" for k, v in got.most_common() if k not in ("zh", "und"))
+            print(f"| {half} | {name} | {len(part)} | {got['zh'] / len(part):.3f} | {got['und'] / len(part):.3f} "
+                  f"| {others or '-'} |")
+    sharegpt = json.loads((NATIVE / "sharegpt_v3_sample.json").read_text(encoding="utf-8"))
+    df = native_frame(sharegpt)
+    out = {name: _langs(df, mod) for name, mod in versions}
+    print(f"\n## ShareGPT (native/sharegpt_v3_sample.json, {df.height} conversations): example language")
+    for name, frame in out.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in Counter(frame["lang"].to_list()).most_common()))
+    if before is not None:
+        moved = Counter(
+            f"{b} -> {a}" for b, a in zip(out["before"]["lang"], out["now"]["lang"]) if a != b
+        )
+        print("changed: " + (", ".join(f"{k} {v}" for k, v in moved.most_common()) or "none"))
+        for role in ("user_lang", "assistant_lang"):
+            moved = Counter(f"{b} -> {a}" for b, a in zip(out["before"][role], out["now"][role]) if a != b)
+            print(f"changed {role}: " + (", ".join(f"{k} {v}" for k, v in moved.most_common()) or "none"))
+        corpus = _corpus(50_000)
+        summaries: dict[str, dict] = {"before": {}, "now": {}}
+        was, now = (_langs(corpus, mod, summaries[name]) for name, mod in versions)
+        print(f"\n## Benchmark corpus ({corpus.height} records, bench/corpus.py): labels that changed")
+        for name, summary in summaries.items():
+            print(f"{name}: distinct samples by decision {summary['distinct_samples_by_decision']}, "
+                  f"und reasons {summary['und_reasons']}")
+        for col in ("lang", "user_lang", "assistant_lang"):
+            moved = Counter(f"{b} -> {a}" for b, a in zip(was[col], now[col]) if a != b)
+            print(f"{col}: " + (", ".join(f"{k} {v}" for k, v in moved.most_common()) or "none"))
+    if sweep:
+        sweep_cjk(native_frame([r for r in alpaca[:HALF] if cjk_chars(r) >= 20]), df)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["code", "mismatch", "natural", "speed"])
+    ap.add_argument("--only", choices=["code", "mismatch", "natural", "speed", "cjk"])
     ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--before", metavar="REV", help="also run the language stage as it was at this git revision")
+    ap.add_argument("--sweep", action="store_true", help="cjk: also try the script thresholds on the tuning half")
     args = ap.parse_args()
+    before = load_before(args.before) if args.before else None
     blocks = labelled_blocks() if args.only in (None, "code", "mismatch") else []
     if args.only in (None, "code"):
         bench_code(blocks)
@@ -275,9 +419,13 @@ def main() -> None:
     if args.only in (None, "mismatch"):
         bench_mismatch(blocks)
     if args.only in (None, "natural"):
+        if before is not None:
+            bench_natural(before, f" (before: {args.before})")
         bench_natural()
+    if args.only in (None, "cjk"):
+        bench_cjk(before, args.sweep)
     if args.only in (None, "speed"):
-        bench_speed(args.n)
+        bench_speed(args.n, before)
 
 
 if __name__ == "__main__":

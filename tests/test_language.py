@@ -1,6 +1,7 @@
 """Natural-language tagging with langdetect (curator/stages/language.py)."""
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -8,7 +9,7 @@ import polars as pl
 from curator.config import CurateConfig
 from curator.stages import language
 from curator.stages.base import StageContext
-from tests.conftest import messages_frame
+from tests.conftest import NATIVE_DATA, messages_frame
 
 CHAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
 FR = ("Considérant que la reconnaissance de la dignité inhérente à tous les membres de la famille humaine "
@@ -171,3 +172,74 @@ def test_prose_mentioning_a_call_or_led_by_a_keyword_is_prose():
     ]
     for line in code:
         assert language.prose(line) == "", line
+
+
+# 130 characters of Chinese prose on one line; the year between spaces is how translated text
+# writes numbers, and it left the line with two "words" out of three (not prose)
+ZH_130 = ("长城是中国古代修建的军事防御工程，全长超过两万公里。"
+          "它始建于春秋战国时期，秦始皇统一六国后把各段城墙连接起来。"
+          "现在的长城大多是明朝重建的，于 1987 年被列入世界遗产名录。"
+          "每年都有很多游客从世界各地来这里参观，"
+          "感受古代劳动人民的智慧和力量，了解中国悠久历史。")
+
+
+def test_a_clean_chinese_paragraph_is_zh_by_script():
+    assert len(ZH_130) == 130
+    out, ctx = _run([[("user", "请介绍一下长城。"), ("assistant", ZH_130)], [("user", ZH_130), ("assistant", ZH_130)]])
+    assert out["lang"].to_list() == ["zh", "zh"]
+    assert out["lang_confidence"].to_list() == [1.0, 1.0]
+    assert out["lang_reason"].to_list() == [None, None]
+    # 7 characters weigh 17.5 letters, under min_letters: the short question alone is too short
+    assert out["user_lang"].to_list() == ["und", "zh"]
+    assert out["assistant_lang"].to_list() == ["zh", "zh"]
+    assert language.prose(ZH_130) == ZH_130
+    # decided by script, langdetect is not asked
+    assert ctx.summaries["language"]["distinct_samples_by_decision"] == {"too_short": 1, "script": 1}
+
+
+def test_chinese_with_latin_brand_names_is_zh():
+    text = "我最近买了一部新的 iPhone，用 Python 写了一个小程序，然后把代码上传到 GitHub 上和朋友们分享。"
+    det = language.Detector(language.Config(), seed=0)
+    # 32 Han characters (x 2.5 = 80) against 18 Latin letters: 80 / 98 of the weighted letters
+    assert det.detect(text) == ("zh", 80 / 98, None)
+    ai = "神经网络是一种人工智能 (AI) 系统，其灵感来自于人脑的结构和功能。"
+    assert language.prose(ai) == ai  # a name before a bracket is not a call when it is Chinese
+    assert det.detect(ai) == ("zh", 67.5 / 69.5, None)  # 27 Han characters, 2 Latin letters
+
+
+def test_japanese_with_kanji_and_kana_is_ja():
+    det = language.Detector(language.Config(), seed=0)
+    assert det.detect("この関数は配列を受け取り、合計を返します。") == ("ja", 1.0, None)
+    assert det.detect("東京の天気はどうですか") == ("ja", 1.0, None)  # 11 characters: 27.5 letters
+    # a lone の in a Chinese sentence (1 Kana of 29 Han and Kana) does not make it Japanese
+    assert det.detect("我们的店名叫做小林の面包店，欢迎大家明天来品尝新出炉的面包。") == ("zh", 1.0, None)
+
+
+def test_korean_is_ko():
+    det = language.Detector(language.Config(), seed=0)
+    assert det.detect("Python에서 list를 sort하는 방법을 알려주세요.") == ("ko", 65 / 93, None)
+    assert det.detect("파이썬 리스트 정렬 방법") == ("ko", 1.0, None)
+    # Hangul first: a Korean sentence quoting a Japanese word is Korean
+    assert det.detect("'ありがとう'는 일본어로 감사합니다라는 뜻입니다.") == ("ko", 1.0, None)
+
+
+def test_mostly_english_with_one_chinese_word_stays_en():
+    text = "The Chinese word 你好 means hello, and it is usually the first word that people learn when they start."
+    out, ctx = _run([[("user", text), ("assistant", text)]])
+    assert out.select("lang", "lang_reason", "user_lang", "assistant_lang").row(0) == ("en", None, "en", "en")
+    # 2 Han characters weigh 5 of 83 letters: far from the script share; langdetect says en
+    assert ctx.summaries["language"]["distinct_samples_by_decision"] == {"langdetect": 1}
+
+
+def test_real_chinese_alpaca_held_out_half_is_zh():
+    """alpaca_zh_sample.json: records 0-999 tuned the thresholds, records 1000-1999 are held out."""
+    from curator.io.formats import convert
+
+    records = json.loads((NATIVE_DATA / "alpaca_zh_sample.json").read_text(encoding="utf-8"))[1000:]
+    cjk = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
+    records = [r for r in records if len(cjk.findall(r["instruction"] + r["input"] + r["output"])) >= 20]
+    assert len(records) == 903
+    convs = [[(m["role"], m["content"]) for m in convert(r)[0]["messages"]] for r in records]
+    langs = _run(convs, workers=1)[0]["lang"].to_list()
+    assert langs.count("zh") >= 0.98 * len(records)
+    assert langs.count("und") < 0.01 * len(records)

@@ -1,4 +1,5 @@
-"""Natural language of each example and of its user and assistant turns, with langdetect (issue 5).
+"""Natural language of each example and of its user and assistant turns: Chinese, Japanese and
+Korean by script, the others with langdetect (issue 5).
 
 Reads: `messages`. Writes:
 - `user_lang`, `assistant_lang` Utf8: ISO 639-1 code of the prose of the user's (assistant's)
@@ -16,7 +17,21 @@ Short text: langdetect's README warns that on text "either too short or too ambi
 is not reliable, so a sample with fewer than `min_letters` letters is "und" with reason
 `too_short` (`no_text` when the role wrote no prose at all); an estimate whose probability is
 below `min_confidence` is "und" with reason `low_confidence`. The default of 20 letters is where
-accuracy on the UDHR set rises above 0.8 (bench/language_bench.py).
+accuracy on the UDHR set rises above 0.8 (bench/language_bench.py). A Han, Kana or Hangul
+character counts as `cjk_letter_weight` (2.5) letters: Chinese and Japanese put no spaces between
+words, a Chinese word is about two characters where an English one is about five letters, so N
+such characters say about as much as N/2 words (a Hangul block spells two or three sounds).
+
+Script first: Chinese, Japanese and Korean are told apart by their writing systems, which
+langdetect's n-gram profiles do not do reliably on short text (Chinese Alpaca came out as `ko`,
+`vi`, or `no` when a few brand names were in it). When Han, Kana and Hangul characters (weighted as
+above) make at least `script_min_share` of a sample's letters, the sample is Korean when Hangul is
+at least half of them, Japanese when Kana is at least `kana_min_share` of the Han and Kana (a lone
+`の` in a Chinese shop name is not Japanese; Japanese prose is 40-70% Kana), else Chinese; its
+confidence is that share. Latin brand names and identifiers inside CJK prose only lower the share;
+code blocks are not in the sample at all. Simplified and Traditional Chinese are both `zh`: the
+stage gives ISO 639-1 codes (langdetect's zh-cn/zh-tw were folded the same way), and telling them
+apart needs a character table the stage does not ship.
 
 Fast path: text whose letters are ASCII (at most `fast_max_non_ascii` of them outside it: the
 `é` of a borrowed `café`, a name like `Saint-Rémy`), with at least `fast_min_words` words of
@@ -27,9 +42,11 @@ German `und` ...), is English without asking langdetect, with confidence `FAST_C
 UDHR paragraph of the 25 other languages reaches 24% of these words, English paragraphs of 20+
 words there are at 37% or more and hold none of the foreign words, and on the real chat data
 langdetect agrees with the fast path on 99.7% of the texts it takes (bench/language_bench.py,
-figures in bench/RESULTS.md). The verdicts that need no langdetect (no text, too short, fast
-path) are Polars expressions over all samples at once. Repeated samples (data collected twice)
-are detected once, and the rest go to langdetect in one batch, over `workers` processes.
+figures in bench/RESULTS.md). The verdicts that need no langdetect (no text, too short, script,
+fast path) are Polars expressions over all samples at once. Repeated samples (data collected
+twice) are detected once, and the rest go to langdetect in one batch, over `workers` processes.
+The stage's summary counts the distinct samples by how they were decided
+(`distinct_samples_by_decision`: `script`, `fast_path`, `langdetect`, or the reason of an `und`).
 
 Determinism: langdetect draws random n-grams; a private DetectorFactory seeded with the run's
 `seed` gives the same answer for the same text on every run.
@@ -58,6 +75,7 @@ REASON_NO_TEXT = "no_text"
 REASON_TOO_SHORT = "too_short"
 REASON_LOW_CONFIDENCE = "low_confidence"
 FAST_CONFIDENCE = 0.99
+DECIDED_BY_SCRIPT = "script"
 
 # Frequent English words: Fry's list of the 100 most common words of English text (Fry, Kress &
 # Fountoukidis, "The Reading Teacher's Book of Lists") and the words that chat instructions
@@ -103,7 +121,19 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_sample_chars: int = Field(1000, ge=50, description="prose handed to langdetect per role, in characters")
-    min_letters: int = Field(20, ge=0, description="fewer letters of prose than this: und (too_short)")
+    min_letters: int = Field(
+        20, ge=0, description="fewer letters of prose than this (Han, Kana, Hangul weighted): und (too_short)"
+    )
+    cjk_letter_weight: float = Field(
+        2.5, gt=0, description="a Han, Kana or Hangul character counts as this many letters (no spaces between words)"
+    )
+    script_min_share: float = Field(
+        0.5, ge=0, le=1,
+        description="Han, Kana and Hangul (weighted) at least this share of the letters: zh/ja/ko by script",
+    )
+    kana_min_share: float = Field(
+        0.1, ge=0, le=1, description="script path: Kana at least this share of Han and Kana: ja (else zh)"
+    )
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="langdetect probability below this: und (low_confidence)"
     )
@@ -142,12 +172,19 @@ _URL_RE = r"https?://\S+|www\.\S+|\S+@\S+\.\w+"
 # holds no space inside) is exactly one token. Punctuation is Unicode's (\p{P}: `¿`, `«»`, `„“`,
 # `。`, `？`) less the characters of code (`;`, braces, brackets, `@#/\%&`), and no `(` after a
 # word or `)` before one (a call `f()` is not a word). A token holding a Chinese or Japanese
-# character is a word when it is made of letters, digits and punctuation: those scripts put no
-# spaces between words, so a whole clause is one token (`如何在Python中对列表进行排序？`).
+# character is a word when it is made of letters, digits and punctuation. Those scripts put no
+# spaces between words, so before counting, every one or two of their characters start a token
+# of their own (`如何在Python中对列表进行排序？` is 7 words): N characters count as N/2 words, and
+# a number or a Latin name between them (`于 1830 年代`, `(AI)`) weighs as little as in English.
 _PUNCT = r"[\p{P}&&[^;{}\[\]@#/\\%&]]"
 _PUNCT_BEFORE = r"[\p{P}&&[^;{}\[\]@#/\\%&)]]"
 _PUNCT_AFTER = r"[\p{P}&&[^;{}\[\]@#/\\%&(]]"
+_HAN = r"\p{Han}"
+_KANA = r"[\p{Hiragana}\p{Katakana}ー]"
+_HANGUL = r"\p{Hangul}"
 _CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}ー]"
+# code identifiers are not written in these scripts: `人工智能 (AI) 是...` is not a call
+_NOT_CJK = r"[^\p{Han}\p{Hiragana}\p{Katakana}ー\p{Hangul}]"
 _PROSE_TOKEN = (
     rf" (?:{_PUNCT_BEFORE}*[^\W\d_]+(?:['’-][^\W\d_]+)*{_PUNCT_AFTER}*"
     rf"|(?:[\p{{L}}\p{{M}}\p{{N}}]|{_PUNCT})*{_CJK}(?:[\p{{L}}\p{{M}}\p{{N}}]|{_PUNCT})*) "
@@ -161,6 +198,7 @@ _PROSE_TOKEN = (
 # import forms `import a.b as c`, `from a import b`. A lower-case sentence that starts with a keyword
 # (`if i have 3 apples ...`, `print the numbers ...`, `from the list below ...`) or mentions a
 # call in passing (`What does len() do?`) stays prose.
+# Names of calls and assignments hold no Han, Kana or Hangul (`总和 = 5` is a sentence's formula).
 _KEYWORDS = (
     "import|from|return|public|private|protected|static|def|class|function|const|let|var|#include|using|"
     "package|print|echo|if|elif|else|for|foreach|while|do|switch|case|try|catch|except|with|fn|func|struct|"
@@ -168,9 +206,9 @@ _KEYWORDS = (
 )
 _CODE_LINES = [
     r"[;{}]\s*$",
-    r"^\s*[\w.$]+\s*\(",
-    r"^\s*[\w.$\[\]'\x22]+\s*([-+*/%|&^]|\*\*|//|<<|>>)?=[^=]",
-    r"\w\([^()]*\)[;:]?\s*$",
+    rf"^\s*[\w.$&&{_NOT_CJK}]+\s*\(",
+    rf"^\s*[\w.$\[\]'\x22&&{_NOT_CJK}]+\s*([-+*/%|&^]|\*\*|//|<<|>>)?=[^=]",
+    rf"[\w&&{_NOT_CJK}]\([^()]*\)[;:]?\s*$",
     r"^\s*(SELECT|INSERT|UPDATE|CREATE|DELETE|ALTER|DROP)\b[^.?!]*$",
     rf"^\s*({_KEYWORDS})\b.*([=\[\]<>|&$]|\w\(|\s[-+*/%]\s|\s--?[a-z])",
     r"^\s*(echo|print|puts|printf)\s+[\x22']",
@@ -204,9 +242,9 @@ def prose_of_turns(texts: pl.Series, limit: int | None = None) -> pl.DataFrame:
     """The natural-language part of each turn: no code (fenced, inline, or lines of unfenced
     code), URLs or e-mails; a turn's lines are read until `limit` characters of prose are found.
 
-    A line is prose when plain words (`_PROSE_TOKEN`) make at least 60% of its tokens (at least 3
-    of them; all of them on a line of one or two tokens) and it has no statement shape
-    (`_CODE_LINES`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose; answers that
+    A line is prose when plain words (`_PROSE_TOKEN`; two Chinese or Japanese characters make
+    one) make at least 60% of its tokens (at least 3 of them; all of them on a line of one or two
+    tokens) and it has no statement shape (`_CODE_LINES`). A GSM8K step with its `<<48/2=24>>` calculator note stays prose; answers that
     are code without fences (GPTeacher Codegen) would otherwise be read as Romanian or Catalan.
 
     All rows at once, as Polars string expressions (per-line Python was the stage's main cost).
@@ -226,8 +264,13 @@ def prose_of_turns(texts: pl.Series, limit: int | None = None) -> pl.DataFrame:
         .with_columns(flat.alias("flat"))
         .filter(pl.col("flat") != "")
         .with_columns(
-            n=pl.col("flat").str.count_matches(" ", literal=True) + 1,
-            words=(" " + pl.col("flat").str.replace_all(" ", "  ", literal=True) + " ").str.count_matches(_PROSE_TOKEN),
+            tokens=(" " + pl.col("flat").str.replace_all(" ", "  ", literal=True) + " ").str.replace_all(
+                f"{_CJK}{{1,2}}", "  $0"
+            )
+        )
+        .with_columns(
+            n=pl.col("tokens").str.count_matches(r"\S+"),
+            words=pl.col("tokens").str.count_matches(_PROSE_TOKEN),
         )
         .filter(
             pl.when(pl.col("n") < 3)
@@ -287,8 +330,8 @@ def _langdetect_chunk(args: tuple[list[str], int, float]) -> list[tuple[str, flo
 class Detector:
     """Detects the language of prose samples; one per run (holds the cache and the counters).
 
-    `detect_all` answers a batch: cheap verdicts (no text, too short, fast path) first, then one
-    langdetect call per distinct remaining sample, in a process pool when there are many.
+    `detect_all` answers a batch: cheap verdicts (no text, too short, script, fast path) first,
+    then one langdetect call per distinct remaining sample, in a process pool when there are many.
     """
 
     def __init__(self, cfg: Config, seed: int) -> None:
@@ -298,12 +341,17 @@ class Detector:
         self.counts: Counter[str] = Counter()
 
     def cheap_all(self, samples: list[str]) -> list[tuple[str, float | None, str | None] | None]:
-        """The verdict of each sample when langdetect is not needed, else None; all samples at
-        once, as Polars expressions: no prose (`no_text`), fewer than `min_letters` letters
-        (`too_short`), or the English fast path (at most `fast_max_non_ascii` of the letters
-        outside ASCII, at least `fast_min_words` words, at least `fast_min_share` of them in
+        """The verdict of each sample when langdetect is not needed, else None (see `decide_all`)."""
+        return [verdict for verdict, _ in self.decide_all(samples)]
+
+    def decide_all(self, samples: list[str]) -> list[tuple[tuple[str, float | None, str | None] | None, str]]:
+        """(verdict or None, how it was decided) of each sample without langdetect; all samples at
+        once, as Polars expressions: no prose (`no_text`), fewer than `min_letters` letters, Han,
+        Kana and Hangul weighted (`too_short`), the script (`script`: zh/ja/ko, see `_by_script`),
+        or the English fast path (`fast_path`: at most `fast_max_non_ascii` of the letters outside
+        ASCII, at least `fast_min_words` words, at least `fast_min_share` of them in
         `EN_COMMON_WORDS`, fewer than two or than `fast_max_foreign` of them in
-        `FOREIGN_COMMON_WORDS`)."""
+        `FOREIGN_COMMON_WORDS`); None with `langdetect` for the rest."""
         cfg = self.cfg
         x = pl.col("s")
         words = x.str.to_lowercase().str.extract_all(_WORD_RE)
@@ -316,22 +364,40 @@ class Detector:
             n_words=words.list.len(),
             n_common=words.list.eval(pl.element().is_in(common.implode())).list.sum(),
             n_foreign=words.list.eval(pl.element().is_in(foreign.implode())).list.sum(),
+            han=x.str.count_matches(_HAN),
+            kana=x.str.count_matches(_KANA),
+            hangul=x.str.count_matches(_HANGUL),
         )
-        out: list[tuple[str, float | None, str | None] | None] = []
-        for blank, letters, non_ascii, n_words, n_common, n_foreign in frame.iter_rows():
+        out: list[tuple[tuple[str, float | None, str | None] | None, str]] = []
+        for blank, letters, non_ascii, n_words, n_common, n_foreign, han, kana, hangul in frame.iter_rows():
+            cjk = han + kana + hangul
+            weighted = letters + (cfg.cjk_letter_weight - 1) * cjk
             if blank:
-                out.append((UND, None, REASON_NO_TEXT))
-            elif letters < cfg.min_letters:
-                out.append((UND, None, REASON_TOO_SHORT))
+                out.append(((UND, None, REASON_NO_TEXT), REASON_NO_TEXT))
+            elif weighted < cfg.min_letters:
+                out.append(((UND, None, REASON_TOO_SHORT), REASON_TOO_SHORT))
+            elif cjk and cfg.cjk_letter_weight * cjk >= cfg.script_min_share * weighted:
+                share = cfg.cjk_letter_weight * cjk / weighted
+                out.append(((self._by_script(han, kana, hangul), share, None), DECIDED_BY_SCRIPT))
             elif (
                 cfg.fast_path and non_ascii <= cfg.fast_max_non_ascii * letters and n_words >= cfg.fast_min_words
                 and n_common >= cfg.fast_min_share * n_words
                 and (n_foreign < 2 or n_foreign < cfg.fast_max_foreign * n_words)
             ):
-                out.append(("en", FAST_CONFIDENCE, None))
+                out.append((("en", FAST_CONFIDENCE, None), "fast_path"))
             else:
-                out.append(None)
+                out.append((None, "langdetect"))
         return out
+
+    def _by_script(self, han: int, kana: int, hangul: int) -> str:
+        """ko when Hangul is at least half of the CJK letters, ja when Kana is at least
+        `kana_min_share` of the Han and Kana, else zh (Hangul first: a Korean text quoting a
+        Japanese word is Korean)."""
+        if 2 * hangul >= han + kana + hangul:
+            return "ko"
+        if kana and kana >= self.cfg.kana_min_share * (han + kana):
+            return "ja"
+        return "zh"
 
     def cheap(self, sample: str) -> tuple[str, float | None, str | None] | None:
         """`cheap_all` of one sample."""
@@ -340,12 +406,12 @@ class Detector:
     def detect_all(self, samples: list[str]) -> list[tuple[str, float | None, str | None]]:
         new = [x for x in dict.fromkeys(samples) if x not in self.cache]
         todo: list[str] = []
-        for x, verdict in zip(new, self.cheap_all(new)):
+        for x, (verdict, decision) in zip(new, self.decide_all(new)):
             if verdict is None:
                 todo.append(x)
             else:
                 self.cache[x] = verdict
-                self.counts[verdict[2] or "fast_path"] += 1
+                self.counts[decision] += 1
         if todo:
             self.counts["langdetect"] += len(todo)
             for x, verdict in zip(todo, self._langdetect_many(todo)):
