@@ -5,7 +5,9 @@ re-collected copies), plus PLANTED edited copies of real records: adjacent-word 
 deletions, re-formatting (case, punctuation, line breaks) and a changed system prompt, with an edit count
 drawn so the true Jaccard spreads over [0.5, 1]. Ground truth of a planted pair is the exact Jaccard of the
 two records' shingle sets, as the stage defines them (word 5-grams of the user and assistant turns; bigrams
-when the shorter record has < 49 tokens). A pair counts as found when both records end in one cluster. The
+when the shorter record has < 49 tokens). A pair counts as found when both records end in one cluster (what
+datatrove's output can be scored on). curator also prints the outcome: pairs at J >= 0.8 whose two copies
+are both kept (a duplicate left in), and records removed below 0.8 of the copy kept for them (chains). The
 stage also requires a near-duplicate pair's answers to agree (`answer_threshold`); the script prints the answer
 Jaccard of the planted pairs at J >= 0.8, the figure the default answer_threshold is chosen from.
 
@@ -125,6 +127,8 @@ def run_curator(frame, workers: int):
     seconds = time.perf_counter() - started
     rows = out.get_column(C.ROW).to_list()
     clusters = out.get_column("near_dup_cluster").to_list()
+    ctx.removed = dict(zip(rows, out.get_column("near_dup_of").is_not_null().to_list()))  # row -> removed
+    ctx.removed_below = int((out.get_column("near_dup_jaccard") < THRESHOLD).sum())
     return seconds, dict(zip(rows, clusters)), ctx
 
 
@@ -252,13 +256,22 @@ def score(pairs, truths, cluster) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0}
 
 
-def natural(cluster: dict, planted_rows: set) -> tuple[int, int]:
-    """(clusters, records removed) among the corpus records that are not planted copies."""
+def survivors(pairs, truths, removed: dict) -> tuple[int, int]:
+    """(planted pairs at J >= threshold whose two records are both kept, such pairs): duplicates left in."""
+    near = [(a, b) for (a, b), j in zip(pairs, truths) if j >= THRESHOLD]
+    return sum(not removed.get(a) and not removed.get(b) for a, b in near), len(near)
+
+
+def natural(cluster: dict, planted_rows: set, removed: dict | None = None) -> tuple[int, int]:
+    """(clusters, records removed) among the corpus records that are not planted copies. Without `removed`
+    (datatrove), every member of a cluster but one is removed."""
     groups: dict = {}
     for row, cid in cluster.items():
         if cid is not None and row not in planted_rows:
             groups.setdefault(cid, []).append(row)
     groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if removed is not None:
+        return len(groups), sum(removed.get(r, False) for v in groups.values() for r in v)
     return len(groups), sum(len(v) - 1 for v in groups.values())
 
 
@@ -292,9 +305,11 @@ def main() -> None:
     results = {}
     seconds, cluster, ctx = run_curator(frame, args.workers)
     results[f"curator/{args.workers}"] = (seconds, cluster)
+    removed = {f"curator/{args.workers}": ctx.removed}
     if args.workers != 1:
-        seconds1, cluster1, _ = run_curator(frame, 1)
+        seconds1, cluster1, ctx1 = run_curator(frame, 1)
         results["curator/1"] = (seconds1, cluster1)
+        removed["curator/1"] = ctx1.removed
     if not args.skip_datatrove:
         results[f"datatrove/{args.datatrove_workers}"] = run_datatrove(frame, args.datatrove_workers)
 
@@ -315,7 +330,7 @@ def main() -> None:
           f"{'natural clusters':>16} {'natural removed':>15}")
     for name, (secs, cl) in results.items():
         s = score(pairs, truths, cl)
-        nc, nr = natural(cl, planted_rows)
+        nc, nr = natural(cl, planted_rows, removed.get(name))
         print(f"{name:<12} {secs:>8.2f} {secs / base_seconds:>9.2f} {s['precision']:>9.4f} {s['recall']:>7.4f} "
               f"{s['f1']:>6.4f} {nc:>16,} {nr:>15,}   (tp {s['tp']}, fp {s['fp']}, fn {s['fn']})")
     print("\nrecall by edit kind (pairs with true J >= threshold):")
@@ -326,6 +341,10 @@ def main() -> None:
             hit = sum(cl.get(a) is not None and cl.get(a) == cl.get(b) for (a, b), _ in sel)
             parts.append(f"{kind} {hit}/{len(sel)}")
         print(f"  {name:<12} " + ", ".join(parts))
+    left, near = survivors(pairs, truths, ctx.removed)
+    print(f"\ncurator outcome: planted pairs at J >= {THRESHOLD} with both copies kept: {left} of {near} "
+          f"(recall as 'not both kept': {1 - left / near:.4f}); records removed below {THRESHOLD} of the copy kept "
+          f"for them: {ctx.removed_below}")
     summary = ctx.summaries["dedup_minhash"]
     print("\ncurator summary:", json.dumps({k: summary[k] for k in ("clusters", "near_duplicates_rejected",
                                                                    "largest_cluster", "prompt_conflict_groups", "lsh")}))

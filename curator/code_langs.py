@@ -55,6 +55,9 @@ GRAMMARS: dict[str, tuple[str, str]] = {
     "php": ("tree_sitter_php", "language_php_only"),
 }
 PACKAGES = {name: mod.replace("_", "-") for name, (mod, _) in GRAMMARS.items()}
+# Grammars of dialects: they read a block whose language is already decided and are never tried by
+# detection (TSX parses plain JavaScript too, which would then pass for TypeScript).
+DIALECT_GRAMMARS: dict[str, tuple[str, str]] = {"tsx": ("tree_sitter_typescript", "language_tsx")}
 
 # Labels that say "this is not code": output, transcripts of prose, diagrams.
 TEXT = "text"
@@ -212,7 +215,7 @@ _VERSION = re.compile(r"[-_]?v?\d+(\.\d+)*$")
 @lru_cache(maxsize=None)
 def parser_for(lang: str) -> Parser:
     """One cached parser per grammar; building a Language costs more than parsing a block."""
-    module_name, fn = GRAMMARS[lang]
+    module_name, fn = GRAMMARS[lang] if lang in GRAMMARS else DIALECT_GRAMMARS[lang]
     module = importlib.import_module(module_name)
     return Parser(Language(getattr(module, fn)()))
 
@@ -310,6 +313,61 @@ def parse_error_frac(code: str, lang: str) -> float:
 
 
 _STATEMENT_WRAP = {"c": "void __snippet(void) {\n", "cpp": "void __snippet() {\n"}
+
+
+def dialect_error_frac(code: str, lang: str, err: float) -> float:
+    """`err` (the block's error fraction under `lang`), or less when a dialect's grammar reads it better:
+    TypeScript is also read as TSX, since JSX in a .tsx file is no TypeScript error."""
+    if lang == "typescript" and err > 0.0:
+        return min(err, parse_error_frac(code, "tsx"))
+    return err
+
+
+# Labels naming an SQL dialect whose procedural or vendor syntax the generic tree-sitter-sql grammar does
+# not read (the first word of the info string, lower case).
+SQL_DIALECT_LABELS = frozenset(
+    {"tsql", "t-sql", "mssql", "sqlserver", "plpgsql", "plsql", "pl/sql", "oracle"}
+)
+# Syntax the generic grammar fails on, whatever the label: T-SQL (variables, GO batches, TOP, N''
+# strings, EXEC, bracketed names), MySQL and T-SQL user variables, dollar-quoted PL/pgSQL bodies, PL/SQL
+# blocks, MySQL's DELIMITER and multi-table DELETE, SQLite's PRAGMA, GLOB and ISNULL/NOTNULL, stored
+# procedure, function and trigger bodies, and a CTE whose body is a VALUES list (SQLite's and PostgreSQL's
+# idiom for a recursive sequence): Exercism's SQLite solutions, which pass their tests, fail the grammar on
+# these.
+_SQL_DIALECT = re.compile(
+    "|".join(
+        [
+            r"(?<![\w@.])@@?\w",
+            r"^\s*GO\s*;?\s*$",
+            r"\bSELECT\s+(?:DISTINCT\s+)?TOP\b",
+            r"\bN'",
+            r"\bEXEC(?:UTE)?\s+[\w\[]",
+            r"\[\w+\]\.\[?\w",
+            r"\bBEGIN\s+TRAN",
+            r"\$\w*\$",
+            r"\bLANGUAGE\s+plpgsql\b",
+            r"\bRAISE\s+(?:NOTICE|EXCEPTION|INFO|WARNING)\b",
+            r"\bDBMS_\w+",
+            r"%(?:ROW)?TYPE\b",
+            r"^\s*DELIMITER\b",
+            r"^\s*PRAGMA\b",
+            r"\bGLOB\b",
+            r"\b(?:IS|NOT)NULL\b",
+            r"\bAS\s*\(\s*VALUES\b",
+            r"\bDELETE\s+(?!FROM\b)\w+(?:\s*,\s*\w+)*\s+FROM\b",
+            r"\bCREATE\s+(?:OR\s+(?:REPLACE|ALTER)\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
+            r"(?:PROCEDURE|PROC|FUNCTION|TRIGGER|PACKAGE)\b",
+        ]
+    ),
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def is_sql_dialect(code: str, label: str | None) -> bool:
+    """Whether an SQL block is one the generic grammar cannot judge: labelled with a dialect, or using
+    syntax the grammar lacks."""
+    word = label.strip().split(None, 1)[0].lower().strip("{}.") if label and label.strip() else ""
+    return word in SQL_DIALECT_LABELS or _SQL_DIALECT.search(code) is not None
 
 
 # --- lexical cues ----------------------------------------------------------------------------
@@ -630,6 +688,7 @@ class BlockLanguage:
     decided_by: str | None  # label | detected | both; None when the language is unknown
     parse_error_frac: float | None  # under `lang`'s grammar; None when `lang` has no grammar here
     label_mismatch: bool
+    judged: bool = False  # parse_error_frac says whether the code is broken (see `classify_block`)
 
 
 _CUE_CHARS = 4000  # cues show in the first screenfuls; bounds the regex work per block
@@ -712,6 +771,21 @@ def detect_language(code: str, settings: DetectSettings = DetectSettings()) -> D
     return Detection(pick, errors[pick], errors, scores)
 
 
+def _confident(det: Detection, settings: DetectSettings) -> bool:
+    """A detection sure enough to call the code broken when it parses badly: the language's cues are strong
+    and the strongest of all, and no grammar tried parses the block better. A block in a language without a
+    grammar here (CSS, Dart, Kotlin ...) fails every grammar, so its pick rests on weak or contested cues, or
+    another grammar reads it better."""
+    if det.lang is None or det.error_frac is None or not det.scores:
+        return False
+    score = det.scores.get(det.lang, 0.0)
+    return (
+        score >= settings.strong_cues
+        and score >= max(det.scores.values())
+        and det.error_frac <= min(det.errors.values(), default=det.error_frac)
+    )
+
+
 def classify_block(code: str, label: str | None, settings: DetectSettings = DetectSettings()) -> BlockLanguage:
     """Language of one fenced block from its label and its content.
 
@@ -724,14 +798,21 @@ def classify_block(code: str, label: str | None, settings: DetectSettings = Dete
     - a label naming a known language without a grammar here (json, kotlin, text ...): kept
       as it is (`label`), no parse;
     - no label, or one we do not know: detection (`detected`), or None.
+
+    `judged`: the error fraction says whether the code is broken, because the parse is of the block's own
+    language: the label's when the content agrees with it (`both`; scraped labels are often an editor's
+    guess: ShareGPT labels ASCII tables and KQL `sql`, HTML `php`), or a confident detection
+    (`_confident`). TypeScript is read as TSX too; SQL the generic grammar does not cover
+    (`is_sql_dialect`) is not judged.
     """
     canon = normalize_label(label)
     if canon is not None and canon not in GRAMMARS:
         return BlockLanguage(canon, "label", None, False)
     if canon is not None:
-        err = parse_error_frac(code, canon)
+        dialect = canon == "sql" and is_sql_dialect(code, label)
+        err = dialect_error_frac(code, canon, parse_error_frac(code, canon))
         if err <= settings.clean_max_error:
-            return BlockLanguage(canon, "both", err, False)
+            return BlockLanguage(canon, "both", err, False, not dialect)
         if err < settings.mismatch_min_error:
             # The label cannot be contradicted at this error level, so a full detection (the
             # other grammars' parses, with their costly error recovery) would only say whether
@@ -740,17 +821,17 @@ def classify_block(code: str, label: str | None, settings: DetectSettings = Dete
             scores = cue_scores(_head(code, settings.max_lines)[:_CUE_CHARS])
             top = max(scores[g] for g in GRAMMARS)
             agrees = top > 0 and scores[canon] == top
-            return BlockLanguage(canon, "both" if agrees else "label", err, False)
+            return BlockLanguage(canon, "both" if agrees else "label", err, False, agrees and not dialect)
         det = detect_language(code, settings)
         if det.lang == canon:
-            return BlockLanguage(canon, "both", err, False)
+            return BlockLanguage(canon, "both", err, False, not dialect)
         if (
             det.lang is not None
             and det.error_frac is not None
             and det.error_frac <= settings.clean_max_error
             and err >= settings.mismatch_min_error
         ):
-            return BlockLanguage(det.lang, "detected", parse_error_frac(code, det.lang), True)
+            return BlockLanguage(det.lang, "detected", parse_error_frac(code, det.lang), True, True)
         return BlockLanguage(canon, "label", err, False)
     det = detect_language(code, settings)
     if det.lang is None:
@@ -758,4 +839,6 @@ def classify_block(code: str, label: str | None, settings: DetectSettings = Dete
     if det.lang not in GRAMMARS:  # json
         return BlockLanguage(det.lang, "detected", None, False)
     full_err = det.error_frac if code.count("\n") < settings.max_lines else parse_error_frac(code, det.lang)
-    return BlockLanguage(det.lang, "detected", full_err, False)
+    full_err = dialect_error_frac(code, det.lang, full_err)
+    dialect = det.lang == "sql" and is_sql_dialect(code, None)
+    return BlockLanguage(det.lang, "detected", full_err, False, _confident(det, settings) and not dialect)

@@ -5,7 +5,10 @@ A *signal* is one number per row measured over the turns a rule selects (`assist
 `max_<signal>` thresholds. The classic web-text heuristics (Gopher, C4, RefinedWeb) are written
 for pages; here they are measured on what a chat model is trained to produce:
 
-- the text of a scope is its turns joined with a blank line, so repetition *across* turns counts;
+- the text of a scope is its turns joined with a blank line, but repetition (duplicate lines and
+  paragraphs, top n-grams) is measured within each turn and the worst turn counts: a conversation
+  that edits a text repeats its lines from turn to turn by design, while a looping answer repeats
+  itself inside the turn;
 - prose signals (symbols, alphabetic words, unfenced code) read the text with fenced code blocks and
   inline code removed (`curator.code_blocks.strip_code`), so an answer made of code is not judged
   as a page of gibberish;
@@ -152,12 +155,19 @@ class Scope:
             self.columns[name] = turn_contents(turns).list.last()
         return pl.col(name)
 
-    def words(self, turns: str) -> pl.Expr:
-        """The lowercased words (`\\w+`) of the text, hashed to UInt64, in order."""
-        name = f"__words_{turns}"
+    def turns(self, turns: str) -> pl.Expr:
+        """The contents of the turns of `turns`, one list item per turn."""
+        name = f"__turns_{turns}"
+        if name not in self.columns:
+            self.columns[name] = turn_contents(turns)
+        return pl.col(name)
+
+    def turn_words(self, turns: str) -> pl.Expr:
+        """Per turn, the lowercased words (`\\w+`) of the turn, hashed to UInt64, in order."""
+        name = f"__turnwords_{turns}"
         if name not in self.derived:
-            text = self.text(turns)
-            self.derived[name] = text.str.to_lowercase().str.extract_all(r"\w+").list.eval(pl.element().hash(seed=0))
+            words = pl.element().str.to_lowercase().str.extract_all(r"\w+").list.eval(pl.element().hash(seed=0))
+            self.derived[name] = self.turns(turns).list.eval(words)
         return pl.col(name)
 
     def code(self, turns: str, item: str) -> pl.Expr:
@@ -292,9 +302,14 @@ def _dup_frac(text: pl.Expr, sep: str, min_chars: int) -> pl.Expr:
     return pl.when(n >= 2).then((n - units.list.n_unique()).cast(pl.Float64) / n).otherwise(None)
 
 
+def _worst_turn(turns: pl.Expr, measure: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """The largest value of `measure` over the items of `turns` (one per turn); null when it applies to none."""
+    return turns.list.eval(measure(pl.element())).list.max()
+
+
 def _top_ngram_frac(words: pl.Expr, n: int) -> pl.Expr:
     """Share of the words covered by the most frequent word n-gram (Gopher's top n-gram fraction,
-    counted in words rather than characters). Null under MIN_WORDS_FOR_NGRAMS words.
+    counted in words rather than characters). Null under MIN_WORDS_FOR_NGRAMS words (of one turn).
 
     `words` are hashed words (`Scope.words`); an n-gram is the polynomial hash of n consecutive
     word hashes, so the n-grams of all rows are counted in one vectorised pass.
@@ -410,16 +425,17 @@ SIGNALS: dict[str, Signal] = {
             lambda sc, t: pl.col("n_assistant_tokens").cast(pl.Float64),
             ("n_assistant_tokens",),
         ),
-        Signal("dup_line_frac", "fraction of lines (>= 10 characters) repeating an earlier line", TURN_SCOPES,
-               lambda sc, t: _dup_frac(sc.text(t), "\n", 10)),
-        Signal("dup_para_frac", "fraction of paragraphs (>= 10 characters) repeating an earlier one", TURN_SCOPES,
-               lambda sc, t: _dup_frac(sc.text(t), "\n\n", 10)),
-        Signal("top_2gram_frac", "share of words in the most frequent word 2-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.words(t), 2)),
-        Signal("top_3gram_frac", "share of words in the most frequent word 3-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.words(t), 3)),
-        Signal("top_4gram_frac", "share of words in the most frequent word 4-gram", TURN_SCOPES,
-               lambda sc, t: _top_ngram_frac(sc.words(t), 4)),
+        Signal("dup_line_frac", "fraction of a turn's lines (>= 10 characters) repeating an earlier line of it; "
+               "the worst turn", TURN_SCOPES, lambda sc, t: _worst_turn(sc.turns(t), lambda x: _dup_frac(x, "\n", 10))),
+        Signal("dup_para_frac", "fraction of a turn's paragraphs (>= 10 characters) repeating an earlier one of it; "
+               "the worst turn", TURN_SCOPES,
+               lambda sc, t: _worst_turn(sc.turns(t), lambda x: _dup_frac(x, "\n\n", 10))),
+        Signal("top_2gram_frac", "share of a turn's words in its most frequent word 2-gram; the worst turn",
+               TURN_SCOPES, lambda sc, t: _worst_turn(sc.turn_words(t), lambda w: _top_ngram_frac(w, 2))),
+        Signal("top_3gram_frac", "share of a turn's words in its most frequent word 3-gram; the worst turn",
+               TURN_SCOPES, lambda sc, t: _worst_turn(sc.turn_words(t), lambda w: _top_ngram_frac(w, 3))),
+        Signal("top_4gram_frac", "share of a turn's words in its most frequent word 4-gram; the worst turn",
+               TURN_SCOPES, lambda sc, t: _worst_turn(sc.turn_words(t), lambda w: _top_ngram_frac(w, 4))),
         Signal("symbol_ratio", "'#' runs and ellipses per word of prose", TURN_SCOPES,
                lambda sc, t: _symbol_ratio(sc.prose(t), sc.n_words(t, prose=True))),
         Signal("alpha_word_frac", "fraction of prose words holding a letter", TURN_SCOPES,

@@ -306,3 +306,111 @@ def test_cpp_statements_outside_a_function_are_cpp():
 )
 def test_info_strings_with_attributes_and_versions(label, lang):
     assert normalize_label(label) == lang
+
+
+# --- which parses judge the code (the quality stage's unparsable_code reads only these) ----------
+
+TSX = """import React, { useState } from 'react';
+
+interface Props {
+  title: string;
+}
+
+const Header: React.FC<Props> = ({ title }) => {
+  const [open, setOpen] = useState<boolean>(false);
+  return (
+    <div className="header" onClick={() => setOpen(!open)}>
+      <h1>{title}</h1>
+    </div>
+  );
+};
+
+export default Header;"""
+TSQL = """DECLARE @StartDate DATE = '2023-01-01';
+SELECT TOP 10 c.CustomerID, SUM(o.Total) AS Total
+FROM dbo.Customers c
+INNER JOIN dbo.Orders o ON o.CustomerID = c.CustomerID
+WHERE o.OrderDate >= @StartDate
+GROUP BY c.CustomerID
+ORDER BY Total DESC;
+GO"""
+PLPGSQL = """CREATE OR REPLACE FUNCTION touch()
+RETURNS TRIGGER AS $$
+BEGIN
+    NEW.modified = now();
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;"""
+DART = """import 'package:flutter/material.dart';
+
+void main() {
+  runApp(MyApp());
+}
+
+class MyApp extends StatelessWidget {
+  @override
+  Widget build(BuildContext context) {
+    return MaterialApp(
+      home: Scaffold(
+        appBar: AppBar(title: Text('Hello')),
+        body: Center(child: Text('Hello World')),
+      ),
+    );
+  }
+}"""
+
+
+@pytest.mark.parametrize("label", ["tsx", "typescript", "ts", None])
+def test_tsx_is_read_with_the_tsx_grammar(label):
+    assert parse_error_frac(TSX, "typescript") > 0.5  # JSX is no TypeScript ...
+    res = classify_block(TSX, label)
+    assert (res.lang, res.parse_error_frac) == ("typescript", 0.0)  # ... but valid TSX
+
+
+@pytest.mark.parametrize(("code", "label"), [(TSQL, "sql"), (TSQL, "tsql"), (TSQL, None), (PLPGSQL, "sql"),
+                                             (PLPGSQL, "plpgsql"), (PLPGSQL, None), ("SELECT 1;", "t-sql")])
+def test_sql_dialects_the_grammar_lacks_are_not_judged(code, label):
+    res = classify_block(code, label)
+    assert (res.lang, res.judged) == ("sql", False)
+
+
+def test_plain_sql_is_judged():
+    res = classify_block("SELECT name FROM users WHERE id = 1;", "sql")
+    assert (res.lang, res.decided_by, res.parse_error_frac, res.judged) == ("sql", "both", 0.0, True)
+    res = classify_block("SELECT name FROM users WHERE id = = 1 GROUP;", "sql")
+    assert (res.lang, res.judged) == ("sql", True) and res.parse_error_frac == 1.0
+
+
+def test_a_detection_other_grammars_read_better_is_not_judged():
+    # Dart has no grammar here: C++ cues win the detection, but Java's grammar reads it better
+    res = classify_block(DART, None)
+    assert (res.lang, res.decided_by, res.judged) == ("cpp", "detected", False)
+    assert res.parse_error_frac > 0.1
+
+
+def test_a_label_the_content_does_not_agree_with_is_not_judged():
+    table = "| Task | Start Date | End Date |\n|------|------------|----------|\n| Design | 01-Jan | 10-Jan |"
+    res = classify_block(table, "sql")  # ShareGPT's labels are an editor's guesses
+    assert (res.lang, res.decided_by, res.parse_error_frac, res.judged) == ("sql", "label", 1.0, False)
+
+
+def test_broken_code_in_its_labelled_or_confidently_detected_language_is_judged():
+    broken = "function f(a, b) {\n  return a +;\n}\nconsole.log(f(1, 2);\n"
+    res = classify_block(broken, "javascript")
+    assert (res.lang, res.decided_by, res.parse_error_frac, res.judged) == ("javascript", "both", 0.5, True)
+    py = "import os\n\ndef main(path):\n    for name in os.listdir(path):\n        print(name\n\nmain('.')\n"
+    res = classify_block(py, None)
+    assert (res.lang, res.decided_by, res.judged) == ("python", "detected", True) and res.parse_error_frac > 0.1
+
+
+def test_stage_worst_error_reads_judged_blocks_only():
+    table = "| Task | Start Date |\n|------|------------|\n| Design | 01-Jan |"
+    df = _frame([
+        [("user", "q"), ("assistant", f"```tsx\n{TSX}\n```\n```sql\n{TSQL}\n```\n```sql\n{table}\n```")],
+        [("user", "q"), ("assistant", "```javascript\nfunction f(a, b) {\n  return a +;\n}\n"
+                                      "console.log(f(1, 2);\n```")],
+    ])
+    out = code_language.run(df, _ctx())
+    assert out["code_parse_error_frac"].to_list() == [0.0, 0.5]
+    blocks = out["code_blocks"][0].to_list()
+    assert [(b["lang"], b["parse_judged"]) for b in blocks] == [("typescript", True), ("sql", False), ("sql", False)]

@@ -259,9 +259,10 @@ def test_duplicates_jsonl_lists_every_member_and_is_deterministic(tmp_path):
             "cluster": 0,
             "kept": "in.jsonl:1",
             "size": 2,
+            "min_jaccard": round(92 / 102, 4),
             "members": [
-                {"ref": "in.jsonl:1", "kept": True, "jaccard": None, "jaccard_estimate": None},
-                {"ref": "in.jsonl:3", "kept": False, "jaccard": round(92 / 102, 4),
+                {"ref": "in.jsonl:1", "kept": True, "of": None, "jaccard": None, "jaccard_estimate": None},
+                {"ref": "in.jsonl:3", "kept": False, "of": "in.jsonl:1", "jaccard": round(92 / 102, 4),
                  "jaccard_estimate": lines[0]["members"][1]["jaccard_estimate"]},
             ],
         }
@@ -468,3 +469,57 @@ def test_short_view_takes_every_record_its_distinct_shingles_allow(tmp_path):
     expected = int(((short | (sizes <= reach)) & (sizes > 0)).sum())
     assert 0 < short.sum() < expected < len(records)  # the sample has records that only repetition lets in
     assert ctx.summaries["dedup_minhash"]["lsh"]["short"]["signed"] == expected
+
+
+# ------------------------------------------------------------------------------------------------ chains
+
+
+def edited(positions: list[int]) -> str:
+    """text(0, 100) with the words at `positions` replaced; positions 10 apart change disjoint 5-grams."""
+    words = text(0, 100).split()
+    for p in positions:
+        words[p] = f"edit{p}"
+    return " ".join(words)
+
+
+def chain_records(steps: int) -> list[dict]:
+    """A chain: each record two substitutions from the previous one (J = 87 / 107 = 0.813 between
+    neighbours with the shared user shingle), four from the one before (J = 77 / 117 = 0.658)."""
+    return [chat(("user", "q"), ("assistant", edited(list(range(10, 10 + 20 * s, 10))))) for s in range(steps)]
+
+
+def test_a_chain_keeps_the_far_end_and_removes_only_what_is_near_the_kept_copy(tmp_path):
+    df = stage_frame(tmp_path, chain_records(3))  # A ~ B ~ C, J(A, C) = 0.658
+    out, ctx = run_stage(df)
+    assert reasons(out) == [[], ["dup.near"], []]
+    assert out.get_column("near_dup_of").to_list() == [None, "in.jsonl:1", None]
+    assert out.get_column("near_dup_jaccard").to_list() == [None, pytest.approx(87 / 107), None]
+    assert out.get_column("near_dup_cluster").to_list() == [0, 0, 0]  # one cluster, two kept copies
+    hashes = out.get_column(C.CONTENT_HASH).to_list()
+    assert out.get_column(C.SPLIT_KEY).to_list() == [hashes[0]] * 3  # C stays on A's side
+    summary = ctx.summaries["dedup_minhash"]
+    assert (summary["clusters"], summary["near_duplicates_rejected"], summary["kept_apart_from_chains"]) == (1, 1, 1)
+    assert summary["min_jaccard_to_kept"] == round(87 / 107, 4)
+    [line] = [json.loads(x) for x in ctx.artifacts["duplicates.jsonl"].decode().splitlines()]
+    assert (line["kept"], line["size"], line["min_jaccard"]) == ("in.jsonl:1", 3, round(87 / 107, 4))
+    assert [(m["ref"], m["kept"], m["of"], m["jaccard"]) for m in line["members"]] == [
+        ("in.jsonl:1", True, None, None),
+        ("in.jsonl:2", False, "in.jsonl:1", round(87 / 107, 4)),
+        ("in.jsonl:3", True, None, None),
+    ]
+
+
+def test_a_kept_middle_removes_both_ends(tmp_path):
+    df = stage_frame(tmp_path, chain_records(3))
+    out, _ = run_stage(df.with_columns(pl.Series("quality_score", [0.1, 0.9, 0.1], dtype=pl.Float64)))
+    assert out.get_column("near_dup_of").to_list() == ["in.jsonl:2", None, "in.jsonl:2"]
+
+
+def test_the_rest_of_a_chain_keeps_its_own_best_copy(tmp_path):
+    df = stage_frame(tmp_path, chain_records(4))  # A ~ B ~ C ~ D: A keeps B, then C keeps D
+    out, ctx = run_stage(df)
+    assert reasons(out) == [[], ["dup.near"], [], ["dup.near"]]
+    assert out.get_column("near_dup_of").to_list() == [None, "in.jsonl:1", None, "in.jsonl:3"]
+    assert out.get_column("near_dup_jaccard").to_list() == [None, pytest.approx(87 / 107), None,
+                                                            pytest.approx(87 / 107)]
+    assert ctx.summaries["dedup_minhash"]["kept_apart_from_chains"] == 1

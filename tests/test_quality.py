@@ -286,3 +286,44 @@ def test_gate_rate_of_no_kept_example_is_not_available():
     gate = _gate(0, 0, 0.6)
     assert (gate.passed, gate.value, gate.threshold) == (False, None, 0.6)
     assert gate.message == "high-quality rate n/a (no example kept); the minimum is 60%"
+
+
+# --- repetition is measured within a turn ---------------------------------------------------------
+
+DRAFT = "\n".join(f"Line number {i} of the draft text." for i in range(6))
+
+
+def signal(df: pl.DataFrame, name: str) -> list:
+    """The measured value of a default-rule signal on the assistant turns, per row."""
+    from curator.rules import load_rules
+
+    return quality.evaluate(df, load_rules(), keep_signals=True)[f"__value_{name}__assistant"].to_list()
+
+
+def test_lines_repeated_across_turns_are_edits_not_repetition():
+    # the joined answers repeat 6 of 13 lines (0.46), each answer none
+    conv = [("user", "Write a draft."), ("assistant", DRAFT), ("user", "Add a closing line."),
+            ("assistant", DRAFT + "\nA closing line added on request.")]
+    out, _ = run(frame(conv))
+    row = out.row(0, named=True)
+    assert (row["quality_flags"], row["quality_score"]) == ([], 1.0)
+    assert (signal(frame(conv), "dup_line_frac"), signal(frame(conv), "dup_para_frac")) == ([0.0], [None])
+
+
+def test_paragraphs_repeated_across_turns_are_edits_not_repetition():
+    paras = DRAFT.replace("\n", "\n\n")
+    conv = [("user", "Write it."), ("assistant", paras), ("user", "Shorter, please."),
+            ("assistant", paras.rsplit("\n\n", 2)[0])]
+    out, _ = run(frame(conv))
+    assert out.row(0, named=True)["quality_flags"] == []
+    assert signal(frame(conv), "dup_para_frac") == [0.0]  # joined: 4 of 10 paragraphs repeat (0.4)
+
+
+def test_a_looping_turn_is_judged_alone_not_diluted_by_the_others():
+    clean = " ".join(f"word{i}" for i in range(400)) + "."
+    loop = " ".join(["the cat"] * 30) + "."
+    conv = [("user", "Tell me."), ("assistant", clean), ("user", "And then?"), ("assistant", loop)]
+    out, _ = run(frame(conv))  # joined: "the cat" covers 60 of 461 words (0.13)
+    got = flags(out.row(0, named=True))
+    assert got["top_2gram"] == (1.0, "score")
+    assert set(got) == {"top_2gram", "top_3gram", "top_4gram"}

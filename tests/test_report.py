@@ -107,10 +107,16 @@ def test_languages_tokens_duplicates_split(rep):
     d = rep["duplicates"]
     assert (d["exact_rejected"], d["near_rejected"], d["exact_groups"], d["near_clusters"]) == (1, 1, 1, 1)
     near = d["largest_near"][0]
-    assert near["id"] == "7" and near["size"] == 2
+    assert (near["id"], near["size"], near["min_jaccard"], d["near_min_jaccard"]) == ("7", 2, 0.85, 0.85)
     assert [(m["ref"], m["kept"], m["jaccard"], m["prompt"]) for m in near["members"]] == [
         ("a.jsonl:1", True, None, "Write hello world in Python."),
         ("a.jsonl:4", False, 0.85, "Write hello world in Python please.")]
+    md, html = render(rep, "md"), render(rep, "html")
+    assert ("near duplicates rejected: 1 (1 clusters; lowest Jaccard of a removed copy to its kept copy: 0.85)"
+            in md)
+    assert "- cluster 7 (2 rows, lowest J 0.85): " in md
+    assert "(1 clusters; lowest Jaccard of a removed copy to its kept copy: 0.85)" in html
+    assert "<b>cluster 7</b> &middot; 2 rows &middot; lowest J=0.85" in html
     s = rep["split"]
     assert (s["train"], s["val"], s["content_hash_in_both"], s["near_clusters_in_both"]) == (2, 1, 0, 0)
     assert rep["cost"]["estimate"]["epochs"] == 3

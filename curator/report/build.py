@@ -380,7 +380,9 @@ def _member_text(record: dict | None, raw: str) -> dict:
 def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[dict]]:
     """Groups of rows sharing `key` (content_hash or near_dup_cluster), largest first."""
     ann = run.ann.filter(pl.col(key).is_not_null()).with_columns(KEPT.alias("_kept"))
-    sizes = ann.group_by(key).agg(pl.len().alias("size"), pl.col("row").min().alias("first"))
+    with_min = key == "near_dup_cluster" and run.has("near_dup_jaccard")
+    lowest = [pl.col("near_dup_jaccard").min().alias("min_jaccard")] if with_min else []
+    sizes = ann.group_by(key).agg(pl.len().alias("size"), pl.col("row").min().alias("first"), *lowest)
     sizes = sizes.filter(pl.col("size") > 1).sort(["size", "first"], descending=[True, False])
     n = sizes.height
     chosen = sizes.head(top)
@@ -401,6 +403,7 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
         out.append({
             "id": str(c[key]),
             "size": c["size"],
+            **({"min_jaccard": _r(c["min_jaccard"])} if with_min else {}),
             "members": [
                 {
                     "ref": m["ref"],
@@ -452,6 +455,7 @@ def _duplicates(run: Run, reasons: dict) -> dict:
         n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=True)
         out["near_clusters"] = n
         out["largest_near"] = clusters
+        out["near_min_jaccard"] = _r(run.ann["near_dup_jaccard"].min()) if run.has("near_dup_jaccard") else None
     else:
         out["near_clusters"] = None
         out["largest_near"] = []

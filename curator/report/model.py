@@ -185,6 +185,9 @@ class Cluster(_M):
     id: str
     size: int
     members: list[Member]
+    min_jaccard: Optional[float] = Field(
+        None, description="near-duplicate clusters: the lowest Jaccard of a removed member to the kept copy"
+    )
 
 
 class Duplicates(_M):
@@ -197,6 +200,9 @@ class Duplicates(_M):
     near_measured: bool
     near_clusters: Optional[int]
     largest_near: list[Cluster]
+    near_min_jaccard: Optional[float] = Field(
+        None, description="the lowest Jaccard of any removed near duplicate to the copy kept for it"
+    )
     exact_disabled: bool = Field(
         False, description="dedup_exact ran with enabled: false: no exact duplicate was looked for"
     )

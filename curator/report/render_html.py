@@ -67,10 +67,11 @@ def _charts(rep: dict) -> dict[str, str]:
 
 
 def render_html(rep: dict) -> str:
-    from curator.report.render_md import conflicts_text, tokens_policy_text
+    from curator.report.render_md import conflicts_text, lowest_text, tokens_policy_text
 
     # the same sentences as report.md; backticks are Markdown, the HTML shows the code plain
     policy = tokens_policy_text(rep["tokens"]) if rep["tokens"]["measured"] else None
     return _template().render(rep=rep, sections=_sections(rep), charts=_charts(rep),
                               policy_text=policy.replace("`", "") if policy else None,
-                              conflicts_text=conflicts_text(rep["duplicates"]))
+                              conflicts_text=conflicts_text(rep["duplicates"]),
+                              lowest_text=lowest_text(rep["duplicates"]))

@@ -151,8 +151,14 @@ def duplicates_text(d: dict) -> str:
         exact = f"Exact duplicates rejected: {d['exact_rejected']:,} ({_cell(d['exact_groups'])} groups)"
     if d.get("near_disabled"):
         return f"{exact}; near duplicates and prompt conflicts: {disabled_text('dedup_minhash')}."
-    return (f"{exact}; near duplicates rejected: {d['near_rejected']:,} ({_cell(d['near_clusters'])} clusters); "
-            f"prompt conflicts (same prompt with different answers): {conflicts_text(d)}.")
+    return (f"{exact}; near duplicates rejected: {d['near_rejected']:,} ({_cell(d['near_clusters'])} clusters"
+            f"{lowest_text(d)}); prompt conflicts (same prompt with different answers): {conflicts_text(d)}.")
+
+
+def lowest_text(d: dict) -> str:
+    """The lowest Jaccard of a removed copy to its kept copy, when a copy was removed."""
+    low = d.get("near_min_jaccard")
+    return "" if low is None else f"; lowest Jaccard of a removed copy to its kept copy: {_cell(low)}"
 
 
 def conflicts_text(d: dict) -> str:
@@ -251,7 +257,8 @@ def render_markdown(rep: dict) -> str:
     if d["largest_near"]:
         lines += ["", "<details><summary>Largest near-duplicate clusters</summary>", ""]
         for cl in d["largest_near"]:
-            lines.append(f"- cluster {cl['id']} ({cl['size']} rows): " + "; ".join(
+            low = "" if cl.get("min_jaccard") is None else f", lowest J {_cell(cl['min_jaccard'])}"
+            lines.append(f"- cluster {cl['id']} ({cl['size']} rows{low}): " + "; ".join(
                 f"`{m['ref']}`{' (kept)' if m['kept'] else ''} J={_cell(m['jaccard'])}" for m in cl["members"]))
         lines += ["", "</details>"]
     elif d.get("near_disabled"):

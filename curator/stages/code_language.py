@@ -2,12 +2,14 @@
 
 Reads: `messages`. Writes:
 - `code_blocks` List(Struct{turn, role, label, lang, decided_by, parse_error_frac, label_mismatch,
-  n_lines}): every fenced block of every turn (curator/code_blocks.py), its language from the
-  fence label and/or tree-sitter detection (curator/code_langs.py);
+  n_lines, parse_judged}): every fenced block of every turn (curator/code_blocks.py), its language from
+  the fence label and/or tree-sitter detection (curator/code_langs.py); `parse_judged`: the parse is of
+  the block's own language (a label its content supports, or a confident detection; not an SQL dialect
+  the grammar lacks), so its error fraction says whether the code is broken;
 - `code_langs` List(Utf8): sorted unique block languages, `text` blocks excluded;
 - `has_code` Boolean: `code_langs` is not empty;
-- `code_parse_error_frac` Float64: the worst parse-error fraction of the assistant's blocks (null
-  when the assistant wrote no block with a grammar here); the quality stage reads it;
+- `code_parse_error_frac` Float64: the worst parse-error fraction of the assistant's judged blocks
+  (`parse_judged`; null when there is none); the quality stage reads it;
 - `code_label_mismatch` Boolean: some block's label is contradicted by its content.
 
 With `label_mismatch: reject`, rows with a contradicted label are rejected as
@@ -64,6 +66,7 @@ BLOCK = pl.Struct(
         "parse_error_frac": pl.Float64,
         "label_mismatch": pl.Boolean,
         "n_lines": pl.Int32,
+        "parse_judged": pl.Boolean,
     }
 )
 REASON_MISMATCH = "code.label_mismatch"
@@ -166,6 +169,7 @@ def block_table(turns: pl.DataFrame, cfg: Config) -> pl.DataFrame:
             "decided_by": [r.decided_by for r in found],
             "parse_error_frac": [r.parse_error_frac for r in found],
             "label_mismatch": [r.label_mismatch for r in found],
+            "parse_judged": [r.judged for r in found],
         },
         schema={"_idx": pl.Int64, **{k: v for k, v in BLOCK.to_schema().items()}},
     )
@@ -191,7 +195,8 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
             pl.struct(fields).alias("code_blocks"),
             pl.col("lang").filter(pl.col("lang").is_not_null() & (pl.col("lang") != TEXT)).unique().sort()
             .alias("code_langs"),
-            pl.col("parse_error_frac").filter(pl.col("role") == "assistant").max().alias("code_parse_error_frac"),
+            pl.col("parse_error_frac").filter((pl.col("role") == "assistant") & pl.col("parse_judged")).max()
+            .alias("code_parse_error_frac"),
             pl.col("label_mismatch").any().alias("code_label_mismatch"),
         )
     )

@@ -2,8 +2,8 @@
 
 Reads: `messages`, `row`, `ref`, `content_hash`; when present, `quality_score` (quality stage) and
 `n_assistant_tokens` (tokens stage), to choose the copy each cluster keeps.
-Writes: `near_dup_cluster` Int64 (null for singletons), `near_dup_of` Utf8 (ref of the kept copy, null
-on the kept copy itself), `near_dup_jaccard` Float64 (exact Jaccard to the kept copy), `prompt_conflict`
+Writes: `near_dup_cluster` Int64 (null for singletons), `near_dup_of` Utf8 (ref of the copy kept for a removed
+record, null on kept records), `near_dup_jaccard` Float64 (exact Jaccard to that copy), `prompt_conflict`
 Boolean (member of a group whose prompt is answered differently), `split_key` Utf8 (set on every cluster and
 same-prompt group member, null otherwise).
 Rejects: `dup.near` (detail: the kept ref, the exact and the MinHash-estimated Jaccard) and, under the
@@ -32,10 +32,15 @@ ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exa
    with different answers (a document with questions, one exercise solved in several languages) outweighs
    the answers and all but one are lost; such pairs go to the prompt view below, and the prompt-conflict
    policy decides.
-5. Clusters: union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A member
-   can be joined through a chain, so its Jaccard to the kept copy may be below the threshold; duplicates.jsonl
-   shows it.
-6. Kept copy: highest `quality_score`, then most `n_assistant_tokens` (more supervised signal), then first
+5. Clusters: union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A
+   cluster can be a chain (A~B, B~C, A far from C: templated prompts do this), so membership alone removes
+   nothing.
+6. Removal (`remove_against_kept`): each cluster keeps its best copy and removes only the members verified
+   against that copy (exact Jaccard at the pair's n, and the answer check); the rest of the cluster goes
+   through the same step until fewer than two records are left, so a chain keeps its far end. Every removed
+   record is within the threshold of the copy kept for it, never only through a chain; duplicates.jsonl gives
+   each member the copy it was removed for (`of`) and each cluster its lowest such Jaccard (`min_jaccard`).
+   Best copy: highest `quality_score`, then most `n_assistant_tokens` (more supervised signal), then first
    seen (`row`); missing columns or nulls rank last.
 
 Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
@@ -49,7 +54,7 @@ pairs count only when one member is below the bound.
 
 Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns, whatever
 `roles` says (`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds
-pairs with prompt Jaccard >= `prompt_threshold`. The kept copies of such records that are not in one
+pairs with prompt Jaccard >= `prompt_threshold`. The clusters' best copies of such records that are not in one
 near-duplicate cluster form a same-prompt group (union-find again). Each member's answer is compared with the
 group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same answer"). A group
 whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of
@@ -57,8 +62,9 @@ their own): kept, shown as `same_answer`. Otherwise it is a conflict group, ever
 (`prompt_conflict`); policy `keep_all` keeps them, `keep_best` keeps the best copy and the copies giving its
 answer and rejects the others, `reject` rejects the whole group. Details name the answer Jaccard.
 
-Split key: the `content_hash` of the kept copy of the member's cluster, or of the best copy of its same-prompt
-group (conflict or not). The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone
+Split key: the `content_hash` of the best copy of the member's cluster (copies kept apart from a chain stay on
+its side: they are close to what was removed), or of the best copy of its same-prompt group (conflict or not).
+The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone
 in its group keeps exactly the side its own content gives it, whatever else is added later; only extra kept
 members of a same-prompt group follow their group's best copy. Limits: when new data brings a better copy into a
 cluster, the new copy is kept on its own side and the old one is rejected (nothing moves to the other side); when
@@ -565,6 +571,99 @@ def find_edges(
     return edges
 
 
+# ---------------------------------------------------------------------------------------------- clusters
+
+
+@dataclass
+class KeptCheck:
+    """Whether records are near-duplicates of given kept copies: the exact Jaccard at the n the pair is judged at
+    (short-n when either has fewer than `short_words` tokens, as the edges), then the answer check."""
+
+    long: View
+    short: View
+    answers: AnswerSets
+    words: np.ndarray
+    short_words: int
+    threshold: float
+    answer_threshold: float
+
+    def short_pair(self, i: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return np.minimum(self.words[i], self.words[k]) < self.short_words
+
+    def __call__(self, i: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(near, exact Jaccard) for each pair (i[p], k[p])."""
+        short = self.short_pair(i, k)
+        jac = np.zeros(len(i), dtype=np.float64)
+        jac[short] = self.short.exact(i[short], k[short])
+        jac[~short] = self.long.exact(i[~short], k[~short])
+        near = jac >= self.threshold
+        at = np.flatnonzero(near)
+        near[at] = self.answers.jaccard(i[at], k[at]) >= self.answer_threshold
+        return near, jac
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A record removed as a near duplicate: the copy kept for it and its exact Jaccard to that copy."""
+
+    kept: int
+    jaccard: float
+
+
+def remove_against_kept(components: list[list[int]], rank: np.ndarray, check: KeptCheck) -> dict[int, Removal]:
+    """The records to remove, each verified against the copy kept for it.
+
+    Union-find components join A~B and B~C however far A is from C, so they are candidates only: each keeps
+    its best member (lowest `rank`) and removes the members `check` accepts against it; the remaining
+    members are treated alike, round after round, until fewer than two are left. Every record is thus kept
+    or within the threshold of a kept copy. One `check` batch per round for all components; deterministic,
+    since `rank` is a total order.
+    """
+    pending = [sorted(m, key=lambda i: rank[i]) for m in components]
+    removed: dict[int, Removal] = {}
+    while pending:
+        others = np.array([i for m in pending for i in m[1:]], dtype=np.int64)
+        kept = np.repeat([m[0] for m in pending], [len(m) - 1 for m in pending]).astype(np.int64)
+        near, jac = (x.tolist() for x in check(others, kept))
+        pos, rest_of = 0, []
+        for m in pending:
+            rest = []
+            for i, ok, j in zip(m[1:], near[pos : pos + len(m) - 1], jac[pos : pos + len(m) - 1]):
+                if ok:
+                    removed[i] = Removal(m[0], j)
+                else:
+                    rest.append(i)
+            pos += len(m) - 1
+            if len(rest) > 1:
+                rest_of.append(rest)
+        pending = rest_of
+    return removed
+
+
+def _cluster_line(
+    cid: int, members: list[int], best: int, removed: dict[int, Removal], refs: list[str], estimate: list[float | None]
+) -> dict[str, Any]:
+    """The duplicates.jsonl line of one near-duplicate cluster (a candidate component)."""
+    gone = [removed[i] for i in members if i in removed]
+    return {
+        "kind": "near_dup",
+        "cluster": cid,
+        "kept": refs[best],
+        "size": len(members),
+        "min_jaccard": _r4(min((r.jaccard for r in gone), default=None)),
+        "members": [
+            {
+                "ref": refs[i],
+                "kept": i not in removed,
+                "of": refs[removed[i].kept] if i in removed else None,
+                "jaccard": _r4(removed[i].jaccard) if i in removed else None,
+                "jaccard_estimate": _r4(estimate[i]) if i in removed else None,
+            }
+            for i in members
+        ],
+    }
+
+
 # ------------------------------------------------------------------------------------------------- the stage
 
 
@@ -737,41 +836,37 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     # system_prompt=keep, say, is no conflict).
     answer_dropped = sum(len(v.answer_dropped) for v in (long_view, short_view) if v.answer_dropped is not None)
 
-    # --- near-duplicate clusters, numbered by their first row
+    # --- near-duplicate clusters: candidate components, numbered by their first row; within each, records are
+    # removed only against a kept copy (`remove_against_kept`). A short record's pair with a record the short view
+    # did not shingle reads Jaccard 0, which is right as a verdict: such a record has more distinct short-n
+    # shingles than `reach`, so Jaccard's size bound keeps it below the threshold of every short record.
     clusters = sorted(_components(n, edges), key=lambda g: g[0])
+    check = KeptCheck(long_view, short_view, answers, words, short_words, cfg.threshold, cfg.answer_threshold)
+    removed = remove_against_kept(clusters, rank, check)
     cluster: list[int | None] = [None] * n
-    kept_of = list(range(n))  # each row's cluster representative (itself when alone)
+    best_of = list(range(n))  # each row's cluster's best copy (itself when alone): the split and prompts follow it
+    best = [min(members, key=lambda i: rank[i]) for members in clusters]
+    for cid, members in enumerate(clusters):
+        for i in members:
+            cluster[i] = cid
+            best_of[i] = best[cid]
     dup_of: list[str | None] = [None] * n
     dup_j: list[float | None] = [None] * n
     dup_est: list[float | None] = [None] * n
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
-    for cid, members in enumerate(clusters):
-        kept = min(members, key=lambda i: rank[i])
-        for i in members:
-            cluster[i] = cid
-            kept_of[i] = kept
-    # Each rejected member's exact and estimated Jaccard to its kept copy, in one batch per view: the short
-    # view when either is below `short_words` (the n the pair is judged at), else the long view.
-    dups = np.array([i for i in range(n) if cluster[i] is not None and kept_of[i] != i], dtype=np.int64)
-    kept_arr = np.asarray(kept_of, dtype=np.int64)[dups]
-    in_short_pair = np.minimum(words[dups], words[kept_arr]) < short_words
-    # A short record can be chained to a copy the short view did not shingle: shingle those too.
-    outside = np.zeros(n, dtype=bool)
-    outside[dups[in_short_pair]] = True
-    outside[kept_arr[in_short_pair]] = True
-    outside &= short_distinct.sizes() == 0
-    if outside.any():
-        short_view.add_sets(shingle(turns, cfg.short_ngram, near_turns & outside[turns.record]))
-    for view, sel in ((short_view, in_short_pair), (long_view, ~in_short_pair)):
+    dups = np.array(sorted(removed), dtype=np.int64)
+    kept_arr = np.array([removed[i].kept for i in dups.tolist()], dtype=np.int64)
+    short_pair = check.short_pair(dups, kept_arr)
+    for view, sel in ((short_view, short_pair), (long_view, ~short_pair)):
         di, dk = dups[sel], kept_arr[sel]
-        for i, k, jac, est in zip(di.tolist(), dk.tolist(), view.exact(di, dk).tolist(), view.estimate(di, dk)):
+        for i, k, est in zip(di.tolist(), dk.tolist(), view.estimate(di, dk)):
             dup_of[i] = refs[k]
-            dup_j[i] = jac
+            dup_j[i] = removed[i].jaccard
             dup_est[i] = est
             reason[i] = "dup.near"
             detail[i] = (
-                f"near-duplicate of {refs[k]} (jaccard {jac:.3f}, estimated {_fmt(est)}, "
+                f"near-duplicate of {refs[k]} (jaccard {removed[i].jaccard:.3f}, estimated {_fmt(est)}, "
                 f"cluster {cluster[i]}, {view.ngram}-grams)"
             )
 
@@ -779,9 +874,9 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     # give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of their own); it
     # still keeps one side of the split.
     prompt_edges = [
-        (min(kept_of[i], kept_of[j]), max(kept_of[i], kept_of[j]), score)
+        (min(best_of[i], best_of[j]), max(best_of[i], best_of[j]), score)
         for i, j, score in find_edges(prompt_view)
-        if kept_of[i] != kept_of[j]
+        if best_of[i] != best_of[j]
     ]
     groups = sorted(_components(n, prompt_edges), key=lambda g: g[0])
     conflict = [False] * n
@@ -856,28 +951,11 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     split_key: list[str | None] = [None] * n
     for i in range(n):
         if cluster[i] is not None or in_group[i]:
-            split_key[i] = hashes[anchor_of[kept_of[i]]]
+            split_key[i] = hashes[anchor_of[best_of[i]]]
 
-    cluster_lines = []
-    for cid, members in enumerate(clusters):
-        kept = kept_of[members[0]]
-        cluster_lines.append(
-            {
-                "kind": "near_dup",
-                "cluster": cid,
-                "kept": refs[kept],
-                "size": len(members),
-                "members": [
-                    {
-                        "ref": refs[i],
-                        "kept": i == kept,
-                        "jaccard": None if i == kept else _r4(dup_j[i]),
-                        "jaccard_estimate": None if i == kept else _r4(dup_est[i]),
-                    }
-                    for i in members
-                ],
-            }
-        )
+    cluster_lines = [
+        _cluster_line(cid, members, best[cid], removed, refs, dup_est) for cid, members in enumerate(clusters)
+    ]
     artifact = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in cluster_lines + group_lines)
 
     sizes = [len(m) for m in clusters]
@@ -893,7 +971,8 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         "near_duplicates_rejected": near_rejected,
         "largest_cluster": max(sizes, default=0),
         "cluster_sizes": dict(sorted(histogram.items())),
-        "chained_members_below_threshold": sum(1 for x in dup_j if x is not None and x < cfg.threshold),
+        "min_jaccard_to_kept": _r4(min((r.jaccard for r in removed.values()), default=None)),
+        "kept_apart_from_chains": sum(sizes) - len(removed) - len(clusters),
         "prompt_conflict_groups": n_conflict_groups,
         "prompt_conflict_records": sum(conflict),
         "prompt_conflict_rejected": sum(1 for r in reason if r == "dup.prompt_conflict"),
@@ -940,7 +1019,9 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
         "roles": list(cfg.roles),
         "system_prompt": cfg.system_prompt,
         "kept_copy_order": ["quality_score desc", "n_assistant_tokens desc", "row asc"],
-        "split_key": "content_hash of the cluster's kept copy / the conflict group's best copy",
+        "clusters": "union-find components of the verified edges; each keeps its best copy and removes the members "
+        "verified against it (exact Jaccard and answer check), then treats the rest likewise",
+        "split_key": "content_hash of the cluster's best copy / the conflict group's best copy",
     }
     return Result(cluster, dup_of, dup_j, conflict, split_key, reason, detail, artifact.encode("utf-8"), manifest, summary)
 
