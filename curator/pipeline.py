@@ -9,6 +9,7 @@ under a lock (curator/out_dir.py), so an interrupted run never leaves a half-wri
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -272,17 +273,30 @@ def _rejected_raw(rejected: pl.DataFrame, policy: bool | str, cfg: CurateConfig)
         return rejected
     if policy is False:
         return rejected.with_columns(pl.lit(None, pl.Utf8).alias(C.RAW), pl.lit(None, pl.Utf8).alias(C.RAW_B64))
-    from curator.stages.secrets import redact_for_display
+    from curator.stages.secrets import WITHHELD, redact_for_display
 
     texts = rejected.get_column(C.RAW).to_list()
     b64 = rejected.get_column(C.RAW_B64).to_list()
     redacted = redact_for_display(texts, cfg.secrets)
     # undecodable bytes stay as base64 unless their text held a secret: then the redacted text replaces them
     keep_b64 = [b is not None and r == t for b, r, t in zip(b64, redacted, texts)]
+    # bytes that are not UTF-8 may be UTF-16 (a Windows export): read that way, a secret withholds the line
+    wide = [i for i, k in enumerate(keep_b64) if k]
+    views = [_utf16_view(b64[i]) for i in wide]
+    for i, view, shown in zip(wide, views, redact_for_display(views, cfg.secrets)):
+        if shown != view:
+            redacted[i], keep_b64[i] = WITHHELD, False
     return rejected.with_columns(
         pl.Series(C.RAW, redacted, dtype=pl.Utf8),
         pl.Series(C.RAW_B64, [b if k else None for b, k in zip(b64, keep_b64)], dtype=pl.Utf8),
     )
+
+
+def _utf16_view(b64: str) -> str:
+    """Base64 bytes read as UTF-16 (with its byte order mark, else little-endian), errors replaced."""
+    data = base64.b64decode(b64)
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le"
+    return data.decode(encoding, errors="replace")
 
 
 def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from curator import pipeline
+from curator.config import load_config
 from curator.errors import CurateError
 from curator.io.readers import discover
 from curator.pipeline import run
@@ -193,3 +194,18 @@ def test_lone_surrogates_and_non_finite_numbers_are_rejects_naming_the_field(tmp
     assert {n: codes for n, codes in verdicts.items() if codes} == {
         2: ["io.lone_surrogate"], 3: ["io.lone_surrogate"], 5: ["io.bad_json"], 6: ["io.bad_json"]
     }
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_json_nested_past_the_depth_limit_is_a_reject_not_a_crash(tmp_path, suffix):
+    # a few hundred levels decode in the reader; at about 976 a later stage's json.loads overflowed its stack
+    chat_part = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]'
+    deep = chat_part + ', "meta": ' + '{"a": ' * 300 + '"x\\\\y"' + "}" * 300 + "}"
+    good = json.dumps(chat(("user", "hello"), ("assistant", "fine")))
+    path = tmp_path / "raw" / f"a{suffix}"
+    path.parent.mkdir()
+    path.write_text(f"[{deep}, {good}]" if suffix == ".json" else f"{deep}\n{good}\n", encoding="utf-8")
+    result = run(tmp_path / "raw", tmp_path / "out", load_config(None, ["gates.min_examples=null"]))
+    assert result.counts["read"] == 2 and result.counts["kept"] == 1
+    [reject] = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reject["reasons"] == ["io.bad_json"] and reject["details"] == ["JSON nested deeper than 100 levels"]

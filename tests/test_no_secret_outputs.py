@@ -164,3 +164,13 @@ def test_validate_findings_name_no_secret(tmp_path):
         shown = result.output
         assert "schema.extra_field" in shown and "[REDACTED:aws_access_key]" in shown
         assert not [s for s in (AWS_META_KEY, GH_SCHEMA, EMAIL_DUP) if s in shown]
+
+
+def test_redacted_rejects_withhold_a_utf16_line_holding_a_key(tmp_path):
+    record = json.dumps(chat(("user", f"key {AWS_BAD_JSON} end"), ("assistant", "ok")))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "windows.jsonl").write_bytes(record.encode("utf-16"))
+    run(tmp_path / "raw", tmp_path / "out", load_config(None, ["gates.min_examples=null", "output.rejects_raw=redacted"]))
+    [reject] = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reject["reasons"] == ["io.bad_utf8"] and "raw_b64" not in reject
+    assert reject["raw"] == "[withheld: holds a secret that could not be redacted in place]"

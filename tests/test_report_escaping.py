@@ -35,3 +35,11 @@ def test_review_sheet_cells_that_look_like_formulas_are_text():
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert parsed == [{"sample_id": "1", "ref": "'=HYPERLINK(\"http://x\")", "conversation": "'+1 call", "note": "'-2",
                        "ok": "'@SUM(A1)", "plain": "[user] hi"}]
+
+
+def test_a_file_name_with_backticks_cannot_close_its_code_span():
+    from curator.report.render_md import _code
+
+    assert _code("raw/`<img src=x onerror=alert(1)>`.jsonl:1") == "``raw/`<img src=x onerror=alert(1)>`.jsonl:1``"
+    assert _code("`a|b") == "`` `a\\|b ``"
+    assert _code("plain.jsonl:3") == "`plain.jsonl:3`"

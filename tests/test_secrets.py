@@ -258,3 +258,33 @@ def test_display_redaction_withholds_a_key_hidden_behind_a_json_escape():
     raw = '{"messages": [{"content": "\\u0041' + key[1:] + '"'
     shown = secrets.redact_for_display([raw, f"plain {key}", None, "nothing here"])
     assert shown == [secrets.WITHHELD, "plain [REDACTED:aws_access_key]", None, "nothing here"]
+
+
+@pytest.mark.parametrize("kind", ["aws_access_key", "openai_key", "github_token", "jwt", "slack_token"])
+def test_a_key_written_right_after_chinese_or_japanese_is_found(kind):
+    out, _ = run(frame([("user", f"我的密钥是{SAMPLES[kind]}请保管好它"), ("assistant", "好的")]))
+    assert out.row(0, named=True)["messages"][0]["content"] == f"我的密钥是[REDACTED:{kind}]请保管好它"
+
+
+def test_a_phone_number_between_cjk_characters_is_found():
+    out, _ = run(frame([("user", "电话613-995-0253谢谢"), ("assistant", "好的")]))
+    assert out.row(0, named=True)["messages"][0]["content"] == "电话[REDACTED:phone]谢谢"
+
+
+@pytest.mark.parametrize("mark", ["\u061c", "\u034f", "\ufe0f", "\u3164", "\u180b"])
+def test_detectors_read_through_marks_joiners_and_fillers(mark):
+    key = SAMPLES["aws_access_key"]
+    out, _ = run(frame([("user", f"key {key[:4]}{mark}{key[4:]} ok"), ("assistant", "stored")]))
+    assert out.row(0, named=True)["messages"][0]["content"] == "key [REDACTED:aws_access_key] ok"
+
+
+def test_a_secret_call_id_is_redacted_alike_in_the_call_and_its_result():
+    key = SAMPLES["aws_access_key"]
+    calls = json.dumps([{"id": key, "type": "function", "function": {"name": "f", "arguments": "{}"}}])
+    df = frame([("user", "go"), ("assistant", "", calls), ("tool", "done"), ("assistant", "ok")])
+    df = df.with_columns(pl.col("messages").list.eval(pl.element().struct.with_fields(
+        tool_call_id=pl.when(pl.element().struct.field("role") == "tool").then(pl.lit(key)).otherwise(None))))
+    out, _ = run(df)
+    messages = out.row(0, named=True)["messages"]
+    assert json.loads(messages[1]["tool_calls"])[0]["id"] == "[REDACTED:aws_access_key]"
+    assert messages[2]["tool_call_id"] == "[REDACTED:aws_access_key]"

@@ -35,7 +35,7 @@ import zlib
 from typing import Any, BinaryIO, Iterator
 
 from curator.errors import CurateError
-from curator.io.strict_json import DECODER, NumberError, number_field
+from curator.io.strict_json import DECODER, DepthError, NumberError, check_depth, number_field
 
 FORMATS = ("chat", "alpaca", "sharegpt", "gpteacher")
 
@@ -502,6 +502,10 @@ def _element(t: _Text, n: int, limit: int) -> tuple[Any, bytes, bool]:
             return err, raw, True
         else:
             failure = None
+            try:
+                check_depth(t.buf[start:end], value)
+            except DepthError as exc:
+                value = FormatError("", str(exc), CODE_BAD_JSON)
         # An element that does not decode, or a number that reaches the end of what was read
         # ("12" of "12.5"), may go on in the next chunk: read more.
         held = len(t.buf) - start if end is None else end - start

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from curator.errors import CurateError
-from curator.io.strict_json import NumberError, decode, lone_surrogate, surrogate_error
+from curator.io.strict_json import DepthError, NumberError, decode, lone_surrogate, surrogate_error
 from curator.out_dir import is_curate_output
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
@@ -339,7 +339,7 @@ def parse(line: RawLine) -> RawLine:
     except RecursionError:
         line.error = ("io.bad_json", "JSON nested too deeply to parse")
         return line
-    except NumberError as exc:  # its message names the field
+    except (NumberError, DepthError) as exc:  # the message names the field, or the depth
         line.error = ("io.bad_json", str(exc))
         return line
     except ValueError as exc:

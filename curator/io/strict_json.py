@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any, Iterator
 
-__all__ = ["DECODER", "NumberError", "decode", "lone_surrogate", "number_field", "surrogate_error"]
+__all__ = ["DECODER", "DepthError", "NumberError", "check_depth", "decode", "lone_surrogate", "number_field", "surrogate_error"]
 
 
 class NumberError(ValueError):
@@ -97,13 +97,43 @@ def number_field(text: str, pos: int = 0) -> tuple[str, int | None]:
     return path or "(the record)", end
 
 
+# Arrays and objects inside each other: a chat record needs a handful. The reader's own stack is
+# shallow, so deeper values decode here and then overflow the stack of a later stage's json.loads or
+# walk (a 6 KB line of 976 nested objects stopped a run), so they are refused at the door.
+MAX_DEPTH = 100
+
+
+class DepthError(ValueError):
+    """A value nested deeper than MAX_DEPTH."""
+
+
+def nesting_depth(value: Any) -> int:
+    """How many arrays and objects deep `value` goes (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_depth(text: str, value: Any) -> None:
+    """Raise DepthError when `value` (decoded from `text`) is nested deeper than MAX_DEPTH."""
+    if text.count("[") + text.count("{") > MAX_DEPTH and nesting_depth(value) > MAX_DEPTH:
+        raise DepthError(f"JSON nested deeper than {MAX_DEPTH} levels")
+
+
 def decode(text: str) -> Any:
-    """`text` as JSON, strictly; a refused number raises NumberError whose message starts with its field."""
+    """`text` as JSON, strictly; a refused number raises NumberError whose message starts with its field,
+    a value nested too deep DepthError."""
     try:
-        return DECODER.decode(text)
+        value = DECODER.decode(text)
     except NumberError as exc:
         field, _ = number_field(text)
         raise NumberError(f"{field}: {exc}") from None
+    check_depth(text, value)
+    return value
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")

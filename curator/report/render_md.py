@@ -36,6 +36,15 @@ def _data(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _code(text: Any) -> str:
+    """`text` as a Markdown code span that no backtick inside it can close (a file name is the user's
+    text: `` `a`<img onerror=...>`.jsonl `` would otherwise end the span and put HTML in the report)."""
+    text = str(text).replace("\r", " ").replace("\n", " ").replace("|", "\\|")  # | would end a table cell
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -102,7 +111,7 @@ def _gates(rep: dict) -> list[str]:
 
 
 def _compare(c: dict) -> list[str]:
-    lines = ["## Changes since previous run", "", f"Previous: `{c['previous']}`", ""]
+    lines = ["## Changes since previous run", "", f"Previous: {_code(c['previous'])}", ""]
     lines.append(table(["count", "previous", "current", "delta"],
                        [[x["name"], x["previous"], x["current"], x["delta"]] for x in c["counts"]]))
     rec = c["records"]
@@ -128,7 +137,7 @@ def _compare(c: dict) -> list[str]:
     for title, key in (("Added", "added_samples"), ("Removed", "removed_samples")):
         if rec[key]:
             lines += [f"<details><summary>{title} records (first {len(rec[key])})</summary>", ""]
-            lines += [f"- `{x['ref']}` `{x['content_hash']}`" for x in rec[key]]
+            lines += [f"- {_code(x['ref'])} `{x['content_hash']}`" for x in rec[key]]
             lines += ["", "</details>", ""]
     for title, key in (("config key", "config_changes"), ("package", "version_changes")):
         if c[key]:
@@ -200,8 +209,8 @@ def render_markdown(rep: dict) -> str:
         lines += ["", "<details><summary>Samples</summary>", ""]
         for r in rj["items"]:
             for s in r["samples"]:
-                where = f" at `{s['highlight']}`" if s["highlight"] else ""
-                lines.append(f"- `{r['code']}` `{s['ref']}`{where}: {_data(s['detail'])}")
+                where = f" at {_code(s['highlight'])}" if s["highlight"] else ""
+                lines.append(f"- `{r['code']}` {_code(s['ref'])}{where}: {_data(s['detail'])}")
                 for t in s["turns"]:
                     if t["highlight"]:
                         lines.append(f"  > **{_data(t['role'] or 'line')}**: {_data(t['text'][:200])}")
@@ -259,7 +268,7 @@ def render_markdown(rep: dict) -> str:
         for cl in d["largest_near"]:
             low = "" if cl.get("min_jaccard") is None else f", lowest J {_cell(cl['min_jaccard'])}"
             lines.append(f"- cluster {cl['id']} ({cl['size']} rows{low}): " + "; ".join(
-                f"`{m['ref']}`{' (kept)' if m['kept'] else ''} J={_cell(m['jaccard'])}" for m in cl["members"]))
+                f"{_code(m['ref'])}{' (kept)' if m['kept'] else ''} J={_cell(m['jaccard'])}" for m in cl["members"]))
         lines += ["", "</details>"]
     elif d.get("near_disabled"):
         lines += ["", f"_Near-duplicate clusters: {disabled_text('dedup_minhash')}._"]
@@ -278,7 +287,7 @@ def render_markdown(rep: dict) -> str:
     lines += ["", "## Sources", ""]
     if rep["sources"]:
         lines.append(table(["file", "read", "kept", "rejected", "train", "val", "kept share"],
-                           [[f"`{x['source_file']}`", x["read"], x["kept"], x["rejected"], x["train"], x["val"],
+                           [[f"{_code(x['source_file'])}", x["read"], x["kept"], x["rejected"], x["train"], x["val"],
                              _pct(x["kept_share"])] for x in rep["sources"]]))
     else:
         lines.append("_No source files._")

@@ -1,7 +1,7 @@
 """Secrets and PII: find API keys, tokens, private keys, e-mail addresses and phone numbers, then
 reject, redact or flag each kind as its policy says (issue 4).
 
-Reads: `messages` (every turn's `content` and `tool_calls`), `meta`.
+Reads: `messages` (every turn's `content`, `tool_calls` and `tool_call_id`), `meta`.
 Writes: `secret_findings` List(Struct{kind Utf8, action Utf8, turn Int32}), one entry per kind per
 turn where it was found (`turn` is the 0-based message index; null for `meta`). Under `redact`,
 `messages` (and `meta`) are rewritten: each match becomes a typed placeholder such as
@@ -193,6 +193,7 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
             "__turn",
             pl.col(MESSAGES).struct.field("content").alias("__content"),
             pl.col(MESSAGES).struct.field("tool_calls").alias("__tools"),
+            pl.col(MESSAGES).struct.field("tool_call_id").alias("__call_id"),
         )
         .filter(pl.col("__turn").is_not_null())
         .with_columns(_json_views(pl.col("__tools")))
@@ -201,7 +202,8 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
         "__r",
         "__turn",
         *[
-            (_hit(pl.col("__content"), k, cfg) | _hit(pl.col("__tools"), k, cfg)).alias(k)
+            (_hit(pl.col("__content"), k, cfg) | _hit(pl.col("__tools"), k, cfg) | _hit(pl.col("__call_id"), k, cfg))
+            .alias(k)
             for k in KINDS
         ],
     )
@@ -282,7 +284,11 @@ def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str], cfg: Config) -> 
     for (key,), group in sub.group_by(["__kinds"], maintain_order=True):
         kinds = [k for k in str(key).split(",") if k in redact_kinds]
         group = group.with_columns(
-            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(content=_redact_hits(pl.field("content"), kinds, cfg)))
+            pl.col(MESSAGES).list.eval(pl.element().struct.with_fields(
+                # a call id is redacted as the same id inside tool_calls is, so the pair still matches
+                content=_redact_hits(pl.field("content"), kinds, cfg),
+                tool_call_id=_redact_hits(pl.field("tool_call_id"), kinds, cfg),
+            ))
             .cast(df.schema[MESSAGES])
         )
         messages = group.get_column(MESSAGES).to_list()
