@@ -23,12 +23,18 @@ MESSAGE = pl.Struct(
         "role": pl.Utf8,  # system | user | assistant | tool
         "content": pl.Utf8,  # text, content parts already joined
         "weight": pl.Int8,  # 0/1 on assistant turns, null when not given
-        "tool_calls": pl.Utf8,  # JSON text of the assistant's tool calls, or null
-        "tool_call_id": pl.Utf8,  # on tool turns, or null
+        # JSON text (json.dumps, ensure_ascii=False, default separators) of the assistant's calls in
+        # their one form, [{"id", "type": "function", "function": {"name", "arguments": str}}], or null
+        # (curator/tool_use.py)
+        "tool_calls": pl.Utf8,
+        "tool_call_id": pl.Utf8,  # on tool turns: the id of the call answered, or null
     }
 )
 MESSAGES = "messages"  # List(MESSAGE), null on rows that failed the schema
 META = "meta"  # Utf8, JSON text of the record's `meta` object (or null)
+# Utf8, JSON text (as tool_calls) of the record's tool definitions in TRL's shape,
+# [{"type": "function", "function": {"name", "description", "parameters"}}], or null when it has none
+TOOLS = "tools"
 CONTENT_HASH = "content_hash"  # Utf8, 32 hex chars (xxh3-128) of the normalised conversation
 REF = "ref"  # Utf8, "source_file:source_line", how people and rejects point at a row
 

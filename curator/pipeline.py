@@ -51,7 +51,7 @@ MANIFEST_VERSION = 1
 STAGES = [normalize, dedup_exact, secrets, language, code_language, tokens, quality, dedup_minhash, select, split]
 
 # Columns that stay out of annotations.parquet: the text itself lives in the JSONL outputs.
-_TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES)
+_TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
 
 VERSIONED_PACKAGES = (
     "polars",
@@ -155,7 +155,8 @@ def _versions() -> dict[str, str]:
 
 
 def _output_record(row: dict[str, Any]) -> dict[str, Any]:
-    """The output record of one kept row (the slow, general path: any optional field)."""
+    """The output record of one kept row (the slow, general path: any optional field):
+    `{"id", "messages", "tools"?, "meta"?}`, tool calls as the canonical list (curator/tool_use.py)."""
     messages = []
     for m in row[C.MESSAGES]:
         msg: dict[str, Any] = {"role": m["role"], "content": m["content"]}
@@ -167,24 +168,28 @@ def _output_record(row: dict[str, Any]) -> dict[str, Any]:
             msg["weight"] = m["weight"]
         messages.append(msg)
     record: dict[str, Any] = {"id": row[C.CONTENT_HASH], "messages": messages}
+    if row.get(C.TOOLS) is not None:
+        record["tools"] = json.loads(row[C.TOOLS])
     if row[C.META] is not None:
         record["meta"] = json.loads(row[C.META])
     return record
 
 
 def output_lines(kept: pl.DataFrame) -> list[str]:
-    """One JSON line per kept row: {"id", "messages", "meta"}, in row order.
+    """One JSON line per kept row: {"id", "messages", "tools"?, "meta"?}, in row order.
 
     Rows whose turns carry only role and content (nearly all) are encoded by polars in one
-    pass; the few with weights or tool calls go through `_output_record`.
+    pass; the few with weights, tool calls or tools go through `_output_record`.
     """
     if kept.height == 0:
         return []
+    if C.TOOLS not in kept.columns:
+        kept = kept.with_columns(pl.lit(None, pl.Utf8).alias(C.TOOLS))
     optional = pl.col(C.MESSAGES).list.eval(
         pl.element().struct.field("weight").is_not_null()
         | pl.element().struct.field("tool_calls").is_not_null()
         | pl.element().struct.field("tool_call_id").is_not_null()
-    ).list.any()
+    ).list.any() | pl.col(C.TOOLS).is_not_null()
     frame = kept.with_columns(optional.alias("_optional"))
     plain = frame.filter(~pl.col("_optional"))
     turn = pl.element().struct.field
@@ -201,7 +206,7 @@ def output_lines(kept: pl.DataFrame) -> list[str]:
             pl.lit("}"),
         ).alias("line"),
     )
-    special = frame.filter(pl.col("_optional")).select(C.ROW, C.CONTENT_HASH, C.MESSAGES, C.META)
+    special = frame.filter(pl.col("_optional")).select(C.ROW, C.CONTENT_HASH, C.MESSAGES, C.TOOLS, C.META)
     if special.height:
         lines = [
             json.dumps(_output_record(r), ensure_ascii=False, separators=(",", ":")) for r in special.iter_rows(named=True)
@@ -299,6 +304,34 @@ def _utf16_view(b64: str) -> str:
     return data.decode(encoding, errors="replace")
 
 
+# LLaMA-Factory reads OUT as it is with `dataset_dir: OUT` and `dataset: curated_train`: the OpenAI
+# message keys mapped onto its ShareGPT reader (LLaMA-Factory's data/README.md, "OpenAI Format").
+# No turn has the function tag: calls are `tool_calls` on assistant turns, which that reader does not
+# read (README.md, "Tool use", says what it does with tool records).
+LLAMAFACTORY_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "observation_tag": "tool",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+
+
+def llamafactory_dataset_info() -> dict[str, Any]:
+    """OUT/dataset_info.json: one LLaMA-Factory dataset per side of the split."""
+    return {
+        f"curated_{side}": {
+            "file_name": f"{side}.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": dict(LLAMAFACTORY_TAGS),
+        }
+        for side in ("train", "val")
+    }
+
+
 def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
     """Write the split, the rejects, the annotations and the stage artifacts; return their sha256s."""
     alive = _alive_mask(frame)
@@ -314,10 +347,13 @@ def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str
         _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
     with _naming(tmp / "annotations.parquet"):
         frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")
+    with _naming(tmp / "dataset_info.json"):
+        text = json.dumps(llamafactory_dataset_info(), indent=2) + "\n"
+        (tmp / "dataset_info.json").write_text(text, encoding="utf-8")
     for name, data in sorted(ctx.artifacts.items()):
         with _naming(tmp / name):
             (tmp / name).write_bytes(data)
-    names = ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", *sorted(ctx.artifacts)]
+    names = ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", "dataset_info.json", *sorted(ctx.artifacts)]
     return {name: _sha256_file(tmp / name) for name in names}
 
 

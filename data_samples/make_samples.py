@@ -152,6 +152,25 @@ def planted_quality_and_dups(real: list[str]) -> list[str]:
     # Over the 8,192-token budget: the longest real Exercism Python record (10,678 tokens).
     longest = max(take("exercism_python.chat.jsonl", list(range(1, 162))), key=len)
     out.append(longest)
+    out.append(dumps({
+        "messages": [
+            {"role": "system", "content": "You can look up the weather."},
+            {"role": "user", "content": "Compare the weather in Lyon and in Nice."},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lyon"}}},
+                {"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":  \"Nice\"}"}},
+            ]},
+            {"role": "tool", "content": "{\"temp_c\": 14}"},
+            {"role": "tool", "content": "{\"temp_c\": 19}"},
+            {"role": "assistant", "content": "Nice is warmer: 19 °C against 14 °C in Lyon."},
+        ],
+        "tools": [{"type": "function", "function": {
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "name": "get_weather",
+            "description": "Current weather in a city",
+        }}],
+        "meta": {"source": "hand-written", "note": "OpenAI request style: tools at top level, parallel calls without ids"},
+    }))
     return out
 
 
@@ -186,8 +205,36 @@ def defects() -> list[bytes]:
         b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok", "weight": 3}]}',
         good,
         b'{"messages": [{"role": "user", "content": "extra fields are kept"}, {"role": "assistant", "content": "under meta._extra"}], "id": "x-1", "source": "forum"}',
+        # tool use that does not add up
+        *(dumps(record).encode() for record in bad_tool_use()),
     ]
     return lines
+
+
+def bad_tool_use() -> list[dict]:
+    """Records whose tool use does not add up, one per reject code (curator/tool_use.py)."""
+
+    def asked(city: str, calls: list, *rest: dict) -> dict:
+        return {"messages": [{"role": "user", "content": f"Weather in {city}?"}, {"role": "assistant", "content": None, "tool_calls": calls}, *rest]}
+
+    def call(arguments: str) -> dict:
+        return {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+    def answer(text: str) -> dict:
+        return {"role": "assistant", "content": text}
+
+    return [
+        asked("Oslo", [call("{city: Oslo}")], {"role": "tool", "tool_call_id": "c1", "content": '{"temp_c": 4}'}, answer("4 C in Oslo.")),
+        asked("Bergen", [call('{"city": "Bergen"}')], {"role": "tool", "tool_call_id": "c2", "content": '{"temp_c": 7}'}, answer("7 C in Bergen.")),
+        asked("Turku", [call('{"city": "Turku"}')], {"role": "user", "content": "Never mind."}, answer("All right.")),
+        chat(
+            ("user", "Weather in Rome?"),
+            ("assistant", dumps({"name": "get_weather", "arguments": "{'city': 'Rome'}"})),  # Python, not JSON
+            ("tool", '{"temp_c": 22}'),
+            ("assistant", "22 C in Rome."),
+        ),
+        chat(("user", "Weather in Faro?"), ("assistant", "Sunny, 25 C."), tools=[{"description": "a tool without a name"}]),
+    ]
 
 
 def write_native() -> None:

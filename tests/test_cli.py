@@ -60,10 +60,11 @@ def test_validate_max_errors_stops_early(tmp_path):
 
 def test_validate_reads_gzip_and_warns_without_failing(tmp_path):
     path = tmp_path / "a.jsonl.gz"
-    path.write_bytes(gzip.compress((json.dumps({**GOOD, "id": 1}) + "\n").encode()))
+    # `id` is known (curate run writes it); another unknown field is a warning
+    path.write_bytes(gzip.compress((json.dumps({**GOOD, "id": 1, "origin": "forum"}) + "\n").encode()))
     result = invoke("validate", str(path))
     assert result.exit_code == 0
-    assert result.stdout.splitlines() == [f"warning: {path}:1: id: unknown field, kept under meta._extra [schema.extra_field]"]
+    assert result.stdout.splitlines() == [f"warning: {path}:1: origin: unknown field, kept under meta._extra [schema.extra_field]"]
     assert invoke("validate", "--strict", str(path)).exit_code == 1
 
 

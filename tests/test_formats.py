@@ -12,7 +12,8 @@ import pytest
 
 from curator.errors import CurateError
 from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat
-from curator.schema import check_record
+from curator.schema import check_record, to_plain
+from curator.tool_use import canonical_tools
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NATIVE = SHARED / "native"
@@ -170,22 +171,37 @@ GLAIVE_LIKE = {
 
 
 def test_sharegpt_tool_call_and_observation():
+    # The function_call turn becomes an assistant turn with empty content and the call; `tools`
+    # leaves meta for the record's own field. The schema then puts both in their one form.
     assert to_chat(GLAIVE_LIKE, "sharegpt") == {
         "messages": [
             {"role": "system", "content": "You can call tools."},
             {"role": "user", "content": "Weather in Paris?"},
             {
                 "role": "assistant",
-                "content": '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+                "content": "",
                 "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
             },
             {"role": "tool", "content": '{"temp_c": 21}'},
             {"role": "assistant", "content": "It is 21 C."},
         ],
-        "meta": {"tools": '[{"name": "get_weather"}]'},
+        "tools": '[{"name": "get_weather"}]',
+        "meta": None,
     }
     record, problems = check_record(to_chat(GLAIVE_LIKE, "sharegpt"))
-    assert record is not None and problems == []
+    assert problems == []
+    plain = to_plain(record)
+    assert plain["messages"][2:4] == [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call00001", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "content": '{"temp_c": 21}', "tool_call_id": "call00001"},
+    ]
+    assert plain["tools"] == [{"type": "function", "function": {"name": "get_weather"}}]
 
 
 def test_sharegpt_parallel_calls_and_unparsable_call():
@@ -195,18 +211,19 @@ def test_sharegpt_parallel_calls_and_unparsable_call():
         {"type": "function", "function": {"name": "a", "arguments": "{}"}},
         {"type": "function", "function": {"name": "b", "arguments": {}}},
     ]
-    # Not JSON: the text stays the assistant's content and no call is made up; the schema then
-    # rejects a tool turn that follows it.
+    # The turn says it is a call: a value that holds none is refused where it is, not kept as text.
     turns = [
         {"from": "human", "value": "q"},
         {"from": "function_call", "value": "get_weather(Paris)"},
         {"from": "observation", "value": "21"},
         {"from": "gpt", "value": "21 C"},
     ]
-    converted = to_chat({"conversations": turns}, "sharegpt")
-    assert converted["messages"][1] == {"role": "assistant", "content": "get_weather(Paris)"}
-    _, problems = check_record(converted)
-    assert [(p.field, p.code) for p in problems] == [("messages[2].role", "structure.tool_without_call")]
+    err = _error(to_chat, {"conversations": turns}, "sharegpt")
+    assert (err.field, err.code) == ("conversations[1].value", "format.bad_function_call")
+    assert err.message.startswith("a function_call turn's value is not valid JSON (Expecting value")
+    turns[1]["value"] = '{"name": "w", "arguments": {}, "id": "c1"}'
+    err = _error(to_chat, {"conversations": turns}, "sharegpt")
+    assert err.message == 'a function_call turn should be {"name": string, "arguments": ...}, not an object with keys arguments, id, name'
 
 
 def test_sharegpt_fastchat_roles_ids_and_extra_turn_keys():
@@ -428,22 +445,29 @@ def test_real_files_match_their_chat_conversion(native, chat, shape, count):
             assert line["meta"][key] == value, f"{chat}:{i}: meta.{key}"
 
 
-def test_real_glaive_toolcalls():
+def test_real_glaive_toolcalls_give_one_representation_from_both_shapes():
+    """The ShareGPT file (function_call turns, `tools`) and its chat conversion (calls as the
+    assistant's JSON text, tools only in meta) give the same canonical messages; only the ShareGPT
+    record has `tools`, since the chat file's meta.tools is the user's and stays in meta."""
     converted = _native(NATIVE / "llamafactory" / "glaive_toolcall_en_demo.json")
     expected = _chat_lines("llamafactory_glaive_toolcall_en_demo.jsonl")
     assert len(converted) == len(expected) == 300
-    n_calls = 0
+    n_calls = n_tools = 0
     for i, ((record, fmt), line) in enumerate(zip(converted, expected), start=1):
         assert fmt == "sharegpt"
-        # The chat file keeps the call only as the assistant's text; we add tool_calls beside it.
-        for ours, theirs in zip(record["messages"], line["messages"], strict=True):
-            calls = ours.pop("tool_calls", None)
-            assert ours == theirs, f"line {i}"
-            if calls is not None:
-                n_calls += 1
-                assert calls == [{"type": "function", "function": json.loads(ours["content"])}]
-        assert record["meta"] == {"tools": line["meta"]["tools"]}
-    assert n_calls == 211  # every function_call turn of the file parses
+        (ours, ours_problems), (theirs, their_problems) = check_record(record), check_record(line)
+        assert ours_problems == their_problems == [], f"line {i}"
+        ours, theirs = to_plain(ours), to_plain(theirs)
+        assert ours["messages"] == theirs["messages"], f"line {i}"
+        assert ours["tools"] == canonical_tools(line["meta"]["tools"]) and theirs["tools"] is None
+        assert theirs["meta"]["tools"] == line["meta"]["tools"] and ours["meta"] is None
+        ids = [c["id"] for m in ours["messages"] for c in m.get("tool_calls", [])]
+        assert ids == [f"call{n:05d}" for n in range(1, len(ids) + 1)]  # numbered within the record
+        assert all(m["content"] == "" for m in ours["messages"] if m.get("tool_calls"))
+        n_calls += len(ids)
+        n_tools += ours["tools"] is not None
+    assert n_calls == 211  # every function_call turn of the file
+    assert n_tools == 191  # the other 109 records have "tools": "[]"
 
 
 @pytest.mark.parametrize(

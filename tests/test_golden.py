@@ -11,6 +11,9 @@ import shutil
 
 import pytest
 
+from click.testing import CliRunner
+
+from curator.cli import cli
 from curator.config import load_config
 from curator.pipeline import run
 from tests.conftest import ROOT, SAMPLES
@@ -86,6 +89,38 @@ def test_sample_plants_are_rejected_for_the_right_reason(sample_run):
         23: ["structure.no_user", "structure.not_alternating"],
         24: ["schema.missing_role"],
         25: ["schema.bad_weight"],
+        28: ["structure.bad_tool_arguments"],
+        29: ["structure.unknown_tool_call_id", "structure.unanswered_tool_call"],  # c2 answers nothing, so c1 waits
+        30: ["structure.unanswered_tool_call"],
+        31: ["structure.bad_tool_arguments"],  # a Glaive text call whose arguments are Python, not JSON
+        32: ["schema.bad_tools"],
     }
     truncated = [codes for ref, codes in reasons.items() if "05_truncated.jsonl.gz" in ref]
     assert truncated == [["io.truncated_gzip"]]
+
+
+@pytest.mark.parametrize("name", ["train.jsonl", "val.jsonl"])
+def test_curate_validate_strict_accepts_what_curate_run_writes(sample_run, name):
+    """`id`, `tools`, `meta`, canonical tool calls and tool_call_id: the split passes its own
+    pre-commit check, warnings as errors included."""
+    out, _ = sample_run
+    result = CliRunner().invoke(cli, ["validate", "--strict", "--format", "json", str(out / name)], catch_exceptions=False)
+    report = json.loads(result.stdout)
+    assert (result.exit_code, report["problems"]) == (0, [])
+    assert report["records"] == sum(1 for _ in (out / name).open(encoding="utf-8")) > 0
+
+
+def test_sample_split_has_the_tool_records_in_their_one_form(sample_run):
+    out, _ = sample_run
+    records = [json.loads(l) for side in ("train", "val") for l in (out / f"{side}.jsonl").open(encoding="utf-8")]
+    with_calls = [r for r in records if any("tool_calls" in m for m in r["messages"])]
+    # 6 Glaive records with their calls as text (the ShareGPT copy of one is a near duplicate), 2 OpenAI ones
+    assert len(with_calls) == 8
+    for record in with_calls:
+        for m in record["messages"]:
+            for call in m.get("tool_calls", []):
+                assert list(call) == ["id", "type", "function"] and list(call["function"]) == ["name", "arguments"]
+                assert call["function"]["arguments"] == json.dumps(json.loads(call["function"]["arguments"]), ensure_ascii=False)
+            assert m["content"] is not None
+    # the OpenAI request; the ShareGPT records kept have "tools": "[]", which is no tools
+    assert [list(r) for r in records if "tools" in r] == [["id", "messages", "tools", "meta"]]

@@ -80,7 +80,7 @@ def test_out_as_a_mount_point_is_filled_in_place(tmp_path, monkeypatch):
     run(tmp_path / "raw", out, foundation_config(), force=True)
     assert out not in renamed  # OUT itself never moved
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", "manifest.json",
+        ["train.jsonl", "val.jsonl", "rejects.jsonl", "annotations.parquet", "dataset_info.json", "manifest.json",
          "report.json", "report.md", "report.html"]
     )
 

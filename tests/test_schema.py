@@ -24,6 +24,7 @@ def test_good_record_has_no_problems():
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"},
         ],
+        "tools": None,
         "meta": None,
     }
 
@@ -105,9 +106,10 @@ def test_content_parts_are_joined():
 
 
 def test_unknown_fields_are_warnings_and_kept_under_meta():
-    record, problems = check_record({"messages": [{"role": "user", "content": "a", "name": "bob"}, {"role": "assistant", "content": "b"}], "id": 7, "meta": {"k": 1}})
-    assert [(p.field, p.code, p.warning) for p in problems] == [("id", "schema.extra_field", True), ("messages[0].name", "schema.extra_field", True)]
-    assert to_plain(record)["meta"] == {"k": 1, "_extra": {"id": 7, "messages": {"0": {"name": "bob"}}}}
+    # `id` is what `curate run` writes: known, so no warning, but an input's own id is still kept.
+    record, problems = check_record({"messages": [{"role": "user", "content": "a", "name": "bob"}, {"role": "assistant", "content": "b"}], "id": 7, "meta": {"k": 1}, "src": "x"})
+    assert [(p.field, p.code, p.warning) for p in problems] == [("src", "schema.extra_field", True), ("messages[0].name", "schema.extra_field", True)]
+    assert to_plain(record)["meta"] == {"k": 1, "_extra": {"src": "x", "id": 7, "messages": {"0": {"name": "bob"}}}}
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ Three other shapes cover most public instruction data:
   `AlpacaDatasetConverter`). `history` is a list of `[prompt, response]` pairs that come first.
 - **ShareGPT** (`conversations`: `[{"from", "value"}]`, optional top-level `system` and `tools`), as
   documented by LLaMA-Factory ("sharegpt format") and used by FastChat: `human`/`user` -> user,
-  `gpt`/`assistant` -> assistant, `system` -> system, `function_call` -> an assistant turn carrying the
-  call, `observation` -> a tool turn. Turns written OpenAI-style (`role`/`content`) are read too.
+  `gpt`/`assistant` -> assistant, `system` -> system, `function_call` -> an assistant turn with empty
+  content and the call(s) as `tool_calls`, `observation` -> a tool turn, `tools` -> the record's
+  `tools` (the schema puts calls and tools in their one form, curator/tool_use.py). Turns written
+  OpenAI-style (`role`/`content`) are read too.
 - **GPTeacher** (`instruction`, `input`, `response`), as published in teknium1/GPTeacher.
 
 What this module guarantees:
@@ -21,7 +23,8 @@ What this module guarantees:
 - Bad input raises `FormatError(field, message, code)` where `field` is a dotted path in the record as
   the user wrote it (`conversations[2].from`), never a crash and never a guess.
 
-Only the standard library and curator.errors are imported here: `curate validate` (the pre-commit hook) uses it.
+Only the standard library, curator.errors and curator.tool_use are imported here: `curate validate`
+(the pre-commit hook) uses it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import re
 import zlib
 from typing import Any, BinaryIO, Iterator
 
+from curator import tool_use
 from curator.errors import CurateError
 from curator.io.strict_json import DECODER, DepthError, NumberError, check_depth, number_field
 
@@ -47,6 +51,7 @@ CODE_MISSING_FIELD = "format.missing_field"
 CODE_BAD_TYPE = "format.bad_type"
 CODE_UNKNOWN_ROLE = "format.unknown_role"
 CODE_FIELD_CONFLICT = "format.field_conflict"
+CODE_BAD_FUNCTION_CALL = "format.bad_function_call"  # a function_call turn that holds no call
 CODE_BAD_JSON = "io.bad_json"  # an element of a .json array that is not valid JSON
 CODE_BAD_UTF8 = "io.bad_utf8"  # an element of a .json array whose bytes are not valid UTF-8
 CODE_NOT_ARRAY = "io.not_array"  # a .json file that is not an array of records (e.g. a dataset_info.json)
@@ -236,25 +241,37 @@ def _from_instruction(obj: dict[str, Any], response_key: str, *, history: bool, 
     return {"messages": messages, "meta": _meta(obj, consumed)}
 
 
-def _tool_calls(value: str) -> list[dict[str, Any]] | None:
-    """OpenAI-style tool calls from a ShareGPT `function_call` value, or None when it is not a call.
+def _tool_calls(value: str, where: str) -> list[dict[str, Any]]:
+    """The OpenAI-style calls of a ShareGPT `function_call` turn's value.
 
-    The value is `{"name": ..., "arguments": ...}` or a list of them (parallel calls, as LLaMA-Factory
-    writes them). `arguments` is kept in the form the data has it: the OpenAI API sends a JSON string,
-    Hugging Face chat templates take an object, and the schema accepts both.
+    The value is `{"name": ..., "arguments": ...}` (`arguments` may be left out: no arguments) or a
+    list of them (parallel calls, as LLaMA-Factory writes them); anything else is a FormatError
+    (`format.bad_function_call`), since the turn says it is a call. Arguments are passed on as the
+    data has them; the schema makes them canonical and rejects those that are not a JSON object.
     """
     try:
-        parsed = json.loads(value)
-    except ValueError:
-        return None
+        parsed = tool_use.load_json_text(value)
+    except ValueError as exc:
+        raise FormatError(where, f"a function_call turn's value is {exc}", CODE_BAD_FUNCTION_CALL) from None
     calls = parsed if isinstance(parsed, list) else [parsed]
-    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        return None
-    out = []
-    for call in calls:
-        function: dict[str, Any] = {"name": call["name"], "arguments": call.get("arguments", {})}
-        out.append({"type": "function", "function": function})
-    return out
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or set(call) - {"name", "arguments"}:
+            which = f"call {i + 1} of " if isinstance(parsed, list) else ""
+            message = f'{which}a function_call turn should be {{"name": string, "arguments": ...}}, not {_shape(call)}'
+            raise FormatError(where, message, CODE_BAD_FUNCTION_CALL)
+    if not calls:
+        raise FormatError(where, "a function_call turn holds an empty list of calls", CODE_BAD_FUNCTION_CALL)
+    return [
+        {"type": "function", "function": {"name": c["name"], "arguments": tool_use.call_arguments(c.get("arguments", {}))}}
+        for c in calls
+    ]
+
+
+def _shape(value: Any) -> str:
+    """What a value is, for a message: its kind, or an object's keys."""
+    if isinstance(value, dict):
+        return "an object with keys " + (", ".join(sorted(map(str, value))) or "none")
+    return _kind(value)
 
 
 def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
@@ -280,9 +297,7 @@ def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
             raise FormatError(f"{where}.{role_key}", f"unknown speaker {tag!r}; expected one of {allowed}", CODE_UNKNOWN_ROLE)
         message: dict[str, Any] = {"role": role, "content": text}
         if tag == "function_call":
-            calls = _tool_calls(text)
-            if calls is not None:
-                message["tool_calls"] = calls
+            message = {"role": role, "content": "", "tool_calls": _tool_calls(text, f"{where}.{text_key}")}
         # Keep whatever else the turn carries (weight, tool_call_id, names ...): the schema checks it.
         for key, value in turn.items():
             if key in (role_key, text_key):
@@ -291,7 +306,11 @@ def _from_sharegpt(obj: dict[str, Any]) -> dict[str, Any]:
                 raise FormatError(f"{where}.{key}", f"conflicts with the turn's {role_key}/{text_key}", CODE_FIELD_CONFLICT)
             message[key] = value
         messages.append(message)
-    return {"messages": messages, "meta": _meta(obj, ("conversations", "system"))}
+    record: dict[str, Any] = {"messages": messages}
+    if obj.get("tools") not in (None, ""):  # LLaMA-Factory writes "" for no tools
+        record["tools"] = obj["tools"]
+    record["meta"] = _meta(obj, ("conversations", "system", "tools"))
+    return record
 
 
 # --- .json files holding an array of records ---------------------------------------------------

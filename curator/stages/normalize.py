@@ -8,7 +8,8 @@ fenced code block (a string literal `'a   '`, a heredoc; the spans of `code_bloc
 CommonMark's rules) and a Markdown hard line break (two or more spaces before a line ending
 followed by another line of the same paragraph, CommonMark 0.31 section 6.7), written as exactly
 two spaces. Writes `content_hash`: xxh3-128 (hex) of the normalised conversation (roles, contents,
-weights, tool calls), the identity exact dedup, the split and run-to-run comparisons use.
+weights, tool calls, and the tool definitions when the record has them: they are part of what the
+model is trained on), the identity exact dedup, the split and run-to-run comparisons use.
 """
 
 from __future__ import annotations
@@ -161,8 +162,10 @@ def normalize_messages(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     return df.drop(C.MESSAGES).join(nested, on=C.ROW, how="left", maintain_order="left").select(df.columns)
 
 
-def canonical_text() -> pl.Expr:
-    """One string per conversation that changes whenever a role, content, weight or tool call does.
+def canonical_text(with_tools: bool = False) -> pl.Expr:
+    """One string per conversation that changes whenever a role, content, weight or tool call does
+    (and, `with_tools`, the tool definitions: appended after a group separator when not null, so
+    the text of a record without them is the same as without the option).
 
     Fields are joined with ASCII unit/record separators, which validation guarantees never
     appear in content (control characters are rejected).
@@ -178,7 +181,10 @@ def canonical_text() -> pl.Expr:
         ],
         separator="\x1f",
     )
-    return pl.col(C.MESSAGES).list.eval(turn).list.join("\x1e")
+    text = pl.col(C.MESSAGES).list.eval(turn).list.join("\x1e")
+    if not with_tools:
+        return text
+    return pl.when(pl.col(C.TOOLS).is_null()).then(text).otherwise(pl.concat_str([text, pl.lit("\x1d"), pl.col(C.TOOLS)]))
 
 
 def hash_texts(texts: list[str]) -> list[str]:
@@ -190,5 +196,5 @@ def hash_texts(texts: list[str]) -> list[str]:
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.normalize
     normalized = normalize_messages(df, cfg)
-    texts = normalized.select(canonical_text().fill_null("")).to_series().to_list()
+    texts = normalized.select(canonical_text(C.TOOLS in df.columns).fill_null("")).to_series().to_list()
     return normalized.with_columns(pl.Series(C.CONTENT_HASH, hash_texts(texts), dtype=pl.Utf8))

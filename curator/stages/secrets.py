@@ -368,14 +368,17 @@ def _redact_json(texts: list[str | None], kinds: list[str], cfg: Config, compact
     """JSON texts with `kinds` redacted in their keys and string values.
 
     A text none of whose values changes is returned as it is; a changed one is written back as the
-    validate stage wrote it (`compact`: meta's separators; tool_calls use json's defaults).
+    validate stage wrote it (`compact`: meta, sorted keys and compact separators; else tool_calls,
+    keys in their canonical order and json's default separators, curator/tool_use.py).
     """
     objs = [None if t is None else json.loads(t) for t in texts]
-    separators = (",", ":") if compact else None
-    return [
-        text if new is obj else json.dumps(new, ensure_ascii=False, sort_keys=True, separators=separators)
-        for text, obj, new in zip(texts, objs, _redact_objects(objs, kinds, cfg))
-    ]
+
+    def encode(value) -> str:
+        if compact:
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False)
+
+    return [text if new is obj else encode(new) for text, obj, new in zip(texts, objs, _redact_objects(objs, kinds, cfg))]
 
 
 # --- what every output but the split shows ------------------------------------------------------

@@ -2,7 +2,7 @@
 
 This is the stage that creates the frame. Reads: the readers' `RawLine`s. Writes: `row`,
 `source_file`, `source_line`, `ref`, `source_format`, `raw`, `raw_b64`, `messages`, `meta`,
-`warnings`, and `reject_reasons`/`reject_details` with `io.*`, `format.*`, `schema.*` and
+`tools`, `warnings`, and `reject_reasons`/`reject_details` with `io.*`, `format.*`, `schema.*` and
 `structure.*` codes (see curator/schema.py). Lines in Alpaca, ShareGPT or GPTeacher shape are
 converted to chat records first (curator/io/formats.py).
 """
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.io.readers import RawLine
+from curator.tool_use import dumps
 from curator.validation import check_line
 from curator.stages.base import StageContext
 
@@ -32,6 +33,7 @@ FRAME_SCHEMA = {
     C.RAW_B64: pl.Utf8,
     C.MESSAGES: pl.List(C.MESSAGE),
     C.META: pl.Utf8,
+    C.TOOLS: pl.Utf8,
     C.WARNINGS: pl.List(pl.Utf8),
     C.REJECT_REASONS: pl.List(pl.Utf8),
     C.REJECT_DETAILS: pl.List(pl.Utf8),
@@ -74,12 +76,14 @@ def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0)
                 turns["role"].append(m["role"])
                 turns["content"].append(m["content"])
                 turns["weight"].append(m.get("weight"))
-                turns["tool_calls"].append(json.dumps(calls, ensure_ascii=False, sort_keys=True) if calls else None)
+                turns["tool_calls"].append(dumps(calls) if calls else None)
                 turns["tool_call_id"].append(m.get("tool_call_id"))
             meta = record["meta"]
             rows[C.META].append(json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if meta is not None else None)
+            rows[C.TOOLS].append(dumps(record["tools"]) if record["tools"] else None)
         else:
             rows[C.META].append(None)
+            rows[C.TOOLS].append(None)
         for p in problems:
             notes[C.ROW].append(i)
             notes["warning"].append(p.warning)
