@@ -288,3 +288,15 @@ def test_a_secret_call_id_is_redacted_alike_in_the_call_and_its_result():
     messages = out.row(0, named=True)["messages"]
     assert json.loads(messages[1]["tool_calls"])[0]["id"] == "[REDACTED:aws_access_key]"
     assert messages[2]["tool_call_id"] == "[REDACTED:aws_access_key]"
+
+
+def test_a_key_in_a_tool_definition_is_redacted_in_tools():
+    key = SAMPLES["aws_access_key"]
+    tools = json.dumps([{"type": "function", "function": {"name": "s3", "description": f"uses {key}", "parameters": {}}}],
+                       ensure_ascii=False)
+    out, _ = run(frame([("user", "q"), ("assistant", "a")]).with_columns(pl.lit(tools).alias("tools")))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "aws_access_key", "action": "redact", "turn": None}]
+    assert json.loads(row["tools"]) == [
+        {"type": "function", "function": {"name": "s3", "description": "uses [REDACTED:aws_access_key]", "parameters": {}}}]
+    assert list(json.loads(row["tools"])[0]) == ["type", "function"]  # canonical key order kept

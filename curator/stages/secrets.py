@@ -1,7 +1,7 @@
 """Secrets and PII: find API keys, tokens, private keys, e-mail addresses and phone numbers, then
 reject, redact or flag each kind as its policy says (issue 4).
 
-Reads: `messages` (every turn's `content`, `tool_calls` and `tool_call_id`), `meta`.
+Reads: `messages` (every turn's `content`, `tool_calls` and `tool_call_id`), `meta`, `tools`.
 Writes: `secret_findings` List(Struct{kind Utf8, action Utf8, turn Int32}), one entry per kind per
 turn where it was found (`turn` is the 0-based message index; null for `meta`). Under `redact`,
 `messages` (and `meta`) are rewritten: each match becomes a typed placeholder such as
@@ -38,7 +38,7 @@ from typing import Annotated, Iterator, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from curator.columns import MESSAGES, META, with_reject
+from curator.columns import MESSAGES, META, TOOLS, with_reject
 from curator.secret_patterns import DETECTORS, INVISIBLE, WITHHELD, Detector, _EMAIL  # noqa: F401 (Detector: re-exported)
 from curator.stages.base import StageContext
 
@@ -207,13 +207,13 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
             for k in KINDS
         ],
     )
-    if META in df.columns:
-        meta = df.select(
+    for col in _record_json_columns(df):
+        record = df.select(
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("__r"),
             pl.lit(None, dtype=pl.Int32).alias("__turn"),
-            _json_views(pl.col(META)).alias("__meta"),
-        ).select("__r", "__turn", *[_hit(pl.col("__meta"), k, cfg).alias(k) for k in KINDS])
-        hits = pl.concat([hits, meta])
+            _json_views(pl.col(col)).alias("__json"),
+        ).select("__r", "__turn", *[_hit(pl.col("__json"), k, cfg).alias(k) for k in KINDS])
+        hits = pl.concat([hits, record])
     found = (
         hits.unpivot(index=["__r", "__turn"], on=list(KINDS), variable_name="kind", value_name="hit")
         .filter(pl.col("hit"))
@@ -298,21 +298,26 @@ def _apply_redaction(df: pl.DataFrame, redact_kinds: list[str], cfg: Config) -> 
             for m in row:
                 m["tool_calls"] = next(new_calls)
         group = group.with_columns(pl.Series(MESSAGES, messages, dtype=df.schema[MESSAGES]))
-        if META in group.columns:
-            group = group.with_columns(
-                pl.Series(META, _redact_json(group.get_column(META).to_list(), kinds, cfg, compact=True), dtype=pl.Utf8)
-            )
+        for col in _record_json_columns(group):
+            texts = group.get_column(col).to_list()
+            group = group.with_columns(pl.Series(col, _redact_json(texts, kinds, cfg, compact=col == META), dtype=pl.Utf8))
         parts.append(group)
     redacted = pl.concat(parts).sort("__i")
+    record_cols = _record_json_columns(df)
     full = df.with_columns(pl.int_range(pl.len(), dtype=redacted.schema["__i"]).alias("__i"))
-    full = full.join(redacted.select("__i", MESSAGES, *([META] if META in df.columns else [])), on="__i", how="left",
+    full = full.join(redacted.select("__i", MESSAGES, *record_cols), on="__i", how="left",
                      suffix="__red", maintain_order="left")
     replace = [pl.coalesce(pl.col(f"{MESSAGES}__red"), pl.col(MESSAGES)).alias(MESSAGES)]
-    if META in df.columns:
-        replace.append(
-            pl.when(pl.col("__i").is_in(idx.implode())).then(pl.col(f"{META}__red")).otherwise(pl.col(META)).alias(META)
-        )
+    replace += [
+        pl.when(pl.col("__i").is_in(idx.implode())).then(pl.col(f"{col}__red")).otherwise(pl.col(col)).alias(col)
+        for col in record_cols
+    ]
     return full.with_columns(replace).select(df.columns)
+
+
+def _record_json_columns(df: pl.DataFrame) -> list[str]:
+    """The record-level JSON columns present: meta, and the tool definitions (a key in a description)."""
+    return [col for col in (META, TOOLS) if col in df.columns]
 
 
 def _reject_unredacted(df: pl.DataFrame, cfg: Config, redact_kinds: list[str]) -> pl.DataFrame:
