@@ -147,17 +147,20 @@ def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | 
             raise CurateError(f"{path}: is a folder; pass the files in it (e.g. {path}/*.jsonl)")
         if not path.exists() and not path.is_symlink():
             raise CurateError(f"{path}: no such file")
-    max_line_bytes, config_format = MAX_LINE_BYTES, "auto"
+    max_line_bytes, config_format, repairs = MAX_LINE_BYTES, "auto", None
     if config_path is not None or overrides:
         from curator.config import load_config  # the pipeline's config classes: only when asked for
 
         config = load_config(config_path, list(overrides))
         max_line_bytes, config_format = config.input.max_line_bytes, config.input.format
+        repairs = tuple(config.input.repairs)
     report = _JsonReport() if output_format == "json" else None
     n_records = n_errors = n_warnings = 0
     stopped = False
     for path in files:
-        for count, found in validate_file(path, input_format or config_format, "reject" if strict else "warn", max_line_bytes):
+        for count, found in validate_file(
+            path, input_format or config_format, "reject" if strict else "warn", max_line_bytes, repairs
+        ):
             n_records += count
             for finding in found:
                 is_error = not finding.problem.warning or strict

@@ -40,6 +40,12 @@ class InputConfig(BaseModel):
     format: Literal["auto", "chat", "alpaca", "sharegpt", "gpteacher"] = Field(
         "auto", description="auto (detected per record) | chat | alpaca | sharegpt | gpteacher"
     )
+    repairs: list[Literal["role_alias", "leading_assistant", "merge_turns"]] = Field(
+        ["role_alias", "leading_assistant", "merge_turns"],
+        description="repairs of ShareGPT captures, each noted on the row as a repair.* warning: role_alias "
+        "(chatgpt/bing/bard speak as the assistant), leading_assistant (turns before the first user turn "
+        "dropped, FastChat's rule), merge_turns (consecutive turns of one speaker joined); [] for none",
+    )
     max_line_bytes: int = Field(
         4_000_000,
         ge=1024,

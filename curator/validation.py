@@ -16,14 +16,15 @@ from curator.secret_patterns import redact_text
 
 
 def check_line(
-    line: RawLine, fmt: str = "auto", extra_fields: str = "warn", build: bool = True
+    line: RawLine, fmt: str = "auto", extra_fields: str = "warn", build: bool = True, repairs: tuple[str, ...] | None = None
 ) -> tuple[dict | None, list[Problem], str]:
     """Parse and validate one line: (plain record or None, problems, detected source format).
 
     With `build=False` (the hook) the plain record is not built and None is returned for it.
 
     Lines in Alpaca, ShareGPT or GPTeacher shape are converted to chat records first
-    (curator/io/formats.py) unless `fmt` is "chat".
+    (curator/io/formats.py) unless `fmt` is "chat", with the `repairs` of input.repairs (all by default);
+    each repair made is a `repair.*` warning.
     """
     problems = [Problem("", msg, code, warning=True) for code, msg in line.warnings]
     parse(line)
@@ -33,9 +34,10 @@ def check_line(
     obj = line.obj
     source_format = "chat"
     if isinstance(obj, dict) and (fmt not in ("auto", "chat") or (fmt == "auto" and "messages" not in obj)):
-        obj, source_format, problem = _convert(obj, fmt)
+        obj, source_format, problem, notes = _convert(obj, fmt, repairs)
         if problem:
             return None, problems + [problem], source_format
+        problems += [Problem("", message, code, warning=True) for code, message in notes]
     record, found = check_record(obj)
     if extra_fields == "reject":
         found = [Problem(p.field, p.message, p.code) if p.code == "schema.extra_field" else p for p in found]
@@ -45,18 +47,19 @@ def check_line(
     return to_plain(record), problems, source_format
 
 
-def _convert(obj: dict, fmt: str) -> tuple[Any, str, Problem | None]:
-    from curator.io.formats import FormatError, detect_format, to_chat
+def _convert(obj: dict, fmt: str, repairs: tuple[str, ...] | None) -> tuple[Any, str, Problem | None, list]:
+    from curator.io.formats import REPAIRS, FormatError, detect_format, to_chat_repaired
 
     try:
         shape = detect_format(obj) if fmt == "auto" else fmt
         if shape == "chat":
-            return obj, shape, None
-        return to_chat(obj, shape), shape, None
+            return obj, shape, None, []
+        record, notes = to_chat_repaired(obj, shape, repairs=REPAIRS if repairs is None else repairs)
+        return record, shape, None, notes
     except FormatError as exc:
         field = getattr(exc, "field", "") or ""
         message = getattr(exc, "message", None) or str(exc)
-        return obj, fmt, Problem(field, message, getattr(exc, "code", "format.invalid"))
+        return obj, fmt, Problem(field, message, getattr(exc, "code", "format.invalid")), []
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,12 @@ class Finding:
 
 
 def validate_file(
-    path: Path, fmt: str = "auto", extra_fields: str = "warn", max_line_bytes: int = MAX_LINE_BYTES
+    path: Path, fmt: str = "auto", extra_fields: str = "warn", max_line_bytes: int = MAX_LINE_BYTES,
+    repairs: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[int, list[Finding]]]:
     """For each record of `path`: (1, its findings). Streams, holding at most one line of
     `max_line_bytes`; a file that cannot be read is a finding on its line 1, as it is a reject in a run."""
     source = display_name(path)
     for line in iter_file(path, source, max_line_bytes):
-        _, problems, _ = check_line(line, fmt, extra_fields, build=False)
+        _, problems, _ = check_line(line, fmt, extra_fields, build=False, repairs=repairs)
         yield 1, [Finding(source, line.source_line, p) for p in problems]

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from curator.errors import CurateError
-from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat
+from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat, to_chat_repaired
 from curator.schema import check_record, to_plain
 from curator.tool_use import canonical_tools
+from tests.conftest import HEAVY_STAGES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NATIVE = SHARED / "native"
@@ -487,3 +489,72 @@ def test_real_files_pass_the_schema(native, problems):
         for p in record_problems:
             found[p.code] = found.get(p.code, 0) + 1
     assert found == problems
+
+
+# --- repairs of real ShareGPT captures (input.repairs) ---------------------------------------------
+
+
+def _sharegpt(*turns):
+    return {"conversations": [{"from": f, "value": v} for f, v in turns]}
+
+
+def test_leading_assistant_turns_of_a_capture_are_dropped_with_a_note():
+    record, notes = to_chat_repaired(_sharegpt(("gpt", "...and that is why."), ("human", "Thanks! Now X?"),
+                                               ("gpt", "X is Y.")), "sharegpt")
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+    assert record["messages"][0]["content"] == "Thanks! Now X?"
+    assert notes == [("repair.leading_assistant", "1 assistant turn(s) before the first user turn dropped")]
+
+
+def test_a_system_turn_stays_before_the_dropped_turns():
+    record, _ = to_chat_repaired(_sharegpt(("system", "Be brief."), ("gpt", "Hi"), ("gpt", "again"), ("human", "Q"),
+                                           ("gpt", "A")), "sharegpt")
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
+
+
+def test_other_products_speak_as_the_assistant():
+    record, notes = to_chat_repaired(_sharegpt(("human", "Q"), ("bing", "A"), ("human", "Q2"), ("chatgpt", "A2")),
+                                     "sharegpt")
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert notes == [("repair.role_alias", "speaker 'bing', 'chatgpt' read as the assistant")]
+
+
+def test_consecutive_turns_of_one_speaker_are_joined():
+    record, notes = to_chat_repaired(_sharegpt(("human", "part 1"), ("human", "part 2"), ("gpt", "A")), "sharegpt")
+    assert record["messages"] == [{"role": "user", "content": "part 1\n\npart 2"}, {"role": "assistant", "content": "A"}]
+    assert notes == [("repair.merge_turns", "1 turn(s) joined to the turn of the same speaker before")]
+
+
+def test_repairs_can_be_turned_off():
+    raw = _sharegpt(("gpt", "tail"), ("human", "Q"), ("bard", "A"))
+    with pytest.raises(FormatError, match="unknown speaker 'bard'"):
+        to_chat_repaired(raw, "sharegpt", repairs=())
+    record, notes = to_chat_repaired(raw, "sharegpt", repairs=("role_alias",))
+    assert [m["role"] for m in record["messages"]] == ["assistant", "user", "assistant"]
+    assert [code for code, _ in notes] == ["repair.role_alias"]
+
+
+def test_the_same_answer_under_response_and_output_is_alpaca_not_ambiguous():
+    assert detect_format({"instruction": "i", "output": "o", "response": "o"}) == "alpaca"
+    with pytest.raises(FormatError, match="ambiguous"):
+        detect_format({"instruction": "i", "output": "o", "response": "other"})
+
+
+def test_repairs_recover_the_real_sharegpt_captures(tmp_path):
+    from curator.config import load_config
+    from curator.pipeline import run
+
+    sample = NATIVE / "sharegpt_v3_sample.json"
+    on = run(sample, tmp_path / "on", load_config(None, ["gates.min_examples=null", f"skip_stages={HEAVY_STAGES}"]))
+    off = run(sample, tmp_path / "off", load_config(None, ["gates.min_examples=null", f"skip_stages={HEAVY_STAGES}",
+                                                          "input.repairs=[]"]))
+    assert on.counts["read"] == off.counts["read"] == 2000
+    def first_reasons(out):
+        lines = (tmp_path / out / "rejects.jsonl").read_text(encoding="utf-8").split("\n")  # not at U+2028
+        return [json.loads(x)["reasons"][0] for x in lines if x]
+
+    assert first_reasons("off").count("structure.not_alternating") == 751
+    assert first_reasons("on").count("structure.not_alternating") == 0
+    ann = pl.read_parquet(tmp_path / "on" / "annotations.parquet")
+    notes = ann.get_column("warnings").explode().drop_nulls().str.extract(r"^([^:]+)").value_counts(sort=True)
+    assert dict(notes.rows()) == {"repair.leading_assistant": 748, "repair.merge_turns": 5, "normalize.hidden_controls": 1}

@@ -77,6 +77,17 @@ SHAREGPT_ROLES = {
 }
 
 
+# Repairs a data team makes by hand to real ShareGPT captures, each switchable (`input.repairs`) and
+# noted on the row as a `repair.*` warning, so nothing changes silently:
+# - role_alias: the speaker tags of other chat products (`chatgpt`, `bing`, `bard`) read as the assistant;
+# - leading_assistant: share links capture conversations mid-way, so the turns before the first user turn
+#   are dropped, as FastChat's training code does (fastchat/train/train.py, `preprocess`);
+# - merge_turns: consecutive plain turns of the same speaker joined with a blank line, as the
+#   reference tokenizer merges them (mistral_common's InstructRequestNormalizer).
+REPAIRS = ("role_alias", "leading_assistant", "merge_turns")
+ASSISTANT_ALIASES = ("chatgpt", "bing", "bard")
+
+
 class FormatError(ValueError):
     """A record that cannot be converted: which field, what is wrong, and a stable reason code."""
 
@@ -127,8 +138,8 @@ def detect_format(obj: Any) -> str:
         matches.append("sharegpt")
     if "instruction" in obj and "output" in obj:
         matches.append("alpaca")
-    if "instruction" in obj and "response" in obj:
-        matches.append("gpteacher")
+    if "instruction" in obj and "response" in obj and not ("output" in obj and obj["output"] == obj["response"]):
+        matches.append("gpteacher")  # the same answer under both names (new_codealpaca.json) is Alpaca
     keys = ", ".join(sorted(obj)) or "none"
     if not matches:
         raise FormatError(
@@ -150,30 +161,90 @@ def detect_format(obj: Any) -> str:
 
 
 def to_chat(obj: Any, fmt: str, *, input_separator: str = INPUT_SEPARATOR) -> dict[str, Any]:
-    """Convert one parsed record in shape `fmt` to a chat record dict `{"messages", "meta"}`.
+    """Convert one parsed record in shape `fmt` to a chat record dict `{"messages", "meta"}`, unrepaired."""
+    return to_chat_repaired(obj, fmt, repairs=(), input_separator=input_separator)[0]
+
+
+def to_chat_repaired(
+    obj: Any, fmt: str, *, repairs: tuple[str, ...] | list[str] = REPAIRS, input_separator: str = INPUT_SEPARATOR
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Convert one parsed record in shape `fmt` to a chat record dict `{"messages", "meta"}`, with the
+    `repairs` that apply to it; return it and a (code, message) note per repair made.
 
     `chat` records are returned as they are (the schema validates them). The result is new dicts;
     `obj` is not modified. Raises FormatError on input that does not have the shape.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt == "chat":
-        if not isinstance(obj, dict):
-            raise FormatError("", f"Input should be a JSON object, not {_kind(obj)}", CODE_NOT_OBJECT)
-        return obj
     if not isinstance(obj, dict):
         raise FormatError("", f"Input should be a JSON object, not {_kind(obj)}", CODE_NOT_OBJECT)
+    if fmt == "chat":
+        return obj, []
     if fmt == "alpaca":
-        return _from_instruction(obj, "output", history=True, input_separator=input_separator)
+        return _from_instruction(obj, "output", history=True, input_separator=input_separator), []
     if fmt == "gpteacher":
-        return _from_instruction(obj, "response", history=False, input_separator=input_separator)
-    return _from_sharegpt(obj)
+        return _from_instruction(obj, "response", history=False, input_separator=input_separator), []
+    notes: list[tuple[str, str]] = []
+    turns = _repaired_turns(obj.get("conversations"), repairs, notes)
+    return _from_sharegpt({**obj, "conversations": turns}), notes
 
 
 def convert(obj: Any, fmt: str = "auto", *, input_separator: str = INPUT_SEPARATOR) -> tuple[dict[str, Any], str]:
     """Detect the shape (when `fmt` is "auto") and convert; return the chat record and the shape."""
     shape = detect_format(obj) if fmt == "auto" else fmt
     return to_chat(obj, shape, input_separator=input_separator), shape
+
+
+def _speaker(turn: Any) -> str | None:
+    """The chat role of a ShareGPT turn's speaker tag (aliases included), or None."""
+    if not isinstance(turn, dict):
+        return None
+    tag = turn.get("from", turn.get("role"))
+    return "assistant" if tag in ASSISTANT_ALIASES else SHAREGPT_ROLES.get(tag) if isinstance(tag, str) else None
+
+
+def _is_plain(turn: Any) -> bool:
+    """A turn of speaker and text only (no call, no id, no weight): safe to merge with its neighbour."""
+    return isinstance(turn, dict) and set(turn) <= {"from", "value", "role", "content"} and \
+        isinstance(turn.get("value", turn.get("content")), str) and turn.get("from", turn.get("role")) != "function_call"
+
+
+def _repaired_turns(turns: Any, repairs: tuple[str, ...] | list[str], notes: list[tuple[str, str]]) -> Any:
+    """ShareGPT `conversations` with the `repairs` applied (see REPAIRS); a note per repair made."""
+    if not isinstance(turns, list):
+        return turns
+    turns = list(turns)
+    if "role_alias" in repairs:
+        aliased = sorted({t["from"] for t in turns if isinstance(t, dict) and t.get("from") in ASSISTANT_ALIASES})
+        if aliased:
+            turns = [{**t, "from": "gpt"} if isinstance(t, dict) and t.get("from") in ASSISTANT_ALIASES else t
+                     for t in turns]
+            notes.append(("repair.role_alias", f"speaker {', '.join(map(repr, aliased))} read as the assistant"))
+    if "leading_assistant" in repairs:
+        first = next((i for i, t in enumerate(turns) if _speaker(t) != "system"), None)
+        end = first
+        while end is not None and end < len(turns) and _speaker(turns[end]) == "assistant" and _is_plain(turns[end]):
+            end += 1
+        if first is not None and end > first and end < len(turns):  # an answer with no question: captured mid-way
+            turns = turns[:first] + turns[end:]
+            notes.append(("repair.leading_assistant", f"{end - first} assistant turn(s) before the first user turn dropped"))
+    if "merge_turns" in repairs:
+        merged: list[Any] = []
+        joined = 0
+        for turn in turns:
+            prev = merged[-1] if merged else None
+            if prev is not None and _is_plain(prev) and _is_plain(turn) and _speaker(prev) == _speaker(turn) \
+                    and _speaker(turn) in ("user", "assistant"):
+                key = "value" if "value" in prev else "content"
+                text = turn.get("value", turn.get("content"))
+                merged[-1] = {**prev, key: f"{prev[key]}{INPUT_SEPARATOR}{text}"}
+                joined += 1
+            else:
+                merged.append(turn)
+        if joined:
+            turns = merged
+            notes.append(("repair.merge_turns", f"{joined} turn(s) joined to the turn of the same speaker before"))
+    return turns
 
 
 def _string(obj: dict[str, Any], key: str, *, required: bool, path: str | None = None) -> str | None:

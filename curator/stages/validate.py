@@ -61,7 +61,7 @@ def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0)
     # List(Struct) column from Python dicts row by row is an order of magnitude slower.
     turns: dict[str, list] = {C.ROW: [], "role": [], "content": [], "weight": [], "tool_calls": [], "tool_call_id": []}
     for i, line in enumerate(lines, start=first_row):
-        record, problems, source_format = check_line(line, fmt, extra)
+        record, problems, source_format = check_line(line, fmt, extra, repairs=tuple(cfg.input.repairs))
         rows[C.ROW].append(i)
         rows[C.SOURCE_FILE].append(line.source_file)
         rows[C.SOURCE_LINE].append(line.source_line)
