@@ -422,3 +422,26 @@ def test_a_disabled_dedup_stage_is_reported_as_disabled_not_as_zero(run_dir, tmp
     assert (rep["duplicates"]["exact_disabled"], rep["duplicates"]["near_disabled"]) == (False, True)
     md = render(rep, "md")
     assert "Exact duplicates rejected: 1 (1 groups); near duplicates and prompt conflicts: disabled" in md
+
+
+def test_warnings_are_counted_by_code_with_the_kept_rows(tmp_path):
+    from curator.config import load_config
+    from curator.pipeline import run
+
+    raw = tmp_path / "raw" / "captures.json"
+    raw.parent.mkdir()
+    raw.write_text(json.dumps([
+        {"conversations": [{"from": "gpt", "value": "tail of an earlier answer"}, {"from": "human", "value": "Q?"},
+                           {"from": "gpt", "value": "A."}]},
+        {"conversations": [{"from": "human", "value": "one"}, {"from": "human", "value": "two"},
+                           {"from": "bing", "value": "Answer."}]},
+    ]), encoding="utf-8")
+    run(raw.parent, tmp_path / "out", load_config(None, ["gates.min_examples=null"]))
+    rep = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert rep["warnings"] == {"rows_with_warnings": 2, "items": [
+        {"code": "repair.leading_assistant", "count": 1, "kept": 1},
+        {"code": "repair.merge_turns", "count": 1, "kept": 1},
+        {"code": "repair.role_alias", "count": 1, "kept": 1},
+    ]}
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| `repair.leading_assistant` | 1 | 1 |" in md

@@ -178,6 +178,24 @@ def _reasons(run: Run, counts: dict) -> dict:
     return {"rows_rejected": counts["rejected"], "items": items}
 
 
+def _warnings(run: Run) -> dict:
+    """Rows per warning code (the repairs made, unknown fields kept, markers removed): what changed without
+    rejecting anything."""
+    if not run.has("warnings"):
+        return {"rows_with_warnings": 0, "items": []}
+    notes = (
+        run.ann.select("row", KEPT.alias("_kept"), pl.col("warnings"))
+        .explode("warnings")
+        .drop_nulls("warnings")
+        .with_columns(pl.col("warnings").str.extract(r"^([^:]+)").alias("code"))
+        .unique(["row", "code"])
+    )
+    per_code = notes.group_by("code").agg(pl.len().alias("count"), pl.col("_kept").sum().alias("kept"))
+    items = [{"code": r["code"], "count": int(r["count"]), "kept": int(r["kept"])}
+             for r in per_code.sort(["count", "code"], descending=[True, False]).iter_rows(named=True)]
+    return {"rows_with_warnings": int(notes.get_column("row").n_unique()), "items": items}
+
+
 def _quality_threshold(run: Run) -> float | None:
     summary = (run.manifest.get("summaries") or {}).get("quality") or {}
     conf = (run.manifest.get("config") or {}).get("quality") or {}
@@ -553,6 +571,7 @@ def build_report(out_dir_or_run: Any) -> dict:
         "gates": _gates(run),
         "funnel": _funnel(run, counts),
         "rejects": reasons,
+        "warnings": _warnings(run),
         "quality": _quality(run),
         "languages": _languages(run),
         "tokens": (tokens := _tokens(run)),

@@ -90,6 +90,17 @@ class Rejects(_M):
     items: list[Reason]
 
 
+class WarningCount(_M):
+    code: str = Field(description="e.g. repair.leading_assistant, schema.extra_field, io.bom")
+    count: int = Field(description="rows with this warning")
+    kept: int = Field(description="of them, rows kept")
+
+
+class Warnings(_M):
+    rows_with_warnings: int
+    items: list[WarningCount]
+
+
 class Histogram(_M):
     edges: list[float]
     kept: list[int]
@@ -310,6 +321,7 @@ class Report(_M):
     gates: Gates
     funnel: list[FunnelStep]
     rejects: Rejects
+    warnings: Warnings
     quality: Quality
     languages: Languages
     tokens: Tokens

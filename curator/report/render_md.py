@@ -218,6 +218,11 @@ def render_markdown(rep: dict) -> str:
     else:
         lines.append("No row was rejected.")
 
+    w = rep.get("warnings") or {"items": []}
+    if w["items"]:
+        lines += ["", f"Rows with a warning (a repair made or a note taken, without a reject): {w['rows_with_warnings']:,}", "",
+                  table(["warning", "rows", "kept"], [[f"`{x['code']}`", x["count"], x["kept"]] for x in w["items"]])]
+
     q = rep["quality"]
     lines += ["", "## Quality", ""]
     if q["measured"]:
