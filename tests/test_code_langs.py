@@ -2,6 +2,7 @@
 (curator/stages/code_language.py) and its diversity gate."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -83,13 +84,11 @@ def test_detects_each_language(code, lang):
 
 def test_ties_break_to_the_subset_language_without_superset_cues():
     c_code = '#include <stdio.h>\nint main(void) {\n  int x = 1;\n  printf("%d", x);\n  return 0;\n}\n'
-    det = detect_language(c_code)
-    assert det.errors["c"] == det.errors["cpp"] == 0.0  # both grammars parse it: a tie
-    assert det.lang == "c"
+    assert parse_error_frac(c_code, "c") == parse_error_frac(c_code, "cpp") == 0.0  # both grammars parse it: a tie
+    assert detect_language(c_code).lang == "c"
     js = "function add(a, b) {\n  return a + b;\n}\nconsole.log(add(1, 2));\n"
-    det = detect_language(js)
-    assert det.errors["javascript"] == det.errors["typescript"] == 0.0
-    assert det.lang == "javascript"
+    assert parse_error_frac(js, "javascript") == parse_error_frac(js, "typescript") == 0.0
+    assert detect_language(js).lang == "javascript"
     ts = "function add(a: number, b: number): number {\n  return a + b;\n}\n"
     assert detect_language(ts).lang == "typescript"
 
@@ -414,3 +413,164 @@ def test_stage_worst_error_reads_judged_blocks_only():
     assert out["code_parse_error_frac"].to_list() == [0.0, 0.5]
     blocks = out["code_blocks"][0].to_list()
     assert [(b["lang"], b["parse_judged"]) for b in blocks] == [("typescript", True), ("sql", False), ("sql", False)]
+
+
+# --- code outside fences --------------------------------------------------------------------
+
+BARE_PYTHON = "def factorial(n):\n    if n <= 1:\n        return 1\n    return n * factorial(n - 1)\n\nprint(factorial(5))"
+BARE_JAVA = (
+    "public class Greeter {\n    private final String name;\n\n    public Greeter(String name) {\n"
+    "        this.name = name;\n    }\n\n    public String greet() {\n        return \"Hello, \" + name;\n    }\n}"
+)
+INDENTED_AFTER_COLON = "Here is the code:\n\n    def add(a, b):\n        return a + b\n\n    print(add(2, 3))\n\nIt prints 5."
+GSM8K = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April "
+         "and May.\n#### 72")
+ROLEPLAY = ("*adjusts hat* Ahoy! I am the captain of this ship; welcome aboard.\nThe plan is simple: we sail at dawn, "
+            "we find the island, and we return with the treasure.\nWhat brings you here, stranger?")
+PROSE_CALLS = ("print() writes its arguments to the console.\nif you need the size of a list, call len() on it.\n"
+               "len() returns 3 for [1, 2, 3].")
+
+
+def _blocks(out, row=0):
+    return [(b["turn"], b["role"], b["label"], b["lang"], b["decided_by"], b["n_lines"]) for b in out["code_blocks"][row]]
+
+
+def test_unfenced_answers_get_their_language():
+    df = _frame([[("user", "Write it."), ("assistant", text)] for text in (BARE_PYTHON, BARE_JAVA, INDENTED_AFTER_COLON)])
+    out = code_language.run(df, _ctx())
+    assert [_blocks(out, i) for i in range(3)] == [
+        [(1, "assistant", None, "python", "unfenced", 6)],
+        [(1, "assistant", None, "java", "unfenced", 11)],
+        [(1, "assistant", None, "python", "unfenced", 4)],
+    ]
+    assert out["code_langs"].to_list() == [["python"], ["java"], ["python"]]
+    assert out["has_code"].to_list() == [True, True, True]
+    assert [b["parse_error_frac"] for b in out["code_blocks"][1]] == [0.0]
+    assert ctx_blocks_decided(df) == {"unfenced": 3}
+
+
+def ctx_blocks_decided(df):
+    ctx = _ctx()
+    code_language.run(df, ctx)
+    return ctx.summaries["code_language"]["blocks_decided_by"]
+
+
+def test_prose_answers_get_no_code():
+    df = _frame([[("user", "Question?"), ("assistant", text)] for text in (GSM8K, ROLEPLAY, PROSE_CALLS)])
+    out = code_language.run(df, _ctx())
+    assert out["code_blocks"].to_list() == [[], [], []]
+    assert out["code_langs"].to_list() == [[], [], []]
+    assert out["has_code"].to_list() == [False, False, False]
+
+
+def test_unfenced_code_can_be_switched_off_and_other_roles_are_not_searched():
+    df = _frame([[("system", BARE_PYTHON), ("user", "Write it."), ("assistant", BARE_JAVA)]])
+    assert code_language.run(df, _ctx(unfenced=False))["code_langs"].to_list() == [[]]
+    assert code_language.run(df, _ctx())["code_langs"].to_list() == [["java"]]
+    assert code_language.run(df, _ctx(unfenced_roles=["system"]))["code_langs"].to_list() == [["python"]]
+
+
+def test_a_fenced_block_is_not_counted_twice():
+    text = ("Use this:\n```python\nx = [1, 2]\nprint(len(x))\n```\nOr in JavaScript:\n\nconst x = [1, 2];\n"
+            "console.log(x.length);\n")
+    out = code_language.run(_frame([[("user", "How?"), ("assistant", text)]]), _ctx())
+    assert _blocks(out) == [
+        (1, "assistant", "python", "python", "both", 2),
+        (1, "assistant", None, "javascript", "unfenced", 2),
+    ]
+    assert out["code_langs"].to_list() == [["javascript", "python"]]
+
+
+def test_unfenced_blocks_leave_the_parse_error_signal_to_fenced_code():
+    # the quality rule `unparsable_code` reads code_parse_error_frac: broken fenced code still
+    # shows; an unfenced span (kept because it parses) neither adds to it nor masks it
+    broken = "```python\ndef f(:\n    return )\n```"
+    df = _frame([[("user", "q"), ("assistant", BARE_PYTHON)],
+                 [("user", "q"), ("assistant", broken + "\n\n" + BARE_JAVA)]])
+    out = code_language.run(df, _ctx())
+    assert out["code_parse_error_frac"].to_list() == [None, 1.0]
+    assert [b["decided_by"] for b in out["code_blocks"][1]] == ["label", "unfenced"]
+
+
+def test_code_langs_and_the_gate_count_unfenced_code():
+    answers = {
+        "python": BARE_PYTHON,
+        "java": BARE_JAVA,
+        "javascript": "function add(a, b) {\n  return a + b;\n}\nconsole.log(add(1, 2));",
+        "go": 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hi")\n}',
+        "sql": "Run this query:\nSELECT name, COUNT(*) FROM users\nWHERE age > 30\nGROUP BY name;",
+    }
+    df = _frame([[("user", "Write it."), ("assistant", text)] for text in answers.values()] + [[("user", "hi"),
+                                                                                                 ("assistant", GSM8K)]])
+    out = code_language.run(df, _ctx())
+    assert out["code_langs"].to_list() == [[lang] for lang in answers] + [[]]
+    ctx = _ctx()
+    (gate,) = code_language.gates(out, ctx)
+    assert (gate.passed, gate.value) == (True, 5.0)
+    assert gate.message.startswith("5 programming languages with >= 2.0% of 5 code examples")
+    # the same answers without unfenced detection: no code example, the gate fails
+    off = code_language.run(df, _ctx(unfenced=False))
+    (gate,) = code_language.gates(off, _ctx(unfenced=False))
+    assert (gate.passed, gate.value) == (False, 0.0)
+
+
+def test_classify_unfenced_needs_a_clean_parse_and_rejects_data():
+    from curator.code_langs import classify_unfenced
+
+    assert classify_unfenced(BARE_PYTHON) == code_language.classify_unfenced(BARE_PYTHON)
+    res = classify_unfenced(BARE_PYTHON)
+    assert (res.lang, res.decided_by, res.parse_error_frac, res.label_mismatch) == ("python", "unfenced", 0.0, False)
+    for data in ('{\n  "name": "Bob",\n  "age": 30\n}', "Sum: 15\nProduct: 120"):
+        assert classify_unfenced(data).lang is None
+    # half the lines broken and no strong cue: not code we can vouch for (fenced, it would be python)
+    broken = "def f(x):\n    return x +\nwhile True\n    pass"
+    assert classify_unfenced(broken).lang is None
+    assert classify_block(broken, None).lang == "python"
+    # a permissive grammar needs its cues: words parse as a bash command (a flag is one weak cue)
+    words = "read the docs --help first\nthen ask a friend"
+    assert (detect_language(words).lang, classify_unfenced(words).lang) == ("bash", None)
+
+
+@pytest.mark.parametrize("name", ["gsm8k_train.jsonl", "gpteacher_roleplay.jsonl"])
+def test_real_prose_answers_hold_no_unfenced_code(name):
+    path = CHAT / name
+    if not path.exists():
+        pytest.skip("../shared/data/chat is not available")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:300]]
+    df = _frame([[(m["role"], m["content"]) for m in r["messages"]] for r in records])
+    assert code_language.run(df, _ctx())["code_langs"].to_list() == [[]] * len(records)
+
+
+def test_real_bare_code_answers_get_a_language():
+    """CodeAlpaca answers with bare code: the first 40 records' assistant turns, fences absent."""
+    path = CHAT / "codealpaca_2k.jsonl"
+    if not path.exists():
+        pytest.skip("../shared/data/chat is not available")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:40]]
+    df = _frame([[(m["role"], m["content"]) for m in r["messages"] if m["role"] == "assistant"] for r in records])
+    out = code_language.run(df, _ctx())
+    found = Counter(lang for langs in out["code_langs"].to_list() for lang in langs)
+    assert sum(1 for langs in out["code_langs"].to_list() if langs) == EXPECTED_CODEALPACA_40[0]
+    assert dict(found) == EXPECTED_CODEALPACA_40[1]
+
+
+# The first 40 CodeAlpaca answers, read one by one: the 9 without a language are prose (6) and
+# HTML (3, no grammar here); every language found is the one the prompt asks for, except a C#
+# method read as Java (`public static int ... { ... }` is valid Java).
+EXPECTED_CODEALPACA_40 = (
+    31, {"javascript": 10, "java": 6, "sql": 6, "python": 5, "bash": 1, "cpp": 1, "php": 1, "ruby": 1}
+)
+
+
+def test_batch_cue_scores_equal_the_per_block_scores():
+    """cue_scores_many runs the cues in Polars (Rust regex, ASCII word boundaries on ASCII text):
+    the same scores as cue_scores, a look-ahead cue (Java's static call) included."""
+    from curator.code_langs import cue_scores, cue_scores_many
+
+    samples = [
+        "SeLeCt a FrOm t", BARE_PYTHON, BARE_JAVA, "BirdWatcher.getLastWeek();\nMath.floor(1.5);",
+        "let café = 1;\nconsole.log(café === 1);",  # non-ASCII: Unicode word boundaries
+        "nilé = 1\nputs nil", "", "fn main() { let mut v = vec![1]; v.push(2); }",
+    ]
+    assert cue_scores_many(samples) == [cue_scores(s) for s in samples]
+    assert cue_scores_many([]) == []

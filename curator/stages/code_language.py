@@ -1,15 +1,21 @@
-"""Fenced code blocks and their programming language, with tree-sitter (issue 5).
+"""Code blocks and their programming language, with tree-sitter (issue 5).
 
 Reads: `messages`. Writes:
 - `code_blocks` List(Struct{turn, role, label, lang, decided_by, parse_error_frac, label_mismatch,
   n_lines, parse_judged}): every fenced block of every turn (curator/code_blocks.py), its language from
-  the fence label and/or tree-sitter detection (curator/code_langs.py); `parse_judged`: the parse is of
+  the fence label and/or tree-sitter detection (curator/code_langs.py); and every span of code outside
+  the fences of a user or assistant turn (a whole answer of code, indented code, code after a line
+  ending in ":") that reads as code line by line and parses cleanly in its detected language,
+  with `decided_by: "unfenced"` and no label (`code_blocks.unfenced_candidates`,
+  `code_langs.classify_unfenced`), in the order the turn has them; `parse_judged`: the parse is of
   the block's own language (a label its content supports, or a confident detection; not an SQL dialect
-  the grammar lacks), so its error fraction says whether the code is broken;
+  the grammar lacks; never an unfenced span), so its error fraction says whether the code is broken;
 - `code_langs` List(Utf8): sorted unique block languages, `text` blocks excluded;
 - `has_code` Boolean: `code_langs` is not empty;
 - `code_parse_error_frac` Float64: the worst parse-error fraction of the assistant's judged blocks
-  (`parse_judged`; null when there is none); the quality stage reads it;
+  (`parse_judged`; null when there is none); the quality stage reads it (rule `unparsable_code`).
+  Unfenced spans are never judged: one is kept only because it parses, so its error share says where
+  the span was cut, not whether the author's code is broken;
 - `code_label_mismatch` Boolean: some block's label is contradicted by its content.
 
 With `label_mismatch: reject`, rows with a contradicted label are rejected as
@@ -21,9 +27,10 @@ block costs one parse, plus a cue scoring when the parse has a few errors (below
 `mismatch_min_error`, where the label cannot be contradicted); only an unlabelled block or one its
 label's grammar fails on is detected, trying the best-cued grammars first; a cue's regex runs
 only when a literal it requires is in the block (code_langs.required_literals). Turns without a
-fence never reach Python: the filter is a Polars string match. Blocks are classified in this
-process by default: on the 2-core box a process pool saves ~10% of the wall time for ~45% more
-CPU time (bench/RESULTS.md).
+fence or a line of statement shape (`code_blocks.ANY_CODE_LINE_PATTERN`) never reach Python: both
+filters are Polars string matches (bench/RESULTS.md, "Code outside fences", for what unfenced
+code costs). Blocks are classified in this process by default: on the 2-core box a process pool
+saves ~10% of the wall time for ~45% more CPU time (bench/RESULTS.md).
 
 Gate (`gates`): the kept set must hold at least `min_languages` programming languages, each in at
 least `min_share` of the code-bearing examples (examples with a programming-language block). The
@@ -42,14 +49,24 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
-from curator.code_blocks import extract_code_blocks
+from curator.code_blocks import (
+    ANY_CODE_LINE_PATTERN,
+    UnfencedSettings,
+    extract_code_blocks,
+    strip_code,
+    unfenced_candidates,
+)
 from curator.code_langs import (
     TEXT,
     DetectSettings,
     classify_block,
+    classify_unfenced,
+    cue_sample,
+    cue_scores_many,
     grammar_versions,
     is_programming,  # noqa: F401  (moved to code_langs; still importable from the stage)
     language_shares,
+    normalize_label,
 )
 from curator.gates import Gate
 from curator.stages.base import StageContext
@@ -71,8 +88,10 @@ BLOCK = pl.Struct(
 )
 REASON_MISMATCH = "code.label_mismatch"
 GATE_NAME = "code.language_diversity"
+UNFENCED = "unfenced"  # `decided_by` of a block found outside fences
 
 _DEFAULTS = DetectSettings()
+_UNFENCED_DEFAULTS = UnfencedSettings()
 
 
 class Config(BaseModel):
@@ -110,6 +129,40 @@ class Config(BaseModel):
     pool_min_blocks: int = Field(
         1500, ge=1, description="fewer distinct blocks than this: no pool (starting one costs ~1 s)"
     )
+    unfenced: bool = Field(
+        True, description="also find code outside fences: whole-answer code, indented code, code after a colon line"
+    )
+    unfenced_roles: list[str] = Field(
+        ["user", "assistant"], description="turns searched for unfenced code (system prompts and tool output are not)"
+    )
+    unfenced_min_lines: int = Field(
+        _UNFENCED_DEFAULTS.min_lines, ge=1, description="code lines a span amid prose needs"
+    )
+    unfenced_min_lines_introduced: int = Field(
+        _UNFENCED_DEFAULTS.min_lines_introduced, ge=1,
+        description="code lines a span needs when it is the whole text or follows a line ending in ':'",
+    )
+    unfenced_min_code_share: float = Field(
+        _UNFENCED_DEFAULTS.min_code_share, ge=0, le=1, description="code lines / (code + prose lines) of a span"
+    )
+    unfenced_max_error: float = Field(
+        _DEFAULTS.unfenced_max_error, ge=0, le=1, description="an unfenced span's grammar fails on at most this share"
+    )
+    unfenced_min_cues: float = Field(
+        _DEFAULTS.unfenced_min_cues, ge=0, description="cue score bash/ruby/php/sql need outside fences"
+    )
+    unfenced_cued_max_error: float = Field(
+        _DEFAULTS.unfenced_cued_max_error, ge=0, le=1,
+        description="error share allowed outside fences when the language's cues score unfenced_strong_cues",
+    )
+    unfenced_strong_cues: float = Field(_DEFAULTS.unfenced_strong_cues, ge=0, description="see unfenced_cued_max_error")
+
+    def unfenced_settings(self) -> UnfencedSettings:
+        return UnfencedSettings(
+            min_lines=self.unfenced_min_lines,
+            min_lines_introduced=self.unfenced_min_lines_introduced,
+            min_code_share=self.unfenced_min_code_share,
+        )
 
     def settings(self) -> DetectSettings:
         return DetectSettings(
@@ -121,6 +174,10 @@ class Config(BaseModel):
             max_candidates=self.max_candidates,
             fallback=self.fallback,
             max_lines=self.max_lines,
+            unfenced_max_error=self.unfenced_max_error,
+            unfenced_min_cues=self.unfenced_min_cues,
+            unfenced_cued_max_error=self.unfenced_cued_max_error,
+            unfenced_strong_cues=self.unfenced_strong_cues,
         )
 
 
@@ -128,41 +185,76 @@ def _config(ctx: StageContext) -> Config:
     return getattr(ctx.config, NAME)
 
 
-def _classify_chunk(args: tuple[list[tuple[str | None, str]], DetectSettings]) -> list:
-    keys, settings = args
-    return [classify_block(code, label, settings) for label, code in keys]
+Key = tuple[str | None, str, bool]  # (fence label, code, fenced)
 
 
-def classify_many(keys: list[tuple[str | None, str]], settings: DetectSettings, workers: int, pool_min: int) -> list:
-    """`classify_block` over distinct (label, code) pairs, in a spawned process pool when many."""
+def _classify_chunk(args: tuple[list[Key], list[dict | None], DetectSettings]) -> list:
+    keys, scores, settings = args
+    return [
+        classify_block(code, label, settings, cues) if fenced else classify_unfenced(code, settings, cues)
+        for (label, code, fenced), cues in zip(keys, scores)
+    ]
+
+
+def _needs_cues(key: Key) -> bool:
+    """Whether the block will be detected (unfenced, or no label we know): a labelled block
+    mostly ends with one parse, and scores its cues itself when it needs them."""
+    label, _, fenced = key
+    return not fenced or normalize_label(label) is None
+
+
+def classify_many(keys: list[Key], settings: DetectSettings, workers: int, pool_min: int) -> list:
+    """`classify_block` (fenced) or `classify_unfenced` over distinct (label, code, fenced) keys, in
+    a spawned process pool when many; the cues of the blocks to detect are scored in one batch."""
+    todo = [i for i, key in enumerate(keys) if _needs_cues(key)]
+    scores: list[dict | None] = [None] * len(keys)
+    batch = cue_scores_many([cue_sample(keys[i][1], settings.max_lines) for i in todo])
+    for i, cues in zip(todo, batch):
+        scores[i] = cues
     workers = min(workers, os.cpu_count() or 1)
     if workers <= 1 or len(keys) < pool_min:
-        return _classify_chunk((keys, settings))
+        return _classify_chunk((keys, scores, settings))
     import multiprocessing as mp
 
     size = -(-len(keys) // (workers * 4))
-    chunks = [(keys[i : i + size], settings) for i in range(0, len(keys), size)]
+    chunks = [(keys[i : i + size], scores[i : i + size], settings) for i in range(0, len(keys), size)]
     # spawn, not fork: the parent holds Polars' thread pool, which fork can leave locked
     with mp.get_context("spawn").Pool(workers) as pool:
         return [r for part in pool.map(_classify_chunk, chunks) for r in part]
 
 
+def _turn_blocks(content: str, fenced: bool, unfenced: bool, settings: UnfencedSettings) -> list:
+    """The fenced blocks and the unfenced candidates of one turn, in the order they are written."""
+    blocks = extract_code_blocks(content) if fenced else []
+    if unfenced:
+        blocks = sorted(blocks + unfenced_candidates(content, settings), key=lambda b: b.start)
+    return blocks
+
+
 def block_table(turns: pl.DataFrame, cfg: Config) -> pl.DataFrame:
-    """One row per fenced block of (`_idx`, `_turn`, `role`, `content`) turns, with its language."""
-    cols: dict[str, list] = {k: [] for k in ("_idx", "turn", "role", "label", "_code", "n_lines")}
-    for idx, turn, role, content in turns.iter_rows():
-        for block in extract_code_blocks(content):
+    """One row per code block of (`_idx`, `_turn`, `role`, `content`, `_fenced`, `_unfenced`) turns,
+    with its language: every fenced block (`_fenced` turns), and the unfenced candidates
+    (`_unfenced` turns) that classify_unfenced gives a language; the others are not code."""
+    cols: dict[str, list] = {k: [] for k in ("_idx", "turn", "role", "label", "_code", "_fenced", "n_lines")}
+    found_in: dict[tuple[str, bool, bool], list] = {}  # data collected twice repeats whole turns
+    usettings = cfg.unfenced_settings()
+    for idx, turn, role, content, fenced, unfenced in turns.iter_rows():
+        key = (content, fenced, unfenced)
+        if key not in found_in:
+            found_in[key] = _turn_blocks(content, fenced, unfenced, usettings)
+        for block in found_in[key]:
             cols["_idx"].append(idx)
             cols["turn"].append(turn)
             cols["role"].append(role)
             cols["label"].append(block.label)
             cols["_code"].append(block.code)
+            cols["_fenced"].append(block.fenced)
             cols["n_lines"].append(block.n_lines)
-    keys = list(dict.fromkeys(zip(cols["label"], cols["_code"])))
+    keys = list(dict.fromkeys(zip(cols["label"], cols["_code"], cols["_fenced"])))
     results = dict(zip(keys, classify_many(keys, cfg.settings(), cfg.workers, cfg.pool_min_blocks)))
-    found = [results[k] for k in zip(cols["label"], cols["_code"])]
+    found = [results[k] for k in zip(cols["label"], cols["_code"], cols["_fenced"])]
     del cols["_code"]
-    return pl.DataFrame(
+    table = pl.DataFrame(
         {
             **cols,
             "lang": [r.lang for r in found],
@@ -171,20 +263,53 @@ def block_table(turns: pl.DataFrame, cfg: Config) -> pl.DataFrame:
             "label_mismatch": [r.label_mismatch for r in found],
             "parse_judged": [r.judged for r in found],
         },
-        schema={"_idx": pl.Int64, **{k: v for k, v in BLOCK.to_schema().items()}},
+        schema={"_idx": pl.Int64, "_fenced": pl.Boolean, **{k: v for k, v in BLOCK.to_schema().items()}},
     )
+    # an unfenced candidate without a language was only a guess: not a block
+    return table.filter(pl.col("_fenced") | pl.col("lang").is_not_null()).drop("_fenced")
 
 
-def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    cfg = _config(ctx)
+def select_turns(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
+    """(`_idx`, `_turn`, `role`, `content`, `_fenced`, `_unfenced`) of the turns that may hold code:
+    a fence, or (in `unfenced_roles`) a line with a statement shape outside the fences.
+
+    Both tests are Polars string matches, so turns of prose never reach Python. A fenced turn is
+    matched on its text outside the fences (cut in Python with the CommonMark rules, once per
+    distinct text): the code inside a fence says nothing about the text around it.
+    """
     turns = (
         df.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_idx"), pl.col(C.MESSAGES))
         .explode(C.MESSAGES)
         .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("_idx").alias("_turn"))
         .unnest(C.MESSAGES)
-        .filter(pl.col("content").str.contains("```", literal=True) | pl.col("content").str.contains("~~~", literal=True))
-        .select("_idx", "_turn", "role", "content")
+        .with_columns(pl.col("content").fill_null(""))
+        .with_columns(
+            _fenced=pl.col("content").str.contains("```", literal=True)
+            | pl.col("content").str.contains("~~~", literal=True),
+            _searched=pl.lit(cfg.unfenced) & pl.col("role").is_in(cfg.unfenced_roles),
+        )
     )
+    plain = turns.filter(~pl.col("_fenced") & pl.col("_searched")).filter(
+        pl.col("content").str.contains(ANY_CODE_LINE_PATTERN)
+    )
+    fenced = turns.filter(pl.col("_fenced"))
+    searched = fenced.filter(pl.col("_searched"))["content"].unique().to_list()
+    outside = pl.Series([strip_code(t, inline=False) for t in searched], dtype=pl.Utf8)
+    code_outside = dict(zip(searched, outside.str.contains(ANY_CODE_LINE_PATTERN).to_list()))
+    fenced = fenced.with_columns(
+        pl.Series("_unfenced", [bool(code_outside.get(t)) for t in fenced["content"].to_list()], dtype=pl.Boolean)
+        & pl.col("_searched")
+    )
+    return (
+        pl.concat([plain.with_columns(_unfenced=pl.lit(True)), fenced])
+        .sort("_idx", "_turn")
+        .select("_idx", "_turn", "role", "content", "_fenced", "_unfenced")
+    )
+
+
+def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
+    cfg = _config(ctx)
+    turns = select_turns(df, cfg)
     with ctx.progress.task("code languages", total=turns.height) as advance:
         blocks = block_table(turns, cfg)
         advance(turns.height)
