@@ -484,12 +484,13 @@ def test_a_fenced_block_is_not_counted_twice():
 def test_unfenced_blocks_leave_the_parse_error_signal_to_fenced_code():
     # the quality rule `unparsable_code` reads code_parse_error_frac: broken fenced code still
     # shows; an unfenced span (kept because it parses) neither adds to it nor masks it
-    broken = "```python\ndef f(:\n    return )\n```"
+    broken = "```python\nimport os\n\ndef main(path):\n    for name in os.listdir(path):\n        print(name\n\nmain('.')\n```"
     df = _frame([[("user", "q"), ("assistant", BARE_PYTHON)],
                  [("user", "q"), ("assistant", broken + "\n\n" + BARE_JAVA)]])
     out = code_language.run(df, _ctx())
-    assert out["code_parse_error_frac"].to_list() == [None, 1.0]
-    assert [b["decided_by"] for b in out["code_blocks"][1]] == ["label", "unfenced"]
+    worst = out["code_parse_error_frac"].to_list()
+    assert worst[0] is None and worst[1] > 0.1  # the broken fenced block, judged
+    assert [(b["decided_by"], b["parse_judged"]) for b in out["code_blocks"][1]] == [("both", True), ("unfenced", False)]
 
 
 def test_code_langs_and_the_gate_count_unfenced_code():
