@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 import click
@@ -204,18 +205,38 @@ class _JsonReport:
         self.out.flush()
 
 
+_FORMATS = ("auto", "chat", "alpaca", "sharegpt", "gpteacher")
+
+
+def _format_values(options: tuple[str, ...]) -> dict[str, Any]:
+    """--format values as config values: FORMAT sets input.format, GLOB=FORMAT adds to input.format_by_file."""
+    values: dict[str, Any] = {}
+    by_file: dict[str, str] = {}
+    for option in options:
+        glob, _, fmt = option.rpartition("=")
+        if fmt not in _FORMATS:
+            raise CurateError(f"--format {option}: {fmt!r} is not one of {', '.join(_FORMATS)}")
+        if glob:
+            by_file[glob] = fmt
+        else:
+            values["input.format"] = fmt
+    if by_file:
+        values["input.format_by_file"] = by_file
+    return values
+
+
 @cli.command("run")
 @click.argument("raw", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML or TOML config file.")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. -s tokens.policy=truncate.")
-@click.option("--format", "input_format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default=None, help="Shape of the input records (default: detected per record).")
+@click.option("--format", "input_format", multiple=True, metavar="[GLOB=]FORMAT", help="Shape of the input records: auto (detected per record, the default), chat, alpaca, sharegpt or gpteacher; GLOB=FORMAT for the files a glob matches, e.g. 'legacy/*.json=alpaca' (repeatable).")
 @click.option("--rules", type=click.Path(path_type=Path), default=None, help="Quality rule file (default: rules/default.yaml).")
 @click.option("--model", default=None, help="Model profile or tokenizer folder for the token budget.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is not empty.")
 @click.option("--no-gate", is_flag=True, help="Report failed gates but exit 0.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
-def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: str | None, rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
+def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
     """Curate RAW (a file or folder of .jsonl/.jsonl.gz/.json) into OUT.
 
     Writes train.jsonl, val.jsonl, rejects.jsonl, annotations.parquet, manifest.json and
@@ -230,9 +251,7 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     from curator.pipeline import run
 
     # option values are taken as they are, not as YAML: a path may hold " #" or "[x]"
-    values: dict[str, str] = {}
-    if input_format:
-        values["input.format"] = input_format
+    values: dict[str, Any] = _format_values(input_format)
     if rules:
         values["quality.rules"] = str(rules)
     if model:

@@ -40,6 +40,11 @@ class InputConfig(BaseModel):
     format: Literal["auto", "chat", "alpaca", "sharegpt", "gpteacher"] = Field(
         "auto", description="auto (detected per record) | chat | alpaca | sharegpt | gpteacher"
     )
+    format_by_file: dict[str, Literal["auto", "chat", "alpaca", "sharegpt", "gpteacher"]] = Field(
+        default_factory=dict,
+        description="shape per file glob, matched against the end of each input path ({'legacy/*.json': alpaca} "
+        "matches raw/legacy/a.json); the first match wins; other files use `format`",
+    )
     repairs: list[Literal["role_alias", "leading_assistant", "merge_turns"]] = Field(
         ["role_alias", "leading_assistant", "merge_turns"],
         description="repairs of ShareGPT captures, each noted on the row as a repair.* warning: role_alias "

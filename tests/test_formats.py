@@ -558,3 +558,29 @@ def test_repairs_recover_the_real_sharegpt_captures(tmp_path):
     ann = pl.read_parquet(tmp_path / "on" / "annotations.parquet")
     notes = ann.get_column("warnings").explode().drop_nulls().str.extract(r"^([^:]+)").value_counts(sort=True)
     assert dict(notes.rows()) == {"repair.leading_assistant": 748, "repair.merge_turns": 5, "normalize.hidden_controls": 1}
+
+
+def test_format_per_file_glob_fixes_one_odd_file_in_a_mixed_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from curator.cli import cli
+
+    raw = tmp_path / "raw"
+    (raw / "legacy").mkdir(parents=True)
+    # instruction + output + response with different texts: ambiguous unless the file's shape is given
+    (raw / "legacy" / "old.json").write_text(json.dumps([{"instruction": "Say hi.", "output": "Hi!", "response": "Hello"}]),
+                                             encoding="utf-8")
+    (raw / "chat.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "Q"},
+                                                              {"role": "assistant", "content": "A"}]}) + "\n", encoding="utf-8")
+    args = ["run", str(raw), str(tmp_path / "out"), "--no-gate", "-q", "-s", f"skip_stages={HEAVY_STAGES}"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    rejects = (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8")
+    assert "format.ambiguous_shape" in rejects
+    result = CliRunner().invoke(cli, [*args, "--force", "--format", "legacy/*.json=alpaca"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8") == ""
+    train_val = [json.loads(x) for name in ("train.jsonl", "val.jsonl")
+                 for x in (tmp_path / "out" / name).read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["messages"][0]["content"] for r in train_val) == ["Q", "Say hi."]
+    bad = CliRunner().invoke(cli, [*args, "--force", "--format", "legacy/*.json=csv"])
+    assert bad.exit_code == 1 and "--format legacy/*.json=csv: 'csv' is not one of auto, chat" in bad.output

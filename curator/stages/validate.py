@@ -10,7 +10,8 @@ converted to chat records first (curator/io/formats.py).
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from pathlib import PurePosixPath
+from typing import Any, Iterable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,10 +50,17 @@ class Config(BaseModel):
     )
 
 
+def format_of_file(cfg: Any, source: str) -> str:
+    """The record shape for input file `source`: its first matching input.format_by_file glob, else input.format
+    (`cfg` is the run's InputConfig)."""
+    path = PurePosixPath(source)
+    return next((fmt for glob, fmt in cfg.format_by_file.items() if path.match(glob)), cfg.format)
+
+
 def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0) -> pl.DataFrame:
     """Validate every line and return the run's frame, one row per line, rejects included."""
     cfg = ctx.config
-    fmt = cfg.input.format
+    formats: dict[str, str] = {}  # per input file, from input.format / input.format_by_file
     extra = cfg.validate_.extra_fields
     nested_cols = (C.MESSAGES, C.WARNINGS, C.REJECT_REASONS, C.REJECT_DETAILS)
     rows: dict[str, list] = {name: [] for name in FRAME_SCHEMA if name not in nested_cols}
@@ -61,6 +69,7 @@ def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0)
     # List(Struct) column from Python dicts row by row is an order of magnitude slower.
     turns: dict[str, list] = {C.ROW: [], "role": [], "content": [], "weight": [], "tool_calls": [], "tool_call_id": []}
     for i, line in enumerate(lines, start=first_row):
+        fmt = formats.get(line.source_file) or formats.setdefault(line.source_file, format_of_file(cfg.input, line.source_file))
         record, problems, source_format = check_line(line, fmt, extra, repairs=tuple(cfg.input.repairs))
         rows[C.ROW].append(i)
         rows[C.SOURCE_FILE].append(line.source_file)
