@@ -9,8 +9,10 @@ encoder, which renders them (curator/tokenize_chat.py): the calls are trained, t
 Packing (on by default) puts several examples into one row of up to `context_length` tokens. Each example
 keeps its own position ids (0, 1, 2, ... from its first token), and the row carries no 2D attention mask:
 transformers then derives a block-diagonal causal mask from the position ids (masking_utils
-`find_packed_sequence_indices` for sdpa / eager / flex attention; flash-attention-2 turns the same position ids
-into varlen `cu_seqlens`), so no token attends across an example boundary. Padding at the end of a row is one
+`find_packed_sequence_indices` for sdpa / eager / flex attention; flash-attention turns the same position ids
+into varlen `cu_seqlens`), so no token attends across an example boundary. Flash-attention derives the
+`cu_seqlens` only for a batch of ONE row, so for it a micro-batch of several rows is flattened into one
+(`flatten_rows`, TRL's padding-free layout) before the forward pass. Padding at the end of a row is one
 more "example" whose targets are all ignored. This is the position-id packing of TRL's
 `DataCollatorWithFlattening` and axolotl's multipack, without their cross-contamination caveats.
 
@@ -223,6 +225,21 @@ def collate(
         "n_real_tokens": sum(lengths),
         "seq_lens": seq_lens,
     }
+
+
+def flatten_rows(batch: dict) -> dict:
+    """The micro-batch as ONE row: rows concatenated, each example keeping its own position ids from 0.
+
+    Same tokens, positions and targets in row-major order, so the hidden states of the flat row, reshaped to
+    (B, L), are those of the B rows wherever attention is confined per example.
+    """
+    flat = dict(batch)
+    for key in ("input_ids", "position_ids", "targets"):
+        if key in batch:
+            flat[key] = batch[key].reshape(1, -1)
+    if "seq_lens" in batch:
+        flat["seq_lens"] = [[n for lens in batch["seq_lens"] for n in lens]]
+    return flat
 
 
 class PromptReference(NamedTuple):

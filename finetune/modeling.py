@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from curator.errors import CurateError
 from curator.model_profiles import NO_FOLDER_CODE
 from curator.model_profiles import refuse_folder_code as refuse_tokenizer_code
-from finetune.data import IGNORE_INDEX
+from finetune.data import IGNORE_INDEX, flatten_rows
 
 if TYPE_CHECKING:
     from finetune.config import LoraSettings, TrainConfig
@@ -178,17 +178,34 @@ def causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def needs_flat_rows(attn_implementation: str | None) -> bool:
+    """True for attention that finds example boundaries in position ids only when the batch is one row.
+
+    transformers' flash-attention path (modeling_flash_attention_utils._is_packed_sequence) turns position ids
+    into varlen `cu_seqlens` for batch size 1 only; with 2+ rows it runs the dense kernel and examples packed in
+    a row attend to each other. Hub kernels and paged variants named "...flash..." go through the same path.
+    """
+    return attn_implementation is not None and "flash" in attn_implementation
+
+
 def hidden_states(model, batch: dict) -> torch.Tensor:
-    """Last hidden states (B, L, H) of a packed batch: position ids and no 2D mask (see finetune.data)."""
+    """Last hidden states (B, L, H) of a packed batch: position ids and no 2D mask (see finetune.data).
+
+    Under flash-attention the B rows run as one flattened row (finetune.data.flatten_rows), the layout its
+    varlen path confines per example; the result is reshaped back to (B, L, H).
+    """
     lm = causal_lm(model)
     device = lm.device
+    shape = batch["input_ids"].shape
+    if shape[0] > 1 and needs_flat_rows(getattr(lm.config, "_attn_implementation", None)):
+        batch = flatten_rows(batch)
     out = lm.model(
         input_ids=batch["input_ids"].to(device, non_blocking=True),
         position_ids=batch["position_ids"].to(device, non_blocking=True),
         attention_mask=None,
         use_cache=False,  # a cache object would switch off packed-sequence detection in the mask builder
     )
-    return out.last_hidden_state
+    return out.last_hidden_state.reshape(*shape, -1)
 
 
 def logits(model, batch: dict) -> torch.Tensor:
@@ -219,15 +236,16 @@ def loss_sum(model, batch: dict, chunk_tokens: int) -> tuple[torch.Tensor, int]:
     return total, int(t.numel())
 
 
-def check_packed_attention(model, device: torch.device, dtype: torch.dtype) -> None:
+def check_packed_attention(model, device: torch.device, dtype: torch.dtype, micro_batch_rows: int = 1) -> None:
     """Refuse to train on packed rows when attention would cross example boundaries.
 
     Packing relies on transformers deriving a block-diagonal mask from the position ids (see finetune.data):
     sdpa / eager / flex do so since transformers 4.54 (masking_utils.find_packed_sequence_indices), flash-attn 2
     through varlen kernels. The tests show packed == unpacked for the transformers they run with, on CPU with
     sdpa; this guard checks the installed transformers with the run's own architecture, attention
-    implementation, device and dtype, in a fraction of a second: a 1-layer random model of the same config
-    class runs example B after example A in one row (positions 0..5, 0..4) and B alone. Where attention is
+    implementation, device, dtype and rows per micro-batch (flash-attention confines a batch of one row only),
+    in a fraction of a second: a 1-layer random model of the same config class runs `micro_batch_rows` rows,
+    each example B after example A (positions 0..5, 0..4), as training does, and B alone. Where attention is
     confined the two agree to rounding (<= 0.02 in bf16 on values of order 3); where B attends to A they
     differ by more than the values themselves (about 4.4). The global RNG is left as it was.
     """
@@ -252,10 +270,13 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype) -> N
             config, attn_implementation=attn, dtype=dtype, trust_remote_code=False
         ).to(device).eval()
         a, b = [5, 17, 33, 64, 9, 71], [90, 3, 45, 12, 100]
-        packed = {"input_ids": torch.tensor([a + b]), "position_ids": torch.tensor([list(range(6)) + list(range(5))])}
+        rows = micro_batch_rows
+        packed = {
+            "input_ids": torch.tensor([a + b] * rows), "position_ids": torch.tensor([list(range(6)) + list(range(5))] * rows),
+        }
         alone = {"input_ids": torch.tensor([b]), "position_ids": torch.tensor([list(range(5))])}
         with autocast_context(device, dtype):
-            got = hidden_states(probe, packed)[0, len(a):].float()
+            got = hidden_states(probe, packed)[:, len(a):].float()
             want = hidden_states(probe, alone)[0].float()
     diff = float((got - want).abs().max())
     if not diff <= 0.1 * float(want.abs().max()):
@@ -263,7 +284,7 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype) -> N
 
         raise CurateError(
             f"packed rows are not confined to their examples with transformers {transformers.__version__} and "
-            f"attn_implementation {attn} (an example's hidden states change by {diff:.3g} when another precedes it "
+            f"attn_implementation {attn} at {micro_batch_rows} row(s) per micro-batch (an example's hidden states change by {diff:.3g} when another precedes it "
             "in the row): install transformers>=4.56 or set packing: false"
         )
 

@@ -350,7 +350,7 @@ def run_training(
     if model is None:
         model = modeling.build_training_model(config, device, dtype)
     if config.packing:
-        modeling.check_packed_attention(model, device, dtype)
+        modeling.check_packed_attention(model, device, dtype, config.micro_batch_rows)
     vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
     biggest = max(max(e.ids) for e in train.examples)
     if biggest >= vocab:
