@@ -18,7 +18,8 @@ a checkpoint is data, and unpickling anything else could run code, so a file tha
 an older curator, or crafted) is refused, never loaded unsafely.
 
 Early stopping keeps a CPU copy of the adapter weights of the best evaluation (lowest val loss, `best_step`);
-when it stops, that copy is what the adapter folder gets, not the weights of the last, worse evaluation.
+when the run ends, by patience or at its last step, that copy is what the adapter folder gets, not the weights
+of a later, worse evaluation.
 
 Outputs in the output folder: the PEFT adapter with tokenizer and chat template (finetune.export),
 metrics.jsonl (one line per train log / evaluation), tensorboard/ (the same scalars), checkpoints/step-N/,
@@ -90,7 +91,7 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)  # one per optimizer step of this process
     evals: list[dict] = field(default_factory=list)
     stopped_early: bool = False
-    best_step: int | None = None  # on early stop: the step whose adapter was saved
+    best_step: int | None = None  # with early stopping: the step whose adapter was saved, when not the last
     skipped_over_context: dict[str, int] = field(default_factory=dict)  # examples longer than context_length
 
 
@@ -480,9 +481,10 @@ def run_training(
                 save_checkpoint(model, optimizer, scheduler, state, output_dir, config.keep_checkpoints, run, best)
     log.close()
 
-    if state.stopped_early and best is not None:
-        # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one; the
-        # checkpoint above keeps the last weights, as a checkpoint is where training stood
+    if best is not None and state.best_step != state.step:
+        # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one, whether
+        # patience ran out or the run reached its last step first; the checkpoint above keeps the last
+        # weights, as a checkpoint is where training stood
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if name in best:

@@ -355,6 +355,34 @@ def test_early_stopping_stops_when_val_loss_stops_falling_and_keeps_the_best_ada
     assert not all(torch.equal(adapter[k], at_last[k]) for k in adapter)
 
 
+def test_early_stopping_keeps_the_best_adapter_when_the_run_ends_before_patience_runs_out(workspace, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from finetune import train as train_module
+    from finetune.evaluate import PerplexityResult
+
+    # val losses as a real run logged them: the best (10.34) at step 4, then two worse, patience 3 never reached
+    val_losses = iter([11.31, 11.73, 10.84, 10.34, 10.39, 10.42])
+    monkeypatch.setattr(
+        train_module, "streaming_perplexity",
+        lambda *a, **k: PerplexityResult(loss=(v := next(val_losses)), perplexity=math.exp(v), n_tokens=1),
+    )
+    settings = tiny_train_settings(
+        workspace["model"], context_length=256, max_steps=6, learning_rate=0.05, save_every_steps=1, keep_checkpoints=6
+    )
+    settings["eval"] = {"every_steps": 1, "bleu_samples": 0, "compare_sheet_samples": 0, "early_stopping_patience": 3}
+    train, val = _splits(workspace)
+    result = run_training(TrainConfig.model_validate(settings), train, val, chat_tokenizer(), tmp_path, show_progress=False)
+    assert not result.stopped_early and result.steps == 6
+    assert [e["val_loss"] for e in result.evals] == [11.31, 11.73, 10.84, 10.34, 10.39, 10.42]
+    assert result.best_step == 4
+    adapter = load_file(str(tmp_path / "adapter_model.safetensors"))
+    at_best = load_file(str(tmp_path / "checkpoints" / "step-0000004" / "adapter_model.safetensors"))
+    at_last = load_file(str(tmp_path / "checkpoints" / "step-0000006" / "adapter_model.safetensors"))
+    assert all(torch.equal(adapter[k], at_best[k]) for k in adapter)
+    assert not all(torch.equal(adapter[k], at_last[k]) for k in adapter)
+
+
 def test_compare_sheet_prompt_and_reference_are_the_last_trained_turn(monkeypatch, tmp_path):
     from contextlib import nullcontext
 
