@@ -118,6 +118,29 @@ def first_line(exc: Exception) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+def check_model_reference(value: str) -> None:
+    """Refuse at once a --model that is neither a folder nor a hub id already in the local cache.
+
+    Never touches the network: a value that looks like a path (./x, /x, ~/x, a/b/c) is only ever a folder, and a
+    hub id is looked up in the cache only, so the user learns which of the two was wrong in well under a second.
+    """
+    from pathlib import Path
+
+    if Path(value).expanduser().is_dir():
+        return
+    looks_like_path = value.startswith((".", "/", "~")) or "\\" in value or value.count("/") > 1 or Path(value).exists()
+    if looks_like_path:
+        raise CurateError(f"{value}: no such model folder")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(value, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: not a valid repo id either
+        cached = None
+    if not isinstance(cached, str):
+        raise CurateError(f"{value}: not a model folder, nor a hub model id in the local cache (download it first)")
+
+
 def load_base_model(path: str, dtype: torch.dtype, attn_implementation: str, device: torch.device):
     """The base causal LM from a folder or an already-cached hub id; never downloads, never runs folder code."""
     from transformers import AutoModelForCausalLM

@@ -522,6 +522,7 @@ def train_from_folder(
     from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
 
     folder = open_curated_folder(curated_dir, force=force)
+    modeling.check_model_reference(config.model)  # before tokenizing: a wrong --model is refused at once
     modeling.refuse_folder_code(config.model)  # before tokenizing: a refused model is refused at once
     name = config.tokenizer or tokenizer_from_manifest(folder.manifest) or DEFAULT_TOKENIZER
     tokenizer = ChatTokenizer.load(model=name)

@@ -438,3 +438,32 @@ def test_force_accepts_a_failing_folder():
         folder = write_curated_folder(Path(tmp), real_records("gsm8k_train.jsonl", 2), real_records("gsm8k_train.jsonl", 1, 5), gate_passed=False)
         assert inspect_curated_folder(folder).problems == ["gate size.min_examples failed: kept 30 examples, 9,970 short of 10,000"]
         assert open_curated_folder(folder, force=True).path == folder
+
+
+@pytest.mark.parametrize("model, message", [
+    ("./models/mistral", "./models/mistral: no such model folder"),
+    ("/nonexistent/abs/mistral", "/nonexistent/abs/mistral: no such model folder"),
+    ("nobody-xyz/not-a-cached-model", "nobody-xyz/not-a-cached-model: not a model folder, nor a hub model id in the "
+                                      "local cache (download it first)"),
+])
+def test_a_model_that_is_neither_a_folder_nor_cached_fails_at_once_in_one_line(workspace, tmp_path, monkeypatch, model, message):
+    import time
+
+    import huggingface_hub
+
+    # the product must not try the network: any hub download call fails the test
+    def no_network(*a, **k):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, [
+        "train", str(workspace["curated"]), "--output", str(tmp_path / "adapter"), "--config", str(workspace["config"]),
+        "--model", model, "-q",
+    ])
+    assert time.perf_counter() - started < 2
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].endswith(message), result.output
