@@ -124,20 +124,23 @@ def cli() -> None:
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after this many errors.")
 @click.option("--input-format", type=click.Choice(["auto", "chat", "alpaca", "sharegpt", "gpteacher"]), default=None, help="Shape of the records (default: input.format of the config, auto).")
 @click.option("--strict", is_flag=True, help="Treat warnings (unknown fields, BOM) as errors.")
+@click.option("--secrets/--no-secrets", default=False, show_default=True, help="Search every string (content, tool call arguments, meta keys and values) for secrets: private keys and API keys or tokens are errors, e-mail addresses and phone numbers warnings. The secret itself is never printed. On in the pre-commit hook.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="The config file `curate run` reads: its input section applies.")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. -s input.max_line_bytes=8000000.")
-def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | None, input_format: str | None, strict: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | None, input_format: str | None, strict: bool, secrets: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check chat-JSONL files against the schema and structure rules (pre-commit hook).
 
     Prints one line per problem as `file:line: field: message [code]` and exits 1 when
     anything is wrong. Reads .jsonl, .jsonl.gz and .json arrays, streaming; a line (or .json
     element) over input.max_line_bytes is an error, as in `curate run`. With --format json the
     output is one JSON object, written as the problems are found: {"problems": [...], "files",
-    "records", "errors", "warnings", "stopped_at_max_errors"}.
+    "records", "errors", "warnings", "stopped_at_max_errors"}. With --secrets a secret is reported as
+    `file:line: field: KIND [secrets.KIND]`, never quoted.
 
     \b
     Example:
       curate validate data/train.jsonl data/extra.jsonl.gz --max-errors 50
+      curate validate --secrets data/*.jsonl
       curate validate data/*.json --config curate.yaml
     """
     from curator.io.readers import MAX_LINE_BYTES
@@ -160,7 +163,7 @@ def validate_cmd(files: tuple[Path, ...], output_format: str, max_errors: int | 
     stopped = False
     for path in files:
         for count, found in validate_file(
-            path, input_format or config_format, "reject" if strict else "warn", max_line_bytes, repairs
+            path, input_format or config_format, "reject" if strict else "warn", max_line_bytes, repairs, secrets
         ):
             n_records += count
             for finding in found:

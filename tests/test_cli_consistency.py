@@ -1,0 +1,66 @@
+"""The command line's shared behaviour: the secret check of `curate validate`, what RAW may hold, a run
+that keeps nothing, one-line errors and quiet third-party warnings."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from curator.cli import cli
+from tests.conftest import chat, write_lines
+
+OPENAI_KEY = "sk-" + "A1b2C3d4E5" * 4 + "F6g7H8i9"
+PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAs3cr3t\n-----END RSA PRIVATE KEY-----"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_validate_secrets_reports_each_secret_by_kind_and_exits_1(tmp_path):
+    leaky = chat(("user", f"my key:\n{PRIVATE_KEY}"), ("assistant", f"use {OPENAI_KEY}"))
+    leaky["meta"] = {"contact": "jane.doe@example.com"}
+    path = write_lines(tmp_path / "data.jsonl", [chat(("user", "hi"), ("assistant", "hello")), leaky])
+    result = invoke("validate", "--secrets", str(path))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:2: messages[0].content: private_key [secrets.private_key]",
+        f"{path}:2: messages[1].content: openai_key [secrets.openai_key]",
+        f"warning: {path}:2: meta.contact: email [secrets.email]",
+    ]
+    assert OPENAI_KEY not in result.output and "MIIEow" not in result.output and "jane.doe" not in result.output
+
+
+def test_validate_secrets_finds_tool_arguments_and_meta_keys_without_quoting_them(tmp_path):
+    record = chat(("user", "deploy"), ("assistant", "ok"))
+    record["messages"][1]["tool_calls"] = [{"type": "function", "function": {"name": "f", "arguments": {"token": OPENAI_KEY}}}]
+    record["meta"] = {OPENAI_KEY: 1}
+    path = write_lines(tmp_path / "data.jsonl", [record])
+    result = invoke("validate", "--secrets", str(path))
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert f"{path}:1: messages[1].tool_calls[0].function.arguments.token: openai_key [secrets.openai_key]" in lines
+    assert f"{path}:1: meta.[REDACTED:openai_key]: openai_key [secrets.openai_key]" in lines
+    assert OPENAI_KEY not in result.output
+
+
+def test_validate_secrets_passes_a_clean_file_and_is_off_by_default(tmp_path):
+    clean = write_lines(tmp_path / "clean.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
+    assert invoke("validate", "--secrets", str(clean)).exit_code == 0
+    leaky = write_lines(tmp_path / "leaky.jsonl", [chat(("user", OPENAI_KEY), ("assistant", "ok"))])
+    result = invoke("validate", str(leaky))
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_validate_secrets_contact_details_are_warnings_only(tmp_path):
+    path = write_lines(tmp_path / "data.jsonl", [chat(("user", "call 555-123-4567"), ("assistant", "ok"))])
+    result = invoke("validate", "--secrets", str(path))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [f"warning: {path}:1: messages[0].content: phone [secrets.phone]"]
+
+
+def test_precommit_hook_turns_secrets_on():
+    import yaml
+    from pathlib import Path
+
+    hooks = yaml.safe_load((Path(__file__).resolve().parents[1] / ".pre-commit-hooks.yaml").read_text())
+    assert hooks[0]["args"] == ["--secrets"]
