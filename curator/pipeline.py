@@ -451,11 +451,22 @@ def run(
         return _run_locked(Path(raw), out, config, progress)
 
 
+def _skipped_note(skipped: list[tuple[str, str]]) -> str:
+    """What was passed over, for the error of a run that found no input: the first path and why."""
+    if not skipped:
+        return ""
+    path, why = skipped[0]
+    more = f" and {len(skipped) - 1:,} more" if len(skipped) > 1 else ""
+    return f"; not read: {path} ({why}){more}"
+
+
 def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> RunResult:
     found = discover(raw, exclude=out)
     files = found.files
     if not files:
-        raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found")
+        if raw.is_file():
+            raise CurateError(f"{raw}: not read: {found.skipped[0][1]}; no input file found")
+        raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found{_skipped_note(found.skipped)}")
     check_resources(config)
     ctx = StageContext(config=config, progress=Progress(progress))
 

@@ -64,3 +64,32 @@ def test_precommit_hook_turns_secrets_on():
 
     hooks = yaml.safe_load((Path(__file__).resolve().parents[1] / ".pre-commit-hooks.yaml").read_text())
     assert hooks[0]["args"] == ["--secrets"]
+
+
+def test_run_skips_a_raw_file_that_is_not_json(tmp_path):
+    raw = tmp_path / "data.csv"
+    raw.write_text("role,content\nuser,hi\n")
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {raw}: not read: not .jsonl, .jsonl.gz, .json or .json.gz, and does not start like JSON; no input file found\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_names_what_it_passed_over_in_a_folder_without_input(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "data.csv").write_text("a,b\n")
+    result = invoke("run", str(tmp_path / "raw"), str(tmp_path / "out"), "-q")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {tmp_path / 'raw'}: no .jsonl, .jsonl.gz or .json files found; "
+        f"not read: {tmp_path / 'raw' / 'data.csv'} (not .jsonl, .jsonl.gz, .json or .json.gz)\n"
+    )
+
+
+def test_run_reads_a_raw_file_named_otherwise_that_starts_like_jsonl(tmp_path):
+    raw = write_lines(tmp_path / "export.txt", [chat(("user", "hi"), ("assistant", "hello"))])
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--no-gate")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "manifest.json").exists()
