@@ -369,6 +369,19 @@ def size_gate(kept: pl.DataFrame, cfg: CurateConfig) -> list[Gate]:
     return [Gate("size.min_examples", n >= minimum, float(n), float(minimum), message)]
 
 
+def kept_gate(frame: pl.DataFrame, n_kept: int) -> list[Gate]:
+    """`size.kept`, failed, when no record is kept (whatever gates.min_examples says: an empty train
+    set is never what was meant), naming the reason most records were rejected for; else nothing."""
+    if n_kept:
+        return []
+    if frame.height == 0:
+        return [Gate("size.kept", False, 0.0, 1.0, "0 records kept: the input holds no records")]
+    first = frame.get_column(C.REJECT_REASONS).list.first().value_counts(sort=True).row(0)
+    reason, count = first[0], first[1]
+    message = f"0 of {frame.height:,} records kept; the main reject reason is {reason} ({count:,} records)"
+    return [Gate("size.kept", False, 0.0, 1.0, message)]
+
+
 def active_stages(cfg: CurateConfig) -> list:
     return [stage for stage in STAGES if stage.NAME not in cfg.skip_stages]
 
@@ -484,7 +497,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     if frame.height != n_read or n_kept + n_rejected != n_read or frame.get_column(C.ROW).n_unique() != n_read:
         raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
 
-    gates = evaluate_gates(kept, ctx)
+    gates = kept_gate(frame, n_kept) + evaluate_gates(kept, ctx)
     n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
     counts = {
         "read": n_read,

@@ -93,3 +93,24 @@ def test_run_reads_a_raw_file_named_otherwise_that_starts_like_jsonl(tmp_path):
     result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--no-gate")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+NO_SIZE_GATES = ("-s", "gates.min_examples=null", "-s", "quality.min_high_quality_rate=null", "-s", "code_language.min_languages=null")
+
+
+def test_run_that_keeps_nothing_fails_the_size_kept_gate_with_the_main_reason(tmp_path):
+    raw = write_lines(tmp_path / "chat.jsonl", [chat(("user", "hi"), ("assistant", "hello"))] * 2)
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--format", "sharegpt", *NO_SIZE_GATES)
+    assert result.exit_code == 3
+    assert result.output == (
+        "error: gate failed: size.kept: 0 of 2 records kept; the main reject reason is format.bad_type (2 records)"
+        f" (outputs written to {tmp_path / 'out'})\n"
+    )
+
+
+def test_run_that_keeps_nothing_exits_0_with_no_gate(tmp_path):
+    raw = write_lines(tmp_path / "chat.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--no-gate", "--format", "sharegpt", *NO_SIZE_GATES)
+    assert (result.exit_code, result.output) == (0, "")
+    manifest = __import__("json").loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(g["name"], g["passed"]) for g in manifest["gates"]] == [("size.kept", False), ("tokens.within_context", True)]
