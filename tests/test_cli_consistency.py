@@ -114,3 +114,26 @@ def test_run_that_keeps_nothing_exits_0_with_no_gate(tmp_path):
     assert (result.exit_code, result.output) == (0, "")
     manifest = __import__("json").loads((tmp_path / "out" / "manifest.json").read_text())
     assert [(g["name"], g["passed"]) for g in manifest["gates"]] == [("size.kept", False), ("tokens.within_context", True)]
+
+
+def test_export_errors_are_one_line_not_clicks_usage_block(tmp_path):
+    not_a_folder = write_lines(tmp_path / "val.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
+    (tmp_path / "adapter").mkdir()
+    cases = [
+        (["export", str(tmp_path / "missing"), "--merge", str(tmp_path / "m")], f"{tmp_path / 'missing'}: no such folder"),
+        (["export", str(not_a_folder), "--merge", str(tmp_path / "m")], f"{not_a_folder}: not a folder (pass the --output folder of `curate train`)"),
+        (["export", str(tmp_path / "adapter"), "--merge", str(not_a_folder)], f"{not_a_folder}: not a folder (--merge writes a model folder)"),
+        (["export", str(tmp_path / "adapter"), "--compare", str(tmp_path / "nope.jsonl")], f"{tmp_path / 'nope.jsonl'}: no such file (--compare reads a val.jsonl)"),
+        (["train", str(not_a_folder), "-o", str(tmp_path / "a")], f"{not_a_folder}: not a folder (expected the OUT folder of `curate run`)"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, args)
+        assert (result.exit_code, result.output) == (1, f"error: {message}\n"), args
+
+
+def test_train_unknown_key_lists_the_allowed_keys_as_run_does(tmp_path):
+    result = CliRunner().invoke(cli, ["train", str(tmp_path), "-o", str(tmp_path / "a"), "-s", "lora.rr=8"])
+    assert result.exit_code == 1
+    assert result.output == "error: -s lora.rr=8: Extra inputs are not permitted; allowed: r, alpha, dropout, target_modules\n"
+    run = CliRunner().invoke(cli, ["run", str(tmp_path), str(tmp_path / "o"), "-s", "split.foo=1"])
+    assert run.output == "error: -s split.foo=1: Extra inputs are not permitted; allowed: val_fraction\n"
