@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from typing import Any
 from pathlib import Path
 
@@ -58,6 +59,18 @@ class CuratorGroup(LazyGroup):
     stderr and a non-zero exit code; a closed pipe on stdout or stderr ends the command quietly."""
 
     def invoke(self, ctx: click.Context):
+        set_verbosity = not _debug() and "TRANSFORMERS_VERBOSITY" not in os.environ
+        if set_verbosity:  # transformers' logger (deprecation notes, advice), read when it is imported
+            os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        try:
+            with warnings.catch_warnings():
+                _quiet_third_party_warnings()
+                return self._invoke_one_line(ctx)
+        finally:
+            if set_verbosity:  # a caller in the same process (a test runner) keeps its environment
+                os.environ.pop("TRANSFORMERS_VERBOSITY", None)
+
+    def _invoke_one_line(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GateFailed as exc:
@@ -81,6 +94,16 @@ class CuratorGroup(LazyGroup):
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
             _fail(f"internal error: {what} (set CURATE_DEBUG=1 for the traceback)")
+
+
+def _quiet_third_party_warnings() -> None:
+    """Hide the warnings of other packages (transformers' FutureWarnings and advice in `train` and
+    `export`): the user cannot act on them, and they bury the command's own lines. Curator's own
+    warnings stay; CURATE_DEBUG=1 shows everything."""
+    if _debug():
+        return
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"(curator|finetune)(\.|$)")
 
 
 def _exit_quietly_on_broken_pipe() -> None:

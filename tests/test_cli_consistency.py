@@ -137,3 +137,70 @@ def test_train_unknown_key_lists_the_allowed_keys_as_run_does(tmp_path):
     assert result.output == "error: -s lora.rr=8: Extra inputs are not permitted; allowed: r, alpha, dropout, target_modules\n"
     run = CliRunner().invoke(cli, ["run", str(tmp_path), str(tmp_path / "o"), "-s", "split.foo=1"])
     assert run.output == "error: -s split.foo=1: Extra inputs are not permitted; allowed: val_fraction\n"
+
+
+def _warning_group():
+    """A curate-style group whose command warns as transformers does, and as curator itself may."""
+    import warnings
+
+    import click
+
+    from curator.cli import CuratorGroup
+
+    @click.group(cls=CuratorGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def noisy() -> None:
+        warnings.warn_explicit("`torch_dtype` is deprecated", FutureWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
+        warnings.warn_explicit("packed attention not checked", UserWarning, "modeling.py", 2, module="finetune.modeling")
+        click.echo("done")
+
+    return group
+
+
+def _shown_warnings(group) -> list[str]:
+    """The warnings the command let through (recorded here rather than printed: pytest takes over printing)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # what the command filters is then all that hides a warning
+        result = CliRunner().invoke(group, ["noisy"])
+    assert (result.exit_code, result.stdout) == (0, "done\n")
+    return [f"{w.category.__name__}: {w.message}" for w in shown]
+
+
+def test_third_party_warnings_are_hidden_and_curators_own_kept(monkeypatch):
+    monkeypatch.delenv("CURATE_DEBUG", raising=False)
+    assert _shown_warnings(_warning_group()) == ["UserWarning: packed attention not checked"]
+
+
+def test_third_party_warnings_are_shown_with_curate_debug(monkeypatch):
+    monkeypatch.setenv("CURATE_DEBUG", "1")
+    assert _shown_warnings(_warning_group()) == [
+        "FutureWarning: `torch_dtype` is deprecated", "UserWarning: packed attention not checked"
+    ]
+
+
+def test_transformers_logger_is_set_to_errors_only_while_a_command_runs(monkeypatch):
+    import os
+
+    import click
+
+    from curator.cli import CuratorGroup
+
+    @click.group(cls=CuratorGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def show() -> None:
+        click.echo(os.environ.get("TRANSFORMERS_VERBOSITY", "unset"))
+
+    monkeypatch.delenv("CURATE_DEBUG", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    assert CliRunner().invoke(group, ["show"]).stdout == "error\n"
+    assert "TRANSFORMERS_VERBOSITY" not in os.environ
+    monkeypatch.setenv("CURATE_DEBUG", "1")
+    assert CliRunner().invoke(group, ["show"]).stdout == "unset\n"
