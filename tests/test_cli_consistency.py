@@ -116,7 +116,7 @@ def test_run_that_keeps_nothing_exits_0_with_no_gate(tmp_path):
     assert [(g["name"], g["passed"]) for g in manifest["gates"]] == [("size.kept", False), ("tokens.within_context", True)]
 
 
-def test_export_errors_are_one_line_not_clicks_usage_block(tmp_path):
+def test_path_errors_of_train_export_and_sample_are_one_line_not_clicks_usage_block(tmp_path):
     not_a_folder = write_lines(tmp_path / "val.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
     (tmp_path / "adapter").mkdir()
     cases = [
@@ -125,6 +125,7 @@ def test_export_errors_are_one_line_not_clicks_usage_block(tmp_path):
         (["export", str(tmp_path / "adapter"), "--merge", str(not_a_folder)], f"{not_a_folder}: not a folder (--merge writes a model folder)"),
         (["export", str(tmp_path / "adapter"), "--compare", str(tmp_path / "nope.jsonl")], f"{tmp_path / 'nope.jsonl'}: no such file (--compare reads a val.jsonl)"),
         (["train", str(not_a_folder), "-o", str(tmp_path / "a")], f"{not_a_folder}: not a folder (expected the OUT folder of `curate run`)"),
+        (["sample", str(tmp_path), "--output", str(not_a_folder)], f"{not_a_folder}: not a folder (--output is where the review sheet is written)"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, args)
