@@ -208,9 +208,9 @@ def _blame(loc: tuple, applied: list[tuple[tuple[str, ...], str]]) -> tuple[str,
     return None
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
-    """The keys of the section at `loc`."""
-    model: Any = CurateConfig
+def _allowed_keys(loc: tuple, root: Any = None) -> list[str]:
+    """The keys of the section at `loc` of `root` (a pydantic model class; default CurateConfig)."""
+    model: Any = CurateConfig if root is None else root
     for part in loc:
         field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
         model = field.annotation if field is not None else None

@@ -369,6 +369,19 @@ def size_gate(kept: pl.DataFrame, cfg: CurateConfig) -> list[Gate]:
     return [Gate("size.min_examples", n >= minimum, float(n), float(minimum), message)]
 
 
+def kept_gate(frame: pl.DataFrame, n_kept: int) -> list[Gate]:
+    """`size.kept`, failed, when no record is kept (whatever gates.min_examples says: an empty train
+    set is never what was meant), naming the reason most records were rejected for; else nothing."""
+    if n_kept:
+        return []
+    if frame.height == 0:
+        return [Gate("size.kept", False, 0.0, 1.0, "0 records kept: the input holds no records")]
+    first = frame.get_column(C.REJECT_REASONS).list.first().value_counts(sort=True).row(0)
+    reason, count = first[0], first[1]
+    message = f"0 of {frame.height:,} records kept; the main reject reason is {reason} ({count:,} records)"
+    return [Gate("size.kept", False, 0.0, 1.0, message)]
+
+
 def active_stages(cfg: CurateConfig) -> list:
     return [stage for stage in STAGES if stage.NAME not in cfg.skip_stages]
 
@@ -451,11 +464,22 @@ def run(
         return _run_locked(Path(raw), out, config, progress)
 
 
+def _skipped_note(skipped: list[tuple[str, str]]) -> str:
+    """What was passed over, for the error of a run that found no input: the first path and why."""
+    if not skipped:
+        return ""
+    path, why = skipped[0]
+    more = f" and {len(skipped) - 1:,} more" if len(skipped) > 1 else ""
+    return f"; not read: {path} ({why}){more}"
+
+
 def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> RunResult:
     found = discover(raw, exclude=out)
     files = found.files
     if not files:
-        raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found")
+        if raw.is_file():
+            raise CurateError(f"{raw}: not read: {found.skipped[0][1]}; no input file found")
+        raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found{_skipped_note(found.skipped)}")
     check_resources(config)
     ctx = StageContext(config=config, progress=Progress(progress))
 
@@ -473,7 +497,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     if frame.height != n_read or n_kept + n_rejected != n_read or frame.get_column(C.ROW).n_unique() != n_read:
         raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
 
-    gates = evaluate_gates(kept, ctx)
+    gates = kept_gate(frame, n_kept) + evaluate_gates(kept, ctx)
     n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
     counts = {
         "read": n_read,

@@ -110,3 +110,21 @@ def redact_text(text: str) -> str:
     for pattern, placeholder in _PYTHON_PATTERNS:
         visible = pattern.sub(placeholder, visible)
     return visible if visible != re.sub(INVISIBLE, "", text) else text
+
+
+# `curate validate --secrets`: keys that grant access fail the hook; contact details (often invented
+# examples in chat data) are only warned about.
+WARNING_KINDS = frozenset({"email", "phone"})
+_FIND_PATTERNS: list[tuple[str, re.Pattern]] | None = None
+
+
+def find_kinds(text: str) -> list[str]:
+    """The kinds of secret found in `text` (Python's re, read through invisible characters), in
+    DETECTORS order, each once."""
+    global _FIND_PATTERNS
+    if _FIND_PATTERNS is None:
+        _FIND_PATTERNS = [
+            (d.kind, re.compile(_python_regex(_EMAIL_PY if d.kind == "email" else d.pattern))) for d in DETECTORS.values()
+        ]
+    visible = re.sub(INVISIBLE, "", text)
+    return [kind for kind, pattern in _FIND_PATTERNS if pattern.search(visible)]

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from curator.io.readers import MAX_LINE_BYTES, RawLine, display_name, iter_file, parse
 from curator.schema import Problem, check_record, to_plain
-from curator.secret_patterns import redact_text
+from curator.secret_patterns import WARNING_KINDS, find_kinds, redact_text
 
 
 def check_line(
@@ -86,11 +86,39 @@ class Finding:
 
 def validate_file(
     path: Path, fmt: str = "auto", extra_fields: str = "warn", max_line_bytes: int = MAX_LINE_BYTES,
-    repairs: tuple[str, ...] | None = None,
+    repairs: tuple[str, ...] | None = None, secrets: bool = False,
 ) -> Iterator[tuple[int, list[Finding]]]:
     """For each record of `path`: (1, its findings). Streams, holding at most one line of
-    `max_line_bytes`; a file that cannot be read is a finding on its line 1, as it is a reject in a run."""
+    `max_line_bytes`; a file that cannot be read is a finding on its line 1, as it is a reject in a run.
+    With `secrets`, every string of a parsed line is also searched for secrets (secret_problems)."""
     source = display_name(path)
     for line in iter_file(path, source, max_line_bytes):
         _, problems, _ = check_line(line, fmt, extra_fields, build=False, repairs=repairs)
+        if secrets and not line.error:
+            problems += secret_problems(line.obj)
         yield 1, [Finding(source, line.source_line, p) for p in problems]
+
+
+def secret_problems(obj: Any) -> list[Problem]:
+    """A `secrets.KIND` problem for each kind of secret in each string of `obj` as it is in the file
+    (values and keys, at any depth): an error for keys and tokens, a warning for e-mails and phones.
+    The message names the kind only; the field is redacted when shown (Finding.format)."""
+    return [
+        Problem(field, kind, f"secrets.{kind}", warning=kind in WARNING_KINDS)
+        for field, text in _strings(obj, "")
+        for kind in find_kinds(text)
+    ]
+
+
+def _strings(obj: Any, field: str) -> Iterator[tuple[str, str]]:
+    """(field path, text) for every string in `obj`, dict keys included (a key's field is its own path)."""
+    if isinstance(obj, str):
+        yield field, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            child = f"{field}.{key}" if field else str(key)
+            yield child, str(key)
+            yield from _strings(value, child)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _strings(value, f"{field}[{i}]")

@@ -25,11 +25,11 @@ def require_train_extra() -> None:
 
 
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--output", "-o", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="folder for the adapter, checkpoints, metrics.jsonl, tensorboard/ and compare.html")
 @click.option("--model", default=None, help="base model: local folder or cached hub id (default: the config's)")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="YAML train config (see finetune/default.yaml for every key)")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override one config key, e.g. -s lora.r=8 -s learning_rate=1e-4 (repeatable)")
@@ -57,6 +57,8 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     if model:
         config = config.model_copy(update={"model": model})
     open_curated_folder(out, force=force)  # refuse early, before the heavy imports
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CurateError(f"{output_dir}: not a folder (--output is the folder the adapter is written to)")
     prepare_output_dir(output_dir, resume, overwrite, clear=False)
     require_train_extra()
     from finetune.train import train_from_folder
@@ -84,13 +86,13 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
 
 
 @click.command()
-@click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--merge", "merge_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.argument("adapter_dir", type=click.Path(path_type=Path))
+@click.option("--merge", "merge_dir", type=click.Path(path_type=Path),
               help="write the base model with the adapter merged in, as a plain transformers model")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True,
               help="dtype of the merged weights")
 @click.option("--base-model", default=None, help="base model folder/id (default: adapter_config.json's)")
-@click.option("--compare", "compare_val", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--compare", "compare_val", type=click.Path(path_type=Path),
               help="val.jsonl: write base vs fine-tuned answers to ADAPTER_DIR/compare.html")
 @click.option("--samples", default=16, show_default=True, help="prompts in the comparison sheet")
 @click.option("--max-new-tokens", default=256, show_default=True, help="answer length in the comparison sheet")
@@ -107,6 +109,7 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
     """
     if merge_dir is None and compare_val is None:
         raise CurateError("nothing to export: pass --merge OUT_DIR and/or --compare VAL_JSONL")
+    _check_inputs(adapter_dir, merge_dir, compare_val)
     require_train_extra()
     if merge_dir is not None:
         from finetune.export import merge_adapter
@@ -137,8 +140,21 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
         click.echo(f"comparison sheet in {path}")
 
 
+def _check_inputs(adapter_dir: Path, merge_dir: Path | None, compare_val: Path | None) -> None:
+    """The paths `export` reads and writes, checked by the command rather than by click, so that a wrong
+    one is a one-line `error:` as in every other command, not click's usage block."""
+    if not adapter_dir.exists():
+        raise CurateError(f"{adapter_dir}: no such folder")
+    if not adapter_dir.is_dir():
+        raise CurateError(f"{adapter_dir}: not a folder (pass the --output folder of `curate train`)")
+    if merge_dir is not None and merge_dir.exists() and not merge_dir.is_dir():
+        raise CurateError(f"{merge_dir}: not a folder (--merge writes a model folder)")
+    if compare_val is not None and not compare_val.is_file():
+        raise CurateError(f"{compare_val}: {'a folder, not a file' if compare_val.is_dir() else 'no such file'} (--compare reads a val.jsonl)")
+
+
 @click.command("export-template")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
 def export_template(out: Path, dest: Path) -> None:
     """Write a tokenizer folder with OUT's chat template (OUT/chat_template.jinja) into DEST.

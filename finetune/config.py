@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curator.config import set_dotted
+from curator.config import _allowed_keys, set_dotted
 from curator.errors import CurateError
 from curator.yaml_io import load_yaml, parse_value
 
@@ -116,18 +116,33 @@ def load_train_config(path: str | Path | None = None, overrides: tuple[str, ...]
     if path is not None:
         source = str(path)
         data = _read_yaml(Path(path))
+    set_by: dict[str, str] = {}  # key -> the override that set it, to name it in an error
     for item in overrides:
         if "=" not in item:
             raise CurateError(f"override {item!r}: expected key.sub=value")
         key, value = item.split("=", 1)
         set_dotted(data, key.strip(), parse_value(value, f"-s {item}"))
+        set_by[key.strip()] = f"-s {item}"
         source = f"{source} + overrides" if "overrides" not in source else source
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CurateError(f"{source}: {where}: {first['msg']} ({len(exc.errors())} error(s) in train config)") from exc
+        raise CurateError(_describe(exc, source, set_by)) from exc
+
+
+def _describe(exc: ValidationError, source: str, set_by: dict[str, str]) -> str:
+    """One line for the first error, as `curate run -s` says it: `-s key=value: message` when an override
+    set the failing key, and the keys allowed where an unknown one was given."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(first["loc"][:-1], TrainConfig)
+        if allowed:
+            msg += f"; allowed: {', '.join(allowed)}"
+    if where in set_by:
+        return f"{set_by[where]}: {msg}"
+    return f"{source}: {where}: {msg} ({len(exc.errors())} error(s) in train config)"
 
 
 def default_yaml_config() -> TrainConfig:

@@ -37,7 +37,7 @@ def test_errors_name_the_file_and_the_key(tmp_path):
     path.write_text("lora:\n  rank: 8\n")
     with pytest.raises(CurateError, match=r"train.yaml: lora.rank: Extra inputs are not permitted"):
         load_train_config(path)
-    with pytest.raises(CurateError, match=r"lora.r: Input should be greater than or equal to 1"):
+    with pytest.raises(CurateError, match=r"^-s lora.r=0: Input should be greater than or equal to 1$"):  # as `run -s` says it
         load_train_config(None, ["lora.r=0"])
     with pytest.raises(CurateError, match=r"override 'epochs': expected key.sub=value"):
         load_train_config(None, ["epochs"])

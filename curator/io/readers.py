@@ -104,8 +104,23 @@ def not_regular(path: Path) -> str | None:
     return f"{link}{_file_kind(mode)}, not a regular file"
 
 
+def starts_like_json(path: Path) -> bool:
+    """Whether the first bytes of `path` say JSON or JSON Lines (a "{" or "[" after a byte order mark and
+    white space) or gzip: a RAW file named otherwise (data.txt) is read only then, so that a CSV is
+    not read as a column of bad JSON lines."""
+    try:
+        with _open_regular(path) as fh:
+            head = fh.read(4096)
+    except OSError:  # read anyway: the reader turns why into a reject, as for any input file
+        return True
+    if head.startswith(GZIP_MAGIC):
+        return True
+    return head.removeprefix(BOM).lstrip()[:1] in (b"{", b"[")
+
+
 def discover(raw: str | Path, exclude: Path | None = None) -> Discovered:
-    """RAW itself when it is a file; else every input file under it, recursively, sorted by path.
+    """RAW itself when it is a file named as an input file or starting like one (`starts_like_json`),
+    else skipped; when RAW is a folder, every input file under it, recursively, sorted by path.
 
     Input files end in .jsonl, .jsonl.gz, .json or .json.gz (any case). Hidden files and folders
     (a leading ".") are passed over silently; other files, input names that are not regular files
@@ -116,7 +131,9 @@ def discover(raw: str | Path, exclude: Path | None = None) -> Discovered:
     """
     raw = Path(raw)
     if raw.is_file():
-        return Discovered([raw])
+        if is_input_file(raw) or starts_like_json(raw):
+            return Discovered([raw])
+        return Discovered([], [(raw.as_posix(), "not .jsonl, .jsonl.gz, .json or .json.gz, and does not start like JSON")])
     if not raw.exists():
         raise CurateError(f"{raw}: no such file or folder")
     if not raw.is_dir():

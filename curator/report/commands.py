@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from curator.errors import CurateError
+
 _SUFFIX_FORMAT = {".html": "html", ".htm": "html", ".md": "md", ".json": "json"}
 
 
@@ -54,7 +56,7 @@ def report(out: Path, previous: Path | None, fmt: str | None, output: Path | Non
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Examples to sample.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the order within each stratum.")
-@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Folder for review_sample.csv and review_sample.html (default: OUT).")
 def sample(out: Path, n: int, seed: int, output: Path | None) -> None:
     """Write a stratified sample of OUT's kept examples for human review, as CSV and HTML with empty
@@ -66,5 +68,7 @@ def sample(out: Path, n: int, seed: int, output: Path | None) -> None:
     """
     from curator.report.sample import write_sample
 
+    if output is not None and output.exists() and not output.is_dir():  # one line, not click's usage block
+        raise CurateError(f"{output}: not a folder (--output is where the review sheet is written)")
     for path in write_sample(out, n=n, seed=seed, dest=output):
         click.echo(str(path))
