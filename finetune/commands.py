@@ -8,6 +8,7 @@ bodies, after the cheap checks (config, curated folder), and their absence is on
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import click
@@ -82,7 +83,7 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
             f"; skipped {skipped.get('train', 0)} train and {skipped.get('val', 0)} val examples longer than "
             f"context_length {config.context_length} (data_report.json)"
         )
-    click.echo(f"{summary}; adapter in {output_dir}")
+    click.echo(f"{summary}; adapter in {output_dir}", err=True)
 
 
 @click.command()
@@ -94,10 +95,11 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
 @click.option("--base-model", default=None, help="base model folder/id (default: adapter_config.json's)")
 @click.option("--compare", "compare_val", type=click.Path(path_type=Path),
               help="val.jsonl: write base vs fine-tuned answers to ADAPTER_DIR/compare.html")
+@click.option("--overwrite", is_flag=True, help="replace the model of an earlier --merge in that folder")
 @click.option("--samples", default=16, show_default=True, help="prompts in the comparison sheet")
 @click.option("--max-new-tokens", default=256, show_default=True, help="answer length in the comparison sheet")
 def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: str | None, compare_val: Path | None,
-           samples: int, max_new_tokens: int) -> None:
+           overwrite: bool, samples: int, max_new_tokens: int) -> None:
     """Export a trained adapter: a merged model (--merge) and/or a comparison sheet (--compare).
 
     The adapter folder itself (adapter_config.json, adapter_model.safetensors, tokenizer with chat template)
@@ -106,16 +108,19 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
     \b
     Example:
       curate export adapter/ --merge merged/
+      curate export adapter/ --merge merged/ --overwrite
     """
     if merge_dir is None and compare_val is None:
         raise CurateError("nothing to export: pass --merge OUT_DIR and/or --compare VAL_JSONL")
     _check_inputs(adapter_dir, merge_dir, compare_val)
+    if merge_dir is not None:
+        _clear_merge_dir(merge_dir, overwrite)
     require_train_extra()
     if merge_dir is not None:
         from finetune.export import merge_adapter
 
         merge_adapter(adapter_dir, merge_dir, base_model=base_model, dtype=dtype)
-        click.echo(f"merged {dtype} model in {merge_dir}")
+        click.echo(f"merged {dtype} model in {merge_dir}", err=True)
     if compare_val is not None:
         import torch
         import yaml
@@ -137,7 +142,7 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
             model, tokenizer, read_chat_jsonl(compare_val), adapter_dir / "compare.html", samples, max_new_tokens,
             8, int(train_config.get("seed", 0)), device, dtype_,
         )
-        click.echo(f"comparison sheet in {path}")
+        click.echo(f"comparison sheet in {path}", err=True)
 
 
 def _check_inputs(adapter_dir: Path, merge_dir: Path | None, compare_val: Path | None) -> None:
@@ -151,6 +156,18 @@ def _check_inputs(adapter_dir: Path, merge_dir: Path | None, compare_val: Path |
         raise CurateError(f"{merge_dir}: not a folder (--merge writes a model folder)")
     if compare_val is not None and not compare_val.is_file():
         raise CurateError(f"{compare_val}: {'a folder, not a file' if compare_val.is_dir() else 'no such file'} (--compare reads a val.jsonl)")
+
+
+def _clear_merge_dir(merge_dir: Path, overwrite: bool) -> None:
+    """Checked before the model loads: --merge writes into an empty folder, or with --overwrite replaces
+    an earlier merge (a folder holding a config.json); it never deletes a folder of something else."""
+    if not merge_dir.exists() or not any(merge_dir.iterdir()):
+        return
+    if not overwrite:
+        raise CurateError(f"{merge_dir}: not empty; choose an empty folder, or --overwrite to replace an earlier merge")
+    if not (merge_dir / "config.json").is_file():
+        raise CurateError(f"{merge_dir}: holds no config.json, so not an earlier merge; --overwrite does not replace it")
+    shutil.rmtree(merge_dir)
 
 
 @click.command("export-template")
@@ -170,4 +187,4 @@ def export_template(out: Path, dest: Path) -> None:
     from finetune.export import export_template as write
 
     names = write(out, dest)
-    click.echo(f"tokenizer with the chat template of {out} in {dest} ({', '.join(names)})")
+    click.echo(f"tokenizer with the chat template of {out} in {dest} ({', '.join(names)})", err=True)

@@ -287,11 +287,13 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None 
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
+    return Progress(  # on stderr, as every command's progress: stdout stays for what a user pipes on
         TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]:>8,.0f} tok/s"),
         TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+        console=Console(stderr=True),
     )
 
 

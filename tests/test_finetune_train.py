@@ -60,7 +60,12 @@ def trained(workspace):
             "--model", "tiny-mistral", "-q",
         ])
     assert result.exit_code == 0, result.output
+    workspace["train_stdout"] = result.stdout
     return adapter, result.output
+
+
+def test_train_writes_its_summary_to_stderr_not_stdout(trained, workspace):
+    assert "trained 4/4 steps" in trained[1] and workspace["train_stdout"] == ""
 
 
 def _metrics(folder):
@@ -207,6 +212,27 @@ def test_export_merge_writes_a_bf16_model_with_tokenizer(trained, workspace):
     model = AutoModelForCausalLM.from_pretrained(str(merged), dtype="auto")
     assert model.lm_head.weight.dtype == torch.bfloat16
     assert (merged / "tokenizer_config.json").is_file() and (merged / "tokenizer.model").is_file()
+    assert result.stdout == ""  # the message is on stderr
+
+
+def test_export_merge_refuses_a_folder_that_is_not_empty_unless_overwriting_an_earlier_merge(trained, workspace):
+    adapter, _ = trained
+    merged = workspace["root"] / "merged-twice"
+    assert CliRunner().invoke(cli, ["export", str(adapter), "--merge", str(merged)]).exit_code == 0
+    again = CliRunner().invoke(cli, ["export", str(adapter), "--merge", str(merged)])
+    assert again.exit_code == 1
+    assert again.output == (f"error: {merged}: not empty; choose an empty folder, or --overwrite to replace an "
+                            "earlier merge\n")
+    (merged / "stale-shard.safetensors").write_bytes(b"x")
+    replaced = CliRunner().invoke(cli, ["export", str(adapter), "--merge", str(merged), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert not (merged / "stale-shard.safetensors").exists() and (merged / "config.json").is_file()
+    notes = workspace["root"] / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    refused = CliRunner().invoke(cli, ["export", str(adapter), "--merge", str(notes), "--overwrite"])
+    assert refused.exit_code == 1 and "holds no config.json" in refused.output
+    assert (notes / "todo.txt").read_text() == "mine"
 
 
 def _splits(workspace, context_length=256):
