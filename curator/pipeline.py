@@ -28,7 +28,7 @@ from curator import __version__, columns as C, out_dir
 from curator.config import CurateConfig
 from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
-from curator.io.readers import RawLine, discover, display_name, input_sha256, iter_file
+from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
 from curator.stages import (
     code_language,
     dedup_exact,
@@ -102,10 +102,14 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def read_lines(files: list[Path], cfg: CurateConfig, progress: Progress) -> Iterator[RawLine]:
+def read_lines(
+    files: list[Path], cfg: CurateConfig, progress: Progress, digests: dict[Path, ReadDigest] | None = None
+) -> Iterator[RawLine]:
+    """Every line of `files`; with `digests`, each file's sha256 of the bytes read goes into it."""
     with progress.task("read + validate", total=len(files)) as advance:
         for path in files:
-            yield from iter_file(path, display_name(path), cfg.input.max_line_bytes)
+            digest = None if digests is None else digests.setdefault(path, ReadDigest())
+            yield from iter_file(path, display_name(path), cfg.input.max_line_bytes, digest)
             advance(1)
 
 
@@ -484,7 +488,8 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     ctx = StageContext(config=config, progress=Progress(progress))
 
     started = time.perf_counter()
-    frame = validate.build_frame(read_lines(files, config, ctx.progress), ctx)
+    digests: dict[Path, ReadDigest] = {}  # the manifest hashes the bytes read, not the files as they are later
+    frame = validate.build_frame(read_lines(files, config, ctx.progress, digests), ctx)
     read_time = time.perf_counter() - started
     n_read = frame.height
 
@@ -518,7 +523,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
                 {
                     "config": config.resolved(),
                     "versions": _versions(),
-                    "inputs": {display_name(p): input_sha256(p) for p in files},
+                    "inputs": {display_name(p): digests[p].hexdigest() for p in files},
                     "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
                     "outputs": outputs,
                     "counts": counts,

@@ -12,7 +12,7 @@ import pytest
 from curator import pipeline
 from curator.config import load_config
 from curator.errors import CurateError
-from curator.io.readers import discover
+from curator.io.readers import discover, display_name
 from curator.pipeline import run
 from curator.validation import validate_file
 from tests.conftest import chat, write_lines
@@ -209,3 +209,22 @@ def test_json_nested_past_the_depth_limit_is_a_reject_not_a_crash(tmp_path, suff
     assert result.counts["read"] == 2 and result.counts["kept"] == 1
     [reject] = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert reject["reasons"] == ["io.bad_json"] and reject["details"] == ["JSON nested deeper than 100 levels"]
+
+
+def test_the_manifest_hashes_the_bytes_the_run_read(tmp_path, monkeypatch):
+    import hashlib
+
+    path = write_lines(tmp_path / "raw" / "a.jsonl", [GOOD, OTHER])
+    as_read = hashlib.sha256(path.read_bytes()).hexdigest()
+    real = pipeline.iter_file
+
+    def then_appended(p, *args):
+        yield from real(p, *args)
+        with open(p, "ab") as fh:  # a writer appends once the reader is done: that line was not read
+            fh.write(json.dumps(chat(("user", "late"), ("assistant", "line"))).encode() + b"\n")
+
+    monkeypatch.setattr(pipeline, "iter_file", then_appended)
+    result = run(tmp_path / "raw", tmp_path / "out", foundation_config())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert result.counts["read"] == 2
+    assert manifest["inputs"] == {display_name(path): as_read}

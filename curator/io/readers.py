@@ -224,30 +224,66 @@ def _open_regular(path: Path) -> BinaryIO:
         raise
 
 
+class ReadDigest:
+    """The sha256 of the bytes read from one input file; `complete` once the file was hashed to its end
+    (not when it could not be opened or read)."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.complete = False
+
+    def update(self, data: bytes) -> None:
+        self._sha.update(data)
+
+    def hexdigest(self) -> str | None:
+        return self._sha.hexdigest() if self.complete else None
+
+
+class _HashedReads:
+    """A binary file whose bytes also go into `digest` as they are read: the manifest then hashes the
+    bytes the run read, not the file as it is later (a file appended to during the run)."""
+
+    def __init__(self, fh: BinaryIO, digest: ReadDigest) -> None:
+        self._fh, self._digest = fh, digest
+
+    def _seen(self, data: bytes) -> bytes:
+        self._digest.update(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._seen(self._fh.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._seen(self._fh.read1(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._seen(self._fh.readline(size))
+
+    def readable(self) -> bool:
+        return True
+
+
 @contextmanager
-def _open(path: Path) -> Iterator[BinaryIO]:
-    """The file's bytes; gzip when named .gz, or when a file named otherwise starts with gzip's magic."""
+def _open(path: Path, digest: ReadDigest | None = None) -> Iterator[BinaryIO]:
+    """The file's bytes; gzip when named .gz, or when a file named otherwise starts with gzip's magic.
+
+    With `digest`, every byte of the file goes into it: what the reader reads, then
+    the rest of the file when the reader stops early (a truncated gzip stream)."""
     with _open_regular(path) as fh:
         compressed = path.name.lower().endswith(".gz") or fh.read(2) == GZIP_MAGIC
         fh.seek(0)
-        if compressed:
-            with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
-                yield gz
-        else:
-            yield fh
-
-
-def input_sha256(path: Path) -> str | None:
-    """The sha256 of an input file as it is on disk, for the manifest; None when it cannot be read
-    (its reject says why)."""
-    digest = hashlib.sha256()
-    try:
-        with _open_regular(path) as fh:
-            while chunk := fh.read(CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
+        source: Any = fh if digest is None else _HashedReads(fh, digest)
+        try:
+            if compressed:
+                with gzip.GzipFile(fileobj=source, mode="rb") as gz:
+                    yield gz
+            else:
+                yield source
+        finally:
+            if digest is not None:
+                while chunk := fh.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                digest.complete = True
 
 
 # Errors that end the reading of a file, at its start or part way: the file goes on as one reject
@@ -291,7 +327,9 @@ def _lines(fh: BinaryIO, max_bytes: int) -> Iterator[bytes | tuple[bytes, int]]:
             yield preview, size - data.endswith(b"\n")
 
 
-def iter_jsonl(path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
+def iter_jsonl(
+    path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES, digest: ReadDigest | None = None
+) -> Iterator[RawLine]:
     """One RawLine per line of a .jsonl or .jsonl.gz file (JSON not yet parsed), streamed.
 
     Memory is bounded by `max_line_bytes`: a longer line is rejected (io.line_too_long) with its first
@@ -301,7 +339,7 @@ def iter_jsonl(path: Path, source: str | None = None, max_line_bytes: int = MAX_
     source = source or str(path)
     number = 0
     try:
-        with _open(path) as fh:
+        with _open(path, digest) as fh:
             for item in _lines(fh, max_line_bytes):
                 number += 1
                 if isinstance(item, tuple):
@@ -312,7 +350,9 @@ def iter_jsonl(path: Path, source: str | None = None, max_line_bytes: int = MAX_
         yield _read_failure(source, path, number + 1, exc)
 
 
-def iter_json_array(path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
+def iter_json_array(
+    path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES, digest: ReadDigest | None = None
+) -> Iterator[RawLine]:
     """One RawLine per element of a .json (or .json.gz) file holding an array of records, streamed.
 
     An element that cannot be decoded, or is over `max_line_bytes`, is rejected on its own
@@ -324,7 +364,7 @@ def iter_json_array(path: Path, source: str | None = None, max_line_bytes: int =
     source = source or str(path)
     number = 0
     try:
-        with _open(path) as fh:
+        with _open(path, digest) as fh:
             for number, value, raw in elements(fh, name=source, with_raw=True, max_element_bytes=max_line_bytes):
                 text = raw.decode("utf-8", errors="replace")
                 if isinstance(value, FormatError):
@@ -339,11 +379,14 @@ def iter_json_array(path: Path, source: str | None = None, max_line_bytes: int =
         yield _read_failure(source, path, number + 1, exc)
 
 
-def iter_file(path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[RawLine]:
-    """The lines (or .json array elements) of one input file; a file that cannot be read is a reject, never an exception."""
+def iter_file(
+    path: Path, source: str | None = None, max_line_bytes: int = MAX_LINE_BYTES, digest: ReadDigest | None = None
+) -> Iterator[RawLine]:
+    """The lines (or .json array elements) of one input file; a file that cannot be read is a reject, never an
+    exception. With `digest`, the file's bytes as read go into it."""
     if path.name.lower().endswith((".json", ".json.gz")):
-        return iter_json_array(path, source, max_line_bytes)
-    return iter_jsonl(path, source, max_line_bytes)
+        return iter_json_array(path, source, max_line_bytes, digest)
+    return iter_jsonl(path, source, max_line_bytes, digest)
 
 
 def parse(line: RawLine) -> RawLine:
