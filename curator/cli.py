@@ -309,6 +309,14 @@ def _run_with_progress_on_stderr(run, *args, **kwargs):
         rich.reconfigure()
 
 
+def _advice_of(out: Path) -> list[dict]:
+    """The advice list of OUT/report.json (the same lines report.md and report.html show)."""
+    try:
+        return json.loads((Path(out) / "report.json").read_text(encoding="utf-8")).get("advice") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -321,6 +329,15 @@ def _print_summary(result) -> None:
         for g in result.gates:
             table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.message)
         console.print(table)
+    advice = _advice_of(result.out)
+    if advice:
+        from rich.markup import escape
+
+        from curator.report.advice import advice_lines
+
+        console.print("[bold]what to do next[/]")
+        for line in advice_lines(advice):
+            console.print(f"- {escape(line)}", soft_wrap=True)
     timing = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.timings)
     console.print(f"[dim]{timing}[/]")
 

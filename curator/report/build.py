@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from curator.report.advice import build_advice
 from curator.code_langs import TEXT, is_programming, language_counts, language_shares
 from curator.report.highlight import _clip, excerpt
 from curator.report.load import Run, load_run
@@ -585,6 +586,7 @@ def build_report(out_dir_or_run: Any) -> dict:
         "inputs": run.manifest.get("inputs") or {},
         "outputs": run.manifest.get("outputs") or {},
     }
+    report["advice"] = build_advice(report["gates"], reasons, counts["read"])
     missing = [name for name in ("quality", "tokens", "split", "cost") if not report[name]["measured"]]
     missing += [f"languages.{k}" for k in ("natural", "code") if not report["languages"][k]["measured"]]
     if report["duplicates"]["exact_disabled"]:

@@ -311,6 +311,14 @@ class Compare(_M):
     version_changes: list[ValueChange]
 
 
+class Advice(_M):
+    subject: str = Field(description="the reject code or gate name")
+    kind: Literal["reject", "gate"]
+    rows: Optional[int] = Field(description="rows rejected with this code; null for a gate")
+    why: str
+    do: str = Field(description="what to do, with the exact option or command")
+
+
 class Report(_M):
     """report.json of one run of `curate run` (issue 7)."""
 
@@ -335,6 +343,9 @@ class Report(_M):
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     not_measured: list[str]
+    advice: list[Advice] = Field(
+        default_factory=list,
+        description="why each failed gate and each reject code over 1% of the rows read happens, and what to do")
     compare: Optional[Compare] = None
 
 

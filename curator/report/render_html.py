@@ -28,6 +28,8 @@ def _template():
 
 def _sections(rep: dict) -> list[tuple[str, str]]:
     items = [("gates", "Gates")]
+    if rep.get("advice"):
+        items.append(("advice", "What to do next"))
     if rep.get("compare"):
         items.append(("compare", "Changes"))
     items += [("funnel", "Funnel"), ("rejects", "Reject reasons"), ("quality", "Quality"),

@@ -186,6 +186,13 @@ def _gate_state(x: dict, side: str) -> str:
     return f"{state} ({_cell(x[f'{side}_value'])})"
 
 
+def _advice_lines(advice: list[dict]) -> list[str]:
+    """advice_lines with the subject as code (the same words as the CLI summary)."""
+    from curator.report.advice import advice_lines
+
+    return [line.replace(a["subject"], f"`{a['subject']}`", 1) for a, line in zip(advice, advice_lines(advice))]
+
+
 def render_markdown(rep: dict) -> str:
     c = rep["counts"]
     lines = ["# Dataset report", ""]
@@ -194,6 +201,8 @@ def render_markdown(rep: dict) -> str:
                  f"{c['rejected']:,} rejected; split {c['train']:,} train / {c['val']:,} val.")
     if not c["consistent_with_manifest"]:
         lines.append("\n**Warning:** manifest counts disagree with annotations.parquet.")
+    if rep.get("advice"):
+        lines += ["", "## What to do next", ""] + [f"- {line}" for line in _advice_lines(rep["advice"])]
     if rep.get("compare"):
         lines += [""] + _compare(rep["compare"])
     lines += ["", "## Funnel", "", table(
