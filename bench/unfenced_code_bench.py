@@ -34,12 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = ROOT.parent / "shared" / "data" / "chat"
-META = {
-    "C++": "cpp", "cpp": "cpp", "Go": "go", "go": "go", "Java": "java", "java": "java",
-    "JavaScript": "javascript", "javascript": "javascript", "Python": "python", "python": "python",
-    "Rust": "rust", "rust": "rust", "TypeScript": "typescript", "SQL (SQLite)": "sql",
-}
-LANGS = ["python", "javascript", "typescript", "java", "cpp", "go", "rust", "sql"]
+sys.path.insert(0, str(ROOT / "bench"))
+from language_bench import LANGS, META  # noqa: E402  (the labelled data's language names, one table)
 PROSE_SETS = ["gsm8k_train.jsonl", "gpteacher_roleplay.jsonl"]
 OTHER_PROSE = ["llamafactory_alpaca_en_demo.jsonl", "llamafactory_identity.jsonl", "fastchat_dummy_conversation.jsonl",
                "llamafactory_glaive_toolcall_en_demo.jsonl"]
