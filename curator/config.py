@@ -14,23 +14,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from curator.errors import CurateError
 from curator.yaml_io import load_yaml, parse_value, yaml_key_lines
-from curator.stages import (  # aliased: the fields below are named after the stages
-    code_language as _code_language,
-    dedup_exact as _dedup_exact,
-    dedup_minhash as _dedup_minhash,
-    language as _language,
-    normalize as _normalize,
-    quality as _quality,
-    secrets as _secrets,
-    select as _select,
-    split as _split,
-    tokens as _tokens,
-    validate as _validate,
-)
+from curator.stage_configs import select_problem
+from curator.stages.registry import SKIPPABLE, STAGES
 
 
 class InputConfig(BaseModel):
@@ -78,8 +67,10 @@ class GateConfig(BaseModel):
     min_examples: int | None = Field(10_000, description="kept set must hold at least this many examples")
 
 
-class CurateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Settings(BaseModel):
+    """The run-wide settings; CurateConfig adds one section per stage (curator/stages/registry.py)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     seed: int = Field(0, description="one seed for every random choice of the run")
     skip_stages: list[str] = Field(
@@ -88,37 +79,21 @@ class CurateConfig(BaseModel):
         "validate, normalize and split always run",
     )
     input: InputConfig = InputConfig()
-    validate_: _validate.Config = Field(default_factory=_validate.Config, alias="validate")
-    normalize: _normalize.Config = Field(default_factory=_normalize.Config)
-    dedup_exact: _dedup_exact.Config = Field(default_factory=_dedup_exact.Config)
-    secrets: _secrets.Config = Field(default_factory=_secrets.Config)
-    language: _language.Config = Field(default_factory=_language.Config)
-    code_language: _code_language.Config = Field(default_factory=_code_language.Config)
-    tokens: _tokens.Config = Field(default_factory=_tokens.Config)
-    quality: _quality.Config = Field(default_factory=_quality.Config)
-    dedup_minhash: _dedup_minhash.Config = Field(default_factory=_dedup_minhash.Config)
-    select: _select.Config = Field(default_factory=_select.Config)
-    split: _split.Config = Field(default_factory=_split.Config)
-    output: OutputConfig = OutputConfig()
-    gates: GateConfig = GateConfig()
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @field_validator("skip_stages")
     @classmethod
     def _known_stages(cls, value: list[str]) -> list[str]:
-        allowed = ("dedup_exact", "secrets", "language", "code_language", "tokens", "quality", "dedup_minhash", "select")
         for name in value:
-            if name not in allowed:
-                raise ValueError(f"unknown or required stage {name!r}; stages that can be skipped: {', '.join(allowed)}")
+            if name not in SKIPPABLE:
+                raise ValueError(f"unknown or required stage {name!r}; stages that can be skipped: {', '.join(SKIPPABLE)}")
         return value
 
-    @field_validator("select")
+    @field_validator("select", check_fields=False)
     @classmethod
-    def _select_needs_quality(cls, value: _select.Config, info: ValidationInfo) -> _select.Config:
+    def _select_needs_quality(cls, value: Any, info: ValidationInfo) -> Any:
         # Only when select is given: with the default target a run smaller than it never ranks, and
         # one that does fails at select with the same message.
-        problem = _select.config_problem(info.data.get("skip_stages") or [], value)
+        problem = select_problem(info.data.get("skip_stages") or [], value)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -127,6 +102,22 @@ class CurateConfig(BaseModel):
         """The config as plain data, as written to manifest.json."""
         return json.loads(self.model_dump_json(by_alias=True))
 
+
+def _stage_section(stage) -> tuple[Any, Any]:
+    # `validate` would shadow BaseModel.validate: that field is `validate_`, read and written as `validate`
+    alias = stage.name if stage.name == "validate" else None
+    return (stage.config, Field(default_factory=stage.config, alias=alias))
+
+
+# One section per stage, in the order the stages run, then what OUT holds and the gates.
+CurateConfig = create_model(
+    "CurateConfig",
+    __base__=_Settings,
+    __doc__="Every setting of `curate run`: run-wide keys, one section per stage, outputs and gates.",
+    **{(f"{s.name}_" if s.name == "validate" else s.name): _stage_section(s) for s in STAGES},
+    output=(OutputConfig, OutputConfig()),
+    gates=(GateConfig, GateConfig()),
+)
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -29,26 +29,10 @@ from curator.config import CurateConfig
 from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
-from curator.stages import (
-    code_language,
-    dedup_exact,
-    dedup_minhash,
-    language,
-    normalize,
-    quality,
-    secrets,
-    select,
-    split,
-    tokens,
-    validate,
-)
+from curator.stages import registry, validate
 from curator.stages.base import Progress, StageContext
 
 MANIFEST_VERSION = 1
-
-# The order matters: quality reads language, code and token columns; near-dup clustering keeps
-# the best copy by quality score; selection sees the deduplicated set; the split comes last.
-STAGES = [normalize, dedup_exact, secrets, language, code_language, tokens, quality, dedup_minhash, select, split]
 
 # Columns that stay out of annotations.parquet: the text itself lives in the JSONL outputs.
 _TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
@@ -117,8 +101,12 @@ def _alive_mask(df: pl.DataFrame) -> pl.Series:
     return df.select(C.alive()).to_series()
 
 
-def run_stages(frame: pl.DataFrame, ctx: StageContext, stages: Iterable = STAGES) -> tuple[pl.DataFrame, list, list]:
-    """Run each stage on the rows still alive; return (all rows sorted by `row`, funnel, timings)."""
+def run_stages(
+    frame: pl.DataFrame, ctx: StageContext, stages: Iterable[registry.Stage] | None = None
+) -> tuple[pl.DataFrame, list, list]:
+    """Run each stage (default: those the config keeps) on the rows still alive; return (all rows
+    sorted by `row`, funnel, timings)."""
+    stages = registry.active(ctx.config.skip_stages) if stages is None else stages
     mask = _alive_mask(frame)
     live = frame.filter(mask)
     dead_parts = [frame.filter(~mask)]
@@ -129,13 +117,13 @@ def run_stages(frame: pl.DataFrame, ctx: StageContext, stages: Iterable = STAGES
         before = live.height
         live = stage.run(live, ctx)
         if live.height != before:
-            raise RuntimeError(f"stage {stage.NAME} changed the number of rows ({before} -> {live.height})")
+            raise RuntimeError(f"stage {stage.name} changed the number of rows ({before} -> {live.height})")
         mask = _alive_mask(live)
         if not mask.all():
             dead_parts.append(live.filter(~mask))
             live = live.filter(mask)
-        timings.append((stage.NAME, time.perf_counter() - started))
-        funnel.append({"stage": stage.NAME, "alive_after": live.height})
+        timings.append((stage.name, time.perf_counter() - started))
+        funnel.append({"stage": stage.name, "alive_after": live.height})
     everything = pl.concat([live, *dead_parts], how="diagonal_relaxed").sort(C.ROW)
     return everything, funnel, timings
 
@@ -386,32 +374,17 @@ def kept_gate(frame: pl.DataFrame, n_kept: int) -> list[Gate]:
     return [Gate("size.kept", False, 0.0, 1.0, message)]
 
 
-def active_stages(cfg: CurateConfig) -> list:
-    return [stage for stage in STAGES if stage.NAME not in cfg.skip_stages]
-
-
 def check_resources(cfg: CurateConfig) -> None:
-    """Load the rule file and the tokenizer profile of the stages that will run, so a bad `--rules`
-    or `--model` stops the run before RAW is read, not after minutes of work (the tokenizer is
-    memoised, so its stage reuses it; the rule file is small and read again by its stage)."""
-    names = {stage.NAME for stage in active_stages(cfg)}
-    if quality.NAME in names:
-        from curator.rules import load_rules
-
-        load_rules(cfg.quality.rules)
-    if tokens.NAME in names:
-        from curator.tokenize_chat import ChatTokenizer
-
-        t = cfg.tokens
-        ChatTokenizer.load(t.model, tokenizer_path=t.tokenizer_path, context_length=t.context_length)
+    """Each stage that will run checks what it loads (the rule file, the tokenizer profile), so a bad
+    `--rules` or `--model` stops the run before RAW is read, not after minutes of work."""
+    for stage in registry.active(cfg.skip_stages):
+        stage.preflight(cfg)
 
 
 def evaluate_gates(kept: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     gates = size_gate(kept, ctx.config)
-    for stage in active_stages(ctx.config):
-        check = getattr(stage, "gates", None)
-        if check is not None:
-            gates.extend(check(kept, ctx))
+    for stage in registry.active(ctx.config.skip_stages):
+        gates.extend(stage.gates(kept, ctx))
     return gates
 
 
@@ -493,7 +466,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     read_time = time.perf_counter() - started
     n_read = frame.height
 
-    frame, funnel, timings = run_stages(frame, ctx, active_stages(config))
+    frame, funnel, timings = run_stages(frame, ctx)
     timings.insert(0, ("read + validate", read_time))
 
     alive = _alive_mask(frame)

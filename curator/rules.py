@@ -34,11 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from curator.errors import CurateError
 from curator.yaml_io import load_yaml, yaml_key_lines
 from curator.signals import SIGNALS, TURN_SCOPES, Scope
+from curator.stage_configs import DEFAULT_RULES
 
 # The package source tree: rules/default.yaml sits beside curator/ in the repository.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 PACKAGED_RULES = Path(__file__).resolve().parent / "data" / "rules"
-DEFAULT_RULES = "rules/default.yaml"
 
 FLAG = pl.Struct({"rule": pl.Utf8, "value": pl.Float64, "action": pl.Utf8})
 

@@ -8,6 +8,7 @@ import pytest
 
 from curator.config import load_config
 from curator.errors import CurateError
+from curator.stage_configs import select_problem
 from curator.stages import select
 from curator.stages.base import StageContext
 
@@ -99,9 +100,9 @@ def test_missing_score_error_names_the_settings_behind_it():
     with pytest.raises(CurateError, match=r"^select: column quality_score is missing; select.target=1 ranks by it "
                                           r"and skip_stages leaves out quality"):
         select.run(df, StageContext(config=cfg))
-    assert select.config_problem(cfg.skip_stages, cfg.select) == (
+    assert select_problem(cfg.skip_stages, cfg.select) == (
         "select.target=1 ranks examples by quality_score, which the skipped stage quality writes; remove quality "
         "from skip_stages, set select.target to null, or skip select too")
     for ok in ([], ["skip_stages=[quality]", "select.target=null"], ["skip_stages=[quality, select]"]):
         cfg = load_config(None, ok)
-        assert select.config_problem(cfg.skip_stages, cfg.select) is None
+        assert select_problem(cfg.skip_stages, cfg.select) is None

@@ -46,7 +46,6 @@ import os
 from collections import Counter
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.code_blocks import (
@@ -70,6 +69,7 @@ from curator.code_langs import (
 )
 from curator.gates import Gate
 from curator.stages.base import StageContext
+from curator.stage_configs import CodeLanguageConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "code_language"
 
@@ -92,93 +92,6 @@ UNFENCED = "unfenced"  # `decided_by` of a block found outside fences
 
 _DEFAULTS = DetectSettings()
 _UNFENCED_DEFAULTS = UnfencedSettings()
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    min_languages: int | None = Field(
-        5, description="diversity gate: the kept set holds at least this many programming languages (null: no gate)"
-    )
-    min_share: float = Field(
-        0.02, ge=0, le=1, description="a language counts toward the gate when in at least this share of code examples"
-    )
-    label_mismatch: str = Field(
-        "flag", pattern="^(flag|reject)$", description="a contradicted fence label: flag (column only) | reject"
-    )
-    clean_max_error: float = Field(
-        _DEFAULTS.clean_max_error, ge=0, le=1, description="parse-error fraction at or below which a parse is clean"
-    )
-    cue_weight: float = Field(
-        _DEFAULTS.cue_weight, ge=0, description="error-fraction points the best-cued language may trail the best parse"
-    )
-    detect_max_error: float = Field(
-        _DEFAULTS.detect_max_error, ge=0, le=1, description="an unlabelled block parsing worse than this is unknown..."
-    )
-    strong_cues: float = Field(_DEFAULTS.strong_cues, ge=0, description="...unless its language's cue score is this high")
-    mismatch_min_error: float = Field(
-        _DEFAULTS.mismatch_min_error, ge=0, le=1, description="a label is contradicted only above this error fraction"
-    )
-    max_candidates: int = Field(_DEFAULTS.max_candidates, ge=1, description="grammars tried first, by cue score")
-    fallback: bool = Field(_DEFAULTS.fallback, description="try grammars on cue-less blocks shaped like C-family code")
-    max_lines: int = Field(_DEFAULTS.max_lines, ge=1, description="detection reads at most this many lines of a block")
-    workers: int = Field(
-        1, ge=0, description="processes classifying blocks (0 or 1: in this process; on 2 cores a pool saves ~10% "
-        "wall time for ~45% more CPU, bench/RESULTS.md)"
-    )
-    pool_min_blocks: int = Field(
-        1500, ge=1, description="fewer distinct blocks than this: no pool (starting one costs ~1 s)"
-    )
-    unfenced: bool = Field(
-        True, description="also find code outside fences: whole-answer code, indented code, code after a colon line"
-    )
-    unfenced_roles: list[str] = Field(
-        ["user", "assistant"], description="turns searched for unfenced code (system prompts and tool output are not)"
-    )
-    unfenced_min_lines: int = Field(
-        _UNFENCED_DEFAULTS.min_lines, ge=1, description="code lines a span amid prose needs"
-    )
-    unfenced_min_lines_introduced: int = Field(
-        _UNFENCED_DEFAULTS.min_lines_introduced, ge=1,
-        description="code lines a span needs when it is the whole text or follows a line ending in ':'",
-    )
-    unfenced_min_code_share: float = Field(
-        _UNFENCED_DEFAULTS.min_code_share, ge=0, le=1, description="code lines / (code + prose lines) of a span"
-    )
-    unfenced_max_error: float = Field(
-        _DEFAULTS.unfenced_max_error, ge=0, le=1, description="an unfenced span's grammar fails on at most this share"
-    )
-    unfenced_min_cues: float = Field(
-        _DEFAULTS.unfenced_min_cues, ge=0, description="cue score bash/ruby/php/sql need outside fences"
-    )
-    unfenced_cued_max_error: float = Field(
-        _DEFAULTS.unfenced_cued_max_error, ge=0, le=1,
-        description="error share allowed outside fences when the language's cues score unfenced_strong_cues",
-    )
-    unfenced_strong_cues: float = Field(_DEFAULTS.unfenced_strong_cues, ge=0, description="see unfenced_cued_max_error")
-
-    def unfenced_settings(self) -> UnfencedSettings:
-        return UnfencedSettings(
-            min_lines=self.unfenced_min_lines,
-            min_lines_introduced=self.unfenced_min_lines_introduced,
-            min_code_share=self.unfenced_min_code_share,
-        )
-
-    def settings(self) -> DetectSettings:
-        return DetectSettings(
-            clean_max_error=self.clean_max_error,
-            cue_weight=self.cue_weight,
-            detect_max_error=self.detect_max_error,
-            strong_cues=self.strong_cues,
-            mismatch_min_error=self.mismatch_min_error,
-            max_candidates=self.max_candidates,
-            fallback=self.fallback,
-            max_lines=self.max_lines,
-            unfenced_max_error=self.unfenced_max_error,
-            unfenced_min_cues=self.unfenced_min_cues,
-            unfenced_cued_max_error=self.unfenced_cued_max_error,
-            unfenced_strong_cues=self.unfenced_strong_cues,
-        )
 
 
 def _config(ctx: StageContext) -> Config:

@@ -7,18 +7,13 @@ ref in the detail, so a person can find the original.
 from __future__ import annotations
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.columns import with_reject
 from curator.stages.base import StageContext
+from curator.stage_configs import DedupExactConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "dedup_exact"
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(True, description="reject exact duplicates of the normalised conversation")
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:

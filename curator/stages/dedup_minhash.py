@@ -79,11 +79,10 @@ import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curator import columns as C
 from curator.columns import with_reject
@@ -99,6 +98,8 @@ from curator.shingles import (
     tokenize_turns,
 )
 from curator.stages.base import StageContext
+from curator.lsh_params import band_options
+from curator.stage_configs import DedupMinhashConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "dedup_minhash"
 
@@ -113,98 +114,6 @@ SCHEME = "affine32"
 ARTIFACT = "duplicates.jsonl"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="find near-duplicates; false passes rows through with null columns")
-    threshold: float = Field(
-        0.8,
-        gt=0.0,
-        le=1.0,
-        description="exact Jaccard of the shingle sets at or above which two records are near-duplicates; 0.8 is "
-        "the threshold of datatrove's and text-dedup's MinHash dedup defaults and of Lee et al. 2022",
-    )
-    ngram: int = Field(5, ge=1, description="word n-gram size (5, as datatrove and text-dedup)")
-    num_perm: int = Field(128, ge=2, description="MinHash permutations (datasketch's default, 128)")
-    seed: int = Field(
-        1, ge=0, le=2**32 - 1, description="seed of the MinHash permutations (datasketch's default, 1; 0 to 2**32 - 1)"
-    )
-    min_recall_at_threshold: float = Field(
-        0.99,
-        gt=0.0,
-        lt=1.0,
-        description="LSH bands/rows are chosen so that a pair exactly at the threshold becomes a candidate "
-        "with at least this probability (issue 3)",
-    )
-    roles: list[Literal["system", "user", "assistant", "tool"]] = Field(
-        ["system", "user", "assistant"], min_length=1, description="turns whose text is shingled"
-    )
-    system_prompt: Literal["drop_shared", "keep", "drop"] = Field(
-        "drop_shared",
-        description="drop_shared: a system prompt found in at least shared_system_min_records records is left "
-        "out of the shingles (otherwise all records sharing it look alike); keep; drop: all system prompts out",
-    )
-    shared_system_min_records: int = Field(
-        2, ge=2, description="a system prompt in this many records counts as shared (it is no longer specific)"
-    )
-    short_record_words: int | None = Field(
-        None,
-        ge=1,
-        description="records with fewer tokens are compared with short_ngram-grams; null: 2*ngram/(1-threshold)-1 "
-        "(49 for 5-grams at 0.8), the length below which one changed word already breaks the threshold",
-    )
-    short_ngram: int = Field(2, ge=1, description="n-gram size for short records (bigrams keep word order)")
-    prompt_conflict: Literal["keep_all", "keep_best", "reject"] = Field(
-        "keep_all",
-        description="records with near-identical user turns but different answers: keep_all flags them, "
-        "keep_best keeps the best of each group, reject rejects every member (dup.prompt_conflict)",
-    )
-    prompt_threshold: float = Field(
-        0.9, gt=0.0, le=1.0, description="exact Jaccard of the user-turn shingles for 'near-identical prompts'"
-    )
-    prompt_ngram: int = Field(2, ge=1, description="n-gram size of the user-turn shingles (prompts are short)")
-    answer_threshold: float = Field(
-        0.3,
-        gt=0.0,
-        le=1.0,
-        description="a near-duplicate edge also needs this exact Jaccard between the two records' assistant turns "
-        "(short_ngram-grams when the shorter answer has fewer than short_record_words tokens), so a long shared "
-        "prompt cannot make different answers near-duplicates (the prompt view then finds a prompt conflict); also "
-        "what 'the same answer' means in a same-prompt group. 0.3: every planted near-duplicate of "
-        "bench/dedup_bench.py at J >= 0.8 keeps its edge (answer Jaccard 0.33 and up; 13 of 1,344 are below 0.5), "
-        "while answers that differ share far less (the corpus's pairs at J >= 0.8: none between 0.12 and 0.5; "
-        "python and javascript solutions of one exercism exercise: 0.079)",
-    )
-    workers: int = Field(2, ge=1, description="threads computing signatures (the reference box has 2 cores)")
-
-    @model_validator(mode="after")
-    def _short_below_ngram(self) -> "Config":
-        if self.short_ngram > self.ngram:
-            raise ValueError(f"short_ngram ({self.short_ngram}) must not exceed ngram ({self.ngram})")
-        return self
-
-    @model_validator(mode="after")
-    def _bands_exist(self) -> "Config":
-        # Checked at config load, not when the stage runs after every earlier stage.
-        for key, threshold in (("threshold", self.threshold), ("prompt_threshold", self.prompt_threshold)):
-            if not band_options(threshold, self.num_perm, self.min_recall_at_threshold):
-                raise ValueError(
-                    f"dedup_minhash.num_perm={self.num_perm} leaves no LSH bands with recall "
-                    f"{self.min_recall_at_threshold} at {key} {threshold}; raise dedup_minhash.num_perm or lower "
-                    f"dedup_minhash.min_recall_at_threshold"
-                )
-        return self
-
-    def short_words(self) -> int:
-        if self.short_record_words is not None:
-            return self.short_record_words
-        if self.threshold >= 1:
-            return 1
-        # Exact decimals: in floats 2*5 / (1 - 0.8) is 50.000000000000014, whose ceiling is 51, not 50.
-        t = Fraction(str(self.threshold))
-        return max(1, math.ceil(Fraction(2 * self.ngram) / (1 - t)) - 1)
-
-
 # --------------------------------------------------------------------------------------------- LSH parameters
 
 
@@ -215,33 +124,6 @@ class Bands:
     recall_at_threshold: float
     false_positive_area: float
     false_negative_area: float
-
-
-def band_options(threshold: float, num_perm: int, min_recall: float = 0.99) -> list[tuple[int, int]]:
-    """(bands, rows) for each band size r: the fewest bands whose recall at `threshold` is >= `min_recall`,
-    with bands*rows <= num_perm (more bands only add false positives). Empty when none fits.
-
-    Plain arithmetic, no datasketch: the config validator calls it (datasketch's LSH module takes 0.6 s to import).
-    """
-    out = []
-    for r in range(1, num_perm + 1):
-        p = threshold**r
-        if r * 2 > num_perm:
-            break
-        if p >= 1.0:  # threshold 1: any band catches an identical set
-            b = 2
-        elif math.log1p(-p) == 0.0:
-            break
-        else:
-            b = max(2, math.ceil(math.log1p(-min_recall) / math.log1p(-p)))
-            if b * r > num_perm:  # the bands needed only grow with r
-                break
-            while 1.0 - (1.0 - p) ** b < min_recall:  # guard against rounding in the logarithms
-                b += 1
-        if b * r > num_perm:
-            break
-        out.append((b, r))
-    return out
 
 
 def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> Bands:

@@ -63,11 +63,11 @@ from functools import lru_cache
 from importlib import metadata
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.code_blocks import strip_code
 from curator.stages.base import StageContext
+from curator.stage_configs import LanguageConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "language"
 UND = "und"
@@ -117,40 +117,6 @@ FOREIGN_COMMON_WORDS = frozenset(
     och att det som jag inte og er til ikke jeg
     bir ve bu için ile""".split()
 )
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_sample_chars: int = Field(1000, ge=50, description="prose handed to langdetect per role, in characters")
-    min_letters: int = Field(
-        20, ge=0, description="fewer letters of prose than this (Han, Kana, Hangul weighted): und (too_short)"
-    )
-    cjk_letter_weight: float = Field(
-        2.5, gt=0, description="a Han, Kana or Hangul character counts as this many letters (no spaces between words)"
-    )
-    script_min_share: float = Field(
-        0.5, ge=0, le=1,
-        description="Han, Kana and Hangul (weighted) at least this share of the letters: zh/ja/ko by script",
-    )
-    kana_min_share: float = Field(
-        0.1, ge=0, le=1, description="script path: Kana at least this share of Han and Kana: ja (else zh)"
-    )
-    min_confidence: float = Field(
-        0.5, ge=0, le=1, description="langdetect probability below this: und (low_confidence)"
-    )
-    workers: int = Field(2, ge=0, description="processes for langdetect (0 or 1: in this process)")
-    pool_min_samples: int = Field(
-        600, ge=1, description="fewer samples than this for langdetect: no pool (starting one costs ~1 s)"
-    )
-    fast_path: bool = Field(True, description="decide obvious English without langdetect (see module docstring)")
-    fast_min_words: int = Field(5, ge=1, description="fast path: at least this many words")
-    fast_min_share: float = Field(0.25, ge=0, le=1, description="fast path: share of frequent English words")
-    fast_max_foreign: float = Field(
-        0.05, ge=0, le=1,
-        description="fast path: fewer than this share of the words (or under two) in FOREIGN_COMMON_WORDS",
-    )
-    fast_max_non_ascii: float = Field(
-        0.01, ge=0, le=1, description="fast path: at most this share of the letters outside ASCII (0: none)"
-    )
 
 
 @lru_cache(maxsize=4)

@@ -16,34 +16,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
 
 import polars as pl
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.code_blocks import block_spans
 from curator.stages.base import StageContext
+from curator.stage_configs import NormalizeConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "normalize"
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = Field(
-        "NFC", description="NFC | NFKC | NFD | NFKD (upper case) | null (leave as is)"
-    )
-    remove_hidden_controls: bool = Field(
-        True,
-        description="remove bidi embedding/override/isolate controls and Unicode tag characters (emoji flags "
-        "kept); each row changed gets the warning normalize.hidden_controls",
-    )
-    strip_trailing_whitespace: bool = Field(
-        True,
-        description="strip spaces/tabs at prose line ends and the end of a turn (fenced code and Markdown hard "
-        "line breaks are kept)",
-    )
 
 
 # Bidi embedding, override and isolate controls, and Unicode tag characters: they change how text

@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator.columns import with_reject
 from curator.errors import CurateError
 from curator.gates import Gate
-from curator.rules import DEFAULT_RULES, CompiledRules, RuleSet, compile_rules, load_rules
+from curator.rules import CompiledRules, RuleSet, compile_rules, load_rules
 from curator.signals import SIGNALS
 from curator.stages.base import StageContext
+from curator.stage_configs import QualityConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "quality"
 
@@ -40,27 +40,9 @@ HIGH_QUALITY = "high_quality"
 HISTOGRAM_BINS = 10
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rules: str = Field(
-        DEFAULT_RULES,
-        description="rule file (YAML); a relative path is read from the working directory, else from the "
-        "package source tree, where rules/default.yaml lives; `--rules` sets it",
-    )
-    high_quality_threshold: float = Field(
-        0.7,
-        ge=0.0,
-        le=1.0,
-        description="high_quality = quality_score >= this; 0.7 means one rule of weight above 0.3 (or two "
-        "of 0.17) takes an example out of the high-quality set, while a single minor rule does not",
-    )
-    min_high_quality_rate: float | None = Field(
-        0.60,
-        ge=0.0,
-        le=1.0,
-        description="gate: share of the kept set that must be high quality (the brief's 60%); null disables",
-    )
+def preflight(config) -> None:
+    """Read the rule file before RAW is read, so a bad `--rules` fails at once."""
+    load_rules(config.quality.rules)
 
 
 def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: bool = False) -> pl.DataFrame:

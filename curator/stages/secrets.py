@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Iterator, Literal
+from typing import Iterator, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator.columns import MESSAGES, META, TOOLS, with_reject
 from curator.secret_patterns import DETECTORS, INVISIBLE, WITHHELD, Detector, _EMAIL  # noqa: F401 (Detector: re-exported)
 from curator.stages.base import StageContext
+from curator.stage_configs import SecretsConfig as Config, SecretsPolicy as Policy  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "secrets"
 SECRET_FINDINGS = "secret_findings"
@@ -50,37 +50,6 @@ Action = Literal["reject", "redact", "flag"]
 
 
 KINDS = tuple(DETECTORS)
-
-
-class Policy(BaseModel):
-    """What to do with each kind: reject (drop the example, reason secrets.<kind>), redact
-    (replace each match by [REDACTED:<kind>] and keep the example) or flag (keep it as is)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    aws_access_key: Action = Field("redact", description="AWS access key ids (AKIA..., ASIA...)")
-    aws_secret_key: Action = Field("redact", description="AWS secret access keys next to their name")
-    github_token: Action = Field("redact", description="GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)")
-    openai_key: Action = Field("redact", description="OpenAI API keys (sk-...)")
-    slack_token: Action = Field("redact", description="Slack tokens (xoxb-, xoxp-, ...) and webhook URLs")
-    private_key: Action = Field(
-        "reject", description="PEM/OpenSSH private key blocks; rejected because the key is usually the whole answer"
-    )
-    jwt: Action = Field("redact", description="JSON Web Tokens")
-    email: Action = Field("redact", description="e-mail addresses outside the reserved documentation domains")
-    phone: Action = Field("redact", description="formatted phone numbers")
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    policy: Policy = Field(default_factory=Policy, description="action per kind: reject | redact | flag")
-    ignore_email_domains: list[Annotated[str, Field(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$")]] = Field(
-        ["example.com", "example.net", "example.org", "example", "test", "invalid", "localhost"],
-        description="domains (and their subdomains) whose addresses are not personal data: the names "
-        "RFC 2606 and RFC 6761 reserve for documentation and testing; plain domain names (a domain covers "
-        "its subdomains, so no wildcards)",
-    )
 
 
 def _real_emails(text: pl.Expr, ignore: list[str]) -> pl.Expr:

@@ -17,24 +17,14 @@ stratum instead of a random draw, since the score is the point of the stage.
 from __future__ import annotations
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator.columns import CONTENT_HASH, with_reject
 from curator.errors import CurateError
 from curator.stages.base import StageContext
+from curator.stage_configs import SelectConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "select"
 REASON = "select.over_target"
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    target: int | None = Field(
-        50_000,
-        ge=1,
-        description="keep at most this many examples (the brief recommends 50,000); null keeps all",
-    )
 
 
 def stratum_expr(columns: list[str]) -> pl.Expr:
@@ -59,19 +49,6 @@ def apportion(sizes: dict[str, int], target: int) -> dict[str, int]:
     for k in order[:left]:
         seats[k] += 1
     return seats
-
-
-def config_problem(skip_stages: list[str], config: Config) -> str | None:
-    """Why select cannot run with these settings, or None: a target ranks by `quality_score`, which a skipped
-    quality stage never writes. For a validator of CurateConfig (select.Config alone cannot see skip_stages),
-    so that such a run stops at config load instead of after every other stage."""
-    skipped = set(skip_stages)
-    if config.target is None or "select" in skipped or "quality" not in skipped:
-        return None
-    return (
-        f"select.target={config.target} ranks examples by quality_score, which the skipped stage quality "
-        "writes; remove quality from skip_stages, set select.target to null, or skip select too"
-    )
 
 
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import polars as pl
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.stages.base import StageContext
+from curator.stage_configs import SplitConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "split"
 BUCKETS = 1_000_000
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    val_fraction: float = Field(0.1, ge=0.0, le=1.0, description="share of examples assigned to val (90/10 by default)")
 
 
 def bucket(key: str, seed: int) -> int:

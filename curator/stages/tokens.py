@@ -40,15 +40,14 @@ trained x `epochs`, over the throughput of each GPU option in the prices file.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from curator import columns as C
 from curator.columns import with_reject
 from curator.gates import Gate
 from curator.stages.base import StageContext
+from curator.stage_configs import TokensConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "tokens"
 
@@ -65,44 +64,15 @@ TOOLS = "tools"  # the frame's column of tool definitions (JSON text or null), a
 TEMPLATE_FILE = "chat_template.jinja"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(
-        "mistral-7b-instruct-v0.2",
-        description="model profile (mistral-7b-instruct-v0.2 | codellama-13b-instruct | phi-3-mini-4k-instruct, "
-        "see curator/model_profiles.py) or a path to a Hugging Face tokenizer folder with a chat template",
-    )
-    tokenizer_path: str | None = Field(
-        None, description="folder with the tokenizer of a profile that is not built in (all but Mistral)"
-    )
-    context_length: int | None = Field(
-        None, ge=1, description="tokens per example; null uses the profile's (8,192 for Mistral-7B-Instruct-v0.2)"
-    )
-    policy: Literal["reject", "truncate", "report"] = Field(
-        "reject", description="examples over the context: reject | truncate (drop earliest exchanges) | report"
-    )
-    batch_size: int = Field(
-        8192, ge=1, description="conversations per batched tokenizer call (one progress step; bounds memory)"
-    )
-    epochs: int = Field(3, ge=1, description="epochs of the cost estimate (3: the model-selection guide's recipe)")
-    prices_file: str | None = Field(
-        None, description="GPU options, prices and throughput model (YAML); null = curator/data/gpu_prices.yaml"
-    )
-    throughput: dict[str, PositiveFloat] | None = Field(
-        None, description="training tokens/s by GPU option name; overrides the FLOPs-based default of that option"
-    )
-    mfu: float | None = Field(
-        None, gt=0, le=1, description="model FLOPs utilisation of the default throughput; null = the prices file's"
-    )
-    n_params: float | None = Field(
-        None, gt=0, description="model parameters for the default throughput; null = the profile's"
-    )
-
-
 def _tokenizer(cfg: Config):
     from curator.tokenize_chat import ChatTokenizer
 
     return ChatTokenizer.load(cfg.model, tokenizer_path=cfg.tokenizer_path, context_length=cfg.context_length)
+
+
+def preflight(config) -> None:
+    """Load the tokenizer profile before RAW is read (memoised: `run` reuses it)."""
+    _tokenizer(config.tokens)
 
 
 def _exchanges(messages: list[dict]) -> list[int]:

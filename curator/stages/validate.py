@@ -14,13 +14,13 @@ from pathlib import PurePosixPath
 from typing import Any, Iterable
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curator import columns as C
 from curator.io.readers import RawLine
 from curator.tool_use import dumps
 from curator.validation import check_line
 from curator.stages.base import StageContext
+from curator.stage_configs import ValidateConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "validate"
 
@@ -39,15 +39,6 @@ FRAME_SCHEMA = {
     C.REJECT_REASONS: pl.List(pl.Utf8),
     C.REJECT_DETAILS: pl.List(pl.Utf8),
 }
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    extra_fields: str = Field(
-        "warn",
-        description="unknown top-level or message fields: warn (kept under meta._extra) | reject (schema.extra_field)",
-        pattern="^(warn|reject)$",
-    )
 
 
 def format_of_file(cfg: Any, source: str) -> str:

@@ -1,0 +1,189 @@
+"""The stages of `curate run`, in the order they run: the one list everything else is derived from.
+
+CurateConfig's sections, the stages `skip_stages` accepts, the checks made before RAW is read,
+the gates, `curate config` and the stage table of docs/ARCHITECTURE.md all come from `STAGES`.
+
+Each entry declares what the stage is; its module (`module`) holds how it works, and is imported
+only when the stage runs, so reading a config imports pydantic alone. A stage module provides
+`run(df, ctx) -> df` and optionally `gates(kept, ctx) -> list[Gate]` and `preflight(config)` (a
+check run before RAW is read, so a bad setting fails in a second, not after minutes of work).
+
+`kind` is what lets the pipeline run in batches: a `row` stage's result for a row depends on
+that row alone (the same output under any batching: tests/test_stage_contract.py checks it);
+a `global` stage needs the whole set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from curator import columns as C
+from curator import stage_configs as S
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from curator.gates import Gate
+    from curator.stages.base import StageContext
+
+Kind = Literal["row", "global"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name (also its config section and its key in the manifest and report), what it
+    reads, writes and may reject for, and where its implementation lives."""
+
+    name: str
+    kind: Kind
+    config: type[BaseModel]
+    reads: tuple[C.Column, ...]
+    writes: tuple[C.Column, ...]
+    reasons: tuple[str, ...]  # reject codes it may add (`<kind>` stands for a family)
+    doc: str  # one line: what it does
+    skippable: bool = True
+    # validate runs while the frame is built from the input lines, not as a step over the frame
+    on_read: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"curator.stages.{self.name}"
+
+    def implementation(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def run(self, df: "pl.DataFrame", ctx: "StageContext") -> "pl.DataFrame":
+        return self.implementation().run(df, ctx)
+
+    def gates(self, kept: "pl.DataFrame", ctx: "StageContext") -> list["Gate"]:
+        check = getattr(self.implementation(), "gates", None)
+        return [] if check is None else check(kept, ctx)
+
+    def preflight(self, config: Any) -> None:
+        check = getattr(self.implementation(), "preflight", None)
+        if check is not None:
+            check(config)
+
+
+_TURNS = (C.MESSAGES,)
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "validate",
+        "row",
+        S.ValidateConfig,
+        reads=(C.RAW, C.SOURCE_FILE),
+        writes=(C.ROW, C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.RAW, C.RAW_B64, C.SOURCE_FORMAT, C.MESSAGES, C.META,
+                C.TOOLS, C.WARNINGS, C.REJECT_REASONS, C.REJECT_DETAILS),
+        reasons=("io.<kind>", "format.<kind>", "schema.<kind>", "structure.<kind>"),
+        doc="parse each line, convert Alpaca/ShareGPT/GPTeacher, check the chat schema and turn structure",
+        skippable=False,
+        on_read=True,
+    ),
+    Stage(
+        "normalize",
+        "row",
+        S.NormalizeConfig,
+        reads=_TURNS,
+        writes=(C.MESSAGES, C.CONTENT_HASH, C.WARNINGS),
+        reasons=(),
+        doc="Unicode form, hidden controls, trailing whitespace; the content hash of the conversation",
+        skippable=False,
+    ),
+    Stage(
+        "dedup_exact",
+        "global",
+        S.DedupExactConfig,
+        reads=(C.CONTENT_HASH,),
+        writes=(),
+        reasons=("dup.exact",),
+        doc="keep the first of each set of identical normalised conversations",
+    ),
+    Stage(
+        "secrets",
+        "row",
+        S.SecretsConfig,
+        reads=(C.MESSAGES, C.META, C.TOOLS),
+        writes=(C.MESSAGES, C.META, C.TOOLS, C.SECRET_FINDINGS),
+        reasons=("secrets.<kind>", "secrets.redaction_incomplete"),
+        doc="find keys, tokens and personal data; reject, redact or flag each kind by policy",
+    ),
+    Stage(
+        "language",
+        "row",
+        S.LanguageConfig,
+        reads=_TURNS,
+        writes=(C.LANG, C.LANG_CONFIDENCE, C.LANG_REASON, C.USER_LANG, C.ASSISTANT_LANG),
+        reasons=(),
+        doc="natural language of the prose (by script for CJK, langdetect otherwise)",
+    ),
+    Stage(
+        "code_language",
+        "row",
+        S.CodeLanguageConfig,
+        reads=_TURNS,
+        writes=(C.CODE_BLOCKS, C.CODE_LANGS, C.CODE_PARSE_ERROR_FRAC, C.CODE_LABEL_MISMATCH, C.HAS_CODE),
+        reasons=("code.label_mismatch",),
+        doc="programming language of each code block, fenced or not, by tree-sitter grammars",
+    ),
+    Stage(
+        "tokens",
+        "row",
+        S.TokensConfig,
+        reads=(C.MESSAGES, C.TOOLS),
+        writes=(C.MESSAGES, C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TURN_TOKENS, C.TRUNCATED_TURNS),
+        reasons=("tokens.over_budget", "tokens.no_trainable", "tokens.template_error"),
+        doc="render with the model's chat template and count tokens against the context budget",
+    ),
+    Stage(
+        "quality",
+        "row",
+        S.QualityConfig,
+        reads=(C.MESSAGES, C.USER_LANG, C.ASSISTANT_LANG, C.CODE_PARSE_ERROR_FRAC, C.CODE_BLOCKS, C.N_ASSISTANT_TOKENS,
+               C.TURN_TOKENS),
+        writes=(C.QUALITY_SCORE, C.QUALITY_FLAGS, C.HIGH_QUALITY),
+        reasons=("quality.<rule>",),
+        doc="score each example against the declarative rules (rules/default.yaml)",
+    ),
+    Stage(
+        "dedup_minhash",
+        "global",
+        S.DedupMinhashConfig,
+        reads=(C.MESSAGES, C.REF, C.QUALITY_SCORE, C.N_ASSISTANT_TOKENS),
+        writes=(C.NEAR_DUP_CLUSTER, C.NEAR_DUP_OF, C.NEAR_DUP_JACCARD, C.PROMPT_CONFLICT, C.SPLIT_KEY),
+        reasons=("dup.near", "dup.prompt_conflict"),
+        doc="near-duplicates by MinHash LSH, verified by exact Jaccard; keeps the best copy of each cluster",
+    ),
+    Stage(
+        "select",
+        "global",
+        S.SelectConfig,
+        reads=(C.QUALITY_SCORE, C.CONTENT_HASH, C.LANG, C.CODE_LANGS),
+        writes=(),
+        reasons=("select.over_target",),
+        doc="keep at most `target` examples, the best by quality score, stratified",
+    ),
+    Stage(
+        "split",
+        "global",
+        S.SplitConfig,
+        reads=(C.SPLIT_KEY, C.CONTENT_HASH),
+        writes=(C.SPLIT_KEY, C.SPLIT),
+        reasons=(),
+        doc="train/val by a seeded hash of the split key, so a cluster never straddles the split",
+        skippable=False,
+    ),
+)
+
+BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
+SKIPPABLE: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.skippable)
+
+
+def active(skip: list[str] | tuple[str, ...]) -> list[Stage]:
+    """The stages that run over the frame, in order, without those in `skip`."""
+    return [stage for stage in STAGES if not stage.on_read and stage.name not in skip]
