@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test golden schemas clean
+.PHONY: run test golden schemas docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ golden: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m curator.schema > schemas/chat_record.schema.json
+
+docs: $(STAMP)
+	$(BIN)/python -m curator.stages.registry docs/ARCHITECTURE.md
 
 clean:
 	rm -rf $(VENV) out

@@ -360,6 +360,23 @@ def config_cmd(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(load_config(config_path, list(overrides)).resolved(), sort_keys=False), nl=False)
 
 
+@cli.command("stages")
+@click.option("--columns", is_flag=True, help="List the columns the stages write instead.")
+def stages_cmd(columns: bool) -> None:
+    """Print the stages of `curate run` as a Markdown table: kind, reads, writes, reject codes.
+
+    A `row` stage's result for a row depends on that row alone; a `global` stage needs the whole set.
+
+    \b
+    Example:
+      curate stages
+      curate stages --columns
+    """
+    from curator.stages.registry import column_table, stage_table
+
+    click.echo(column_table() if columns else stage_table(), nl=False)
+
+
 @cli.command("inspect")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--id", "record_id", default=None, help="Show the record with this id (train.jsonl, then val.jsonl).")

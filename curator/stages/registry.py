@@ -89,7 +89,7 @@ STAGES: tuple[Stage, ...] = (
         "normalize",
         "row",
         S.NormalizeConfig,
-        reads=_TURNS,
+        reads=(C.MESSAGES, C.TOOLS),
         writes=(C.MESSAGES, C.CONTENT_HASH, C.WARNINGS),
         reasons=(),
         doc="Unicode form, hidden controls, trailing whitespace; the content hash of the conversation",
@@ -144,8 +144,8 @@ STAGES: tuple[Stage, ...] = (
         "quality",
         "row",
         S.QualityConfig,
-        reads=(C.MESSAGES, C.USER_LANG, C.ASSISTANT_LANG, C.CODE_PARSE_ERROR_FRAC, C.CODE_BLOCKS, C.N_ASSISTANT_TOKENS,
-               C.TURN_TOKENS),
+        reads=(C.MESSAGES, C.SECRET_FINDINGS, C.USER_LANG, C.ASSISTANT_LANG, C.CODE_PARSE_ERROR_FRAC,
+               C.N_ASSISTANT_TOKENS),
         writes=(C.QUALITY_SCORE, C.QUALITY_FLAGS, C.HIGH_QUALITY),
         reasons=("quality.<rule>",),
         doc="score each example against the declarative rules (rules/default.yaml)",
@@ -154,7 +154,7 @@ STAGES: tuple[Stage, ...] = (
         "dedup_minhash",
         "global",
         S.DedupMinhashConfig,
-        reads=(C.MESSAGES, C.REF, C.QUALITY_SCORE, C.N_ASSISTANT_TOKENS),
+        reads=(C.MESSAGES, C.CONTENT_HASH, C.QUALITY_SCORE, C.N_ASSISTANT_TOKENS),
         writes=(C.NEAR_DUP_CLUSTER, C.NEAR_DUP_OF, C.NEAR_DUP_JACCARD, C.PROMPT_CONFLICT, C.SPLIT_KEY),
         reasons=("dup.near", "dup.prompt_conflict"),
         doc="near-duplicates by MinHash LSH, verified by exact Jaccard; keeps the best copy of each cluster",
@@ -173,7 +173,7 @@ STAGES: tuple[Stage, ...] = (
         "global",
         S.SplitConfig,
         reads=(C.SPLIT_KEY, C.CONTENT_HASH),
-        writes=(C.SPLIT_KEY, C.SPLIT),
+        writes=(C.SPLIT,),
         reasons=(),
         doc="train/val by a seeded hash of the split key, so a cluster never straddles the split",
         skippable=False,
@@ -187,3 +187,63 @@ SKIPPABLE: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.skipp
 def active(skip: list[str] | tuple[str, ...]) -> list[Stage]:
     """The stages that run over the frame, in order, without those in `skip`."""
     return [stage for stage in STAGES if not stage.on_read and stage.name not in skip]
+
+
+def stage_table() -> str:
+    """The stages as a Markdown table (docs/ARCHITECTURE.md embeds it; `curate stages` prints it)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def names(columns: tuple[C.Column, ...]) -> str:
+        return ", ".join(f"`{c}`" for c in columns) or "-"
+
+    lines = [
+        "| # | stage | kind | what it does | reads | writes | rejects for |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number, stage in enumerate(STAGES, 1):
+        name = stage.name if stage.skippable else f"{stage.name} (always)"
+        reasons = ", ".join(f"`{r}`" for r in stage.reasons) or "-"
+        lines.append(
+            f"| {number} | {name} | {stage.kind} | {cell(stage.doc)} | {names(stage.reads)} | {names(stage.writes)} | {reasons} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def column_table() -> str:
+    """Every column of the frame that a stage writes, with its dtype and meaning, as a Markdown table."""
+    writers: dict[str, list[str]] = {}
+    for stage in STAGES:
+        for column in stage.writes:
+            writers.setdefault(column, []).append(stage.name)
+    columns = {c: c for stage in STAGES for c in stage.writes}
+    lines = ["| column | dtype | written by | holds |", "|---|---|---|---|"]
+    for name, column in columns.items():
+        doc = column.doc.replace("|", "\\|")
+        lines.append(f"| `{name}` | {column.dtype} | {', '.join(writers[name])} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+_GENERATED = {"stages": stage_table, "columns": column_table}
+
+
+def with_tables(doc: str) -> str:
+    """`doc` with the text between each `<!-- NAME:begin -->` and `<!-- NAME:end -->` pair (NAME: stages,
+    columns) replaced by the current table."""
+    import re
+
+    for name, table in _GENERATED.items():
+        pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
+        if not pattern.search(doc):
+            raise ValueError(f"no <!-- {name}:begin --> ... <!-- {name}:end --> markers")
+        doc = pattern.sub(lambda m: m.group(1) + table() + m.group(2), doc)
+    return doc
+
+
+if __name__ == "__main__":  # python -m curator.stages.registry docs/ARCHITECTURE.md: refresh its tables
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1])
+    path.write_text(with_tables(path.read_text(encoding="utf-8")), encoding="utf-8")
