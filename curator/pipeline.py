@@ -241,7 +241,7 @@ def redact_annotations(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
         return fields.with_columns(redacted(fields.get_column("label"))).to_struct(blocks.name)
 
     out = frame
-    for col, fix in ((C.REJECT_DETAILS, redacted), (C.WARNINGS, redacted), ("code_blocks", labels_redacted)):
+    for col, fix in ((C.REJECT_DETAILS, redacted), (C.WARNINGS, redacted), (C.CODE_BLOCKS, labels_redacted)):
         if col in frame.columns:
             out = out.with_columns(_map_list_items(frame.get_column(col), fix))
     if C.META in frame.columns:

@@ -40,6 +40,7 @@ from typing import Callable
 
 import polars as pl
 
+from curator import columns as C
 from curator.code_blocks import extract_code_blocks, strip_code
 
 TURN_SCOPES = ("assistant", "user", "system", "all")
@@ -392,7 +393,7 @@ def _per_100_words(count: pl.Expr, words: pl.Expr) -> pl.Expr:
 
 
 def _lang_mismatch(scope: Scope, turns: str) -> pl.Expr:
-    u, a = pl.col("user_lang"), pl.col("assistant_lang")
+    u, a = pl.col(C.USER_LANG), pl.col(C.ASSISTANT_LANG)
     known = u.is_not_null() & a.is_not_null() & (u != "und") & (a != "und")
     return pl.when(known).then((u != a).cast(pl.Float64)).otherwise(None)
 
@@ -422,8 +423,8 @@ SIGNALS: dict[str, Signal] = {
             "tokens",
             "trained tokens of the example (n_assistant_tokens, Mistral-7B-Instruct-v0.2 tokenizer)",
             ("assistant",),
-            lambda sc, t: pl.col("n_assistant_tokens").cast(pl.Float64),
-            ("n_assistant_tokens",),
+            lambda sc, t: pl.col(C.N_ASSISTANT_TOKENS).cast(pl.Float64),
+            (C.N_ASSISTANT_TOKENS,),
         ),
         Signal("dup_line_frac", "fraction of a turn's lines (>= 10 characters) repeating an earlier line of it; "
                "the worst turn", TURN_SCOPES, lambda sc, t: _worst_turn(sc.turns(t), lambda x: _dup_frac(x, "\n", 10))),
@@ -461,15 +462,15 @@ SIGNALS: dict[str, Signal] = {
         Signal("unfenced_code_frac", "fraction of prose lines that look like source code (code outside a fence)",
                TURN_SCOPES, lambda sc, t: _unfenced_code_frac(sc.prose(t))),
         Signal("lang_mismatch", "1 when user and assistant languages are known and differ", ("assistant",),
-               _lang_mismatch, ("user_lang", "assistant_lang")),
-        Signal("code_parse_error_frac", "largest share of error nodes in an assistant code block (tree-sitter)",
-               ("assistant",), lambda sc, t: pl.col("code_parse_error_frac").cast(pl.Float64),
-               ("code_parse_error_frac",)),
+               _lang_mismatch, (C.USER_LANG, C.ASSISTANT_LANG)),
+        Signal(C.CODE_PARSE_ERROR_FRAC, "largest share of error nodes in an assistant code block (tree-sitter)",
+               ("assistant",), lambda sc, t: pl.col(C.CODE_PARSE_ERROR_FRAC).cast(pl.Float64),
+               (C.CODE_PARSE_ERROR_FRAC,)),
         Signal("urls_per_100_words", "URLs per 100 words", TURN_SCOPES,
                lambda sc, t: _per_100_words(sc.text(t).str.count_matches(URL_PATTERN), sc.n_words(t))),
         Signal("emails_per_100_words", "e-mail addresses per 100 words", TURN_SCOPES,
                lambda sc, t: _per_100_words(sc.text(t).str.count_matches(EMAIL_PATTERN), sc.n_words(t))),
-        Signal("secret_findings", "secrets and PII found by the secrets stage (any action)", ("all",),
-               lambda sc, t: pl.col("secret_findings").list.len().cast(pl.Float64), ("secret_findings",)),
+        Signal(C.SECRET_FINDINGS, "secrets and PII found by the secrets stage (any action)", ("all",),
+               lambda sc, t: pl.col(C.SECRET_FINDINGS).list.len().cast(pl.Float64), (C.SECRET_FINDINGS,)),
     ]
 }

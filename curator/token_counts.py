@@ -33,13 +33,14 @@ from functools import lru_cache
 import polars as pl
 from tokenizers import Tokenizer
 
+from curator import columns as C
 from curator.tokenize_chat import ChatTokenizer, _plan_mistral_v1
 
 __all__ = ["TokenCounter", "COUNT_SCHEMA"]
 
-N_TOKENS = "n_tokens"
-N_TRAINED = "n_assistant_tokens"
-TURN_TOKENS = "turn_tokens"
+N_TOKENS = C.N_TOKENS
+N_TRAINED = C.N_ASSISTANT_TOKENS
+TURN_TOKENS = C.TURN_TOKENS
 ERROR = "error"
 
 COUNT_SCHEMA = {N_TOKENS: pl.Int64, N_TRAINED: pl.Int64, TURN_TOKENS: pl.List(pl.Int64), ERROR: pl.Utf8}

@@ -70,8 +70,8 @@ def test_columns_and_counts(tok):
     conv = [msg("user", "Hi"), msg("assistant", "Hello!")]
     out, ctx = run(frame([conv]))
     enc = tok.encode(conv)
-    assert out.schema[tokens.N_TOKENS] == pl.Int64 and out.schema[tokens.N_ASSISTANT_TOKENS] == pl.Int64
-    assert out.schema[tokens.TURN_TOKENS] == pl.List(pl.Int64) and out.schema[tokens.TRUNCATED_TURNS] == pl.Int32
+    assert out.schema[C.N_TOKENS] == pl.Int64 and out.schema[C.N_ASSISTANT_TOKENS] == pl.Int64
+    assert out.schema[C.TURN_TOKENS] == pl.List(pl.Int64) and out.schema[C.TRUNCATED_TURNS] == pl.Int32
     row = out.row(0, named=True)
     assert (row["n_tokens"], row["n_assistant_tokens"], row["turn_tokens"]) == (enc.n_tokens, enc.n_trained, enc.turn_tokens)
     assert row["reject_reasons"] == [] and row["truncated_turns"] == 0
@@ -85,10 +85,10 @@ def test_tools_column_and_tool_calls_are_counted_as_encoded(tok):
     calls = json.dumps([call("get_weather", {"city": "Paris"})])
     conv = [msg("user", "Weather?"), {**msg("assistant", ""), "tool_calls": calls},
             {**msg("tool", "21"), "tool_call_id": "call_1"}, msg("assistant", "Warm.")]
-    df = frame([conv, conv]).with_columns(pl.Series(tokens.TOOLS, [json.dumps(WEATHER_TOOLS), None], dtype=pl.Utf8))
+    df = frame([conv, conv]).with_columns(pl.Series(C.TOOLS, [json.dumps(WEATHER_TOOLS), None], dtype=pl.Utf8))
     out, _ = run(df)
     with_tools, without = tok.encode(conv, WEATHER_TOOLS), tok.encode(conv)
-    rows = out.select(tokens.N_TOKENS, tokens.N_ASSISTANT_TOKENS, tokens.TURN_TOKENS).rows()
+    rows = out.select(C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TURN_TOKENS).rows()
     assert rows == [(e.n_tokens, e.n_trained, e.turn_tokens) for e in (with_tools, without)]
     # the call is trained: its text and EOS, then the answer and EOS
     assert rows[1][1] == len(tok.tokenizer.encode(PARIS).ids) + 1 + len(tok.tokenizer.encode("Warm.").ids) + 1
@@ -139,7 +139,7 @@ def test_truncate_keeps_the_tools_in_the_first_kept_user_turn(tok):
 
     conv, without_first = [SYSTEM, *EX1, *EX2, *EX3], [SYSTEM, *EX2, *EX3]
     limit = tok.encode(without_first, WEATHER_TOOLS).n_tokens
-    df = frame([conv]).with_columns(pl.Series(tokens.TOOLS, [json.dumps(WEATHER_TOOLS)], dtype=pl.Utf8))
+    df = frame([conv]).with_columns(pl.Series(C.TOOLS, [json.dumps(WEATHER_TOOLS)], dtype=pl.Utf8))
     out, _ = run(df, "tokens.policy=truncate", f"tokens.context_length={limit}")
     row = out.row(0, named=True)
     assert (row["reject_reasons"], row["messages"], row["n_tokens"]) == ([], without_first, limit)
@@ -195,7 +195,7 @@ def test_report_policy_rejects_nothing(tok):
 def test_no_trainable_when_every_answer_has_weight_zero():
     out, _ = run(frame([[msg("user", "q"), msg("assistant", "a", weight=0)], [msg("user", "q"), msg("assistant", "a", weight=1)]]))
     assert out[C.REJECT_REASONS].to_list() == [["tokens.no_trainable"], []]
-    assert out[tokens.N_ASSISTANT_TOKENS].to_list()[0] == 0
+    assert out[C.N_ASSISTANT_TOKENS].to_list()[0] == 0
 
 
 def test_gate_passes_with_the_margin(tok):
@@ -257,18 +257,18 @@ def test_real_records_over_8k_are_rejected():
     out, ctx = run(real_frame(*OVER_8K))
     rejected = out.filter(~C.alive())
     assert rejected[C.REJECT_REASONS].to_list() == [["tokens.over_budget"]] * rejected.height
-    assert sorted(rejected[tokens.N_TOKENS].to_list()) == sorted(
-        out.filter(pl.col(tokens.N_TOKENS) > 8192)[tokens.N_TOKENS].to_list()
+    assert sorted(rejected[C.N_TOKENS].to_list()) == sorted(
+        out.filter(pl.col(C.N_TOKENS) > 8192)[C.N_TOKENS].to_list()
     )
     assert {r.split(".")[0].split("_")[1] for r in rejected[C.REF].to_list()} >= {"python", "typescript", "glaive"}
-    assert max(rejected[tokens.N_TOKENS].to_list()) == 11_607
+    assert max(rejected[C.N_TOKENS].to_list()) == 11_607
     assert ctx.summaries["tokens"]["max_tokens"] == 11_607
 
 
 def test_real_glaive_truncated_to_1k_fits_and_keeps_whole_trailing_exchanges(tok):
     df = real_frame("llamafactory_glaive_toolcall_en_demo.jsonl")
     out, ctx = run(df, "tokens.policy=truncate", "tokens.context_length=1024")
-    cut = out.filter(pl.col(tokens.TRUNCATED_TURNS) > 0)
+    cut = out.filter(pl.col(C.TRUNCATED_TURNS) > 0)
     assert cut.height > 0 and ctx.summaries["tokens"]["truncated_examples"] == cut.height
     original = dict(zip(df[C.REF].to_list(), df[C.MESSAGES].to_list()))
     for row in cut.iter_rows(named=True):

@@ -230,12 +230,12 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     per_row = (
         blocks.group_by("_idx", maintain_order=True)
         .agg(
-            pl.struct(fields).alias("code_blocks"),
+            pl.struct(fields).alias(C.CODE_BLOCKS),
             pl.col("lang").filter(pl.col("lang").is_not_null() & (pl.col("lang") != TEXT)).unique().sort()
-            .alias("code_langs"),
+            .alias(C.CODE_LANGS),
             pl.col("parse_error_frac").filter((pl.col("role") == "assistant") & pl.col("parse_judged")).max()
-            .alias("code_parse_error_frac"),
-            pl.col("label_mismatch").any().alias("code_label_mismatch"),
+            .alias(C.CODE_PARSE_ERROR_FRAC),
+            pl.col("label_mismatch").any().alias(C.CODE_LABEL_MISMATCH),
         )
     )
     df = (
@@ -243,19 +243,19 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         .join(per_row, on="_idx", how="left", maintain_order="left")
         .drop("_idx")
         .with_columns(
-            pl.col("code_blocks").fill_null(pl.lit([], dtype=pl.List(BLOCK))),
-            pl.col("code_langs").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
-            pl.col("code_label_mismatch").fill_null(False),
+            pl.col(C.CODE_BLOCKS).fill_null(pl.lit([], dtype=pl.List(BLOCK))),
+            pl.col(C.CODE_LANGS).fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
+            pl.col(C.CODE_LABEL_MISMATCH).fill_null(False),
         )
-        .with_columns(has_code=pl.col("code_langs").list.len() > 0)
+        .with_columns(has_code=pl.col(C.CODE_LANGS).list.len() > 0)
     )
     if cfg.label_mismatch == "reject":
-        bad = df.select(pl.col("code_blocks").list.eval(pl.element().filter(pl.element().struct.field("label_mismatch"))))
+        bad = df.select(pl.col(C.CODE_BLOCKS).list.eval(pl.element().filter(pl.element().struct.field("label_mismatch"))))
         detail = bad.to_series().map_elements(
             lambda bs: "; ".join(f"turn {b['turn']}: labelled {b['label']!r}, parses as {b['lang']}" for b in bs),
             return_dtype=pl.Utf8,
         )
-        df = C.with_reject(df.with_columns(detail.alias("_detail")), pl.col("code_label_mismatch"), REASON_MISMATCH,
+        df = C.with_reject(df.with_columns(detail.alias("_detail")), pl.col(C.CODE_LABEL_MISMATCH), REASON_MISMATCH,
                            pl.col("_detail")).drop("_detail")
     ctx.summaries[NAME] = summarize(df)
     ctx.manifest[NAME] = {"grammars": grammar_versions()}
@@ -264,12 +264,12 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
 
 def summarize(df: pl.DataFrame) -> dict:
     """Distributions for the report: examples per language, blocks per language and decision."""
-    blocks = df.select(pl.col("code_blocks").explode()).unnest("code_blocks").drop_nulls("turn")
-    per_example = Counter(lang for langs in df["code_langs"].to_list() for lang in langs)
-    n_code, _ = language_shares(df["code_langs"].to_list())
+    blocks = df.select(pl.col(C.CODE_BLOCKS).explode()).unnest(C.CODE_BLOCKS).drop_nulls("turn")
+    per_example = Counter(lang for langs in df[C.CODE_LANGS].to_list() for lang in langs)
+    n_code, _ = language_shares(df[C.CODE_LANGS].to_list())
     return {
         "examples": df.height,
-        "has_code": int(df["has_code"].sum()),
+        C.HAS_CODE: int(df[C.HAS_CODE].sum()),
         "code_examples": n_code,
         "examples_per_language": dict(sorted(per_example.items(), key=lambda kv: (-kv[1], kv[0]))),
         "blocks": blocks.height,
@@ -287,7 +287,7 @@ def summarize(df: pl.DataFrame) -> dict:
 def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     """The diversity gate on the kept set; the distribution goes to the report either way."""
     cfg = _config(ctx)
-    n, shares = language_shares(kept_df["code_langs"].to_list())
+    n, shares = language_shares(kept_df[C.CODE_LANGS].to_list())
     counted = [lang for lang, share in shares.items() if share >= cfg.min_share]
     ctx.summaries.setdefault(NAME, {})["kept_language_shares"] = {k: round(v, 4) for k, v in shares.items()}
     if cfg.min_languages is None:

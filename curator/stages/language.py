@@ -479,15 +479,15 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     reasons = [c[2] for c in combined]
     df = df.with_columns(
         pl.Series("lang", langs, dtype=pl.Utf8),
-        pl.Series("lang_confidence", [c[1] for c in combined], dtype=pl.Float64),
-        pl.Series("lang_reason", reasons, dtype=pl.Utf8),
-        pl.Series("user_lang", [u[0] for u in users], dtype=pl.Utf8),
-        pl.Series("assistant_lang", [a[0] for a in assistants], dtype=pl.Utf8),
+        pl.Series(C.LANG_CONFIDENCE, [c[1] for c in combined], dtype=pl.Float64),
+        pl.Series(C.LANG_REASON, reasons, dtype=pl.Utf8),
+        pl.Series(C.USER_LANG, [u[0] for u in users], dtype=pl.Utf8),
+        pl.Series(C.ASSISTANT_LANG, [a[0] for a in assistants], dtype=pl.Utf8),
     )
     ctx.summaries[NAME] = {
         "lang": _counts(langs),
-        "user_lang": _counts([u[0] for u in users]),
-        "assistant_lang": _counts([a[0] for a in assistants]),
+        C.USER_LANG: _counts([u[0] for u in users]),
+        C.ASSISTANT_LANG: _counts([a[0] for a in assistants]),
         "und_reasons": _counts([r for r in reasons if r is not None]),
         "distinct_samples_by_decision": dict(det.counts),
     }

@@ -23,6 +23,7 @@ import math
 
 import polars as pl
 
+from curator import columns as C
 from curator.columns import with_reject
 from curator.errors import CurateError
 from curator.gates import Gate
@@ -33,9 +34,6 @@ from curator.stage_configs import QualityConfig as Config  # noqa: F401  (re-exp
 
 NAME = "quality"
 
-QUALITY_SCORE = "quality_score"
-QUALITY_FLAGS = "quality_flags"
-HIGH_QUALITY = "high_quality"
 
 HISTOGRAM_BINS = 10
 
@@ -68,8 +66,8 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
     out = out.with_columns(**compiled.values)
     out = out.with_columns(compiled.fired_exprs())
     out = out.with_columns(
-        compiled.score_expr().alias(QUALITY_SCORE),
-        compiled.flags_expr().alias(QUALITY_FLAGS),
+        compiled.score_expr().alias(C.QUALITY_SCORE),
+        compiled.flags_expr().alias(C.QUALITY_FLAGS),
     )
     if keep_signals:
         return out.drop([c for c in out.columns if c.startswith("__") and not c.startswith(("__value_", "__fired_"))])
@@ -90,7 +88,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     with ctx.progress.task("quality", total=1) as advance:
         out = evaluate(df, compiled, keep_signals=True)
         advance(1)
-    out = out.with_columns((pl.col(QUALITY_SCORE) >= cfg.high_quality_threshold).alias(HIGH_QUALITY))
+    out = out.with_columns((pl.col(C.QUALITY_SCORE) >= cfg.high_quality_threshold).alias(C.HIGH_QUALITY))
     for r in compiled.rules:
         if r.action == "reject":
             value = pl.col(compiled.value_col(r))
@@ -129,7 +127,7 @@ def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
         }
         for r in compiled.rules
     ]
-    scores = out.get_column(QUALITY_SCORE)
+    scores = out.get_column(C.QUALITY_SCORE)
     edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     # bin i holds edges[i] <= score < edges[i+1]; the last bin also holds 1.0
     bins = (scores * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int64)
@@ -138,11 +136,11 @@ def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
     if counts is not None:
         for b, c in counts.iter_rows():
             per_bin[b] = int(c)
-    n_high = int(out.get_column(HIGH_QUALITY).sum()) if n else 0
+    n_high = int(out.get_column(C.HIGH_QUALITY).sum()) if n else 0
     return {
         "rows": n,
         "high_quality_threshold": cfg.high_quality_threshold,
-        "high_quality": n_high,
+        C.HIGH_QUALITY: n_high,
         "high_quality_rate": (n_high / n) if n else 0.0,
         "mean_score": float(scores.mean()) if n else None,
         "rules": rules,
@@ -168,7 +166,7 @@ def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     if cfg.min_high_quality_rate is None:
         return []
     n = kept_df.height
-    n_high = int(kept_df.get_column(HIGH_QUALITY).sum()) if n and HIGH_QUALITY in kept_df.columns else 0
+    n_high = int(kept_df.get_column(C.HIGH_QUALITY).sum()) if n and C.HIGH_QUALITY in kept_df.columns else 0
     rate = n_high / n if n else 0.0
     need = cfg.min_high_quality_rate
     passed = rate >= need

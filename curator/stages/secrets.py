@@ -37,13 +37,13 @@ from typing import Iterator, Literal
 
 import polars as pl
 
+from curator import columns as C
 from curator.columns import MESSAGES, META, TOOLS, with_reject
 from curator.secret_patterns import DETECTORS, INVISIBLE, WITHHELD, Detector, _EMAIL  # noqa: F401 (Detector: re-exported)
 from curator.stages.base import StageContext
 from curator.stage_configs import SecretsConfig as Config, SecretsPolicy as Policy  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "secrets"
-SECRET_FINDINGS = "secret_findings"
 FINDING = pl.Struct({"kind": pl.Utf8, "action": pl.Utf8, "turn": pl.Int32})
 
 Action = Literal["reject", "redact", "flag"]
@@ -189,12 +189,12 @@ def find_secrets(df: pl.DataFrame, cfg: Config) -> pl.Series:
         .with_columns(pl.col("kind").replace_strict(policy, return_dtype=pl.Utf8).alias("action"))
         .sort("__r", pl.col("__turn"), "kind", nulls_last=True)
         .group_by("__r", maintain_order=True)
-        .agg(pl.struct("kind", "action", pl.col("__turn").alias("turn")).alias(SECRET_FINDINGS))
+        .agg(pl.struct("kind", "action", pl.col("__turn").alias("turn")).alias(C.SECRET_FINDINGS))
     )
     return (
         pl.DataFrame({"__r": pl.int_range(df.height, dtype=pl.UInt32, eager=True)})
         .join(found, on="__r", how="left", maintain_order="left")
-        .select(pl.col(SECRET_FINDINGS).fill_null(pl.lit([], dtype=pl.List(FINDING))).cast(pl.List(FINDING)))
+        .select(pl.col(C.SECRET_FINDINGS).fill_null(pl.lit([], dtype=pl.List(FINDING))).cast(pl.List(FINDING)))
         .to_series()
     )
 
@@ -208,7 +208,7 @@ def redact(text: pl.Expr, kinds: list[str]) -> pl.Expr:
 
 
 def _kinds_with(action: str) -> pl.Expr:
-    return pl.col(SECRET_FINDINGS).list.eval(
+    return pl.col(C.SECRET_FINDINGS).list.eval(
         pl.element().filter(pl.element().struct.field("action") == action).struct.field("kind")
     ).list.unique(maintain_order=True)
 
@@ -217,7 +217,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.secrets
     policy = cfg.policy.model_dump()
     with ctx.progress.task("secrets", total=1) as advance:
-        out = df.with_columns(find_secrets(df, cfg).alias(SECRET_FINDINGS))
+        out = df.with_columns(find_secrets(df, cfg).alias(C.SECRET_FINDINGS))
         advance(1)
     redact_kinds = [k for k in KINDS if policy[k] == "redact"]
     if redact_kinds:
@@ -226,8 +226,8 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     for kind in KINDS:
         if policy[kind] != "reject":
             continue
-        found = pl.col(SECRET_FINDINGS).list.eval(pl.element().struct.field("kind") == kind).list.any()
-        where = pl.col(SECRET_FINDINGS).list.eval(
+        found = pl.col(C.SECRET_FINDINGS).list.eval(pl.element().struct.field("kind") == kind).list.any()
+        where = pl.col(C.SECRET_FINDINGS).list.eval(
             pl.element().filter(pl.element().struct.field("kind") == kind).struct.field("turn").cast(pl.Utf8).fill_null("meta")
         ).list.join(", ")
         out = with_reject(out, found, f"secrets.{kind}", pl.format("{} found in turn {}", pl.lit(kind), where))
@@ -422,11 +422,11 @@ def redact_json_column_for_display(texts: list[str | None], cfg: Config | None =
 
 def _summary(df: pl.DataFrame, policy: dict[str, str]) -> dict:
     per_kind = (
-        df.select(pl.col(SECRET_FINDINGS))
+        df.select(pl.col(C.SECRET_FINDINGS))
         .with_row_index("__r")
-        .explode(SECRET_FINDINGS)
-        .drop_nulls(SECRET_FINDINGS)
-        .select("__r", pl.col(SECRET_FINDINGS).struct.field("kind"))
+        .explode(C.SECRET_FINDINGS)
+        .drop_nulls(C.SECRET_FINDINGS)
+        .select("__r", pl.col(C.SECRET_FINDINGS).struct.field("kind"))
         .unique()
         .group_by("kind")
         .len()
@@ -434,6 +434,6 @@ def _summary(df: pl.DataFrame, policy: dict[str, str]) -> dict:
     counts = dict(per_kind.iter_rows()) if per_kind.height else {}
     return {
         "rows": df.height,
-        "rows_with_findings": int(df.select((pl.col(SECRET_FINDINGS).list.len() > 0).sum()).item()) if df.height else 0,
+        "rows_with_findings": int(df.select((pl.col(C.SECRET_FINDINGS).list.len() > 0).sum()).item()) if df.height else 0,
         "kinds": {k: {"rows": int(counts.get(k, 0)), "action": policy[k]} for k in KINDS},
     }

@@ -16,6 +16,8 @@ stratum instead of a random draw, since the score is the point of the stage.
 
 from __future__ import annotations
 
+from curator import columns as C
+
 import polars as pl
 
 from curator.columns import CONTENT_HASH, with_reject
@@ -30,7 +32,7 @@ REASON = "select.over_target"
 def stratum_expr(columns: list[str]) -> pl.Expr:
     """'<programming language>|<natural language>' of each row."""
     code = (
-        pl.col("code_langs").list.first().fill_null("none") if "code_langs" in columns else pl.lit("none")
+        pl.col(C.CODE_LANGS).list.first().fill_null("none") if C.CODE_LANGS in columns else pl.lit("none")
     )
     lang = pl.col("lang").fill_null("und") if "lang" in columns else pl.lit("und")
     return pl.concat_str([code, lang], separator="|")
@@ -58,10 +60,10 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     ctx.summaries[NAME] = summary
     if cfg.target is None or n <= cfg.target:
         return df
-    for col in ("quality_score", CONTENT_HASH):
+    for col in (C.QUALITY_SCORE, CONTENT_HASH):
         if col not in df.columns:
             why = "run the quality stage before select"
-            if col == "quality_score" and "quality" in ctx.config.skip_stages:
+            if col == C.QUALITY_SCORE and "quality" in ctx.config.skip_stages:
                 why = (f"select.target={cfg.target} ranks by it and skip_stages leaves out quality, which writes it; "
                        "remove quality from skip_stages or set select.target to null")
             raise CurateError(f"select: column {col} is missing; {why}")
@@ -72,7 +74,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     # rank inside the stratum: best score first, then content hash (deterministic, order-free)
     ranked = (
         keyed.with_row_index("__i")
-        .sort(["__stratum", "quality_score", CONTENT_HASH], descending=[False, True, False], nulls_last=True)
+        .sort(["__stratum", C.QUALITY_SCORE, CONTENT_HASH], descending=[False, True, False], nulls_last=True)
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("__stratum").alias("__rank"))
         .sort("__i")
         .drop("__i")

@@ -51,16 +51,11 @@ from curator.stage_configs import TokensConfig as Config  # noqa: F401  (re-expo
 
 NAME = "tokens"
 
-N_TOKENS = "n_tokens"
-N_ASSISTANT_TOKENS = "n_assistant_tokens"
-TURN_TOKENS = "turn_tokens"
-TRUNCATED_TURNS = "truncated_turns"
 
 OVER_BUDGET = "tokens.over_budget"
 NO_TRAINABLE = "tokens.no_trainable"
 TEMPLATE_ERROR = "tokens.template_error"
 
-TOOLS = "tools"  # the frame's column of tool definitions (JSON text or null), absent from older frames
 TEMPLATE_FILE = "chat_template.jinja"
 
 
@@ -130,11 +125,11 @@ def _truncate(
 
 def _patch_truncated(counts: pl.DataFrame, truncated: dict[int, tuple], last_alone: dict[int, int]) -> pl.DataFrame:
     """The counts of the rows `_truncate` shortened, and each over-budget row's last exchange alone."""
-    cols = {name: counts.get_column(name).to_list() for name in (N_TOKENS, N_ASSISTANT_TOKENS, TURN_TOKENS,
-                                                                   TRUNCATED_TURNS, "_last_alone")}
+    cols = {name: counts.get_column(name).to_list() for name in (C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TURN_TOKENS,
+                                                                   C.TRUNCATED_TURNS, "_last_alone")}
     for i, (_kept, enc, dropped) in truncated.items():
-        cols[N_TOKENS][i], cols[N_ASSISTANT_TOKENS][i], cols[TURN_TOKENS][i] = enc.n_tokens, enc.n_trained, enc.turn_tokens
-        cols[TRUNCATED_TURNS][i] = dropped
+        cols[C.N_TOKENS][i], cols[C.N_ASSISTANT_TOKENS][i], cols[C.TURN_TOKENS][i] = enc.n_tokens, enc.n_trained, enc.turn_tokens
+        cols[C.TRUNCATED_TURNS][i] = dropped
     for i, n in last_alone.items():
         cols["_last_alone"][i] = n
     return counts.with_columns(pl.Series(name, values, dtype=counts.schema[name]) for name, values in cols.items())
@@ -147,7 +142,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     tok = _tokenizer(cfg)
     limit = tok.profile.context_length
     convs: list[list[dict]] = df.get_column(C.MESSAGES).to_list()
-    tools: list = df.get_column(TOOLS).to_list() if TOOLS in df.columns else [None] * len(convs)
+    tools: list = df.get_column(C.TOOLS).to_list() if C.TOOLS in df.columns else [None] * len(convs)
 
     counter = TokenCounter(tok)
     parts: list[pl.DataFrame] = []
@@ -158,10 +153,10 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
             advance(len(chunk))
     counts = pl.concat(parts) if parts else counter.count([])
     counts = counts.rename({ERROR: "_error"}).with_columns(
-        pl.lit(0, dtype=pl.Int32).alias(TRUNCATED_TURNS), pl.lit(None, dtype=pl.Int64).alias("_last_alone")
+        pl.lit(0, dtype=pl.Int32).alias(C.TRUNCATED_TURNS), pl.lit(None, dtype=pl.Int64).alias("_last_alone")
     )
 
-    over = counts.with_row_index("i").filter(pl.col(N_TOKENS) > limit).get_column("i").to_list()
+    over = counts.with_row_index("i").filter(pl.col(C.N_TOKENS) > limit).get_column("i").to_list()
     truncated: dict[int, tuple] = {}
     if cfg.policy == "truncate" and over:
         truncated, last_alone = _truncate(tok, convs, tools, over, limit)
@@ -171,13 +166,13 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         new = pl.Series("_cut", [truncated[i][0] if i in truncated else None for i in range(df.height)],
                         dtype=df.schema[C.MESSAGES])
         df = df.with_columns(
-            pl.when(pl.col(TRUNCATED_TURNS) > 0).then(new).otherwise(pl.col(C.MESSAGES)).alias(C.MESSAGES)
+            pl.when(pl.col(C.TRUNCATED_TURNS) > 0).then(new).otherwise(pl.col(C.MESSAGES)).alias(C.MESSAGES)
         )
 
-    fits = pl.col(N_TOKENS) <= limit
+    fits = pl.col(C.N_TOKENS) <= limit
     if cfg.policy in ("reject", "truncate"):
         detail = pl.format(
-            "{} tokens > {}-token context of {}", pl.col(N_TOKENS), pl.lit(limit), pl.lit(tok.profile.name)
+            "{} tokens > {}-token context of {}", pl.col(C.N_TOKENS), pl.lit(limit), pl.lit(tok.profile.name)
         )
         if cfg.policy == "truncate":
             alone = pl.format("; its last exchange alone is {} tokens", pl.col("_last_alone"))
@@ -189,7 +184,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
                 .otherwise(pl.lit("; it is a single exchange"))
             )
         df = with_reject(df, ~fits, OVER_BUDGET, detail)
-    df = with_reject(df, pl.col(N_ASSISTANT_TOKENS) == 0, NO_TRAINABLE, "no assistant token is trained")
+    df = with_reject(df, pl.col(C.N_ASSISTANT_TOKENS) == 0, NO_TRAINABLE, "no assistant token is trained")
     df = with_reject(df, pl.col("_error").is_not_null(), TEMPLATE_ERROR, pl.col("_error"))
 
     _summarise(df, ctx, cfg, tok, n_over=len(over), n_truncated=len(truncated))
@@ -233,17 +228,17 @@ def _summarise(df: pl.DataFrame, ctx: StageContext, cfg: Config, tok, n_over: in
     reasons = pl.col(C.REJECT_REASONS)
     stats = df.select(
         pl.len().alias("examples"),
-        pl.col(N_TOKENS).sum().alias("tokens_seen"),
-        pl.col(N_ASSISTANT_TOKENS).sum().alias("tokens_trained"),
-        pl.col(N_TOKENS).max().alias("max_tokens"),
-        pl.col(N_TOKENS).quantile(0.5, "nearest").alias("p50_tokens"),
-        pl.col(N_TOKENS).quantile(0.99, "nearest").alias("p99_tokens"),
+        pl.col(C.N_TOKENS).sum().alias("tokens_seen"),
+        pl.col(C.N_ASSISTANT_TOKENS).sum().alias("tokens_trained"),
+        pl.col(C.N_TOKENS).max().alias("max_tokens"),
+        pl.col(C.N_TOKENS).quantile(0.5, "nearest").alias("p50_tokens"),
+        pl.col(C.N_TOKENS).quantile(0.99, "nearest").alias("p99_tokens"),
         reasons.list.contains(pl.lit(OVER_BUDGET)).sum().alias("rejected_over_budget"),
         reasons.list.contains(pl.lit(NO_TRAINABLE)).sum().alias("rejected_no_trainable"),
         reasons.list.contains(pl.lit(TEMPLATE_ERROR)).sum().alias("rejected_template_error"),
-        pl.col(TRUNCATED_TURNS).sum().alias("truncated_turns"),
+        pl.col(C.TRUNCATED_TURNS).sum().alias(C.TRUNCATED_TURNS),
     ).row(0, named=True)
-    kept = df.filter(C.alive()).select(pl.col(N_TOKENS).sum(), pl.col(N_ASSISTANT_TOKENS).sum()).row(0)
+    kept = df.filter(C.alive()).select(pl.col(C.N_TOKENS).sum(), pl.col(C.N_ASSISTANT_TOKENS).sum()).row(0)
     seen, trained = int(kept[0] or 0), int(kept[1] or 0)
     ctx.summaries[NAME] = {
         "model": tok.profile.name,
@@ -291,18 +286,18 @@ def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     cfg: Config = ctx.config.tokens
     tok = _tokenizer(cfg)
     limit = tok.profile.context_length
-    if N_TOKENS not in kept_df.columns:
+    if C.N_TOKENS not in kept_df.columns:
         return []
     n = kept_df.height
-    longest = int(kept_df.get_column(N_TOKENS).max() or 0) if n else 0
-    n_over = int((kept_df.get_column(N_TOKENS) > limit).sum()) if n else 0
+    longest = int(kept_df.get_column(C.N_TOKENS).max() or 0) if n else 0
+    n_over = int((kept_df.get_column(C.N_TOKENS) > limit).sum()) if n else 0
     passed = n_over == 0
     if passed:
         message = f"all {n:,} kept examples fit the {limit:,}-token context (longest {longest:,}, {limit - longest:,} spare)"
     else:
         message = f"{n_over:,} of {n:,} kept examples exceed the {limit:,}-token context (longest {longest:,})"
     if NAME in ctx.summaries and n:
-        seen = int(kept_df.get_column(N_TOKENS).sum())
-        trained = int(kept_df.get_column(N_ASSISTANT_TOKENS).sum())
+        seen = int(kept_df.get_column(C.N_TOKENS).sum())
+        trained = int(kept_df.get_column(C.N_ASSISTANT_TOKENS).sum())
         ctx.summaries[NAME]["cost_kept"] = _cost(ctx, cfg, tok, seen, trained)
     return [Gate(name="tokens.within_context", passed=passed, value=float(longest), threshold=float(limit), message=message)]
