@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from curator.errors import CurateError
-from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat, to_chat_repaired
+from curator.io.formats import FormatError, detect_format, iter_json_array, to_chat, to_chat_repaired
 from curator.schema import check_record, to_plain
 from curator.tool_use import canonical_tools
 from tests.conftest import HEAVY_STAGES
@@ -287,15 +287,14 @@ def test_sharegpt_unknown_role_line():
     assert err.format("chats.json", 3).endswith(" [format.unknown_role]")
 
 
-def test_chat_passes_through_and_convert_detects():
+def test_chat_passes_through_and_a_given_format_is_not_second_guessed():
     record = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     assert to_chat(record, "chat") is record
-    assert convert({"instruction": "q", "response": "a"}) == (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": None},
-        "gpteacher",
+    assert to_chat({"instruction": "q", "response": "a"}, "gpteacher") == (
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": None}
     )
-    # An explicit format is not second-guessed: this is not a ShareGPT record.
-    assert _error(convert, {"instruction": "q", "response": "a"}, "sharegpt").field == "conversations"
+    # a GPTeacher record read as ShareGPT is refused, not detected and converted anyway
+    assert _error(to_chat, {"instruction": "q", "response": "a"}, "sharegpt").field == "conversations"
     with pytest.raises(ValueError, match="unknown format 'csv'"):
         to_chat(record, "csv")
 
@@ -417,7 +416,8 @@ def _native(path: Path) -> list[tuple[dict, str]]:
     converted = []
     for n, value in iter_json_array(path):
         assert not isinstance(value, FormatError), f"{path.name}:{n}: {value}"
-        converted.append(convert(value))
+        shape = detect_format(value)
+        converted.append((to_chat(value, shape), shape))
     return converted
 
 
