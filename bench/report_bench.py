@@ -58,9 +58,9 @@ def main() -> None:
 
     loaded = {}
     t_load = best(lambda: loaded.__setitem__("run", load_run(args.out)))
-    from curator.report.build import build_report as build_from_run
+    from curator.report.build import report_from_run
 
-    t_build = best(lambda: loaded.__setitem__("rep", build_from_run(loaded["run"])))
+    t_build = best(lambda: loaded.__setitem__("rep", report_from_run(loaded["run"])))
     rep = loaded["rep"]
     t_json = best(lambda: render(rep, "json"))
     t_md = best(lambda: render(rep, "md"))

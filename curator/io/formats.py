@@ -667,7 +667,7 @@ def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
         yield (n + 1, *_rest_of_file(t, limit, "unexpected text after the closing ']' of the array", note=""))
 
 
-def iter_json_array(
+def iter_array_elements(
     source: str | os.PathLike[str] | bytes | BinaryIO,
     *,
     name: str | None = None,

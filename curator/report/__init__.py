@@ -36,11 +36,11 @@ def render(report: dict, fmt: str) -> str:
 
 def build_report(out_dir: str | Path, compare: str | Path | None = None) -> dict[str, Any]:
     """The report dict of run folder `out_dir`; with `compare`, what changed since that earlier run."""
-    from curator.report.build import build_report as _build
+    from curator.report.build import report_from_run
     from curator.report.load import load_run
 
     run = load_run(out_dir)
-    report = _build(run)
+    report = report_from_run(run)
     if compare is not None:
         from curator.report.compare import compare_runs
 

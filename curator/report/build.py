@@ -561,7 +561,7 @@ def _cost(run: Run, tokens: dict) -> dict:
     return {"measured": False}
 
 
-def build_report(out_dir_or_run: Any) -> dict:
+def report_from_run(out_dir_or_run: Any) -> dict:
     """The report dict of a run folder (a path or an already loaded `Run`)."""
     run = out_dir_or_run if isinstance(out_dir_or_run, Run) else load_run(out_dir_or_run)
     counts = _counts(run)

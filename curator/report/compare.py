@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from curator.report.build import KEPT, _r, build_report
+from curator.report.build import KEPT, _r, report_from_run
 from curator.report.load import Run, load_run
 
 RECORD_SAMPLES = 20
@@ -78,7 +78,7 @@ def _dist(rep: dict, kind: str) -> dict[str, int]:
 def compare_runs(cur: Run, cur_report: dict, previous: Path) -> dict:
     """The `compare` section of the current report against run folder `previous`."""
     prev = load_run(previous)
-    prev_report = build_report(prev)
+    prev_report = report_from_run(prev)
     counts = [
         {"name": k, "previous": prev_report["counts"][k], "current": cur_report["counts"][k],
          "delta": cur_report["counts"][k] - prev_report["counts"][k]}
