@@ -1,4 +1,4 @@
-"""Language tagging benchmark (issue 5): accuracy on real labelled data, and speed on the corpus.
+"""Language tagging benchmark: accuracy on real labelled data, and speed on the corpus.
 
     python bench/language_bench.py            # everything (a few minutes on 2 cores)
     python bench/language_bench.py --only code|mismatch|natural|speed --n 50000

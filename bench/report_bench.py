@@ -1,4 +1,4 @@
-"""Report build time and HTML size on a 50,000-record run (issue 7 target: under 5 s, HTML under 5 MB).
+"""Report build time and HTML size on a 50,000-record run (targets: under 5 s, HTML under 5 MB).
 
 Runs `curate run` once on bench/corpus/corpus50k.jsonl (built by bench/corpus.py when missing) with
 the stages that work in this checkout, then times `curator.report.write_reports` on that folder

@@ -1,4 +1,4 @@
-"""Reports of a finished run: report.json (versioned), report.md and report.html (issue 7).
+"""Reports of a finished run: report.json (versioned), report.md and report.html.
 
 Everything is built from the files the pipeline wrote into OUT (see `curator.report.load`), so
 `curate report OUT` gives the same figures as `curate run`. Heavy imports (polars, jinja2) happen

@@ -1,5 +1,5 @@
 """What changed between two runs (`curate report OUT --compare PREVIOUS_OUT`), so a data team can
-review a dataset change like a code change (issue 7): counts, gates, reject reasons, language
+review a dataset change like a code change: counts, gates, reject reasons, language
 distributions, quality and token figures, config and versions, and which kept records were added or
 removed, by content hash (the xxh3-128 of the normalised conversation, `content_hash`).
 """

@@ -1,4 +1,4 @@
-"""Selection of the best examples up to the target size, stratified by language (issue 4).
+"""Selection of the best examples up to the target size, stratified by language.
 
 Reads: `quality_score` (quality), `content_hash`, `code_langs` (code_language; its first element,
 or "none" for an example without code), `lang` (language; "und" when missing).
@@ -33,7 +33,7 @@ class Config(BaseModel):
     target: int | None = Field(
         50_000,
         ge=1,
-        description="keep at most this many examples (the brief recommends 50,000); null keeps all",
+        description="keep at most this many examples (the dataset's size target); null keeps all",
     )
 
 
