@@ -1,4 +1,4 @@
-"""Near-duplicate benchmark (issue 3): accuracy on planted pairs, speed, and datatrove side by side.
+"""Near-duplicate benchmark: accuracy on planted pairs, speed, and datatrove side by side.
 
 Corpus: bench/corpus.py's 50,000 records from ../shared/data/chat (real records plus their natural
 re-collected copies), plus PLANTED edited copies of real records: adjacent-word swaps, insertions,
@@ -20,7 +20,7 @@ buckets, clusters, filter) with the local executor and 2 workers, from its own v
         tokenizers spacy "xxhash<4"   # datatrove 0.10.1 hashes str, which xxhash 4 refuses
     python bench/dedup_bench.py [--planted 2000] [--skip-datatrove]
 
-Prints a table; figures go to bench/RESULTS.md (issue 3 section).
+Prints a table; figures go to bench/RESULTS.md ("Near-duplicate removal with MinHash LSH and a leak-free split").
 """
 
 from __future__ import annotations

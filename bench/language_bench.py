@@ -1,4 +1,4 @@
-"""Language tagging benchmark (issue 5): accuracy on real labelled data, and speed on the corpus.
+"""Language tagging benchmark: accuracy on real labelled data, and speed on the corpus.
 
     python bench/language_bench.py            # everything (a few minutes on 2 cores)
     python bench/language_bench.py --only code|mismatch|natural|speed --n 50000
@@ -327,9 +327,9 @@ HALF = 1000  # alpaca_zh_sample.json: records [0, 1000) tune, [1000, 2000) held 
 
 def native_frame(records: list[dict]) -> pl.DataFrame:
     """Native Alpaca/ShareGPT records through the format converter, as the stage's input frame."""
-    from curator.io.formats import convert
+    from curator.io.formats import detect_format, to_chat
 
-    return _frame([convert(r)[0] for r in records])
+    return _frame([to_chat(r, detect_format(r)) for r in records])
 
 
 def cjk_chars(record: dict) -> int:

@@ -1,4 +1,4 @@
-"""Quality-score and secrets benchmark on the real data (issue 4).
+"""Quality-score and secrets benchmark on the real data.
 
 1. Separation: take real records from ../shared/data/chat, degrade copies of them (truncate the
    answer, repeat its paragraphs, swap in a refusal, strip its code fences, replace it with the
@@ -12,8 +12,8 @@
 4. Speed: the quality stage (and the secrets stage) on the 50,000-record corpus (bench/corpus.py).
 
 Records pass through the real pipeline stages: validate.build_frame, normalize, secrets, language,
-code_language, tokens, quality. A column an upstream stage does not write yet (its issue still
-open) is filled with null, which no rule fires on, and the run says so.
+code_language, tokens, quality. A column no upstream stage wrote is filled with null, which no rule
+fires on, and the run says so.
 
     python bench/quality_bench.py [--n 3000] [--skip-speed]
 """

@@ -1,4 +1,4 @@
-"""Report build time and HTML size on a 50,000-record run (issue 7 target: under 5 s, HTML under 5 MB).
+"""Report build time and HTML size on a 50,000-record run (targets: under 5 s, HTML under 5 MB).
 
 Runs `curate run` once on bench/corpus/corpus50k.jsonl (built by bench/corpus.py when missing) with
 the stages that work in this checkout, then times `curator.report.write_reports` on that folder
@@ -58,9 +58,9 @@ def main() -> None:
 
     loaded = {}
     t_load = best(lambda: loaded.__setitem__("run", load_run(args.out)))
-    from curator.report.build import build_report as build_from_run
+    from curator.report.build import report_from_run
 
-    t_build = best(lambda: loaded.__setitem__("rep", build_from_run(loaded["run"])))
+    t_build = best(lambda: loaded.__setitem__("rep", report_from_run(loaded["run"])))
     rep = loaded["rep"]
     t_json = best(lambda: render(rep, "json"))
     t_md = best(lambda: render(rep, "md"))

@@ -1,4 +1,4 @@
-"""Token-budget benchmark (issue 6): tokenizer throughput and the whole tokens stage on the 50k corpus.
+"""Token-budget benchmark: tokenizer throughput and the whole tokens stage on the 50k corpus.
 
 Variants, in one run:
 - `TokenCounter.count`: the stage's path (curator/token_counts.py): counts only, each distinct unit

@@ -15,7 +15,7 @@ Workloads: `full` = 4 x 2,048 random tokens, all trained; `real` = real chat rec
 from ../shared/data/chat, tokenized with curator.tokenize_chat (prepared on the CPU box with --prepare, because
 the GPU box lacks mistral-common; the file travels with `carry`).
 
-Anchor (issue 8): stock transformers 5.17 + peft 0.21 on an H100 at 4 x 2,048: 5,701 tokens/s, 20.2 GiB peak.
+Anchor, the baseline the targets below are multiples of: stock transformers 5.17 + peft 0.21 on an H100 at 4 x 2,048: 5,701 tokens/s, 20.2 GiB peak.
 Target: trainer >= 2x stock on real records, >= 1.3x on full-length, at no more peak memory.
 
     python bench/train_gpu.py --prepare                 # CPU box: writes bench/corpus/train_gpu_records.json

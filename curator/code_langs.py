@@ -3,7 +3,7 @@
 - `normalize_label(info)`: a fence's info string -> canonical language name through `ALIASES`
   (the names and aliases are those of GitHub Linguist's languages.yml and highlight.js, the two
   tables chat models learned their fence labels from; `console`/`shell-session` are shell
-  transcripts, counted as bash as the issue asks).
+  transcripts, counted as bash: the commands in them are shell).
 - `classify_block(code, label)`: the block's language, how it was decided (label, detected,
   both), its parse-error fraction under that language and whether the label is contradicted by
   the content.

@@ -57,10 +57,6 @@ class RunResult:
     timings: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # files under RAW that were not read, and why
 
-    @property
-    def gates_passed(self) -> bool:
-        return all(g.passed for g in self.gates)
-
 
 def check_out_path(out: Path, raw: Path | None = None) -> None:
     """Checked before any work, and before the lock is taken: OUT must not be RAW or a folder holding

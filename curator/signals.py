@@ -207,7 +207,7 @@ CODE_ANALYSIS = pl.Struct(
     {"prose": pl.Utf8, "n_blocks": pl.Int64, "n_unclosed": pl.Int64, "n_glued": pl.Int64, "n_todo_only": pl.Int64}
 )
 # A code body made only of these lines is a stub: comments, TODO/FIXME markers, `pass`, `...`,
-# empty braces. "TODO-only code" in the issue; an answer that hands back a stub did not do the task.
+# empty braces (rule todo_only_code): an answer that hands back a stub did not do the task.
 _STUB_LINE = (
     r"^\s*(?:(?:#|//|--|/\*|\*|<!--)\s*.*|pass|\.\.\.|\{\s*\}|\}|\{|"
     r"(?:raise NotImplementedError|throw new Error|todo!|unimplemented!|panic!)\b.*|)\s*$"

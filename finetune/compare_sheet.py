@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from finetune.data import ChatRecord, prompt_and_reference, sample_indices
+from finetune.data import SplitRecord, prompt_and_reference, sample_indices
 from finetune.evaluate import generate
 
 _STYLE = """
@@ -47,7 +47,7 @@ def render_compare_sheet(rows: Sequence[dict], title: str) -> str:
 
 
 def write_compare_sheet(
-    model, tokenizer, records: Sequence[ChatRecord], path: str | Path, n_samples: int, max_new_tokens: int,
+    model, tokenizer, records: Sequence[SplitRecord], path: str | Path, n_samples: int, max_new_tokens: int,
     batch_size: int, seed: int, device, dtype, title: str = "Base vs fine-tuned",
 ) -> Path:
     """Generate both answers for a fixed sample of val records and write the sheet to `path`."""

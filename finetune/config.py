@@ -1,6 +1,6 @@
 """TrainConfig: every default of a LoRA training run, in one place.
 
-The defaults are the recipe of the model selection guide (issue 8): LoRA rank 16, alpha 32, dropout 0.05 on
+The defaults are the recipe of the model selection guide: LoRA rank 16, alpha 32, dropout 0.05 on
 every linear projection of Mistral-7B-Instruct-v0.2 (q, k, v, o, gate, up, down; the QLoRA paper, Dettmers et
 al. 2023, found adapting all linear layers is what matches full fine-tuning), 3 epochs, learning rate 2e-5,
 8,192-token context, bf16 where the hardware has it. `finetune/default.yaml` is the same defaults with a comment

@@ -38,13 +38,17 @@ IGNORE_INDEX = -100  # the ignore_index of torch.nn.functional.cross_entropy and
 
 
 @dataclass
-class ChatRecord:
+class SplitRecord:
     """One line of train.jsonl / val.jsonl, with where it came from."""
 
     messages: list[dict]
     ref: str  # "val.jsonl:12"
     id: str | None = None
     tools: list | None = None  # the record's tool definitions (TRL's format), rendered in its first user turn
+
+
+# finetune/train.py still imports the former name; remove this once it imports SplitRecord.
+ChatRecord = SplitRecord
 
 
 @dataclass
@@ -74,10 +78,10 @@ class EncodeReport:
     skipped_no_trained_tokens: list[str] = field(default_factory=list)
 
 
-def read_chat_jsonl(path: str | Path) -> list[ChatRecord]:
+def read_chat_jsonl(path: str | Path) -> list[SplitRecord]:
     """Read a split written by `curate run`; errors name the file, the line and the field."""
     path = Path(path)
-    records: list[ChatRecord] = []
+    records: list[SplitRecord] = []
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -99,7 +103,7 @@ def read_chat_jsonl(path: str | Path) -> list[ChatRecord]:
             tools = obj.get("tools")
             if tools is not None and not isinstance(tools, list):
                 raise CurateError(f"{path}:{line_no}: tools: expected a list")
-            records.append(ChatRecord(messages=messages, ref=f"{path.name}:{line_no}", id=obj.get("id"), tools=tools))
+            records.append(SplitRecord(messages=messages, ref=f"{path.name}:{line_no}", id=obj.get("id"), tools=tools))
     return records
 
 
@@ -119,12 +123,12 @@ def example_labels(enc) -> list[int]:
     return labels
 
 
-def encode_chat_records(records: Sequence[ChatRecord], tokenizer) -> list:
+def encode_chat_records(records: Sequence[SplitRecord], tokenizer) -> list:
     """The EncodedChat of each record (messages and tools), in one batched call."""
     return tokenizer.encode_batch([r.messages for r in records], [r.tools for r in records])
 
 
-def encode_records(records: Sequence[ChatRecord], tokenizer, context_length: int) -> tuple[list[Example], EncodeReport]:
+def encode_records(records: Sequence[SplitRecord], tokenizer, context_length: int) -> tuple[list[Example], EncodeReport]:
     """Tokenize with the shared ChatTokenizer (one batch call); skip what cannot train, and say so."""
     report = EncodeReport(n_records=len(records))
     encoded = encode_chat_records(records, tokenizer)
@@ -250,7 +254,7 @@ class PromptReference(NamedTuple):
     turn: int  # index in the record's messages of that assistant turn: messages[:turn] is the prompt
 
 
-def prompt_and_reference(record: ChatRecord, tokenizer) -> PromptReference | None:
+def prompt_and_reference(record: SplitRecord, tokenizer) -> PromptReference | None:
     """The last TRAINED assistant turn as the reference, and the conversation before it as the prompt.
 
     An assistant turn with weight 0 after it is left out of both: its text is not what the model is taught to

@@ -30,42 +30,11 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 
-# Mistral-7B-Instruct-v0.2's own chat template (tokenizer_config.json of mistralai/Mistral-7B-Instruct-v0.2,
-# current revision): an optional system message is folded into the first user turn. Kept for reference and
-# for tools that look for it; the adapter gets CURATOR_MISTRAL_V1_CHAT_TEMPLATE below, which also renders the
-# structures training encodes and this template refuses (tools, tool calls and tool turns, system messages
-# elsewhere, runs of one role) and marks the trained tokens with {% generation %}.
-MISTRAL_V02_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}\n"
-    "    {%- set system_message = messages[0]['content'] %}\n"
-    "    {%- set loop_messages = messages[1:] %}\n"
-    "{%- else %}\n"
-    "    {%- set loop_messages = messages %}\n"
-    "{%- endif %}\n\n"
-    "{{- bos_token }}\n"
-    "{%- for message in loop_messages %}\n"
-    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
-    "        {{- raise_exception('After the optional system message, conversation roles must alternate "
-    "user/assistant/user/assistant/...') }}\n"
-    "    {%- endif %}\n"
-    "    {%- if message['role'] == 'user' %}\n"
-    "        {%- if loop.first and system_message is defined %}\n"
-    "            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
-    "        {%- else %}\n"
-    "            {{- ' [INST] ' + message['content'] + ' [/INST]' }}\n"
-    "        {%- endif %}\n"
-    "    {%- elif message['role'] == 'assistant' %}\n"
-    "        {{- ' ' + message['content'] + eos_token}}\n"
-    "    {%- else %}\n"
-    "        {{- raise_exception('Only user and assistant roles are supported, with the exception of an "
-    "initial optional system message!') }}\n"
-    "    {%- endif %}\n"
-    "{%- endfor %}\n"
-)
-
 # The chat template of the adapter folder for the `mistral-v1` chat format: the conversation rendered as
 # curator.tokenize_chat encodes it for training (its module docstring is the one description of the rendering;
-# the template lives beside the code it mirrors).
+# the template lives beside the code it mirrors). Not Mistral-7B-Instruct-v0.2's own template: that one refuses
+# tools, tool calls and tool turns, system messages past the first and runs of one role, all of which training
+# encodes, and it has no {% generation %} markers for the trained tokens.
 CURATOR_MISTRAL_V1_CHAT_TEMPLATE = MISTRAL_V1_CHAT_TEMPLATE
 
 

@@ -43,6 +43,15 @@ def test_validate_secrets_finds_tool_arguments_and_meta_keys_without_quoting_the
     assert OPENAI_KEY not in result.output
 
 
+def test_validate_secrets_fails_on_a_temporary_aws_access_key_id(tmp_path):
+    key = "ASIAZ2QW7YXK4MDN3BTE"
+    path = write_lines(tmp_path / "data.jsonl", [chat(("user", f"id {key}"), ("assistant", "ok"))])
+    result = invoke("validate", "--secrets", str(path))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"{path}:1: messages[0].content: aws_access_key [secrets.aws_access_key]"]
+    assert key not in result.output
+
+
 def test_validate_secrets_passes_a_clean_file_and_is_off_by_default(tmp_path):
     clean = write_lines(tmp_path / "clean.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
     assert invoke("validate", "--secrets", str(clean)).exit_code == 0

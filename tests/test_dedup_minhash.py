@@ -1,4 +1,4 @@
-"""Near-duplicate stage (issue 3): shingles, LSH parameters, signatures, clusters, kept copy, conflicts."""
+"""Near-duplicate stage: shingles, LSH parameters, signatures, clusters, kept copy, conflicts."""
 
 from __future__ import annotations
 

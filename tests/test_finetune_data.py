@@ -9,7 +9,7 @@ import pytest
 from curator.errors import CurateError
 from finetune.data import (
     IGNORE_INDEX,
-    ChatRecord,
+    SplitRecord,
     Example,
     collate,
     encode_records,
@@ -60,7 +60,7 @@ def _reference_labels(messages: list[dict]) -> tuple[list[int], list[int]]:
 )
 def test_labels_equal_reference_masking_on_real_records(file_name, n):
     records = real_records(file_name, n)
-    chats = [ChatRecord(messages=r["messages"], ref=f"{file_name}:{i + 1}") for i, r in enumerate(records)]
+    chats = [SplitRecord(messages=r["messages"], ref=f"{file_name}:{i + 1}") for i, r in enumerate(records)]
     examples, report = encode_records(chats, chat_tokenizer(), context_length=8192)
     assert report.n_examples == n
     for record, example in zip(records, examples):
@@ -72,7 +72,7 @@ def test_labels_equal_reference_masking_on_real_records(file_name, n):
 def test_multi_turn_record_trains_every_assistant_turn_and_its_eos():
     record = real_records("fastchat_dummy_conversation.jsonl", 40)
     multi = next(r for r in record if sum(m["role"] == "assistant" for m in r["messages"]) >= 2)
-    (example,), _ = encode_records([ChatRecord(multi["messages"], "f:1")], chat_tokenizer(), 8192)
+    (example,), _ = encode_records([SplitRecord(multi["messages"], "f:1")], chat_tokenizer(), 8192)
     trained_eos = sum(1 for t in example.labels if t == 2)
     assert trained_eos == sum(m["role"] == "assistant" for m in multi["messages"])
     assert example.labels[0] == IGNORE_INDEX and example.ids[0] == 1
@@ -85,7 +85,7 @@ def test_labels_for_masks_untrained_tokens():
 
 
 def test_encode_records_skips_over_context_and_says_which():
-    records = [ChatRecord(r["messages"], f"train.jsonl:{i + 1}") for i, r in enumerate(real_records("gsm8k_train.jsonl", 3))]
+    records = [SplitRecord(r["messages"], f"train.jsonl:{i + 1}") for i, r in enumerate(real_records("gsm8k_train.jsonl", 3))]
     lengths = [len(e.ids) for e in encode_records(records, chat_tokenizer(), 8192)[0]]
     limit = sorted(lengths)[1]  # the longest record no longer fits
     examples, report = encode_records(records, chat_tokenizer(), limit)
@@ -102,7 +102,7 @@ def test_pack_best_fit_exact_rows():
 
 
 def test_pack_best_fit_keeps_every_example_once_and_within_capacity_on_real_lengths():
-    records = [ChatRecord(r["messages"], str(i)) for i, r in enumerate(real_records("gpteacher_roleplay.jsonl", 60))]
+    records = [SplitRecord(r["messages"], str(i)) for i, r in enumerate(real_records("gpteacher_roleplay.jsonl", 60))]
     examples, _ = encode_records(records, chat_tokenizer(), 1024)
     lengths = [len(e.ids) for e in examples]
     rows = pack_best_fit(lengths, 1024)
@@ -133,7 +133,7 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 
 
 def test_prompt_stops_where_the_last_assistant_target_starts():
-    record = ChatRecord(real_records("gsm8k_train.jsonl", 1)[0]["messages"], "gsm8k:1")
+    record = SplitRecord(real_records("gsm8k_train.jsonl", 1)[0]["messages"], "gsm8k:1")
     prompt, reference, turn = prompt_and_reference(record, chat_tokenizer())
     (example,), _ = encode_records([record], chat_tokenizer(), 8192)
     assert example.ids[: len(prompt)] == prompt
@@ -147,7 +147,7 @@ def test_prompt_and_reference_skip_an_untrained_last_assistant_turn():
     messages = [first["messages"][0], {**first["messages"][1], "weight": 1},
                 second["messages"][0], {**second["messages"][1], "weight": 0}]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
-    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "f:1"), chat_tokenizer())
+    prompt, reference, turn = prompt_and_reference(SplitRecord(messages, "f:1"), chat_tokenizer())
     assert turn == 1 and reference == messages[1]["content"]
     assert prompt == chat_tokenizer().encode(messages[:1]).ids  # <s> [INST] first question [/INST]
 
@@ -156,7 +156,7 @@ def test_reference_of_a_tool_call_turn_is_the_text_training_targets():
     calls = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
     messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": calls}]
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
-    prompt, reference, turn = prompt_and_reference(ChatRecord(messages, "t:1", tools=tools), chat_tokenizer())
+    prompt, reference, turn = prompt_and_reference(SplitRecord(messages, "t:1", tools=tools), chat_tokenizer())
     assert (reference, turn) == ('{"name": "weather", "arguments": {"city": "Paris"}}', 1)
     assert chat_tokenizer().decode(chat_tokenizer().encode(messages, tools).ids[len(prompt):]) == reference
     assert "[AVAILABLE_TOOLS]" in chat_tokenizer().decode(prompt)  # the prompt holds the tools, as training did

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from finetune import modeling  # noqa: E402
-from finetune.data import ChatRecord, collate, encode_records, flatten_rows  # noqa: E402
+from finetune.data import SplitRecord, collate, encode_records, flatten_rows  # noqa: E402
 from finetune.evaluate import streaming_perplexity  # noqa: E402
 from tests.finetune_support import chat_tokenizer, one_torch_thread, real_records, tiny_mistral  # noqa: E402
 
@@ -72,7 +72,7 @@ def _flash_mistral():
 
 
 def _examples(n: int):
-    records = [ChatRecord(r["messages"], f"r{i}") for i, r in enumerate(real_records("llamafactory_identity.jsonl", n))]
+    records = [SplitRecord(r["messages"], f"r{i}") for i, r in enumerate(real_records("llamafactory_identity.jsonl", n))]
     examples, _ = encode_records(records, chat_tokenizer(), 2048)
     return examples
 

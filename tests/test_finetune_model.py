@@ -10,7 +10,7 @@ pytest.importorskip("peft")
 
 from finetune import modeling  # noqa: E402
 from finetune.config import LoraSettings  # noqa: E402
-from finetune.data import ChatRecord, collate, encode_records  # noqa: E402
+from finetune.data import SplitRecord, collate, encode_records  # noqa: E402
 from tests.finetune_support import chat_tokenizer, one_torch_thread, real_records, tiny_mistral  # noqa: E402
 
 NO_DROPOUT = LoraSettings(dropout=0.0)
@@ -22,7 +22,7 @@ def _one_torch_thread():
 
 
 def _examples(file_name: str, n: int, start: int = 0):
-    records = [ChatRecord(r["messages"], f"{file_name}:{i}") for i, r in enumerate(real_records(file_name, n, start))]
+    records = [SplitRecord(r["messages"], f"{file_name}:{i}") for i, r in enumerate(real_records(file_name, n, start))]
     examples, _ = encode_records(records, chat_tokenizer(), 2048)
     return examples
 

@@ -413,7 +413,7 @@ def test_compare_sheet_prompt_and_reference_are_the_last_trained_turn(monkeypatc
     from contextlib import nullcontext
 
     from finetune import compare_sheet
-    from finetune.data import ChatRecord
+    from finetune.data import SplitRecord
 
     first, second = real_records("fastchat_dummy_conversation.jsonl", 2)
     messages = [first["messages"][0], first["messages"][1], second["messages"][0], {**second["messages"][1], "weight": 0}]
@@ -426,7 +426,7 @@ def test_compare_sheet_prompt_and_reference_are_the_last_trained_turn(monkeypatc
     monkeypatch.setattr(compare_sheet, "generate", fake_generate)
     model = type("M", (), {"disable_adapter": lambda self: nullcontext()})()
     path = compare_sheet.write_compare_sheet(
-        model, chat_tokenizer(), [ChatRecord(messages, "val.jsonl:1")], tmp_path / "c.html", 1, 4, 1, 0, "cpu", None
+        model, chat_tokenizer(), [SplitRecord(messages, "val.jsonl:1")], tmp_path / "c.html", 1, 4, 1, 0, "cpu", None
     )
     sheet = path.read_text()
     assert prompts == [chat_tokenizer().encode(messages[:1]).ids] * 2

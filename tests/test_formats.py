@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from curator.errors import CurateError
-from curator.io.formats import FormatError, convert, detect_format, iter_json_array, to_chat, to_chat_repaired
+from curator.io.formats import FormatError, detect_format, iter_array_elements, to_chat, to_chat_repaired
 from curator.schema import check_record, to_plain
 from curator.tool_use import canonical_tools
 from tests.conftest import HEAVY_STAGES
@@ -287,15 +287,14 @@ def test_sharegpt_unknown_role_line():
     assert err.format("chats.json", 3).endswith(" [format.unknown_role]")
 
 
-def test_chat_passes_through_and_convert_detects():
+def test_chat_passes_through_and_a_given_format_is_not_second_guessed():
     record = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     assert to_chat(record, "chat") is record
-    assert convert({"instruction": "q", "response": "a"}) == (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": None},
-        "gpteacher",
+    assert to_chat({"instruction": "q", "response": "a"}, "gpteacher") == (
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": None}
     )
-    # An explicit format is not second-guessed: this is not a ShareGPT record.
-    assert _error(convert, {"instruction": "q", "response": "a"}, "sharegpt").field == "conversations"
+    # a GPTeacher record read as ShareGPT is refused, not detected and converted anyway
+    assert _error(to_chat, {"instruction": "q", "response": "a"}, "sharegpt").field == "conversations"
     with pytest.raises(ValueError, match="unknown format 'csv'"):
         to_chat(record, "csv")
 
@@ -305,15 +304,15 @@ def test_chat_passes_through_and_convert_detects():
 
 def test_iter_json_array_numbers_elements_and_keeps_raw_bytes():
     data = b'\xef\xbb\xbf[\n  {"a": 1},\n  [2],\n  "x" ,null\n]\n'
-    assert list(iter_json_array(data)) == [(1, {"a": 1}), (2, [2]), (3, "x"), (4, None)]
-    raws = [raw for _, _, raw in iter_json_array(data, with_raw=True)]
+    assert list(iter_array_elements(data)) == [(1, {"a": 1}), (2, [2]), (3, "x"), (4, None)]
+    raws = [raw for _, _, raw in iter_array_elements(data, with_raw=True)]
     assert raws == [b'{"a": 1}', b"[2]", b'"x"', b"null"]
-    assert list(iter_json_array(b" [ ] ")) == []
+    assert list(iter_array_elements(b" [ ] ")) == []
 
 
 def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
     data = b'[{"a": "ok"}, {"a": "\xff\xfe"}, {"a": "after"}]'
-    items = list(iter_json_array(data, with_raw=True))
+    items = list(iter_array_elements(data, with_raw=True))
     assert [n for n, _, _ in items] == [1, 2, 3]
     assert items[0][1] == {"a": "ok"} and items[2][1] == {"a": "after"}
     err = items[1][1]
@@ -324,7 +323,7 @@ def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
 
 def test_iter_json_array_syntax_error_keeps_the_rest_of_the_file():
     data = b'[{"a": 1}, {"a": 2,, "b": 3}, {"a": 4}]'
-    items = list(iter_json_array(data, with_raw=True))
+    items = list(iter_array_elements(data, with_raw=True))
     assert [(n, v) for n, v, _ in items[:1]] == [(1, {"a": 1})]
     n, err, raw = items[1]
     assert n == 2 and err.code == "io.bad_json"
@@ -342,7 +341,7 @@ def test_iter_json_array_syntax_error_keeps_the_rest_of_the_file():
     ],
 )
 def test_iter_json_array_unterminated_or_trailing(data, raw, message):
-    items = list(iter_json_array(data, with_raw=True))
+    items = list(iter_array_elements(data, with_raw=True))
     assert items[0][:2] == (1, {"a": 1})
     assert len(items) == 2
     n, err, got_raw = items[1]
@@ -359,13 +358,13 @@ def test_iter_json_array_unterminated_or_trailing(data, raw, message):
     ],
 )
 def test_iter_json_array_not_an_array_is_one_reject_with_the_whole_file(data, found):
-    [(n, err, raw)] = list(iter_json_array(data, name="data/x.json", with_raw=True))
+    [(n, err, raw)] = list(iter_array_elements(data, name="data/x.json", with_raw=True))
     assert (n, err.code, raw) == (1, "io.not_array", data)
     assert err.message.startswith(found)
 
 
 def test_iter_json_array_empty_file_holds_no_records():
-    assert list(iter_json_array(b"  \n", name="data/x.json")) == []
+    assert list(iter_array_elements(b"  \n", name="data/x.json")) == []
 
 
 @pytest.mark.parametrize(
@@ -382,7 +381,7 @@ def test_iter_json_array_empty_file_holds_no_records():
     ],
 )
 def test_iter_json_array_numbers_that_cannot_be_written_back_reject_their_element_only(data, field, message):
-    items = list(iter_json_array(data, with_raw=True))
+    items = list(iter_array_elements(data, with_raw=True))
     assert [(n, v) for n, v, _ in items if not isinstance(v, FormatError)] == [(1, {"a": 1}), (3, {"a": 2})]
     n, err, raw = items[1]
     assert (n, err.code, err.field, err.message) == (2, "io.bad_json", field, message)
@@ -391,7 +390,7 @@ def test_iter_json_array_numbers_that_cannot_be_written_back_reject_their_elemen
 
 def test_iter_json_array_too_deep_is_the_rest_of_the_file():
     deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
-    items = list(iter_json_array(b'[{"a": 1}, ' + deep + b"]", with_raw=True))
+    items = list(iter_array_elements(b'[{"a": 1}, ' + deep + b"]", with_raw=True))
     assert items[0][:2] == (1, {"a": 1})
     n, err, raw = items[1]
     assert (n, err.code) == (2, "io.bad_json") and "nested too deeply" in err.message
@@ -400,7 +399,7 @@ def test_iter_json_array_too_deep_is_the_rest_of_the_file():
 
 def test_iter_json_array_names_a_missing_file(tmp_path):
     with pytest.raises(CurateError, match=r"missing\.json: cannot read: No such file"):
-        list(iter_json_array(tmp_path / "missing.json"))
+        list(iter_array_elements(tmp_path / "missing.json"))
 
 
 def test_formats_module_imports_no_heavy_packages():
@@ -415,9 +414,10 @@ def test_formats_module_imports_no_heavy_packages():
 
 def _native(path: Path) -> list[tuple[dict, str]]:
     converted = []
-    for n, value in iter_json_array(path):
+    for n, value in iter_array_elements(path):
         assert not isinstance(value, FormatError), f"{path.name}:{n}: {value}"
-        converted.append(convert(value))
+        shape = detect_format(value)
+        converted.append((to_chat(value, shape), shape))
     return converted
 
 

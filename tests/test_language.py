@@ -233,13 +233,13 @@ def test_mostly_english_with_one_chinese_word_stays_en():
 
 def test_real_chinese_alpaca_held_out_half_is_zh():
     """alpaca_zh_sample.json: records 0-999 tuned the thresholds, records 1000-1999 are held out."""
-    from curator.io.formats import convert
+    from curator.io.formats import to_chat
 
     records = json.loads((NATIVE_DATA / "alpaca_zh_sample.json").read_text(encoding="utf-8"))[1000:]
     cjk = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
     records = [r for r in records if len(cjk.findall(r["instruction"] + r["input"] + r["output"])) >= 20]
     assert len(records) == 903
-    convs = [[(m["role"], m["content"]) for m in convert(r)[0]["messages"]] for r in records]
+    convs = [[(m["role"], m["content"]) for m in to_chat(r, "alpaca")["messages"]] for r in records]
     langs = _run(convs, workers=1)[0]["lang"].to_list()
     assert langs.count("zh") >= 0.98 * len(records)
     assert langs.count("und") < 0.01 * len(records)

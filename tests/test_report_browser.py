@@ -1,4 +1,4 @@
-"""report.html of a run on ../shared/data/chat, opened in real headless Chromium (issue 7).
+"""report.html of a run on ../shared/data/chat, opened in real headless Chromium.
 
 Debian's `chromium` package (installed by .ci/run) driven through Playwright's client with
 `executable_path`, so nothing is downloaded. Checks: no console errors or page errors, every

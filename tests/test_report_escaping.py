@@ -8,7 +8,7 @@ import io
 
 from curator.report.render_md import _data, render_markdown
 from curator.report.sample import to_csv
-from curator.report.build import build_report
+from curator.report.build import report_from_run
 from tests.report_fixture import make_run
 
 
@@ -19,7 +19,7 @@ def test_markdown_data_text_carries_no_html_and_no_markdown():
 
 
 def test_a_reject_sample_with_html_is_escaped_in_report_md(tmp_path):
-    rep = build_report(make_run(tmp_path / "out"))
+    rep = report_from_run(make_run(tmp_path / "out"))
     item = rep["rejects"]["items"][0]
     item["samples"] = [{"ref": "a.jsonl:1", "detail": "</details><img src=x onerror=alert(1)>", "highlight": None,
                         "turns": [{"role": "user", "text": "<script>alert(1)</script>", "highlight": True}]}]

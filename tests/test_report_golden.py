@@ -1,4 +1,4 @@
-"""Golden tests of report.md and report.json for the data_samples/ run (issue 7).
+"""Golden tests of report.md and report.json for the data_samples/ run.
 
 Package versions are masked (CI may install newer patch releases); everything else must match
 data_samples/expected/report.{md,json}. Regenerate with `make golden` after an intended change.

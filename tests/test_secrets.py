@@ -76,6 +76,16 @@ def test_aws_secret_redaction_keeps_the_key_name():
     assert out.row(0, named=True)["messages"][0]["content"] == "aws_secret_access_key = [REDACTED:aws_secret_key]"
 
 
+@pytest.mark.parametrize("prefix", ["AKIA", "ASIA"])
+def test_long_term_and_temporary_aws_access_key_ids_are_redacted(prefix):
+    # ASIA ids come with STS session credentials, which are pasted into chats as often as AKIA ones
+    key = prefix + "Z2QW7YXK4MDN3BTE"
+    out, _ = run(frame([("user", f"export AWS_ACCESS_KEY_ID={key}"), ("assistant", "done")]))
+    row = out.row(0, named=True)
+    assert row["secret_findings"] == [{"kind": "aws_access_key", "action": "redact", "turn": 0}]
+    assert row["messages"][0]["content"] == "export AWS_ACCESS_KEY_ID=[REDACTED:aws_access_key]"
+
+
 def test_private_key_block_is_redacted_whole():
     text = "key:\n" + SAMPLES["private_key"] + "\nthen run ssh."
     out, _ = run(frame([("user", text)]), "secrets.policy.private_key=redact")

@@ -1,4 +1,4 @@
-"""No near-duplicate pair straddles train and val (issue 3), proved by brute force on real records."""
+"""No near-duplicate pair straddles train and val, proved by brute force on real records."""
 
 from __future__ import annotations
 

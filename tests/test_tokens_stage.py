@@ -120,6 +120,17 @@ def test_reject_policy_names_the_count(tok):
     assert ctx.summaries["tokens"]["rejected_over_budget"] == 1 and ctx.summaries["tokens"]["kept_examples"] == 1
 
 
+def test_an_example_of_exactly_the_context_is_kept_and_one_token_over_is_rejected(tok):
+    conv = [SYSTEM, *EX1]
+    n = n_tokens(tok, conv)
+    at, ctx_at = run(frame([conv]), f"tokens.context_length={n}")
+    assert at[C.REJECT_REASONS].to_list() == [[]]
+    assert (ctx_at.summaries["tokens"]["over_budget"], ctx_at.summaries["tokens"]["kept_examples"]) == (0, 1)
+    over, ctx_over = run(frame([conv]), f"tokens.context_length={n - 1}")
+    assert over[C.REJECT_REASONS].to_list() == [["tokens.over_budget"]]
+    assert (ctx_over.summaries["tokens"]["over_budget"], ctx_over.summaries["tokens"]["kept_examples"]) == (1, 0)
+
+
 def test_truncate_drops_the_fewest_earliest_exchanges_and_keeps_the_system_prompt(tok):
     conv = [SYSTEM, *EX1, *EX2, *EX3]
     without_first = [SYSTEM, *EX2, *EX3]
@@ -206,6 +217,19 @@ def test_gate_passes_with_the_margin(tok):
     assert gate.passed and gate.value == n and gate.threshold == 8192
     assert gate.message == f"all 1 kept examples fit the 8,192-token context (longest {n}, {8192 - n:,} spare)"
     assert ctx.summaries["tokens"]["cost_kept"]["tokens_seen_per_epoch"] == n
+
+
+def test_gate_passes_a_longest_example_of_exactly_the_context_and_fails_one_token_over(tok):
+    conv = [SYSTEM, *EX1]
+    n = n_tokens(tok, conv)
+    out, ctx = run(frame([conv]), f"tokens.context_length={n}")
+    [gate] = tokens.gates(out.filter(C.alive()), ctx)
+    assert (gate.passed, gate.value, gate.threshold) == (True, n, n)
+    assert gate.message == f"all 1 kept examples fit the {n:,}-token context (longest {n:,}, 0 spare)"
+    one_less = StageContext(config=load_config(None, [f"tokens.context_length={n - 1}"]))
+    [gate] = tokens.gates(out.filter(C.alive()), one_less)
+    assert (gate.passed, gate.value, gate.threshold) == (False, n, n - 1)
+    assert gate.message == f"1 of 1 kept examples exceed the {n - 1:,}-token context (longest {n:,})"
 
 
 def test_cost_estimate_is_tokens_times_epochs_over_throughput():

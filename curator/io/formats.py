@@ -189,12 +189,6 @@ def to_chat_repaired(
     return _from_sharegpt({**obj, "conversations": turns}), notes
 
 
-def convert(obj: Any, fmt: str = "auto", *, input_separator: str = INPUT_SEPARATOR) -> tuple[dict[str, Any], str]:
-    """Detect the shape (when `fmt` is "auto") and convert; return the chat record and the shape."""
-    shape = detect_format(obj) if fmt == "auto" else fmt
-    return to_chat(obj, shape, input_separator=input_separator), shape
-
-
 def _speaker(turn: Any) -> str | None:
     """The chat role of a ShareGPT turn's speaker tag (aliases included), or None."""
     if not isinstance(turn, dict):
@@ -673,7 +667,7 @@ def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
         yield (n + 1, *_rest_of_file(t, limit, "unexpected text after the closing ']' of the array", note=""))
 
 
-def iter_json_array(
+def iter_array_elements(
     source: str | os.PathLike[str] | bytes | BinaryIO,
     *,
     name: str | None = None,

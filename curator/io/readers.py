@@ -359,13 +359,13 @@ def iter_json_array(
     (curator/io/formats.py keeps the element boundaries and the exact raw bytes); a file that is not
     an array is one reject; a file that fails to read ends in one reject, as in `iter_jsonl`.
     """
-    from curator.io.formats import FormatError, iter_json_array as elements
+    from curator.io.formats import FormatError, iter_array_elements
 
     source = source or str(path)
     number = 0
     try:
         with _open(path, digest) as fh:
-            for number, value, raw in elements(fh, name=source, with_raw=True, max_element_bytes=max_line_bytes):
+            for number, value, raw in iter_array_elements(fh, name=source, with_raw=True, max_element_bytes=max_line_bytes):
                 text = raw.decode("utf-8", errors="replace")
                 if isinstance(value, FormatError):
                     b64 = base64.b64encode(raw).decode("ascii") if value.code == "io.bad_utf8" else None

@@ -1,4 +1,4 @@
-"""Reports of a finished run: report.json (versioned), report.md and report.html (issue 7).
+"""Reports of a finished run: report.json (versioned), report.md and report.html.
 
 Everything is built from the files the pipeline wrote into OUT (see `curator.report.load`), so
 `curate report OUT` gives the same figures as `curate run`. Heavy imports (polars, jinja2) happen
@@ -36,11 +36,11 @@ def render(report: dict, fmt: str) -> str:
 
 def build_report(out_dir: str | Path, compare: str | Path | None = None) -> dict[str, Any]:
     """The report dict of run folder `out_dir`; with `compare`, what changed since that earlier run."""
-    from curator.report.build import build_report as _build
+    from curator.report.build import report_from_run
     from curator.report.load import load_run
 
     run = load_run(out_dir)
-    report = _build(run)
+    report = report_from_run(run)
     if compare is not None:
         from curator.report.compare import compare_runs
 

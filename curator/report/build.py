@@ -3,7 +3,7 @@
 Every figure is either copied from manifest.json (counts, funnel, gates, summaries, config) or counted
 from the columns of annotations.parquet; a section whose columns a run did not write is marked
 `"measured": false` and listed under `not_measured`, so a report of a partial pipeline is still honest.
-Sections follow issue 7: gates, funnel, reject reasons with samples, quality, languages, tokens,
+Sections: gates, funnel, reject reasons with samples, quality, languages, tokens,
 duplicates, split, cost, config and versions.
 """
 
@@ -27,7 +27,7 @@ MEMBERS_PER_CLUSTER = 6
 QUALITY_BINS = 20  # 0.05 wide: fine enough to see the mass around the high-quality threshold
 TOKEN_BINS = 20
 GATE_DIGITS = 6  # gate figures: enough that a value just under its threshold does not print as equal
-# Gate families the issue asks the report to show even when a run did not evaluate them.
+# Gate families the report always lists: a run that did not evaluate one says so instead of leaving it out.
 GATE_FAMILIES = {
     "quality": "high-quality rate (default minimum 60%)",
     "language": "programming-language diversity (default minimum 5)",
@@ -491,7 +491,7 @@ def _split(run: Run, counts: dict, near_measured: bool) -> dict:
         "val": counts["val"],
         "val_share": _share(counts["val"], counts["train"] + counts["val"]),
     }
-    # Leakage checks: no exact or near duplicate may sit on both sides (issue 3's guarantee, shown here).
+    # Leakage checks: no exact or near duplicate may sit on both sides (the split keeps near-duplicate clusters whole; this shows it held).
     if run.has("content_hash"):
         out["content_hash_in_both"] = (
             kept.group_by("content_hash").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height
@@ -561,7 +561,7 @@ def _cost(run: Run, tokens: dict) -> dict:
     return {"measured": False}
 
 
-def build_report(out_dir_or_run: Any) -> dict:
+def report_from_run(out_dir_or_run: Any) -> dict:
     """The report dict of a run folder (a path or an already loaded `Run`)."""
     run = out_dir_or_run if isinstance(out_dir_or_run, Run) else load_run(out_dir_or_run)
     counts = _counts(run)

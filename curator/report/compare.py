@@ -1,5 +1,5 @@
 """What changed between two runs (`curate report OUT --compare PREVIOUS_OUT`), so a data team can
-review a dataset change like a code change (issue 7): counts, gates, reject reasons, language
+review a dataset change like a code change: counts, gates, reject reasons, language
 distributions, quality and token figures, config and versions, and which kept records were added or
 removed, by content hash (the xxh3-128 of the normalised conversation, `content_hash`).
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from curator.report.build import KEPT, _r, build_report
+from curator.report.build import KEPT, _r, report_from_run
 from curator.report.load import Run, load_run
 
 RECORD_SAMPLES = 20
@@ -78,7 +78,7 @@ def _dist(rep: dict, kind: str) -> dict[str, int]:
 def compare_runs(cur: Run, cur_report: dict, previous: Path) -> dict:
     """The `compare` section of the current report against run folder `previous`."""
     prev = load_run(previous)
-    prev_report = build_report(prev)
+    prev_report = report_from_run(prev)
     counts = [
         {"name": k, "previous": prev_report["counts"][k], "current": cur_report["counts"][k],
          "delta": cur_report["counts"][k] - prev_report["counts"][k]}

@@ -1,6 +1,6 @@
 """Read a finished run folder (OUT) back: the only inputs of every report.
 
-A report never recomputes a figure differently from the pipeline (issue 7): it reads what the run
+A report never recomputes a figure differently from the pipeline: it reads what the run
 wrote and nothing else.
 
 - `manifest.json`: counts, funnel, gates, stage metadata and summaries, config, versions, sha256s.

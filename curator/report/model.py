@@ -52,7 +52,7 @@ class Gates(_M):
     all_passed: bool
     n_failed: int
     items: list[Gate]
-    not_measured: list[GateFamily] = Field(description="gate families of issue 7 that this run did not evaluate")
+    not_measured: list[GateFamily] = Field(description="gate families the report always lists that this run did not evaluate")
 
 
 class FunnelStep(_M):
@@ -320,7 +320,7 @@ class Advice(_M):
 
 
 class Report(_M):
-    """report.json of one run of `curate run` (issue 7)."""
+    """report.json of one run of `curate run`."""
 
     model_config = ConfigDict(extra="forbid", title="curator report.json")
 

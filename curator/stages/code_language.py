@@ -1,4 +1,4 @@
-"""Code blocks and their programming language, with tree-sitter (issue 5).
+"""Code blocks and their programming language, with tree-sitter.
 
 Reads: `messages`. Writes:
 - `code_blocks` List(Struct{turn, role, label, lang, decided_by, parse_error_frac, label_mismatch,
@@ -33,11 +33,11 @@ code costs). Blocks are classified in this process by default: on the 2-core box
 saves ~10% of the wall time for ~45% more CPU time (bench/RESULTS.md).
 
 Gate (`gates`): the kept set must hold at least `min_languages` programming languages, each in at
-least `min_share` of the code-bearing examples (examples with a programming-language block). The
-seed asks for five languages. The default share, 2%, is one code example in fifty: below it a
-language is a handful of stray snippets rather than a part of the training mix (a language in the
-real chat data's smallest track, Exercism SQLite, is 81 records of ~8,500 code records, 1%, which
-is why this is a share of the code-bearing examples and not of the whole set).
+least `min_share` of the code-bearing examples (examples with a programming-language block), five
+languages by default. The default share, 2%, is one code example in fifty: below it a language is a
+handful of stray snippets rather than a part of the training mix (a language in the real chat data's
+smallest track, Exercism SQLite, is 81 records of ~8,500 code records, 1%, which is why this is a
+share of the code-bearing examples and not of the whole set).
 """
 
 from __future__ import annotations

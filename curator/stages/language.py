@@ -1,5 +1,5 @@
 """Natural language of each example and of its user and assistant turns: Chinese, Japanese and
-Korean by script, the others with langdetect (issue 5).
+Korean by script, the others with langdetect.
 
 Reads: `messages`. Writes:
 - `user_lang`, `assistant_lang` Utf8: ISO 639-1 code of the prose of the user's (assistant's)

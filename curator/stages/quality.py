@@ -1,4 +1,4 @@
-"""Quality score from declarative rules, and the high-quality gate (issue 4).
+"""Quality score from declarative rules, and the high-quality gate.
 
 Reads: `messages`, and the columns the enabled rules need from earlier stages:
 `n_assistant_tokens` (tokens), `user_lang`/`assistant_lang` (language), `code_parse_error_frac`
@@ -14,7 +14,7 @@ each rule's hit count and rate, the score histogram and the high-quality rate; c
 holds the resolved rule file and its sha256.
 
 The gate (`gates`): the high-quality rate of the kept set must be at least `min_high_quality_rate`
-(default 0.60, the bar the project's brief sets: "at least 60% of the dataset is high quality").
+(default 0.60: at least 60% of the dataset is high quality).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Secrets and PII: find API keys, tokens, private keys, e-mail addresses and phone numbers, then
-reject, redact or flag each kind as its policy says (issue 4).
+reject, redact or flag each kind as its policy says.
 
 Reads: `messages` (every turn's `content`, `tool_calls` and `tool_call_id`), `meta`, `tools`.
 Writes: `secret_findings` List(Struct{kind Utf8, action Utf8, turn Int32}), one entry per kind per

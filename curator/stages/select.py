@@ -1,4 +1,4 @@
-"""Selection of the best examples up to the target size, stratified by language (issue 4).
+"""Selection of the best examples up to the target size, stratified by language.
 
 Reads: `quality_score` (quality), `content_hash`, `code_langs` (code_language; its first element,
 or "none" for an example without code), `lang` (language; "und" when missing).

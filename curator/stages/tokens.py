@@ -1,4 +1,4 @@
-"""Token counts and the context budget, with the tokenizer the trainer uses (issue 6).
+"""Token counts and the context budget, with the tokenizer the trainer uses.
 
 Reads `messages` and, where the frame has it, `tools` (each record's tool definitions, JSON text). Writes `n_tokens` Int64 (the whole sequence, BOS included), `n_assistant_tokens`
 Int64 (tokens the trainer computes loss on: assistant turns and their EOS, weight-0 turns excluded),
