@@ -472,6 +472,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
         raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
 
     gates = kept_gate(frame, n_kept) + evaluate_gates(kept, ctx)
+    registry.check_summaries(ctx.summaries)
     n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
     counts = {
         "read": n_read,

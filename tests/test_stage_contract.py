@@ -143,3 +143,27 @@ def test_architecture_doc_tables_are_current():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     assert with_tables(doc) == doc, "docs/ARCHITECTURE.md is out of date: run `make docs`"
+
+
+def test_every_summary_a_full_run_writes_matches_its_model(stage_inputs):
+    ctx = _context()
+    for name, (given, _) in stage_inputs.items():
+        registry.BY_NAME[name].run(given, ctx)
+    assert sorted(ctx.summaries) == ["code_language", "dedup_exact", "dedup_minhash", "language", "quality",
+                                     "secrets", "select", "split", "tokens"]
+    registry.check_summaries(ctx.summaries)  # raises on any undeclared key or wrong type
+    assert registry.read_summary({"summaries": ctx.summaries}, "tokens").context_length == 8192
+
+
+def test_an_undeclared_summary_key_stops_the_run():
+    with pytest.raises(RuntimeError, match=r"^stage split's summary does not match SplitSummary: .*surprise"):
+        registry.check_summaries({"split": {"train": 1, "val": 0, "surprise": 2}})
+    with pytest.raises(RuntimeError, match=r"^stage normalize wrote a summary but declares no summary model$"):
+        registry.check_summaries({"normalize": {"rows": 1}})
+
+
+def test_a_summary_of_another_shape_reads_as_none():
+    assert registry.read_summary({"summaries": {"quality": {"threshold": 0.5}}}, "quality") is None
+    assert registry.read_summary({}, "quality") is None
+    assert registry.read_summary({"summaries": {"quality": {"high_quality_threshold": 0.5}}},
+                                 "quality").high_quality_threshold == 0.5

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from curator import columns as C
 from curator import stage_configs as S
+from curator import stage_summaries as R
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,6 +47,7 @@ class Stage:
     writes: tuple[C.Column, ...]
     reasons: tuple[str, ...]  # reject codes it may add (`<kind>` stands for a family)
     doc: str  # one line: what it does
+    summary: type[BaseModel] | None = None  # the shape of what it leaves in ctx.summaries[name]
     skippable: bool = True
     # validate runs while the frame is built from the input lines, not as a step over the frame
     on_read: bool = False
@@ -103,6 +105,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(),
         reasons=("dup.exact",),
         doc="keep the first of each set of identical normalised conversations",
+        summary=R.DedupExactSummary,
     ),
     Stage(
         "secrets",
@@ -112,6 +115,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.MESSAGES, C.META, C.TOOLS, C.SECRET_FINDINGS),
         reasons=("secrets.<kind>", "secrets.redaction_incomplete"),
         doc="find keys, tokens and personal data; reject, redact or flag each kind by policy",
+        summary=R.SecretsSummary,
     ),
     Stage(
         "language",
@@ -121,6 +125,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.LANG, C.LANG_CONFIDENCE, C.LANG_REASON, C.USER_LANG, C.ASSISTANT_LANG),
         reasons=(),
         doc="natural language of the prose (by script for CJK, langdetect otherwise)",
+        summary=R.LanguageSummary,
     ),
     Stage(
         "code_language",
@@ -130,6 +135,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.CODE_BLOCKS, C.CODE_LANGS, C.CODE_PARSE_ERROR_FRAC, C.CODE_LABEL_MISMATCH, C.HAS_CODE),
         reasons=("code.label_mismatch",),
         doc="programming language of each code block, fenced or not, by tree-sitter grammars",
+        summary=R.CodeLanguageSummary,
     ),
     Stage(
         "tokens",
@@ -139,6 +145,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.MESSAGES, C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TURN_TOKENS, C.TRUNCATED_TURNS),
         reasons=("tokens.over_budget", "tokens.no_trainable", "tokens.template_error"),
         doc="render with the model's chat template and count tokens against the context budget",
+        summary=R.TokensSummary,
     ),
     Stage(
         "quality",
@@ -149,6 +156,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.QUALITY_SCORE, C.QUALITY_FLAGS, C.HIGH_QUALITY),
         reasons=("quality.<rule>",),
         doc="score each example against the declarative rules (rules/default.yaml)",
+        summary=R.QualitySummary,
     ),
     Stage(
         "dedup_minhash",
@@ -158,6 +166,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.NEAR_DUP_CLUSTER, C.NEAR_DUP_OF, C.NEAR_DUP_JACCARD, C.PROMPT_CONFLICT, C.SPLIT_KEY),
         reasons=("dup.near", "dup.prompt_conflict"),
         doc="near-duplicates by MinHash LSH, verified by exact Jaccard; keeps the best copy of each cluster",
+        summary=R.DedupMinhashSummary,
     ),
     Stage(
         "select",
@@ -167,6 +176,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(),
         reasons=("select.over_target",),
         doc="keep at most `target` examples, the best by quality score, stratified",
+        summary=R.SelectSummary,
     ),
     Stage(
         "split",
@@ -176,12 +186,42 @@ STAGES: tuple[Stage, ...] = (
         writes=(C.SPLIT,),
         reasons=(),
         doc="train/val by a seeded hash of the split key, so a cluster never straddles the split",
+        summary=R.SplitSummary,
         skippable=False,
     ),
 )
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 SKIPPABLE: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.skippable)
+
+
+def check_summaries(summaries: dict[str, dict[str, Any]]) -> None:
+    """Raise RuntimeError when a stage left a summary its model does not declare (a bug, not bad input)."""
+    from pydantic import ValidationError
+
+    for name, summary in summaries.items():
+        model = BY_NAME[name].summary if name in BY_NAME else None
+        if model is None:
+            raise RuntimeError(f"stage {name} wrote a summary but declares no summary model")
+        try:
+            model.model_validate(summary)
+        except ValidationError as exc:
+            raise RuntimeError(f"stage {name}'s summary does not match {model.__name__}: {exc}") from exc
+
+
+def read_summary(manifest: dict[str, Any], name: str) -> Any:
+    """Stage `name`'s summary in `manifest` as its model; None when absent or of another shape (a run
+    folder written by another version)."""
+    from pydantic import ValidationError
+
+    raw = (manifest.get("summaries") or {}).get(name)
+    model = BY_NAME[name].summary
+    if not isinstance(raw, dict) or model is None:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def active(skip: list[str] | tuple[str, ...]) -> list[Stage]:
