@@ -156,7 +156,7 @@ def test_every_summary_a_full_run_writes_matches_its_model(stage_inputs):
 
 
 def test_an_undeclared_summary_key_stops_the_run():
-    with pytest.raises(RuntimeError, match=r"^stage split's summary does not match SplitSummary: .*surprise"):
+    with pytest.raises(RuntimeError, match=r"(?s)^stage split's summary does not match SplitSummary: .*surprise"):
         registry.check_summaries({"split": {"train": 1, "val": 0, "surprise": 2}})
     with pytest.raises(RuntimeError, match=r"^stage normalize wrote a summary but declares no summary model$"):
         registry.check_summaries({"normalize": {"rows": 1}})
