@@ -346,18 +346,16 @@ def _print_summary(result) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML or TOML config file.")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value.")
 def config_cmd(config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print the resolved config as YAML: every default, with a file and overrides applied.
+    """Print the resolved config as YAML, every key with its meaning: the defaults, a file and overrides applied.
 
     \b
     Example:
       curate config > curate.yaml          # a starting point with every default
       curate config --config curate.yaml -s tokens.policy=truncate
     """
-    import yaml
+    from curator.config import commented_yaml, load_config
 
-    from curator.config import load_config
-
-    click.echo(yaml.safe_dump(load_config(config_path, list(overrides)).resolved(), sort_keys=False), nl=False)
+    click.echo(commented_yaml(load_config(config_path, list(overrides))), nl=False)
 
 
 @cli.command("stages")

@@ -283,3 +283,42 @@ def _describe(
         notes.append(f"{len(errors)} errors in config")
     note = f" ({'; '.join(notes)})" if notes else ""
     return f"{source}: {where}: {msg}{note}"
+
+
+def commented_yaml(config: CurateConfig) -> str:
+    """`config` as YAML with every key's description above it and each stage's section headed by what
+    the stage does: a config file to start from, documented where it is edited."""
+    import yaml
+
+    from curator.stages.registry import BY_NAME
+
+    def scalar(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True).strip().removesuffix("\n...")
+
+    def section(model: BaseModel, indent: str) -> list[str]:
+        lines: list[str] = []
+        for name, field in type(model).model_fields.items():
+            key = field.alias or name
+            value = getattr(model, name)
+            if field.description:
+                lines.append(f"{indent}# {field.description}")
+            if isinstance(value, BaseModel):
+                lines.append(f"{indent}{key}:")
+                lines.extend(section(value, indent + "  "))
+            else:
+                lines.append(f"{indent}{key}: {scalar(value)}")
+        return lines
+
+    out: list[str] = []
+    for name, field in type(config).model_fields.items():
+        key = field.alias or name
+        value = getattr(config, name)
+        if not isinstance(value, BaseModel):
+            out += [f"# {field.description}", f"{key}: {scalar(value)}"]
+            continue
+        stage = BY_NAME.get(key)
+        head = f"stage {key} ({stage.kind}): {stage.doc}" if stage else (type(value).__doc__ or "").strip().split("\n")[0]
+        out += ["", f"# {head}", f"{key}:"]
+        out.extend(section(value, "  "))
+    return "\n".join(out).lstrip("\n") + "\n"
+

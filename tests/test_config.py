@@ -188,3 +188,24 @@ def test_a_select_target_with_quality_skipped_fails_at_load():
     with pytest.raises(CurateError, match=r"^-s select.target=4: select: select.target=4 ranks examples by quality_score"):
         load_config(None, ["skip_stages=[quality]", "select.target=4"])
     assert load_config(None, ["skip_stages=[quality,select]", "select.target=4"]).select.target == 4
+
+
+def test_curate_config_prints_every_key_documented_and_reads_back(tmp_path):
+    from click.testing import CliRunner
+
+    from curator.cli import cli
+    from curator.stages.registry import STAGES
+
+    result = CliRunner().invoke(cli, ["config", "-s", "tokens.policy=truncate", "-s", "select.target=null"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    lines = text.splitlines()
+    keys = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    assert all(lines[i - 1].lstrip().startswith("# ") for i in keys)  # every key has its description above it
+    for stage in STAGES:
+        assert f"# stage {stage.name} ({stage.kind}): {stage.doc}\n{stage.name}:\n" in text
+    assert "  # examples over the context: reject | truncate (drop earliest exchanges) | report\n  policy: truncate\n" in text
+    path = tmp_path / "curate.yaml"
+    path.write_text(text, encoding="utf-8")
+    again = load_config(path)
+    assert again.resolved() == load_config(None, ["tokens.policy=truncate", "select.target=null"]).resolved()
