@@ -106,8 +106,3 @@ def build_frame(lines: Iterable[RawLine], ctx: StageContext, first_row: int = 0)
     return frame.with_columns(pl.col(c).fill_null(empty) for c in (C.WARNINGS, C.REJECT_REASONS, C.REJECT_DETAILS)).select(
         list(FRAME_SCHEMA)
     )
-
-
-def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
-    """Validation happens while the frame is built (`build_frame`); nothing more to do here."""
-    return df
