@@ -235,13 +235,13 @@ _FORMATS = ("auto", "chat", "alpaca", "sharegpt", "gpteacher")
 
 
 def _format_values(options: tuple[str, ...]) -> dict[str, Any]:
-    """--format values as config values: FORMAT sets input.format, GLOB=FORMAT adds to input.format_by_file."""
+    """--input-format values as config values: FORMAT sets input.format, GLOB=FORMAT adds to input.format_by_file."""
     values: dict[str, Any] = {}
     by_file: dict[str, str] = {}
     for option in options:
         glob, _, fmt = option.rpartition("=")
         if fmt not in _FORMATS:
-            raise CurateError(f"--format {option}: {fmt!r} is not one of {', '.join(_FORMATS)}")
+            raise CurateError(f"--input-format {option}: {fmt!r} is not one of {', '.join(_FORMATS)}")
         if glob:
             by_file[glob] = fmt
         else:
@@ -256,13 +256,14 @@ def _format_values(options: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML or TOML config file.")
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. -s tokens.policy=truncate.")
-@click.option("--format", "input_format", multiple=True, metavar="[GLOB=]FORMAT", help="Shape of the input records: auto (detected per record, the default), chat, alpaca, sharegpt or gpteacher; GLOB=FORMAT for the files a glob matches, e.g. 'legacy/*.json=alpaca' (repeatable).")
+@click.option("--input-format", "input_format", multiple=True, metavar="[GLOB=]FORMAT", help="Shape of the input records: auto (detected per record, the default), chat, alpaca, sharegpt or gpteacher; GLOB=FORMAT for the files a glob matches, e.g. 'legacy/*.json=alpaca' (repeatable). As in `curate validate`; --format, its older name, still works.")
+@click.option("--format", "old_input_format", multiple=True, hidden=True)
 @click.option("--rules", type=click.Path(path_type=Path), default=None, help="Quality rule file (default: rules/default.yaml).")
 @click.option("--model", default=None, help="Model profile or tokenizer folder for the token budget.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is not empty.")
 @click.option("--no-gate", is_flag=True, help="Report failed gates but exit 0.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
-def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
+def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], old_input_format: tuple[str, ...], rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
     """Curate RAW (a file or folder of .jsonl/.jsonl.gz/.json) into OUT.
 
     Writes train.jsonl, val.jsonl, rejects.jsonl, annotations.parquet, manifest.json and
@@ -277,7 +278,7 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     from curator.pipeline import run
 
     # option values are taken as they are, not as YAML: a path may hold " #" or "[x]"
-    values: dict[str, Any] = _format_values(input_format)
+    values: dict[str, Any] = _format_values(input_format + old_input_format)
     if rules:
         values["quality.rules"] = str(rules)
     if model:

@@ -109,7 +109,7 @@ NO_SIZE_GATES = ("-s", "gates.min_examples=null", "-s", "quality.min_high_qualit
 
 def test_run_that_keeps_nothing_fails_the_size_kept_gate_with_the_main_reason(tmp_path):
     raw = write_lines(tmp_path / "chat.jsonl", [chat(("user", "hi"), ("assistant", "hello"))] * 2)
-    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--format", "sharegpt", *NO_SIZE_GATES)
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--input-format", "sharegpt", *NO_SIZE_GATES)
     assert result.exit_code == 3
     assert result.output == (
         "error: gate failed: size.kept: 0 of 2 records kept; the main reject reason is format.bad_type (2 records)"
@@ -119,7 +119,7 @@ def test_run_that_keeps_nothing_fails_the_size_kept_gate_with_the_main_reason(tm
 
 def test_run_that_keeps_nothing_exits_0_with_no_gate(tmp_path):
     raw = write_lines(tmp_path / "chat.jsonl", [chat(("user", "hi"), ("assistant", "hello"))])
-    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--no-gate", "--format", "sharegpt", *NO_SIZE_GATES)
+    result = invoke("run", str(raw), str(tmp_path / "out"), "-q", "--no-gate", "--input-format", "sharegpt", *NO_SIZE_GATES)
     assert (result.exit_code, result.output) == (0, "")
     manifest = __import__("json").loads((tmp_path / "out" / "manifest.json").read_text())
     assert [(g["name"], g["passed"]) for g in manifest["gates"]] == [("size.kept", False), ("tokens.within_context", True)]

@@ -576,11 +576,12 @@ def test_format_per_file_glob_fixes_one_odd_file_in_a_mixed_folder(tmp_path):
     assert CliRunner().invoke(cli, args).exit_code == 0
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8")
     assert "format.ambiguous_shape" in rejects
-    result = CliRunner().invoke(cli, [*args, "--force", "--format", "legacy/*.json=alpaca"])
+    result = CliRunner().invoke(cli, [*args, "--force", "--input-format", "legacy/*.json=alpaca"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8") == ""
     train_val = [json.loads(x) for name in ("train.jsonl", "val.jsonl")
                  for x in (tmp_path / "out" / name).read_text(encoding="utf-8").splitlines()]
     assert sorted(r["messages"][0]["content"] for r in train_val) == ["Q", "Say hi."]
+    # --format, the older name of --input-format in `curate run`, still works
     bad = CliRunner().invoke(cli, [*args, "--force", "--format", "legacy/*.json=csv"])
-    assert bad.exit_code == 1 and "--format legacy/*.json=csv: 'csv' is not one of auto, chat" in bad.output
+    assert bad.exit_code == 1 and "--input-format legacy/*.json=csv: 'csv' is not one of auto, chat" in bad.output

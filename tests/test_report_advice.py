@@ -32,7 +32,7 @@ def test_the_table_covers_the_common_codes_and_gates(subject):
 
 def test_cited_options_named_in_the_brief_are_there():
     text = " ".join(do for _, do in ADVICE.values())
-    for option in ("-s input.repairs=", "--format 'x/*.json=sharegpt'", "--format 'GLOB=alpaca'",
+    for option in ("-s input.repairs=", "--input-format 'x/*.json=sharegpt'", "--input-format 'GLOB=alpaca'",
                    "-s dedup_minhash.threshold=", "-s tokens.policy=truncate", "-s secrets.policy.phone=flag",
                    "--rules FILE"):
         assert option in text

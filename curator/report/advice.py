@@ -21,15 +21,15 @@ ADVICE: dict[str, tuple[str, str]] = {
         "user and assistant turns do not alternate; typical of ShareGPT captures with repeated or "
         "renamed speakers",
         "keep the ShareGPT repairs on (-s input.repairs=[role_alias,leading_assistant,merge_turns]) and "
-        "read those files as ShareGPT: --format 'x/*.json=sharegpt'",
+        "read those files as ShareGPT: --input-format 'x/*.json=sharegpt'",
     ),
     "format.ambiguous_shape": (
         "a record fits more than one input shape, so auto-detection will not guess",
-        "name the shape of those files: --format 'GLOB=alpaca' (or chat, sharegpt, gpteacher)",
+        "name the shape of those files: --input-format 'GLOB=alpaca' (or chat, sharegpt, gpteacher)",
     ),
     "format.unknown_shape": (
         "a record fits none of the known input shapes (chat, alpaca, sharegpt, gpteacher)",
-        "if the files are in a known shape with odd fields, name it: --format 'GLOB=alpaca'; "
+        "if the files are in a known shape with odd fields, name it: --input-format 'GLOB=alpaca'; "
         "otherwise convert them to chat messages",
     ),
     "dup.exact": (
