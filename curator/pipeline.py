@@ -44,8 +44,6 @@ from curator.stages import (
 )
 from curator.stages.base import Progress, StageContext
 
-MANIFEST_VERSION = 1
-
 # The order matters: quality reads language, code and token columns; near-dup clustering keeps
 # the best copy by quality score; selection sees the deduplicated set; the split comes last.
 STAGES = [normalize, dedup_exact, secrets, language, code_language, tokens, quality, dedup_minhash, select, split]
@@ -517,10 +515,12 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     tmp.mkdir()
     try:
         with _machine_errors_said(out, tmp):
-            manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
+            from curator.manifest import MANIFEST_VERSION, Manifest
+
             outputs = write_outputs(tmp, frame, ctx)
-            manifest.update(
+            manifest = Manifest.model_validate(
                 {
+                    "manifest_version": MANIFEST_VERSION,
                     "config": config.resolved(),
                     "versions": _versions(),
                     "inputs": {display_name(p): digests[p].hexdigest() for p in files},
@@ -534,7 +534,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
                 }
             )
             with _naming(tmp / "manifest.json"):
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
             from curator.report import write_reports
 
             with _naming(tmp / "report.{json,md,html}"):

@@ -96,6 +96,7 @@ class TrainResult:
     stopped_early: bool = False
     best_step: int | None = None  # with early stopping: the step whose adapter was saved, when not the last
     skipped_over_context: dict[str, int] = field(default_factory=dict)  # examples longer than context_length
+    context_length: int | None = None  # tokens per row, as resolved from the config and the curated folder
 
 
 class MetricsLog:
@@ -619,6 +620,8 @@ def run_training(
     from `config.model`. A folder holding an earlier run is refused unless `resume`, or `overwrite` (then its
     checkpoints/ and tensorboard/ are cleared first).
     """
+    if config.context_length is None:
+        raise ValueError("context_length: unset; train_from_folder takes it from the curated folder's manifest")
     output_dir = Path(output_dir)
     prepare_output_dir(output_dir, resume, overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +645,9 @@ def run_training(
         config, model, tokenizer, train, val, plan, optimizer, scheduler, device, dtype, log, output_dir, run,
         bleu_sample(val, tokenizer, config),
     )
-    result = TrainResult(output_dir=output_dir, steps=state.step, total_steps=plan.total_steps)
+    result = TrainResult(
+        output_dir=output_dir, steps=state.step, total_steps=plan.total_steps, context_length=config.context_length
+    )
     best = _train_loop(session, state, best, result, show_progress, on_step)
     log.close()
 
@@ -665,20 +670,21 @@ def train_from_folder(
     curated_dir: str | Path, output_dir: str | Path, config: TrainConfig, resume: bool = False,
     force: bool = False, overwrite: bool = False, show_progress: bool = True,
 ) -> TrainResult:
-    """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train.
+    """`curate train`: check the curated folder, tokenize as the curation did, train.
 
-    `force` trains on a folder that is not from a passing `curate run`; `overwrite` starts over in an output
-    folder that holds an earlier run.
+    The tokenizer profile, its chat template and the context come from the folder's manifest.json unless the
+    config sets them (finetune.curated.settings_for refuses what contradicts the curation). `force` trains on
+    a folder that is not from a passing `curate run`; `overwrite` starts over in an output folder that holds an
+    earlier run.
     """
     from curator.tokenize_chat import ChatTokenizer
-    from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
+    from finetune.curated import open_curated_folder, settings_for
 
     folder = open_curated_folder(curated_dir, force=force)
     modeling.check_model_reference(config.model)  # before tokenizing: a wrong --model is refused at once
     modeling.refuse_folder_code(config.model)  # before tokenizing: a refused model is refused at once
-    name = config.tokenizer or tokenizer_from_manifest(folder.manifest) or DEFAULT_TOKENIZER
-    tokenizer = ChatTokenizer.load(model=name)
-    config = config.model_copy(update={"tokenizer": name})  # train_config.yaml records what was used
+    config = settings_for(config, folder, modeling.model_type(config.model))  # train_config.yaml records it
+    tokenizer = ChatTokenizer.load(model=config.tokenizer, tokenizer_path=config.tokenizer_path)
     train = prepare_split(folder.train, tokenizer, config.context_length)
     val = prepare_split(folder.val, tokenizer, config.context_length)
     return run_training(
