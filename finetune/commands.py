@@ -44,6 +44,8 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     """Train a LoRA adapter on OUT/train.jsonl, evaluating on OUT/val.jsonl.
 
     OUT must be the folder of a passing `curate run` (manifest.json gates passed, split files unchanged).
+    The tokenizer, chat template and context length are those OUT was curated with (manifest.json);
+    a --model of another family or a larger context_length is refused.
     An --output folder that holds an earlier run is refused unless --resume (continue it) or --overwrite.
 
     \b
