@@ -74,6 +74,7 @@ class ModelProfile:
     chat_template: str | None = None  # Jinja template for template-based formats
     tokenizer_path: str | None = None  # local folder holding the tokenizer, when not built in
     n_params: float | None = None  # parameter count, for the training cost estimate (curator/cost.py)
+    model_type: str | None = None  # the family's `model_type` in config.json: a base model to train must match it
 
 
 PROFILES: dict[str, ModelProfile] = {
@@ -83,6 +84,7 @@ PROFILES: dict[str, ModelProfile] = {
         chat_format="mistral-v1",
         hf_repo="mistralai/Mistral-7B-Instruct-v0.2",
         n_params=7.24e9,  # Mistral 7B announcement / model card: 7.3B (7,241,732,096 weights)
+        model_type="mistral",
     ),
     "codellama-13b-instruct": ModelProfile(
         name="codellama-13b-instruct",
@@ -91,6 +93,7 @@ PROFILES: dict[str, ModelProfile] = {
         hf_repo="codellama/CodeLlama-13b-Instruct-hf",
         chat_template=LLAMA2_TEMPLATE,
         n_params=13.0e9,  # Code Llama paper (Rozière et al. 2023): 7B, 13B, 34B sizes
+        model_type="llama",
     ),
     "phi-3-mini-4k-instruct": ModelProfile(
         name="phi-3-mini-4k-instruct",
@@ -99,6 +102,7 @@ PROFILES: dict[str, ModelProfile] = {
         hf_repo="microsoft/Phi-3-mini-4k-instruct",
         chat_template=PHI3_TEMPLATE,
         n_params=3.8e9,  # Phi-3 technical report (Abdin et al. 2024): phi-3-mini, 3.8B parameters
+        model_type="phi3",
     ),
 }
 

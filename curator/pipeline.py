@@ -29,10 +29,10 @@ from curator.config import CurateConfig
 from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
+from curator.manifest import MANIFEST_VERSION, Manifest
 from curator.stages import registry, validate
 from curator.stages.base import Progress, StageContext
 
-MANIFEST_VERSION = 1
 
 # Columns that stay out of annotations.parquet: the text itself lives in the JSONL outputs.
 _TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
@@ -487,10 +487,10 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     tmp.mkdir()
     try:
         with _machine_errors_said(out, tmp):
-            manifest: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
             outputs = write_outputs(tmp, frame, ctx)
-            manifest.update(
+            manifest = Manifest.model_validate(
                 {
+                    "manifest_version": MANIFEST_VERSION,
                     "config": config.resolved(),
                     "versions": _versions(),
                     "inputs": {display_name(p): digests[p].hexdigest() for p in files},
@@ -504,7 +504,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
                 }
             )
             with _naming(tmp / "manifest.json"):
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
             from curator.report import write_reports
 
             with _naming(tmp / "report.{json,md,html}"):

@@ -44,6 +44,8 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     """Train a LoRA adapter on OUT/train.jsonl, evaluating on OUT/val.jsonl.
 
     OUT must be the folder of a passing `curate run` (manifest.json gates passed, split files unchanged).
+    The tokenizer, chat template and context length are those OUT was curated with (manifest.json);
+    a --model of another family or a larger context_length is refused.
     An --output folder that holds an earlier run is refused unless --resume (continue it) or --overwrite.
 
     \b
@@ -81,7 +83,7 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     if any(skipped.values()):
         summary += (
             f"; skipped {skipped.get('train', 0)} train and {skipped.get('val', 0)} val examples longer than "
-            f"context_length {config.context_length} (data_report.json)"
+            f"context_length {result.context_length} (data_report.json)"
         )
     click.echo(f"{summary}; adapter in {output_dir}", err=True)
 
@@ -134,7 +136,9 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
 
         saved = adapter_dir / "train_config.yaml"
         train_config = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
-        tokenizer = ChatTokenizer.load(model=train_config.get("tokenizer") or DEFAULT_TOKENIZER)
+        tokenizer = ChatTokenizer.load(
+            model=train_config.get("tokenizer") or DEFAULT_TOKENIZER, tokenizer_path=train_config.get("tokenizer_path")
+        )
         device = resolve_device("auto")
         dtype_ = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = load_adapter_model(adapter_dir, base_model, dtype=dtype_, device=str(device))

@@ -3,8 +3,9 @@
 The defaults are the recipe of the model selection guide: LoRA rank 16, alpha 32, dropout 0.05 on
 every linear projection of Mistral-7B-Instruct-v0.2 (q, k, v, o, gate, up, down; the QLoRA paper, Dettmers et
 al. 2023, found adapting all linear layers is what matches full fine-tuning), 3 epochs, learning rate 2e-5,
-8,192-token context, bf16 where the hardware has it. `finetune/default.yaml` is the same defaults with a comment
-on each; a test keeps the two equal. A user file (`--config train.yaml`) and dotted overrides
+bf16 where the hardware has it; the tokenizer and the context are those the curated data was checked with
+(finetune/curated.py). `finetune/default.yaml` is the same defaults with a comment on each; a test keeps the
+two equal. A user file (`--config train.yaml`) and dotted overrides
 (`-s lora.r=8`) are applied on top, with errors that name the file and the key.
 
 This module imports no torch: `curate train --help` must not pay for it. YAML is read through curator.yaml_io
@@ -62,7 +63,10 @@ class TrainConfig(BaseModel):
     tokenizer: str | None = Field(
         None,
         description="tokenizer profile or HF tokenizer folder; null uses the one the curation run used "
-        "(manifest config tokens.model), else mistral-7b-instruct-v0.2",
+        "(manifest.json stages.tokens), else mistral-7b-instruct-v0.2; another than the curation's is refused",
+    )
+    tokenizer_path: str | None = Field(
+        None, description="folder with the tokenizer of a profile that is not built in; null uses the curation run's"
     )
     seed: int = Field(
         0, description="seeds data order, LoRA init, dropout and the BLEU sample: the same loss curve on a rerun "
@@ -76,7 +80,10 @@ class TrainConfig(BaseModel):
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warmup, then cosine decay")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm; null disables")
-    context_length: int = Field(8192, ge=16, description="tokens per row; longer examples are skipped and counted")
+    context_length: int | None = Field(
+        None, ge=16, description="tokens per row; longer examples are skipped and counted. null uses the context the "
+        "curated data was checked against (manifest.json), else 8192; a larger one than that is refused",
+    )
     packing: bool = Field(True, description="pack examples into rows of context_length with confined attention")
     micro_batch_rows: int = Field(1, ge=1, description="rows per forward pass")
     grad_accumulation: int = Field(8, ge=1, description="micro-batches per optimizer step")

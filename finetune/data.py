@@ -47,10 +47,6 @@ class SplitRecord:
     tools: list | None = None  # the record's tool definitions (TRL's format), rendered in its first user turn
 
 
-# finetune/train.py still imports the former name; remove this once it imports SplitRecord.
-ChatRecord = SplitRecord
-
-
 @dataclass
 class Example:
     """A tokenized conversation: ids, per-token labels (-100 where untrained) and its source line."""

@@ -79,8 +79,8 @@ def save_tokenizer(tokenizer, base_model: str | None, out_dir: Path) -> list[str
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     has_template = bool(config.get("chat_template")) or (out_dir / "chat_template.jinja").is_file()
-    if not has_template:
-        config["chat_template"] = CURATOR_MISTRAL_V1_CHAT_TEMPLATE
+    if not has_template:  # the template that renders what training encoded: the profile's, not Mistral's
+        config["chat_template"] = tokenizer.chat_template or CURATOR_MISTRAL_V1_CHAT_TEMPLATE
         config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         if "tokenizer_config.json" not in written:
             written.append("tokenizer_config.json")

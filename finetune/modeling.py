@@ -82,6 +82,20 @@ def model_folder(model: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+def model_type(model: str) -> str | None:
+    """The `model_type` of `model`'s config.json (its family: mistral, llama, phi3 ...), None when unknown."""
+    folder = model_folder(model)
+    path = folder / "config.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CurateError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    value = config.get("model_type") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def refuse_folder_code(model: str) -> None:
     """Refuse, in one line naming the file, a model that would need Python code from its folder to load.
 

@@ -3,9 +3,9 @@
 One optimizer step = `grad_accumulation` micro-batches of `micro_batch_rows` packed rows. The step's loss is
 sum(token cross-entropy) / (trained tokens in the whole step): each micro-batch backpropagates its SUM divided
 by the step's token count, so the accumulated gradient is exactly the gradient of one big batch's token mean
-(tested: one batch of N == N/2 with 2 accumulation steps). Averaging per micro-batch instead would weight a
-token in a short micro-batch more than one in a long micro-batch (the gradient-accumulation bug transformers
-fixed in 4.46).
+(`train_step`; tested: N micro-batches give the gradient and update of one batch holding them all). Averaging
+per micro-batch instead would weight a token in a short micro-batch more than one in a long micro-batch (the
+gradient-accumulation bug transformers fixed in 4.46).
 
 Data order is a pure function of (seed, epoch, step), and each checkpoint holds the adapter, AdamW, the
 schedule, the early-stopping state and every RNG state, so `--resume` continues with the very batches and
@@ -16,6 +16,9 @@ the keys (RESUMABLE_KEYS lists what may change: devices, kernels, logging, check
 trainer_state.pt holds tensors and plain Python values only and is read with torch.load(weights_only=True):
 a checkpoint is data, and unpickling anything else could run code, so a file that needs more (one written by
 an older curator, or crafted) is refused, never loaded unsafely.
+
+`run_training` reads top to bottom: set up (output folder, resume check, model, optimizer), then `_train_loop`
+(`step_batches`, `train_step`, evaluation and `track_best`, checkpoints as they fall due), then the outputs.
 
 Early stopping keeps a CPU copy of the adapter weights of the best evaluation (lowest val loss, `best_step`);
 when the run ends, by patience or at its last step, that copy is what the adapter folder gets, not the weights
@@ -48,7 +51,7 @@ from curator.errors import CurateError
 from finetune import modeling
 from finetune.config import TrainConfig
 from finetune.data import (
-    ChatRecord,
+    SplitRecord,
     Example,
     collate,
     encode_records,
@@ -93,6 +96,7 @@ class TrainResult:
     stopped_early: bool = False
     best_step: int | None = None  # with early stopping: the step whose adapter was saved, when not the last
     skipped_over_context: dict[str, int] = field(default_factory=dict)  # examples longer than context_length
+    context_length: int | None = None  # tokens per row, as resolved from the config and the curated folder
 
 
 class MetricsLog:
@@ -301,7 +305,7 @@ def _progress(enabled: bool):
 class Split:
     """One split, tokenized: examples, the records they came from, and the skip report."""
 
-    records: list[ChatRecord]
+    records: list[SplitRecord]
     examples: list[Example]
     report: dict
 
@@ -310,6 +314,292 @@ def prepare_split(path: Path, tokenizer, context_length: int) -> Split:
     records = read_chat_jsonl(path)
     examples, report = encode_records(records, tokenizer, context_length)
     return Split(records, examples, asdict(report))
+
+
+@dataclass
+class StepPlan:
+    """The rows of both splits and how many optimizer steps the run takes."""
+
+    rows: list[list[int]]
+    val_rows: list[list[int]]
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_steps(config: TrainConfig, train: Split, val: Split) -> StepPlan:
+    rows = make_rows(train.examples, config.context_length, config.packing)
+    val_rows = make_rows(val.examples, config.context_length, config.packing)
+    micro_per_epoch = math.ceil(len(rows) / config.micro_batch_rows)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accumulation)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    return StepPlan(rows, val_rows, steps_per_epoch, total_steps)
+
+
+def step_batches(train: Split, plan: StepPlan, config: TrainConfig, step: int, pad_id: int) -> list[dict]:
+    """The micro-batches of optimizer step `step` (counted from 0): a pure function of (seed, epoch, step)."""
+    epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
+    micro = epoch_micro_batches(plan.rows, config.micro_batch_rows, config.seed, epoch)
+    accumulation = config.grad_accumulation
+    return [
+        collate(train.examples, mb, pad_id)
+        for mb in micro[step_in_epoch * accumulation : (step_in_epoch + 1) * accumulation]
+    ]
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step did."""
+
+    loss: float  # token mean of the cross-entropy over the whole accumulated step
+    n_target_tokens: int  # trained tokens of the step: the loss's denominator
+    n_tokens: int  # tokens the step ran through, padding excluded
+    grad_norm: float  # global gradient norm before clipping
+    lr: float  # the learning rate the step used
+
+
+def train_step(
+    model, batches: list[dict], optimizer, scheduler, max_grad_norm: float | None, loss_chunk_tokens: int,
+    device: torch.device, dtype: torch.dtype,
+) -> StepResult:
+    """One optimizer step accumulated over `batches` (micro-batches of finetune.data.collate).
+
+    Each micro-batch backpropagates its loss SUM divided by the trained tokens of the whole step, so the
+    accumulated gradient is that of one batch holding every micro-batch: the token mean over the step.
+    Then the global norm is clipped (unless `max_grad_norm` is None), and the optimizer and schedule step.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    n_target = sum(b["n_target_tokens"] for b in batches)
+    loss_total = 0.0
+    for batch in batches:
+        with modeling.autocast_context(device, dtype):
+            loss, _ = modeling.loss_sum(model, batch, loss_chunk_tokens)
+        (loss / n_target).backward()
+        loss_total += float(loss.detach())
+    grad_norm = _clip_gradients(params, max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":  # the caller times the step: wait for its kernels
+        torch.cuda.synchronize()
+    return StepResult(
+        loss=loss_total / n_target, n_target_tokens=n_target, n_tokens=sum(b["n_real_tokens"] for b in batches),
+        grad_norm=grad_norm, lr=lr,
+    )
+
+
+def _clip_gradients(params: list, max_grad_norm: float | None) -> float:
+    """Clip the global gradient norm to `max_grad_norm` (None: leave it); returns the norm before clipping."""
+    if max_grad_norm is not None:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+
+
+def make_optimizer(model, config: TrainConfig, device: torch.device, total_steps: int):
+    """AdamW over the trainable (adapter) weights, and linear warmup then cosine decay over `total_steps`."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def _with_absolute_model_path(config: TrainConfig) -> TrainConfig:
+    if Path(config.model).is_dir():
+        # adapter_config.json (base_model_name_or_path) and train_config.yaml must name the base model from any
+        # working directory: export, vLLM and PeftModel load it from there
+        return config.model_copy(update={"model": os.path.abspath(config.model)})
+    return config
+
+
+def _checkpoint_to_resume(output_dir: Path, run: dict) -> tuple[Path, dict]:
+    """The latest checkpoint and its trainer state, refused unless it is of this very run."""
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
+    saved = read_trainer_state(checkpoint)
+    check_same_run(checkpoint, saved.get("run"), run)
+    return checkpoint, saved
+
+
+def _ready_model(config: TrainConfig, model, train: Split):
+    """Device, dtype and the model (built from `config.model` unless given), checked against the data."""
+    device = modeling.resolve_device(config.device)
+    dtype = modeling.resolve_dtype(config.precision, device)
+    _seed_everything(config.seed)  # before the model is built: the LoRA init is part of the run
+    if model is None:
+        model = modeling.build_training_model(config, device, dtype)
+    if config.packing:
+        modeling.check_packed_attention(model, device, dtype, config.micro_batch_rows)
+    vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
+    biggest = max(max(e.ids) for e in train.examples)
+    if biggest >= vocab:
+        raise CurateError(f"{config.model}: embedding holds {vocab} tokens but the tokenizer produced id {biggest}")
+    return device, dtype, model
+
+
+def _write_run_description(output_dir: Path, config: TrainConfig, train: Split, val: Split) -> None:
+    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    (output_dir / "data_report.json").write_text(json.dumps({"train": train.report, "val": val.report}, indent=2))
+
+
+def bleu_sample(val: Split, tokenizer, config: TrainConfig) -> list:
+    """The fixed BLEU sample: the last trained assistant turn of each sampled record is the reference, the
+    conversation before it the prompt (cut where that turn's training target starts)."""
+    items = []
+    if config.eval.bleu_samples:
+        for i in sample_indices(len(val.records), config.eval.bleu_samples, config.seed):
+            item = prompt_and_reference(val.records[i], tokenizer)
+            if item is not None and len(item.ids) + config.eval.max_new_tokens <= config.context_length:
+                items.append(item)
+    return items
+
+
+@dataclass
+class _Session:
+    """Everything the loop works with, set up once by run_training."""
+
+    config: TrainConfig
+    model: object
+    tokenizer: object
+    train: Split
+    val: Split
+    plan: StepPlan
+    optimizer: object
+    scheduler: object
+    device: torch.device
+    dtype: torch.dtype
+    log: MetricsLog
+    output_dir: Path
+    run: dict
+    bleu_items: list
+
+
+def evaluate_adapter(s: _Session) -> dict:
+    """Val loss, perplexity and token count, and BLEU on the fixed sample when there is one."""
+    config = s.config
+    ppl = streaming_perplexity(
+        s.model, s.val.examples, s.plan.val_rows, config.micro_batch_rows, s.tokenizer.pad_id,
+        config.loss_chunk_tokens, s.device, s.dtype,
+    )
+    values = {"val_loss": ppl.loss, "val_perplexity": ppl.perplexity, "val_tokens": ppl.n_tokens}
+    if s.bleu_items:
+        answers = generate(
+            s.model, [item.ids for item in s.bleu_items], s.tokenizer, config.eval.max_new_tokens,
+            config.eval.generation_batch_size, s.device, s.dtype,
+        )
+        values["bleu"] = corpus_bleu(answers, [item.reference for item in s.bleu_items])
+        values["bleu_samples"] = len(s.bleu_items)
+    return values
+
+
+def _evaluation_due(config: TrainConfig, plan: StepPlan, step: int) -> bool:
+    end_of_epoch = step % plan.steps_per_epoch == 0
+    due = config.eval.every_steps and step % config.eval.every_steps == 0
+    return bool(due or (config.eval.every_steps is None and end_of_epoch) or step == plan.total_steps)
+
+
+def _checkpoint_due(config: TrainConfig, state: TrainState, total_steps: int) -> bool:
+    due = config.save_every_steps and state.step % config.save_every_steps == 0
+    return bool(due or state.step == total_steps or state.stopped_early)
+
+
+def track_best(state: TrainState, values: dict, patience: int | None) -> bool:
+    """Early-stopping bookkeeping for one evaluation; True when it is the best so far. When patience runs
+    out, marks the state stopped and adds the best step and loss to `values`."""
+    improved = values["val_loss"] < state.best_val_loss
+    if improved:
+        state.best_val_loss = values["val_loss"]
+        state.best_step = state.step
+        state.evals_without_improvement = 0
+    else:
+        state.evals_without_improvement += 1
+    if patience is not None and state.evals_without_improvement >= patience:
+        state.stopped_early = True
+        values["early_stop"] = True
+        values["best_step"] = state.best_step
+        values["best_val_loss"] = state.best_val_loss
+    return improved
+
+
+def _trainable_weights_copy(model) -> dict:
+    return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
+
+
+def _log_step(s: _Session, state: TrainState, step: StepResult, tokens_per_s: float) -> None:
+    if state.step % s.config.log_every_steps == 0 or state.step == s.plan.total_steps:
+        s.log.write("train", state.step, {
+            "loss": step.loss, "lr": step.lr, "grad_norm": step.grad_norm,
+            "epoch": state.step / s.plan.steps_per_epoch, "tokens_per_s": tokens_per_s,
+            "target_tokens": step.n_target_tokens, "tokens": step.n_tokens, "tokens_seen": state.tokens_seen,
+        })
+
+
+def _train_loop(
+    s: _Session, state: TrainState, best: dict | None, result: TrainResult, show_progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> dict | None:
+    """Optimizer steps until the last or an early stop, with evaluations and checkpoints as they fall due;
+    returns the best evaluation's weights (early stopping only)."""
+    config, total_steps = s.config, s.plan.total_steps
+    keep_best = config.eval.early_stopping_patience is not None
+    s.model.train()
+    progress = _progress(show_progress)
+    with progress:
+        task = progress.add_task("train", total=total_steps, completed=state.step, tps=0.0, loss=float("nan"))
+        while state.step < total_steps and not state.stopped_early:
+            batches = step_batches(s.train, s.plan, config, state.step, s.tokenizer.pad_id)
+            started = time.perf_counter()
+            step = train_step(
+                s.model, batches, s.optimizer, s.scheduler, config.max_grad_norm, config.loss_chunk_tokens,
+                s.device, s.dtype,
+            )
+            seconds = time.perf_counter() - started
+            state.step += 1
+            state.tokens_seen += step.n_tokens
+            result.train_losses.append(step.loss)
+            tps = step.n_tokens / seconds if seconds > 0 else 0.0
+            progress.update(task, completed=state.step, tps=tps, loss=step.loss)
+            if on_step is not None:
+                on_step(state.step, step.loss)
+            _log_step(s, state, step, tps)
+            if s.val.examples and _evaluation_due(config, s.plan, state.step):
+                values = evaluate_adapter(s)
+                if track_best(state, values, config.eval.early_stopping_patience) and keep_best:
+                    best = _trainable_weights_copy(s.model)
+                s.log.write("eval", state.step, values)
+                result.evals.append({"step": state.step, **values})
+            if _checkpoint_due(config, state, total_steps):
+                save_checkpoint(
+                    s.model, s.optimizer, s.scheduler, state, s.output_dir, config.keep_checkpoints, s.run, best
+                )
+    return best
+
+
+def _restore_weights(model, weights: dict) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in weights:
+                p.copy_(weights[name].to(p.device))
+
+
+def _write_outputs(s: _Session) -> None:
+    """The adapter with tokenizer and chat template, and compare.html (base vs fine-tuned)."""
+    from finetune.export import save_adapter
+
+    config = s.config
+    save_adapter(s.model, s.tokenizer, s.output_dir, base_model=config.model)
+    if config.eval.compare_sheet_samples and s.val.records:
+        from finetune.compare_sheet import write_compare_sheet
+
+        write_compare_sheet(
+            s.model, s.tokenizer, s.val.records, s.output_dir / "compare.html", config.eval.compare_sheet_samples,
+            config.eval.max_new_tokens, config.eval.generation_batch_size, config.seed, s.device, s.dtype,
+        )
 
 
 def run_training(
@@ -330,184 +620,49 @@ def run_training(
     from `config.model`. A folder holding an earlier run is refused unless `resume`, or `overwrite` (then its
     checkpoints/ and tensorboard/ are cleared first).
     """
+    if config.context_length is None:
+        raise ValueError("context_length: unset; train_from_folder takes it from the curated folder's manifest")
     output_dir = Path(output_dir)
     prepare_output_dir(output_dir, resume, overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not train.examples:
         raise CurateError("train.jsonl: no example left to train on (all skipped: see data_report.json)")
-    if Path(config.model).is_dir():
-        # adapter_config.json (base_model_name_or_path) and train_config.yaml must name the base model from any
-        # working directory: export, vLLM and PeftModel load it from there
-        config = config.model_copy(update={"model": os.path.abspath(config.model)})
+    config = _with_absolute_model_path(config)
     run = run_settings(config, train)
-    checkpoint, saved = None, None
-    if resume:  # read and checked before the model loads: a refused checkpoint is refused at once
-        checkpoint = latest_checkpoint(output_dir)
-        if checkpoint is None:
-            raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
-        saved = read_trainer_state(checkpoint)
-        check_same_run(checkpoint, saved.get("run"), run)
-    device = modeling.resolve_device(config.device)
-    dtype = modeling.resolve_dtype(config.precision, device)
-    _seed_everything(config.seed)
-    if model is None:
-        model = modeling.build_training_model(config, device, dtype)
-    if config.packing:
-        modeling.check_packed_attention(model, device, dtype, config.micro_batch_rows)
-    vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
-    biggest = max(max(e.ids) for e in train.examples)
-    if biggest >= vocab:
-        raise CurateError(f"{config.model}: embedding holds {vocab} tokens but the tokenizer produced id {biggest}")
+    # read and checked before the model loads: a refused checkpoint is refused at once
+    checkpoint, saved = _checkpoint_to_resume(output_dir, run) if resume else (None, None)
+    device, dtype, model = _ready_model(config, model, train)
+    _write_run_description(output_dir, config, train, val)
+    plan = plan_steps(config, train, val)
+    optimizer, scheduler = make_optimizer(model, config, device, plan.total_steps)
 
-    (output_dir / "train_config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    (output_dir / "data_report.json").write_text(json.dumps({"train": train.report, "val": val.report}, indent=2))
-
-    rows = make_rows(train.examples, config.context_length, config.packing)
-    val_rows = make_rows(val.examples, config.context_length, config.packing)
-    micro_per_epoch = math.ceil(len(rows) / config.micro_batch_rows)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accumulation)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-
-    from transformers import get_cosine_schedule_with_warmup
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
-        fused=device.type == "cuda",
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
-
-    keep_best = config.eval.early_stopping_patience is not None
-    best: dict | None = None  # CPU copy of the trainable weights at the best evaluation (early stopping only)
-    state = TrainState()
-    resume_step = None
+    state, best = TrainState(), None  # best: CPU copy of the trainable weights at the best evaluation
     if saved is not None:
         state = load_checkpoint(checkpoint, model, optimizer, scheduler, saved)
         best = saved.get("best")
-        resume_step = state.step
-    log = MetricsLog(output_dir, resume_step)
-
-    # The fixed BLEU sample: the last trained assistant turn of each sampled record is the reference, the
-    # conversation before it the prompt (cut where that turn's training target starts).
-    bleu_items = []
-    if config.eval.bleu_samples:
-        for i in sample_indices(len(val.records), config.eval.bleu_samples, config.seed):
-            item = prompt_and_reference(val.records[i], tokenizer)
-            if item is not None and len(item.ids) + config.eval.max_new_tokens <= config.context_length:
-                bleu_items.append(item)
-
-    def evaluate_now() -> dict:
-        ppl = streaming_perplexity(
-            model, val.examples, val_rows, config.micro_batch_rows, tokenizer.pad_id, config.loss_chunk_tokens,
-            device, dtype,
-        )
-        values = {"val_loss": ppl.loss, "val_perplexity": ppl.perplexity, "val_tokens": ppl.n_tokens}
-        if bleu_items:
-            answers = generate(
-                model, [item.ids for item in bleu_items], tokenizer, config.eval.max_new_tokens,
-                config.eval.generation_batch_size, device, dtype,
-            )
-            values["bleu"] = corpus_bleu(answers, [item.reference for item in bleu_items])
-            values["bleu_samples"] = len(bleu_items)
-        return values
-
-    result = TrainResult(output_dir=output_dir, steps=state.step, total_steps=total_steps)
-    model.train()
-    progress = _progress(show_progress)
-    with progress:
-        task = progress.add_task("train", total=total_steps, completed=state.step, tps=0.0, loss=float("nan"))
-        while state.step < total_steps and not state.stopped_early:
-            epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
-            micro = epoch_micro_batches(rows, config.micro_batch_rows, config.seed, epoch)
-            step_micro = micro[step_in_epoch * config.grad_accumulation : (step_in_epoch + 1) * config.grad_accumulation]
-            batches = [collate(train.examples, mb, tokenizer.pad_id) for mb in step_micro]
-            n_target = sum(b["n_target_tokens"] for b in batches)
-            n_real = sum(b["n_real_tokens"] for b in batches)
-
-            started = time.perf_counter()
-            loss_total = 0.0
-            for batch in batches:
-                with modeling.autocast_context(device, dtype):
-                    loss, _ = modeling.loss_sum(model, batch, config.loss_chunk_tokens)
-                (loss / n_target).backward()
-                loss_total += float(loss.detach())
-            if config.max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-            else:
-                grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-
-            state.step += 1
-            state.tokens_seen += n_real
-            step_loss = loss_total / n_target
-            result.train_losses.append(step_loss)
-            tps = n_real / seconds if seconds > 0 else 0.0
-            progress.update(task, completed=state.step, tps=tps, loss=step_loss)
-            if on_step is not None:
-                on_step(state.step, step_loss)
-            if state.step % config.log_every_steps == 0 or state.step == total_steps:
-                log.write("train", state.step, {
-                    "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "epoch": state.step / steps_per_epoch,
-                    "tokens_per_s": tps, "target_tokens": n_target, "tokens": n_real, "tokens_seen": state.tokens_seen,
-                })
-
-            end_of_epoch = state.step % steps_per_epoch == 0
-            due = config.eval.every_steps and state.step % config.eval.every_steps == 0
-            if val.examples and (due or (config.eval.every_steps is None and end_of_epoch) or state.step == total_steps):
-                values = evaluate_now()
-                if values["val_loss"] < state.best_val_loss:
-                    state.best_val_loss = values["val_loss"]
-                    state.best_step = state.step
-                    state.evals_without_improvement = 0
-                    if keep_best:
-                        best = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
-                else:
-                    state.evals_without_improvement += 1
-                patience = config.eval.early_stopping_patience
-                if patience is not None and state.evals_without_improvement >= patience:
-                    state.stopped_early = True
-                    values["early_stop"] = True
-                    values["best_step"] = state.best_step
-                    values["best_val_loss"] = state.best_val_loss
-                log.write("eval", state.step, values)
-                result.evals.append({"step": state.step, **values})
-
-            save_due = config.save_every_steps and state.step % config.save_every_steps == 0
-            if save_due or state.step == total_steps or state.stopped_early:
-                save_checkpoint(model, optimizer, scheduler, state, output_dir, config.keep_checkpoints, run, best)
+    log = MetricsLog(output_dir, state.step if saved is not None else None)
+    session = _Session(
+        config, model, tokenizer, train, val, plan, optimizer, scheduler, device, dtype, log, output_dir, run,
+        bleu_sample(val, tokenizer, config),
+    )
+    result = TrainResult(
+        output_dir=output_dir, steps=state.step, total_steps=plan.total_steps, context_length=config.context_length
+    )
+    best = _train_loop(session, state, best, result, show_progress, on_step)
     log.close()
 
     if best is not None and state.best_step != state.step:
         # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one, whether
-        # patience ran out or the run reached its last step first; the checkpoint above keeps the last
-        # weights, as a checkpoint is where training stood
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in best:
-                    p.copy_(best[name].to(p.device))
+        # patience ran out or the run reached its last step first; the checkpoint keeps the last weights, as
+        # a checkpoint is where training stood
+        _restore_weights(model, best)
         result.best_step = state.best_step
-
-    from finetune.export import save_adapter
-
-    save_adapter(model, tokenizer, output_dir, base_model=config.model)
+    _write_outputs(session)
     result.steps = state.step
     result.stopped_early = state.stopped_early
     result.skipped_over_context = {
         "train": len(train.report.get("skipped_over_context", [])), "val": len(val.report.get("skipped_over_context", [])),
     }
-    if config.eval.compare_sheet_samples and val.records:
-        from finetune.compare_sheet import write_compare_sheet
-
-        write_compare_sheet(
-            model, tokenizer, val.records, output_dir / "compare.html", config.eval.compare_sheet_samples,
-            config.eval.max_new_tokens, config.eval.generation_batch_size, config.seed, device, dtype,
-        )
     return result
 
 
@@ -515,20 +670,21 @@ def train_from_folder(
     curated_dir: str | Path, output_dir: str | Path, config: TrainConfig, resume: bool = False,
     force: bool = False, overwrite: bool = False, show_progress: bool = True,
 ) -> TrainResult:
-    """`curate train`: check the curated folder, tokenize with the curation's tokenizer, train.
+    """`curate train`: check the curated folder, tokenize as the curation did, train.
 
-    `force` trains on a folder that is not from a passing `curate run`; `overwrite` starts over in an output
-    folder that holds an earlier run.
+    The tokenizer profile, its chat template and the context come from the folder's manifest.json unless the
+    config sets them (finetune.curated.settings_for refuses what contradicts the curation). `force` trains on
+    a folder that is not from a passing `curate run`; `overwrite` starts over in an output folder that holds an
+    earlier run.
     """
     from curator.tokenize_chat import ChatTokenizer
-    from finetune.curated import DEFAULT_TOKENIZER, open_curated_folder, tokenizer_from_manifest
+    from finetune.curated import open_curated_folder, settings_for
 
     folder = open_curated_folder(curated_dir, force=force)
     modeling.check_model_reference(config.model)  # before tokenizing: a wrong --model is refused at once
     modeling.refuse_folder_code(config.model)  # before tokenizing: a refused model is refused at once
-    name = config.tokenizer or tokenizer_from_manifest(folder.manifest) or DEFAULT_TOKENIZER
-    tokenizer = ChatTokenizer.load(model=name)
-    config = config.model_copy(update={"tokenizer": name})  # train_config.yaml records what was used
+    config = settings_for(config, folder, modeling.model_type(config.model))  # train_config.yaml records it
+    tokenizer = ChatTokenizer.load(model=config.tokenizer, tokenizer_path=config.tokenizer_path)
     train = prepare_split(folder.train, tokenizer, config.context_length)
     val = prepare_split(folder.val, tokenizer, config.context_length)
     return run_training(

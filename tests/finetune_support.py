@@ -11,6 +11,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from curator.manifest import MANIFEST_VERSION
+
 CHAT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chat"
 PROFILE = "mistral-7b-instruct-v0.2"
 
@@ -64,16 +66,23 @@ def write_curated_folder(path: Path, train: list[dict], val: list[dict], gate_pa
         (path / name).write_bytes(data)
         outputs[name] = hashlib.sha256(data).hexdigest()
     manifest = {
+        "manifest_version": MANIFEST_VERSION,
         "config": {"tokens": {"model": PROFILE}},
         "versions": {"curator": "0.1.0"},
         "inputs": {},
+        "inputs_skipped": [],
         "outputs": outputs,
+        "counts": {"read": len(train) + len(val), "kept": len(train) + len(val), "rejected": 0,
+                   "train": len(train), "val": len(val)},
+        "funnel": [],
         "gates": [
             {"name": "size.min_examples", "passed": gate_passed, "value": float(len(train) + len(val)),
              "threshold": 10.0 if gate_passed else 10_000.0,
              "message": "kept set holds enough examples" if gate_passed else "kept 30 examples, 9,970 short of 10,000"},
         ],
-        "stages": [],
+        "stages": {"tokens": {"model": PROFILE, "chat_format": "mistral-v1", "context_length": 8192,
+                              "policy": "reject", "chat_template": "chat_template.jinja"}},
+        "summaries": {},
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return path
@@ -142,3 +151,31 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def tokenizer_folder(path: Path) -> str:
+    """A Hugging Face tokenizer folder with the Mistral vocabulary (tokenizer.json, tokenizer_config.json): what a
+    profile other than Mistral's reads from tokens.tokenizer_path, with no hub access in tests."""
+    from tokenizers import AddedToken, Tokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    hf = Tokenizer.from_str(chat_tokenizer().tokenizer.to_str())
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<s>", "</s>"]])
+    hf.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    return str(path)
+
+
+def save_tiny_llama(path: Path, seed: int = 0) -> Path:
+    """A random-weight tiny LlamaForCausalLM (CodeLlama's architecture) with the Mistral vocabulary's size."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=16384, bos_token_id=1, eos_token_id=2,
+        tie_word_embeddings=False, use_cache=False, initializer_range=0.2,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(path), safe_serialization=True)
+    return path

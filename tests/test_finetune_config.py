@@ -19,7 +19,7 @@ def test_defaults_are_the_selection_guides_recipe():
     c = TrainConfig()
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (16, 32, 0.05)
     assert c.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (c.epochs, c.learning_rate, c.context_length, c.precision) == (3, 2e-5, 8192, "auto")
+    assert (c.epochs, c.learning_rate, c.context_length, c.precision) == (3, 2e-5, None, "auto")  # None: the manifest's
     assert c.packing and c.gradient_checkpointing and c.seed == 0
 
 

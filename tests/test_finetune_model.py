@@ -11,6 +11,7 @@ pytest.importorskip("peft")
 from finetune import modeling  # noqa: E402
 from finetune.config import LoraSettings  # noqa: E402
 from finetune.data import SplitRecord, collate, encode_records  # noqa: E402
+from finetune.train import train_step  # noqa: E402
 from tests.finetune_support import chat_tokenizer, one_torch_thread, real_records, tiny_mistral  # noqa: E402
 
 NO_DROPOUT = LoraSettings(dropout=0.0)
@@ -110,31 +111,77 @@ def test_loss_falls_by_a_fifth_on_a_small_repeated_batch():
     assert losses[-1] <= 0.8 * losses[0], (losses[0], losses[-1])
 
 
-def _one_step(micro_batches, examples, lr=1e-2):
-    model = _lora()
-    model.train()
+class _RecordingSGD(torch.optim.SGD):
+    """SGD that keeps the gradients it stepped with (train_step clears them after the step)."""
+
+    def step(self, closure=None):
+        self.stepped_grads = [p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
+        return super().step(closure)
+
+
+def _float64_lora():
+    return _lora().double()
+
+
+def _train_step(model, examples, micro_batches, max_grad_norm=None):
+    """train_step on `micro_batches` (lists of rows of example indices) with SGD at a constant lr of 0.5."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr)
+    optimizer = _RecordingSGD(params, lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     batches = [collate(examples, mb, pad_id=0) for mb in micro_batches]
-    n_total = sum(b["n_target_tokens"] for b in batches)
-    for b in batches:
-        loss, _ = modeling.loss_sum(model, b, 64)
-        (loss / n_total).backward()
-    grads = [p.grad.clone() for p in params]
-    optimizer.step()
-    return grads, [p.detach().clone() for p in params]
+    model.train()
+    result = train_step(model, batches, optimizer, scheduler, max_grad_norm, 64, torch.device("cpu"), torch.float64)
+    return result, optimizer.stepped_grads, [p.detach().clone() for p in params]
 
 
-def test_one_batch_of_n_equals_n_over_2_with_2_accumulation_steps():
-    # Examples of different lengths: a per-micro-batch mean would weight tokens unequally and fail this.
+def _unequal_examples():
+    # Examples of different lengths: a per-micro-batch mean would weight their tokens unequally.
     examples = _examples("llamafactory_identity.jsonl", 2, start=8) + _examples("fastchat_dummy_conversation.jsonl", 2)
     assert len({e.n_trained for e in examples}) == 4
-    grads_one, weights_one = _one_step([[[0], [1], [2], [3]]], examples)
-    grads_two, weights_two = _one_step([[[0], [1]], [[2], [3]]], examples)
-    for a, b in zip(grads_one, grads_two):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    for a, b in zip(weights_one, weights_two):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    return examples
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1e-3], ids=["unclipped", "clipped"])
+def test_micro_batches_accumulated_give_the_gradient_and_update_of_one_batch(max_grad_norm):
+    examples = _unequal_examples()
+    one, grads_one, weights_one = _train_step(_float64_lora(), examples, [[[0], [1], [2], [3]]], max_grad_norm)
+    for split in ([[[0], [1]], [[2], [3]]], [[[0]], [[1]], [[2]], [[3]]], [[[0, 3]], [[1], [2]]]):
+        many, grads_many, weights_many = _train_step(_float64_lora(), examples, split, max_grad_norm)
+        assert many.n_target_tokens == one.n_target_tokens == sum(e.n_trained for e in examples)
+        assert many.loss == pytest.approx(one.loss, rel=1e-6)
+        assert many.grad_norm == pytest.approx(one.grad_norm, rel=1e-6)
+        for a, b in zip(grads_one, grads_many):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-12)
+        for a, b in zip(weights_one, weights_many):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-12)
+    if max_grad_norm is not None:  # clipped as one global norm over the accumulated gradient
+        assert one.grad_norm > max_grad_norm
+        assert float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads_one]))) == pytest.approx(max_grad_norm)
+
+
+def test_step_loss_and_gradient_are_the_token_mean_over_the_whole_step():
+    # Reference: each example's logits alone, cross-entropy over every trained token of the step, one mean.
+    examples = _unequal_examples()
+    reference_model = _float64_lora()
+    params = [p for p in reference_model.parameters() if p.requires_grad]
+    total = sum(
+        torch.nn.functional.cross_entropy(
+            modeling.logits(reference_model, batch)[0][batch["targets"][0] != -100],
+            batch["targets"][0][batch["targets"][0] != -100], reduction="sum",
+        )
+        for batch in (collate(examples, [[i]], pad_id=0) for i in range(len(examples)))
+    )
+    n_trained = sum(e.n_trained for e in examples)
+    (total / n_trained).backward()
+    expected_grads = [p.grad.clone() for p in params]
+
+    # micro-batches of 1 and 3 examples: their token counts differ, so any other normalisation differs
+    step, grads, _ = _train_step(_float64_lora(), examples, [[[2]], [[0], [1], [3]]])
+    assert step.n_target_tokens == n_trained
+    assert step.n_tokens == sum(len(e.ids) for e in examples)
+    assert step.loss == pytest.approx(total.item() / n_trained, rel=1e-6)
+    for expected, got in zip(expected_grads, grads):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-10)
 
 
 def test_adapter_save_load_gives_identical_logits(tmp_path):

@@ -40,6 +40,7 @@ trained x `epochs`, over the throughput of each GPU option in the prices file.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import polars as pl
 
@@ -253,16 +254,19 @@ def _summarise(df: pl.DataFrame, ctx: StageContext, cfg: Config, tok, n_over: in
         "kept_tokens_trained": trained,
         "cost": _cost(ctx, cfg, tok, seen, trained),
     }
-    ctx.manifest[NAME] = _manifest(tok)
+    ctx.manifest[NAME] = _manifest(tok, cfg.policy)
 
 
-def _manifest(tok) -> dict:
+def _manifest(tok, policy: str) -> dict:
+    """The tokenization part of manifest.json (curator.manifest.Tokenization): what the trainer reads to
+    tokenize as this stage counted, and the budget the data was checked against."""
     import importlib.metadata as md
 
     info = {
         "model": tok.profile.name,
         "chat_format": tok.profile.chat_format,
         "context_length": tok.profile.context_length,
+        "policy": policy,
         "tokenizers": md.version("tokenizers"),
     }
     if tok.profile.tokenizer_path is None and tok.profile.chat_format == "mistral-v1":
@@ -272,8 +276,8 @@ def _manifest(tok) -> dict:
         info["tokenizer_file"] = f"mistral_common/data/{path.name}"
         info["tokenizer_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         info["mistral_common"] = md.version("mistral-common")
-    else:
-        info["tokenizer_path"] = tok.profile.tokenizer_path
+    else:  # absolute: the trainer reads it from wherever it runs
+        info["tokenizer_path"] = os.path.abspath(tok.profile.tokenizer_path)
     return info
 
 
