@@ -45,6 +45,8 @@ class LazyGroup(click.Group):
                 return getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError) as exc:
                 message = f"command {name!r} is unavailable: {exc}"
+                if isinstance(exc, ModuleNotFoundError) and _is_dependency(exc.name):
+                    message = _missing_dependency(exc.name, name)
                 return click.Command(name, help=message, callback=lambda: _fail(message))
         return super().get_command(ctx, name)
 
@@ -83,6 +85,10 @@ class CuratorGroup(LazyGroup):
             raise
         except BrokenPipeError:
             _exit_quietly_on_broken_pipe()
+        except ModuleNotFoundError as exc:
+            if not _is_dependency(exc.name):
+                raise
+            _fail(_missing_dependency(exc.name, ctx.invoked_subcommand))
         except Exception as exc:  # a bug, not bad input: one line, the traceback on request
             if _debug():
                 raise
@@ -94,6 +100,23 @@ class CuratorGroup(LazyGroup):
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
             _fail(f"internal error: {what} (set CURATE_DEBUG=1 for the traceback)")
+
+
+TRAIN_PACKAGES = {"torch", "transformers", "peft", "sacrebleu", "tensorboard", "safetensors"}
+
+
+def _is_dependency(module: str | None) -> bool:
+    return bool(module) and module.split(".")[0] not in ("curator", "finetune")
+
+
+def _missing_dependency(module: str, command: str | None) -> str:
+    """What to install when a command imports a package this install lacks. The pre-commit hook
+    installs curator with the validator's dependencies only (build_backend/curator_backend.py)."""
+    package = module.split(".")[0]
+    what = f"curate {command}" if command else "this command"
+    if package in TRAIN_PACKAGES:
+        return f"{what} needs {package}, of the [train] extra: pip install 'curator[train]'"
+    return f"{what} needs {package}, which this install of curator lacks (a light install, as the pre-commit hook's, runs `curate validate` only): pip install curator"
 
 
 def _quiet_third_party_warnings() -> None:

@@ -83,14 +83,21 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def read_lines(
-    files: list[Path], cfg: CurateConfig, progress: Progress, digests: dict[Path, ReadDigest] | None = None
+    files: list[Path], cfg: CurateConfig, progress: Progress, digests: dict[Path, ReadDigest] | None = None, batch: int = 1_000
 ) -> Iterator[RawLine]:
-    """Every line of `files`; with `digests`, each file's sha256 of the bytes read goes into it."""
-    with progress.task("read + validate", total=len(files)) as advance:
+    """Every line of `files`; with `digests`, each file's sha256 of the bytes read goes into it.
+    The bar counts records (lines, .json elements) in batches of `batch`, so one large file moves it."""
+    with progress.task("read + validate") as advance:  # no total: counting records first would read twice
+        pending = 0
         for path in files:
             digest = None if digests is None else digests.setdefault(path, ReadDigest())
-            yield from iter_file(path, display_name(path), cfg.input.max_line_bytes, digest)
-            advance(1)
+            for line in iter_file(path, display_name(path), cfg.input.max_line_bytes, digest):
+                yield line
+                pending += 1
+                if pending == batch:  # a bar update costs more than a record: not one per line
+                    advance(pending)
+                    pending = 0
+        advance(pending)
 
 
 def _alive_mask(df: pl.DataFrame) -> pl.Series:

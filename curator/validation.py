@@ -90,13 +90,30 @@ def validate_file(
 ) -> Iterator[tuple[int, list[Finding]]]:
     """For each record of `path`: (1, its findings). Streams, holding at most one line of
     `max_line_bytes`; a file that cannot be read is a finding on its line 1, as it is a reject in a run.
-    With `secrets`, every string of a parsed line is also searched for secrets (secret_problems)."""
+    With `secrets`, every string of a parsed line is also searched for secrets (secret_problems).
+    A record in another shape than the file's first (an Alpaca record among chat records) is a
+    `format.mixed_shapes` warning: `curate run` converts it, but it is more often a paste error.
+    A .json element's findings name the line of the file it starts on, not its number."""
     source = display_name(path)
+    first: tuple[str, int] | None = None  # the file's first shape, and where it was seen
     for line in iter_file(path, source, max_line_bytes):
-        _, problems, _ = check_line(line, fmt, extra_fields, build=False, repairs=repairs)
+        _, problems, shape = check_line(line, fmt, extra_fields, build=False, repairs=repairs)
+        where = line.file_line or line.source_line
+        if shape in SHAPES and fmt == "auto":
+            first = first or (shape, where)
+            if shape != first[0]:
+                problems.append(mixed_shapes(shape, *first))
         if secrets and not line.error:
             problems += secret_problems(line.obj)
-        yield 1, [Finding(source, line.source_line, p) for p in problems]
+        yield 1, [Finding(source, where, p) for p in problems]
+
+
+SHAPES = ("chat", "alpaca", "sharegpt", "gpteacher")
+
+
+def mixed_shapes(shape: str, first: str, first_line: int) -> Problem:
+    message = f"{shape} record in a file whose first record (line {first_line}) is {first}"
+    return Problem("", message, "format.mixed_shapes", warning=True)
 
 
 def secret_problems(obj: Any) -> list[Problem]:

@@ -158,7 +158,8 @@ def test_a_json_element_over_the_limit_is_rejected_without_being_held(json_bomb,
     assert len(kept(out)) == 2
     m = curate(tmp_path, "validate", str(json_bomb), "-s", SMALL_LINES)
     assert_bounded(m)
-    assert (m.exit_code, m.stdout) == (1, f"{json_bomb}:2: {_element_detail(size)} [io.line_too_long]\n")
+    # validate names the line the element starts on (element 2 is on line 3), run its number
+    assert (m.exit_code, m.stdout) == (1, f"{json_bomb}:3: {_element_detail(size)} [io.line_too_long]\n")
 
 
 def test_a_json_file_is_streamed_not_read_whole(tmp_path):

@@ -114,6 +114,28 @@ def test_run_gate_failure_exits_3_after_writing(tmp_path):
     assert result.exit_code == 0
 
 
+def test_validate_names_the_line_a_json_element_starts_on(tmp_path):
+    path = tmp_path / "pretty.json"
+    bad = {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}
+    path.write_text(json.dumps([GOOD, bad, GOOD, bad], indent=2), encoding="utf-8")
+    result = invoke("validate", str(path))
+    assert result.exit_code == 1
+    message = "messages[1].role: Input should be 'system', 'user', 'assistant' or 'tool' [schema.bad_role]"
+    # json.dumps(indent=2) gives each record 12 lines, after the opening bracket's line
+    assert result.stdout.splitlines() == [f"{path}:14: {message}", f"{path}:38: {message}"]
+
+
+def test_validate_warns_of_a_record_in_another_shape_than_the_file(tmp_path):
+    alpaca = {"instruction": "Say hi.", "input": "", "output": "Hi."}
+    path = write_lines(tmp_path / "chat.jsonl", [GOOD, alpaca, GOOD, alpaca])
+    result = invoke("validate", str(path))
+    assert result.exit_code == 0  # a warning: `curate run` converts the record
+    warning = "alpaca record in a file whose first record (line 1) is chat [format.mixed_shapes]"
+    assert result.stdout.splitlines() == [f"warning: {path}:2: {warning}", f"warning: {path}:4: {warning}"]
+    assert invoke("validate", "--strict", str(path)).exit_code == 1
+    assert invoke("validate", "--input-format", "chat", str(path)).stdout.count("[format.mixed_shapes]") == 0
+
+
 def test_validate_does_not_import_heavy_modules(tmp_path):
     path = write_lines(tmp_path / "ok.jsonl", [GOOD])
     code = (

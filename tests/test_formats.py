@@ -310,6 +310,26 @@ def test_iter_json_array_numbers_elements_and_keeps_raw_bytes():
     assert list(iter_array_elements(b" [ ] ")) == []
 
 
+def test_iter_json_array_names_the_line_each_element_starts_on():
+    data = b'\xef\xbb\xbf[\n  {"a": 1},\n\n  {"b":\n 2}, {"c": 3},\r\n  "x" , 7\n]\n'
+    assert [(n, line) for n, _, line in iter_json_array(data, with_line=True)] == [(1, 2), (2, 4), (3, 5), (4, 6), (5, 6)]
+    # a file that is not an array, text after the closing bracket: where it starts
+    assert [line for *_, line in iter_json_array(b'\n\n{"a": 1}', with_line=True)] == [3]
+    assert [line for *_, line in iter_json_array(b'[1,\n2]\n\nnope', with_raw=True, with_line=True)] == [1, 2, 4]
+
+
+def test_iter_json_array_counts_lines_across_chunks_and_past_long_elements(monkeypatch):
+    import curator.io.formats as formats
+
+    monkeypatch.setattr(formats, "CHUNK_BYTES", 8)  # many refills, each dropping what was consumed
+    long = b'{\n "k":\n  "' + b"v" * 30 + b'"\n}'  # over 20 bytes: walked past, never held
+    data = b"[\n" + b",\n".join([long, long, b"[\n1,\n2\n]", b"3"]) + b"\n]"
+    items = list(iter_json_array(data, with_line=True, max_element_bytes=20))
+    assert [(n, getattr(v, "code", v), line) for n, v, line in items] == [
+        (1, "io.line_too_long", 2), (2, "io.line_too_long", 6), (3, [1, 2], 10), (4, 3, 14)
+    ]
+
+
 def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
     data = b'[{"a": "ok"}, {"a": "\xff\xfe"}, {"a": "after"}]'
     items = list(iter_array_elements(data, with_raw=True))

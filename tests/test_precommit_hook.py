@@ -1,8 +1,11 @@
 """The `curate-validate` hook, run by the real pre-commit tool against a throwaway git repository.
 
 `pre-commit try-repo` installs this project into a fresh virtual environment (pip install of the
-repository, as a user's pre-commit would) and runs the hook from .pre-commit-hooks.yaml. That is
-slow (a venv and a pip install, about a minute), so the test makes one try-repo run over all files.
+repository with the hook's build setting, as a user's pre-commit would: the validator's dependencies
+only) and runs the hook from .pre-commit-hooks.yaml. That takes a venv and a pip install (about
+10 s), so the test makes one try-repo run over all files. pre-commit shuffles the files and hands
+them out four or more to a process, so the test passes four dataset files (one process, one
+summary line) and compares each file's lines in order.
 
 try-repo only sees committed and tracked-modified files of a repository, so the test first
 snapshots the working tree (tracked and untracked, minus .gitignore'd paths) into a temporary
@@ -77,30 +80,53 @@ GOOD = [
 ]
 
 
-def test_precommit_hook_fails_on_the_bad_file_only(tmp_path):
-    if not (ROOT / ".pre-commit-hooks.yaml").is_file():
-        pytest.fail(".pre-commit-hooks.yaml is missing")
-    hook_repo = tmp_path / "hook-repo"
-    hook_repo.mkdir()
-    rev = _snapshot(hook_repo)
+# built at run time, so that no secret scanner flags this file
+PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----"
+OPENAI_KEY = "sk-" + "A" * 10 + "b" * 10 + "T3BlbkFJ" + "c" * 20
+ROLE = "Input should be 'system', 'user', 'assistant' or 'tool' [schema.bad_role]"
 
-    data = tmp_path / "dataset"
-    data.mkdir()
+
+def _dataset(data: Path) -> list[str]:
+    """The files of a dataset repository (what the hook finds in each is in the test); the names to pass."""
     lines = [json.dumps(r) for r in GOOD]
     (data / "good.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with gzip.open(data / "good.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.write(lines[0] + "\n")
     bad_role = {"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Hello"}]}
-    (data / "bad.jsonl").write_text(lines[0] + "\n" + json.dumps(bad_role) + "\n" + '{"messages": [\n', encoding="utf-8")
+    alpaca = {"instruction": "Say hi.", "input": "", "output": "Hi."}
+    leaked = {"messages": [{"role": "user", "content": "My key: " + OPENAI_KEY}, {"role": "assistant", "content": "Rotate it."}]}
+    bad = [lines[0], json.dumps(bad_role), json.dumps(alpaca), json.dumps(leaked), '{"messages": [']
+    (data / "bad.jsonl").write_text("\n".join(bad) + "\n", encoding="utf-8")
+    # a pretty-printed .json array (12 lines a record): the hook names the line a record starts on
+    key_record = {"messages": [{"role": "user", "content": "Store this."}, {"role": "assistant", "content": PRIVATE_KEY}]}
+    (data / "pretty.JSON").write_text(json.dumps([GOOD[0], bad_role, key_record], indent=2) + "\n", encoding="utf-8")
     # Not a dataset file: the hook's `files` pattern must keep it away from curate (it is not JSON).
     (data / "notes.txt").write_text("not json\n", encoding="utf-8")
+    return ["good.jsonl", "good.jsonl.gz", "bad.jsonl", "pretty.JSON", "notes.txt"]
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> tuple[Path, str]:
+    if not (ROOT / ".pre-commit-hooks.yaml").is_file():
+        pytest.fail(".pre-commit-hooks.yaml is missing")
+    hook_repo = tmp_path_factory.mktemp("hook-repo")
+    return hook_repo, _snapshot(hook_repo)
+
+
+def _pre_commit_env(home: Path) -> dict[str, str]:
+    return _git_env() | {"PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
+
+
+def test_precommit_hook_fails_on_bad_lines_and_secrets_only(snapshot, tmp_path):
+    hook_repo, rev = snapshot
+
+    data = tmp_path / "dataset"
+    data.mkdir()
+    files = _dataset(data)
     _git("init", "-q", cwd=data)
     _git("add", "-A", cwd=data)
 
-    env = _git_env()
-    env["PRE_COMMIT_HOME"] = str(tmp_path / "pre-commit-home")
-    env["PRE_COMMIT_COLOR"] = "never"
-    files = ["good.jsonl", "good.jsonl.gz", "bad.jsonl", "notes.txt"]
+    env = _pre_commit_env(tmp_path / "pre-commit-home")
     cmd = [sys.executable, "-m", "pre_commit", "try-repo", str(hook_repo), "curate-validate", "--ref", rev, "--files", *files]
     proc = subprocess.run(cmd, cwd=data, env=env, capture_output=True, text=True, timeout=1200)
     output = proc.stdout + proc.stderr
@@ -108,11 +134,40 @@ def test_precommit_hook_fails_on_the_bad_file_only(tmp_path):
     assert proc.returncode == 1, output
     assert re.search(r"^curate validate.*\.{3,}Failed$", output, re.M), output
     assert "- hook id: curate-validate\n- exit code: 1" in output, output
-    problem_lines = [line for line in output.splitlines() if re.match(r"^\S+:\d+: ", line)]
-    assert problem_lines[0] == (
-        "bad.jsonl:2: messages[1].role: Input should be 'system', 'user', 'assistant' or 'tool' [schema.bad_role]"
-    ), output
-    assert problem_lines[1].startswith("bad.jsonl:3: ") and problem_lines[1].endswith(" [io.bad_json]"), output
-    assert len(problem_lines) == 2, output  # nothing about good.jsonl, good.jsonl.gz or notes.txt
-    # 2 + 1 good records and 3 lines of bad.jsonl were read: the good files were checked, and passed.
-    assert re.search(r"^6 records checked: 2 errors, 0 warnings", output, re.M), output
+    by_file: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        if m := re.match(r"^(?:warning: )?([^:\s]+):\d+: ", line):
+            by_file.setdefault(m.group(1), []).append(line)
+    assert by_file == {
+        "bad.jsonl": [
+            f"bad.jsonl:2: messages[1].role: {ROLE}",
+            "warning: bad.jsonl:3: alpaca record in a file whose first record (line 1) is chat [format.mixed_shapes]",
+            "bad.jsonl:4: messages[0].content: openai_key [secrets.openai_key]",
+            "bad.jsonl:5: invalid JSON: Expecting value: line 1 column 15 (char 14) [io.bad_json]",
+        ],
+        "pretty.JSON": [
+            f"pretty.JSON:14: messages[1].role: {ROLE}",
+            "pretty.JSON:26: messages[1].content: private_key [secrets.private_key]",
+        ],
+    }, output  # nothing about good.jsonl, good.jsonl.gz or notes.txt
+    assert OPENAI_KEY not in output and "MIIEowIBAAKCAQEA7" not in output, output
+    # 2 + 1 good records, 5 lines of bad.jsonl and 3 records of pretty.JSON: the good files were checked, and passed
+    assert re.findall(r"^\d+ records checked: .*$", output, re.M) == ["11 records checked: 5 errors, 1 warnings"], output
+
+
+def test_the_hook_installs_the_validator_without_the_pipeline(snapshot, tmp_path):
+    # try-repo's environment is gone when it returns: install-hooks keeps it under PRE_COMMIT_HOME
+    hook_repo, rev = snapshot
+    data = tmp_path / "dataset"
+    data.mkdir()
+    hooks = f"repos:\n  - repo: {hook_repo}\n    rev: {rev}\n    hooks:\n      - id: curate-validate\n"
+    (data / ".pre-commit-config.yaml").write_text(hooks, encoding="utf-8")
+    _git("init", "-q", cwd=data)
+    home = tmp_path / "pre-commit-home"
+    cmd = [sys.executable, "-m", "pre_commit", "install-hooks"]
+    proc = subprocess.run(cmd, cwd=data, env=_pre_commit_env(home), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [site] = home.glob("repo*/py_env-*/lib/python*/site-packages")
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert {"curator", "pydantic", "click", "pyyaml"} <= installed, installed
+    assert not installed & {"polars", "numpy", "tree_sitter", "mistral_common", "tokenizers", "datasketch", "rich"}, installed

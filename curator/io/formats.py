@@ -414,6 +414,8 @@ class _Text:
         self.pos = 0
         self.offset = 0
         self.eof = False
+        self.newlines = 0  # line breaks before buf[counted]: counted once each, however far the file goes
+        self.counted = 0
 
     def more(self, n: int | None = None) -> bool:
         """Drop what was consumed and read up to `n` more bytes (CHUNK_BYTES); False once the file is read.
@@ -427,7 +429,8 @@ class _Text:
             return False
         if self.pos:
             self.offset += len(self.buf[: self.pos].encode("utf-8", _ESCAPE))
-            self.buf, self.pos = self.buf[self.pos :], 0
+            self.line_at(self.pos)
+            self.buf, self.pos, self.counted = self.buf[self.pos :], 0, self.counted - self.pos
         want = n or CHUNK_BYTES
         parts: list[bytes] = []
         got = 0
@@ -459,6 +462,13 @@ class _Text:
 
     def file_offset(self, index: int) -> int:
         return self.offset + len(self.buf[:index].encode("utf-8", _ESCAPE))
+
+    def line_at(self, index: int) -> int:
+        """The 1-based line of the file `buf[index]` is on; `index` never goes back past what was consumed."""
+        if index > self.counted:
+            self.newlines += self.buf.count("\n", self.counted, index)
+            self.counted = index
+        return self.newlines + 1
 
     def rest(self, limit: int) -> tuple[bytes, int]:
         """Consume the file from `pos` to its end: (its bytes, or its first PREVIEW_BYTES when it is over
@@ -629,8 +639,8 @@ def _unparsable(t: _Text, n: int, limit: int, exc: Exception | None) -> tuple[Fo
     return err, raw, True
 
 
-def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
-    """(n, value or FormatError, raw bytes) for each element of the array `fh` holds."""
+def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes, int]]:
+    """(n, value or FormatError, raw bytes, line of the file it starts on) for each element of the array `fh` holds."""
     t = _Text(fh)
     # Leading whitespace stays in the buffer (up to `limit`), so a file that is not an array is carried whole.
     while t.more() and _WS.fullmatch(t.buf.lstrip("\ufeff")) and len(t.buf) <= limit:
@@ -641,15 +651,17 @@ def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
     if first is None:
         return  # an empty file holds no records, like an empty .jsonl
     if first != "[":
-        yield (1, *_not_array(t, limit))
+        line = t.line_at(t.pos)
+        yield (1, *_not_array(t, limit), line)
         return
     t.pos += 1
     n = 0
     if t.skip_ws() != "]":
         while True:
             n += 1
+            line = t.line_at(t.pos)
             value, raw, consumed = _element(t, n, limit)
-            yield n, value, raw
+            yield n, value, raw, line
             if consumed:
                 return
             after = t.skip_ws()
@@ -660,11 +672,13 @@ def _elements(fh: Any, limit: int) -> Iterator[tuple[int, Any, bytes]]:
             if after == "]":
                 break
             found = "end of file" if after is None else repr(after)
-            yield (n + 1, *_rest_of_file(t, limit, f"expected ',' or ']' after array element {n}, found {found}"))
+            line = t.line_at(t.pos)
+            yield (n + 1, *_rest_of_file(t, limit, f"expected ',' or ']' after array element {n}, found {found}"), line)
             return
     t.pos += 1
     if t.skip_ws() is not None:
-        yield (n + 1, *_rest_of_file(t, limit, "unexpected text after the closing ']' of the array", note=""))
+        line = t.line_at(t.pos)
+        yield (n + 1, *_rest_of_file(t, limit, "unexpected text after the closing ']' of the array", note=""), line)
 
 
 def iter_array_elements(
@@ -672,6 +686,7 @@ def iter_array_elements(
     *,
     name: str | None = None,
     with_raw: bool = False,
+    with_line: bool = False,
     max_element_bytes: int = MAX_ELEMENT_BYTES,
 ) -> Iterator[tuple]:
     """Yield `(n, value_or_error)` for each element of a .json file holding a JSON array.
@@ -692,6 +707,9 @@ def iter_array_elements(
     LLaMA-Factory's dataset_info.json) is one `io.not_array` error, element 1, carrying the file, so
     a run goes on and the file is accounted for; an empty file holds no records. A UTF-8 byte order
     mark is ignored, as RFC 8259 section 8.1 allows.
+
+    With `with_line=True` each tuple ends with the 1-based line of the file the element starts on
+    (where an editor should jump; `n` stays the element's number).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         items = _elements(io.BytesIO(bytes(source)), max_element_bytes)
@@ -699,11 +717,11 @@ def iter_array_elements(
         items = _elements(source, max_element_bytes)
     else:
         items = _elements_of_path(os.fspath(source), name, max_element_bytes)
-    for n, value, raw in items:
-        yield (n, value, raw) if with_raw else (n, value)
+    for n, value, raw, line in items:
+        yield (n, value) + ((raw,) if with_raw else ()) + ((line,) if with_line else ())
 
 
-def _elements_of_path(path: str, name: str | None, limit: int) -> Iterator[tuple[int, Any, bytes]]:
+def _elements_of_path(path: str, name: str | None, limit: int) -> Iterator[tuple[int, Any, bytes, int]]:
     try:
         fh = open(path, "rb")
     except OSError as exc:

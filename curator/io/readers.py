@@ -45,6 +45,9 @@ class RawLine:
     parsed: bool = False
     error: tuple[str, str] | None = None  # (reason code, message) when the line could not be read
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), not fatal
+    # .json: the line of the file the element starts on; source_line is the element's number there,
+    # the provenance `curate run` records, and `curate validate` shows this one, where an editor jumps
+    file_line: int | None = None
 
 
 def display_name(path: Path) -> str:
@@ -365,16 +368,17 @@ def iter_json_array(
     number = 0
     try:
         with _open(path, digest) as fh:
-            for number, value, raw in iter_array_elements(fh, name=source, with_raw=True, max_element_bytes=max_line_bytes):
+            items = iter_array_elements(fh, name=source, with_raw=True, with_line=True, max_element_bytes=max_line_bytes)
+            for number, value, raw, line in items:
                 text = raw.decode("utf-8", errors="replace")
                 if isinstance(value, FormatError):
                     b64 = base64.b64encode(raw).decode("ascii") if value.code == "io.bad_utf8" else None
                     message = f"{value.field}: {value.message}" if value.field else value.message
-                    yield RawLine(source, number, text, raw_b64=b64, error=(value.code, message))
+                    yield RawLine(source, number, text, raw_b64=b64, error=(value.code, message), file_line=line)
                 elif (field := lone_surrogate(text, value)) is not None:
-                    yield RawLine(source, number, text, error=surrogate_error(field))
+                    yield RawLine(source, number, text, error=surrogate_error(field), file_line=line)
                 else:
-                    yield RawLine(source, number, text, obj=value, parsed=True)
+                    yield RawLine(source, number, text, obj=value, parsed=True, file_line=line)
     except READ_ERRORS as exc:
         yield _read_failure(source, path, number + 1, exc)
 

@@ -18,7 +18,11 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        """Yield an `advance(n)` callable; shows a rich progress bar when enabled."""
+        """Yield an `advance(n)` callable; shows a rich progress bar when enabled.
+
+        Callers advance by records (rows), in batches, so a bar moves within one large file. With
+        `total` None (records not counted before reading) the bar shows the count so far, and its
+        total becomes that count when the task ends."""
         if not self.enabled:
             yield lambda n=1: None
             return
@@ -33,6 +37,8 @@ class Progress:
         ) as bar:
             tid = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(tid, n)
+            if total is None:
+                bar.update(tid, total=next(t.completed for t in bar.tasks if t.id == tid))
 
 
 @dataclass

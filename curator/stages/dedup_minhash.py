@@ -607,7 +607,9 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         if not cfg.enabled:  # the report says "disabled", not 0 near-duplicates found
             ctx.summaries[NAME] = {"enabled": False}
         return _null_columns(df)
-    result = find_near_duplicates(df, cfg)
+    with ctx.progress.task("near duplicates", total=df.height) as advance:  # elapsed time while it works
+        result = find_near_duplicates(df, cfg)
+        advance(df.height)
     ctx.manifest[NAME] = result.manifest
     ctx.summaries[NAME] = result.summary
     ctx.artifacts[ARTIFACT] = result.artifact

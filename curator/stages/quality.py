@@ -85,9 +85,8 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         if set(SIGNALS[r.signal].needs) - set(df.columns)
     }
     compiled = compile_rules([r for r in ruleset.enabled if r.id not in skipped])
-    with ctx.progress.task("quality", total=1) as advance:
-        out = evaluate(df, compiled, keep_signals=True)
-        advance(1)
+    with ctx.progress.task("quality", total=df.height) as advance:
+        out = _evaluate_in_batches(df, compiled, advance)
     out = out.with_columns((pl.col(C.QUALITY_SCORE) >= cfg.high_quality_threshold).alias(C.HIGH_QUALITY))
     for r in compiled.rules:
         if r.action == "reject":
@@ -105,6 +104,23 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         "high_quality_threshold": cfg.high_quality_threshold,
     }
     return out.drop([c for c in out.columns if c.startswith("__")])
+
+
+BATCH_ROWS = 20_000
+
+
+def _evaluate_in_batches(df: pl.DataFrame, compiled: CompiledRules, advance) -> pl.DataFrame:
+    """`evaluate` over slices of BATCH_ROWS rows, advancing the bar after each: quality is a row stage,
+    so the result is the same as in one pass (DESIGN.md principle 9)."""
+    if df.height <= BATCH_ROWS:
+        out = evaluate(df, compiled, keep_signals=True)
+        advance(df.height)
+        return out
+    parts = []
+    for part in df.iter_slices(BATCH_ROWS):
+        parts.append(evaluate(part, compiled, keep_signals=True))
+        advance(part.height)
+    return pl.concat(parts, how="vertical")
 
 
 def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
