@@ -27,6 +27,8 @@ import json, sys
 from pathlib import Path
 import torch, transformers, peft, safetensors  # imported before the baseline: their memory is not the merge's
 from finetune.export import fold_lora_weights, load_adapter_model, merge_adapter
+from transformers import AutoConfig, MistralForCausalLM  # noqa: F401  (lazy modules loaded before the baseline)
+from peft import PeftModel  # noqa: F401
 
 def status(key):  # bytes, from /proc/self/status (Linux)
     line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))

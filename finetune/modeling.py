@@ -409,6 +409,12 @@ def prepare_for_kbit_training(base, gradient_checkpointing: bool):
     checkpointing (which needs no input-grad hook on the frozen embeddings)."""
     from peft import prepare_model_for_kbit_training
 
+    for module in base.modules():
+        # bitsandbytes 0.50 repacks a 4-bit weight for its AVX512-BF16 CPU kernel at the first forward in eval
+        # mode and keeps it so; that kernel has no backward, so every step after an evaluation would get wrong
+        # gradients through the frozen layers (tested). Evaluation takes the dequantizing path instead.
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     return prepare_model_for_kbit_training(
         base, use_gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
