@@ -89,10 +89,11 @@ def test_an_adapter_the_stream_does_not_take_merges_loaded_to_the_same_weights(s
         assert torch.equal(got[name], tensor), name
 
 
-def test_streamed_merge_peak_memory_is_under_three_quarters_of_the_bf16_model(tmp_path):
-    # a model big enough (0.15 GB in bf16) that its weights, not the interpreter, dominate the measurement
+def test_streamed_merge_peak_memory_is_under_the_bf16_model_size(tmp_path):
+    # 0.16 GB of bf16 weights, so they and not the interpreter dominate; measured 0.66x here and 0.42x at 1.1 GB
+    # (bench/merge_memory_bench.py), against 1.8x for the loaded merge and 3.0x for the float32 one
     bench = _bench()
     _, adapter, size = bench.build(tmp_path, 768, 4)
     shard = int(size * bench.OUT_SHARD_7B / bench.SIZE_7B)
     delta = bench.measure(adapter, tmp_path / "merged", "streamed", shard)
-    assert delta < 0.75 * size, f"peak {delta / 1e6:.0f} MB for a {size / 1e6:.0f} MB model"
+    assert delta < size, f"peak {delta / 1e6:.0f} MB for a {size / 1e6:.0f} MB model"
