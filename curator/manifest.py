@@ -79,7 +79,7 @@ class Manifest(BaseModel):
     manifest_version: int
     config: dict[str, Any]
     versions: dict[str, str]
-    inputs: dict[str, str]  # display path -> sha256 of the bytes the run read
+    inputs: dict[str, str | None]  # display path -> sha256 of the bytes the run read (null: the file could not be read)
     inputs_skipped: list[SkippedInput]
     outputs: dict[str, str]  # file in OUT -> sha256
     counts: dict[str, int]

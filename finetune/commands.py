@@ -64,6 +64,9 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
         raise CurateError(f"{output_dir}: not a folder (--output is the folder the adapter is written to)")
     prepare_output_dir(output_dir, resume, overwrite, clear=False)
     require_train_extra()
+    from finetune.modeling import require_bitsandbytes
+
+    require_bitsandbytes(config.quantization)  # before tokenizing: a missing package is refused at once
     from finetune.train import train_from_folder
 
     result = train_from_folder(
@@ -119,8 +122,12 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
         _clear_merge_dir(merge_dir, overwrite)
     require_train_extra()
     if merge_dir is not None:
-        from finetune.export import merge_adapter
+        from finetune.export import merge_adapter, trained_quantization
 
+        quantized = trained_quantization(adapter_dir)
+        if quantized != "none":  # merged into the full-precision weights: the model differs from what trained
+            click.echo(f"note: adapter trained on a {quantized} base; merging it into the unquantized base in {dtype}",
+                       err=True)
         merge_adapter(adapter_dir, merge_dir, base_model=base_model, dtype=dtype)
         click.echo(f"merged {dtype} model in {merge_dir}", err=True)
     if compare_val is not None:

@@ -93,6 +93,10 @@ class TrainConfig(BaseModel):
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
         "auto", description="auto = flash_attention_2 when installed, on CUDA, in bf16; else sdpa"
     )
+    quantization: Literal["none", "nf4", "int8"] = Field(
+        "none", description="QLoRA: load the frozen base in 4-bit NormalFloat with double quantization (nf4) or "
+        "8-bit (int8) through bitsandbytes; the adapter stays float32 and loads on the unquantized base",
+    )
     gradient_checkpointing: bool = Field(True, description="recompute each decoder layer in backward")
     loss_chunk_tokens: int = Field(
         4096, ge=1, description="lm_head + cross-entropy run over this many trained tokens at a time"

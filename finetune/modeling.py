@@ -15,6 +15,7 @@ trust_remote_code=False, and a folder that would need its own Python code is ref
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,19 +156,85 @@ def check_model_reference(value: str) -> None:
         raise CurateError(f"{value}: not a model folder, nor a hub model id in the local cache (download it first)")
 
 
-def load_base_model(path: str, dtype: torch.dtype, attn_implementation: str, device: torch.device):
-    """The base causal LM from a folder or an already-cached hub id; never downloads, never runs folder code."""
+def load_base_model(
+    path: str, dtype: torch.dtype, attn_implementation: str, device: torch.device, quantization: str = "none"
+):
+    """The base causal LM from a folder or an already-cached hub id; never downloads, never runs folder code.
+
+    With `quantization` (nf4 / int8) the linear weights are quantized by bitsandbytes as they load, on `device`
+    (a quantized model cannot be moved afterwards).
+    """
     from transformers import AutoModelForCausalLM
 
     refuse_folder_code(path)
+    placement = {}
+    if quantization != "none":
+        placement = {"quantization_config": quantization_config(quantization, dtype), "device_map": {"": str(device)}}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, trust_remote_code=False
+            path, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True, trust_remote_code=False,
+            **placement,
         )
     except (OSError, ValueError) as exc:  # not cached, weights missing, not a causal LM
         raise CurateError(f"{path}: cannot load the base model: {first_line(exc)}") from exc
     model.config.use_cache = False
-    return model.to(device)
+    return model if placement else model.to(device)
+
+
+def require_bitsandbytes(quantization: str) -> None:
+    """Refuse `quantization` without bitsandbytes installed, in one line naming the extra that brings it."""
+    import importlib.util
+
+    if quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        raise CurateError(
+            f"quantization: {quantization} needs bitsandbytes: pip install 'curator[train]' (or set quantization: none)"
+        )
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype):
+    """transformers' BitsAndBytesConfig for `nf4` (the QLoRA recipe: NormalFloat4, double quantization of the
+    scales, matmuls in the run's dtype) or `int8` (LLM.int8(), outliers in 16 bit)."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"unknown quantization {quantization!r}")
+
+
+def check_quantization_runs(quantization: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, in one line, a bitsandbytes that cannot run `quantization` on `device`.
+
+    bitsandbytes imports on machines it has no kernels for and fails only at the first quantized matmul, deep
+    in the first step; one 64 x 64 layer through forward and backward finds that out before the model loads.
+    """
+    require_bitsandbytes(quantization)
+    if quantization == "none":
+        return
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its import warns about optional kernel packages it falls back from
+            import bitsandbytes as bnb
+
+            if quantization == "nf4":
+                layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=dtype, quant_type="nf4")
+            else:
+                layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
+            layer = layer.to(device)  # quantizes the weight
+            x = torch.randn(2, 64, device=device, dtype=dtype, requires_grad=True)
+            layer(x).float().sum().backward()
+    except Exception as exc:  # noqa: BLE001  (whatever the backend raises, the user gets one line)
+        version = getattr(sys.modules.get("bitsandbytes"), "__version__", "?")
+        raise CurateError(
+            f"quantization: {quantization} does not run on {device} with bitsandbytes {version} and torch "
+            f"{torch.__version__}: {first_line(exc)}; set quantization: none"
+        ) from exc
 
 
 def lora_config(settings: "LoraSettings"):
@@ -336,12 +403,33 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
 
 
 def build_training_model(config: "TrainConfig", device: torch.device, dtype: torch.dtype):
-    """Base model + LoRA + checkpointing (+ compile), ready for the loop."""
+    """Base model (quantized with `config.quantization`) + LoRA + checkpointing (+ compile), ready for the loop."""
     attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-    base = load_base_model(config.model, dtype, attn, device)
+    check_quantization_runs(config.quantization, device, dtype)
+    base = load_base_model(config.model, dtype, attn, device, config.quantization)
+    if config.quantization != "none":
+        base = prepare_for_kbit_training(base, config.gradient_checkpointing)
     model = add_lora(base, config.lora, config.seed)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if config.compile:
         compile_decoder_layers(model)
     return model
+
+
+def prepare_for_kbit_training(base, gradient_checkpointing: bool):
+    """peft's preparation of a quantized base, as PEFT documents for QLoRA: every weight left unquantized
+    (norms, embeddings, lm_head) in float32 for stable training, the base frozen, and non-reentrant
+    checkpointing (which needs no input-grad hook on the frozen embeddings)."""
+    from peft import prepare_model_for_kbit_training
+
+    for module in base.modules():
+        # bitsandbytes 0.50 repacks a 4-bit weight for its AVX512-BF16 CPU kernel at the first forward in eval
+        # mode and keeps it so; that kernel has no backward, so every step after an evaluation would get wrong
+        # gradients through the frozen layers (tested). Evaluation takes the dequantizing path instead.
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return prepare_model_for_kbit_training(
+        base, use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )

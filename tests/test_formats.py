@@ -302,7 +302,7 @@ def test_chat_passes_through_and_a_given_format_is_not_second_guessed():
 # --- .json arrays -----------------------------------------------------------------------------------
 
 
-def test_iter_json_array_numbers_elements_and_keeps_raw_bytes():
+def test_iter_array_elements_numbers_elements_and_keeps_raw_bytes():
     data = b'\xef\xbb\xbf[\n  {"a": 1},\n  [2],\n  "x" ,null\n]\n'
     assert list(iter_array_elements(data)) == [(1, {"a": 1}), (2, [2]), (3, "x"), (4, None)]
     raws = [raw for _, _, raw in iter_array_elements(data, with_raw=True)]
@@ -310,27 +310,27 @@ def test_iter_json_array_numbers_elements_and_keeps_raw_bytes():
     assert list(iter_array_elements(b" [ ] ")) == []
 
 
-def test_iter_json_array_names_the_line_each_element_starts_on():
+def test_iter_array_elements_names_the_line_each_element_starts_on():
     data = b'\xef\xbb\xbf[\n  {"a": 1},\n\n  {"b":\n 2}, {"c": 3},\r\n  "x" , 7\n]\n'
-    assert [(n, line) for n, _, line in iter_json_array(data, with_line=True)] == [(1, 2), (2, 4), (3, 5), (4, 6), (5, 6)]
+    assert [(n, line) for n, _, line in iter_array_elements(data, with_line=True)] == [(1, 2), (2, 4), (3, 5), (4, 6), (5, 6)]
     # a file that is not an array, text after the closing bracket: where it starts
-    assert [line for *_, line in iter_json_array(b'\n\n{"a": 1}', with_line=True)] == [3]
-    assert [line for *_, line in iter_json_array(b'[1,\n2]\n\nnope', with_raw=True, with_line=True)] == [1, 2, 4]
+    assert [line for *_, line in iter_array_elements(b'\n\n{"a": 1}', with_line=True)] == [3]
+    assert [line for *_, line in iter_array_elements(b'[1,\n2]\n\nnope', with_raw=True, with_line=True)] == [1, 2, 4]
 
 
-def test_iter_json_array_counts_lines_across_chunks_and_past_long_elements(monkeypatch):
+def test_iter_array_elements_counts_lines_across_chunks_and_past_long_elements(monkeypatch):
     import curator.io.formats as formats
 
     monkeypatch.setattr(formats, "CHUNK_BYTES", 8)  # many refills, each dropping what was consumed
     long = b'{\n "k":\n  "' + b"v" * 30 + b'"\n}'  # over 20 bytes: walked past, never held
     data = b"[\n" + b",\n".join([long, long, b"[\n1,\n2\n]", b"3"]) + b"\n]"
-    items = list(iter_json_array(data, with_line=True, max_element_bytes=20))
+    items = list(iter_array_elements(data, with_line=True, max_element_bytes=20))
     assert [(n, getattr(v, "code", v), line) for n, v, line in items] == [
         (1, "io.line_too_long", 2), (2, "io.line_too_long", 6), (3, [1, 2], 10), (4, 3, 14)
     ]
 
 
-def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
+def test_iter_array_elements_bad_utf8_element_is_an_error_the_others_are_read():
     data = b'[{"a": "ok"}, {"a": "\xff\xfe"}, {"a": "after"}]'
     items = list(iter_array_elements(data, with_raw=True))
     assert [n for n, _, _ in items] == [1, 2, 3]
@@ -341,7 +341,7 @@ def test_iter_json_array_bad_utf8_element_is_an_error_the_others_are_read():
     assert items[1][2] == b'{"a": "\xff\xfe"}'  # the exact original bytes
 
 
-def test_iter_json_array_syntax_error_keeps_the_rest_of_the_file():
+def test_iter_array_elements_syntax_error_keeps_the_rest_of_the_file():
     data = b'[{"a": 1}, {"a": 2,, "b": 3}, {"a": 4}]'
     items = list(iter_array_elements(data, with_raw=True))
     assert [(n, v) for n, v, _ in items[:1]] == [(1, {"a": 1})]
@@ -360,7 +360,7 @@ def test_iter_json_array_syntax_error_keeps_the_rest_of_the_file():
         (b'[{"a": 1}] {"b": 2}', b'{"b": 2}', "unexpected text after the closing ']' of the array"),
     ],
 )
-def test_iter_json_array_unterminated_or_trailing(data, raw, message):
+def test_iter_array_elements_unterminated_or_trailing(data, raw, message):
     items = list(iter_array_elements(data, with_raw=True))
     assert items[0][:2] == (1, {"a": 1})
     assert len(items) == 2
@@ -377,13 +377,13 @@ def test_iter_json_array_unterminated_or_trailing(data, raw, message):
         (b"{oops", "expected a JSON array of records, found invalid JSON"),
     ],
 )
-def test_iter_json_array_not_an_array_is_one_reject_with_the_whole_file(data, found):
+def test_iter_array_elements_not_an_array_is_one_reject_with_the_whole_file(data, found):
     [(n, err, raw)] = list(iter_array_elements(data, name="data/x.json", with_raw=True))
     assert (n, err.code, raw) == (1, "io.not_array", data)
     assert err.message.startswith(found)
 
 
-def test_iter_json_array_empty_file_holds_no_records():
+def test_iter_array_elements_empty_file_holds_no_records():
     assert list(iter_array_elements(b"  \n", name="data/x.json")) == []
 
 
