@@ -183,7 +183,9 @@ def test_html_is_self_contained_with_sections_and_marks(rep):
                     "sources", "cost", "config"):
         assert section in p.ids and f'href="#{section}"' in html
     assert p.tags.count("svg") == 7  # funnel, reasons, quality, natural, code, tokens, split
-    assert "bot" in p.marks and "As an AI language model, I cannot do that." in p.marks
+    # the bad role, the refusal phrase (not the whole answer), and the word a near duplicate adds
+    assert p.marks[:4] == [" please", "{not json", "As an AI language model, I cannot", "bot"]
+    assert p.marks[-1] == " please"
     assert not re.search(r'(src|href)="(https?:)?//', html), "no network references"
     assert "<link" not in html
 

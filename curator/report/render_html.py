@@ -23,7 +23,26 @@ def _template():
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["marked"] = marked
     return env.get_template("report.html.j2")
+
+
+def marked(turn: dict):
+    """A turn's text as HTML: its marks (or the whole text, when highlighted without marks) in <mark>."""
+    from markupsafe import Markup, escape
+
+    text = turn["text"]
+    marks = turn.get("marks")
+    if not marks:
+        whole = turn.get("highlight") and turn.get("field") != "role"
+        return Markup("<mark>%s</mark>") % text if whole else escape(text)
+    out, prev = [], 0
+    for start, end in marks:
+        out.append(escape(text[prev:start]))
+        out.append(Markup("<mark>%s</mark>") % text[start:end])
+        prev = end
+    out.append(escape(text[prev:]))
+    return Markup("").join(out)
 
 
 def _sections(rep: dict) -> list[tuple[str, str]]:
