@@ -18,8 +18,8 @@ import polars as pl
 
 from curator.report.advice import build_advice
 from curator.code_langs import TEXT, is_programming, language_counts, language_shares
-from curator.report.conversation import as_chat, turn_texts
-from curator.report.diff import diff_conversations
+from curator.report.conversation import BEFORE_NORMALIZE, as_chat, turn_texts
+from curator.report.diff import diff_conversations, fit
 from curator.report.highlight import _clip, excerpt
 from curator.report.load import Run, load_run
 
@@ -29,6 +29,8 @@ TOP_CLUSTERS = 10
 MEMBERS_PER_CLUSTER = 6
 QUALITY_BINS = 20  # 0.05 wide: fine enough to see the mass around the high-quality threshold
 TOKEN_BINS = 20
+EXAMPLES_PER_LANGUAGE = 3
+EXAMPLE_CHARS = 160
 GATE_DIGITS = 6  # gate figures: enough that a value just under its threshold does not print as equal
 # Gate families the issue asks the report to show even when a run did not evaluate them.
 GATE_FAMILIES = {
@@ -198,7 +200,8 @@ def _chat_rows(run: Run, refs: set[str]) -> dict[str, dict]:
     config = run.manifest.get("config") or {}
     out = {ref: {"record": rec, "raw": ""} for ref, rec in run.kept_records(refs).items()}
     for ref, rec in run.rejected_records(refs - set(out)).items():
-        out[ref] = {"record": as_chat(rec["record"], rec["source_file"], config), "raw": rec["raw"]}
+        normalise = not any(code.startswith(BEFORE_NORMALIZE) for code in rec["reasons"])
+        out[ref] = {"record": as_chat(rec["record"], rec["source_file"], config, normalise), "raw": rec["raw"]}
     return out
 
 
@@ -331,7 +334,7 @@ def _distribution(values: pl.Series, total: int) -> list[dict]:
             for k, c in zip(vc[values.name].to_list(), vc["count"].to_list())]
 
 
-def _languages(run: Run) -> dict:
+def _languages(run: Run, texts: bool = True) -> dict:
     kept = run.ann.filter(KEPT)
     natural: dict[str, Any] = {"measured": run.has("lang")}
     if natural["measured"]:
@@ -350,7 +353,52 @@ def _languages(run: Run) -> dict:
                         if lang is not None and lang != TEXT and not is_programming(lang))
         code["other_items"] = [{"key": k, "count": c, "share": _share(c, kept.height)}
                                for k, c in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if texts:
+        _add_language_examples(run, kept, natural, code)
     return {"natural": natural, "code": code}
+
+
+def _add_language_examples(run: Run, kept: pl.DataFrame, natural: dict, code: dict) -> None:
+    """Give every language row the first EXAMPLES_PER_LANGUAGE kept examples of it (ref and an excerpt:
+    the first prompt for a natural language, the turn holding the block for a programming one), so a
+    reader can check what the detector called, say, Welsh or Groovy."""
+    wanted: dict[tuple[str, str], list[tuple[str, int | None, str | None]]] = {}
+    if natural["measured"]:
+        for key, refs in _first_refs(kept.select("ref", pl.col("lang").fill_null("und").alias("k"))).items():
+            wanted[("natural", key)] = [(r, None, None) for r in refs]
+    if code["measured"] and run.has("code_blocks"):
+        blocks = (kept.select("row", "ref", "code_blocks").explode("code_blocks").drop_nulls("code_blocks")
+                  .unnest("code_blocks").filter(pl.col("lang").is_not_null())
+                  .unique(["row", "lang"], keep="first", maintain_order=True).sort("row"))
+        for b in blocks.group_by("lang", maintain_order=True).head(EXAMPLES_PER_LANGUAGE).iter_rows(named=True):
+            wanted.setdefault(("code", b["lang"]), []).append((b["ref"], b["turn"], b["label"]))
+    records = run.kept_records({ref for picks in wanted.values() for ref, _, _ in picks})
+    for section, lists in (("natural", [natural.get("items")]), ("code", [code.get("items"), code.get("other_items")])):
+        for item in (x for items in lists if items for x in items):
+            picks = wanted.get((section, item["key"]), [])
+            item["examples"] = [{"ref": ref, "text": _example_text(records.get(ref), turn, label)}
+                                for ref, turn, label in picks]
+
+
+def _first_refs(frame: pl.DataFrame) -> dict[str, list[str]]:
+    """{key: the first EXAMPLES_PER_LANGUAGE refs of it}, from a (ref, k) frame in row order."""
+    firsts = frame.group_by("k", maintain_order=True).head(EXAMPLES_PER_LANGUAGE)
+    out: dict[str, list[str]] = {}
+    for r in firsts.iter_rows(named=True):
+        out.setdefault(r["k"], []).append(r["ref"])
+    return out
+
+
+def _example_text(record: dict | None, turn: int | None, label: str | None) -> str:
+    """A short excerpt: turn `turn` from its fence (labelled `label` when it has one), else the first prompt."""
+    texts = turn_texts(record) or []
+    if turn is None or turn >= len(texts):
+        text = next((t for r, t in texts if r == "user"), texts[0][1] if texts else "")
+        return fit(text, [], EXAMPLE_CHARS)[0]
+    text = texts[turn][1]
+    at = text.find("```" + label) if label else -1
+    at = at if at >= 0 else max(text.find("```"), 0)
+    return ("…" if at else "") + fit(text[at:], [], EXAMPLE_CHARS)[0]
 
 
 def _token_budget(run: Run) -> int | None:
@@ -519,7 +567,7 @@ def _disabled(run: Run, stage: str) -> bool:
     return (config.get(stage) or {}).get("enabled") is False
 
 
-def _duplicates(run: Run, reasons: dict) -> dict:
+def _duplicates(run: Run, reasons: dict, texts: bool = True) -> dict:
     by_code = {r["code"]: r["count"] for r in reasons["items"]}
     near_off = _disabled(run, "dedup_minhash")
     out: dict[str, Any] = {
@@ -541,7 +589,7 @@ def _duplicates(run: Run, reasons: dict) -> dict:
         out["largest_exact"] = []
     out["near_measured"] = run.has("near_dup_cluster") and not near_off
     if out["near_measured"]:
-        n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=True)
+        n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=texts)
         out["near_clusters"] = n
         out["largest_near"] = clusters
         out["near_min_jaccard"] = _r(run.ann["near_dup_jaccard"].min()) if run.has("near_dup_jaccard") else None
@@ -631,8 +679,9 @@ def _cost(run: Run, tokens: dict) -> dict:
     return {"measured": False}
 
 
-def build_report(out_dir_or_run: Any) -> dict:
-    """The report dict of a run folder (a path or an already loaded `Run`)."""
+def build_report(out_dir_or_run: Any, texts: bool = True) -> dict:
+    """The report dict of a run folder (a path or an already loaded `Run`); without `texts`, the figures
+    only (no language examples, no near-duplicate pairs: what a comparison with an earlier run needs)."""
     run = out_dir_or_run if isinstance(out_dir_or_run, Run) else load_run(out_dir_or_run)
     counts = _counts(run)
     reasons = _reasons(run, counts)
@@ -644,9 +693,9 @@ def build_report(out_dir_or_run: Any) -> dict:
         "rejects": reasons,
         "warnings": _warnings(run),
         "quality": _quality(run),
-        "languages": _languages(run),
+        "languages": _languages(run, texts),
         "tokens": (tokens := _tokens(run)),
-        "duplicates": (duplicates := _duplicates(run, reasons)),
+        "duplicates": (duplicates := _duplicates(run, reasons, texts)),
         "split": _split(run, counts, duplicates["near_measured"]),
         "sources": _sources(run),
         "cost": _cost(run, tokens),

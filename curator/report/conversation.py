@@ -15,16 +15,33 @@ from types import SimpleNamespace
 from typing import Any
 
 
-def as_chat(record: Any, source_file: str | None, config: dict) -> Any:
-    """`record` as a chat record `{"messages": [...]}` with normalised contents; unchanged when it is
-    not a dict, already has `messages` left as they are, or cannot be converted (its raw line is then shown)."""
+# Reasons given before normalize ran: such a row is shown as validate saw it (a whitespace-only turn stays so).
+BEFORE_NORMALIZE = ("io.", "format.", "schema.", "structure.")
+
+
+def as_chat(record: Any, source_file: str | None, config: dict, normalise: bool = True) -> Any:
+    """`record` as a chat record `{"messages": [...]}`, with normalised contents when `normalise`; unchanged
+    when it is not a dict or cannot be converted (its raw line is then shown)."""
     if not isinstance(record, dict):
         return record
     converted = record if "messages" in record else _converted(record, source_file, config)
     if converted is None or not isinstance(converted.get("messages"), list):
         return record
-    messages = [_normalised(m, config) for m in converted["messages"]]
-    return {**converted, "messages": messages}
+    converted = _canonical(converted)
+    if not normalise:
+        return converted
+    return {**converted, "messages": [_normalised(m, config) for m in converted["messages"]]}
+
+
+def _canonical(record: dict) -> dict:
+    """Tool calls in the one form the split holds (ids, arguments as a JSON string), as validate writes
+    them, so a removed copy differs from its kept copy in its words, not in how its calls were spelled."""
+    from curator.schema import check_record, to_plain
+
+    if not any(isinstance(m, dict) and m.get("tool_calls") for m in record["messages"]):
+        return record
+    checked, _ = check_record(record)
+    return to_plain(checked) if checked is not None else record
 
 
 def _converted(record: dict, source_file: str | None, config: dict) -> dict | None:

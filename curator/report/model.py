@@ -137,10 +137,16 @@ class Quality(_M):
     rules: Optional[list[Rule]] = None
 
 
+class Example(_M):
+    ref: str
+    text: str = Field(description="a short excerpt: the first prompt, or the code block's turn from its fence")
+
+
 class Share(_M):
     key: str
     count: int
     share: float
+    examples: Optional[list[Example]] = Field(None, description="the first few kept examples (languages)")
 
 
 class Natural(_M):

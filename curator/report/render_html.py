@@ -7,9 +7,16 @@ inject markup; the page's Content-Security-Policy forbids every network fetch.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from curator.report import svg
+from curator.report.render_md import collapse
+
+
+def slug(key: str) -> str:
+    """A language key as a fragment id: letters, digits, '-' and '_' only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", key)
 
 
 @lru_cache(maxsize=1)
@@ -24,6 +31,8 @@ def _template():
         undefined=jinja2.StrictUndefined,
     )
     env.filters["marked"] = marked
+    env.filters["slug"] = slug
+    env.globals["collapse"] = collapse
     return env.get_template("report.html.j2")
 
 
@@ -72,10 +81,8 @@ def _charts(rep: dict) -> dict[str, str]:
         if q["measured"] else ""
     )
     nat, code = rep["languages"]["natural"], rep["languages"]["code"]
-    charts["natural"] = svg.bars([(x["key"], x["count"]) for x in nat["items"][:25]], "Natural languages") \
-        if nat["measured"] else ""
-    charts["code"] = svg.bars([(x["key"], x["count"]) for x in code["items"][:25]], "Programming languages") \
-        if code["measured"] else ""
+    charts["natural"] = svg.bars(_collapsed_bars(nat["items"]), "Natural languages") if nat["measured"] else ""
+    charts["code"] = svg.bars(_collapsed_bars(code["items"]), "Programming languages") if code["measured"] else ""
     t = rep["tokens"]
     charts["tokens"] = (
         svg.histogram(t["histogram"]["edges"], {"kept": t["histogram"]["kept"], "rejected": t["histogram"]["rejected"]},
@@ -85,6 +92,11 @@ def _charts(rep: dict) -> dict[str, str]:
     s = rep["split"]
     charts["split"] = svg.bars([("train", s["train"]), ("val", s["val"])], "Split") if s["measured"] else ""
     return {k: Markup(v) for k, v in charts.items()}
+
+
+def _collapsed_bars(items: list[dict]) -> list[tuple[str, float]]:
+    shown, other = collapse(items)
+    return [(x["key"], x["count"]) for x in shown + ([other] if other else [])]
 
 
 def render_html(rep: dict) -> str:

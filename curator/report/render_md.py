@@ -90,6 +90,28 @@ def _exact(value: Any) -> str:
     return _cell(value)
 
 
+OTHER_BELOW = 0.005  # a language under 0.5% of its table goes into the "other" row ...
+OTHER_BEYOND = 15  # ... and so does any beyond the first fifteen (the diversity gate counts languages over 2%)
+
+
+def collapse(items: list[dict], below: float = OTHER_BELOW, beyond: int = OTHER_BEYOND) -> tuple[list[dict], dict | None]:
+    """(rows shown, the "other (n)" row or None): the items beyond the first `beyond` or under `below` share
+    summed into one row that lists them (`members`). A single such item stays a row of its own."""
+    keep = [i < beyond and x["share"] >= below for i, x in enumerate(items)]
+    shown = [x for x, k in zip(items, keep) if k]
+    rest = [x for x, k in zip(items, keep) if not k]
+    if len(rest) < 2:
+        return list(items), None
+    other = {"key": f"other ({len(rest)})", "count": sum(x["count"] for x in rest),
+             "share": round(sum(x["share"] for x in rest), 4), "members": rest}
+    return shown, other
+
+
+def _shares_text(items: list[dict]) -> str:
+    shown, other = collapse(items)
+    return ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in shown + ([other] if other else []))
+
+
 def tokens_policy_text(t: dict) -> str | None:
     """What the over-budget policy did, in words (report.md and report.html say the same)."""
     policy, over = t.get("policy"), t.get("over_budget")
@@ -290,17 +312,17 @@ def render_markdown(rep: dict) -> str:
     lines += ["", "## Languages", ""]
     nat, code = rep["languages"]["natural"], rep["languages"]["code"]
     if nat["measured"]:
-        lines.append("Natural: " + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in nat["items"]))
+        lines.append("Natural: " + _shares_text(nat["items"]))
     else:
         lines.append(_not_measured("Natural languages"))
     lines.append("")
     if code["measured"]:
         lines.append(f"Programming ({code['examples_with_code']:,} examples with a programming-language block, "
                      f"{_pct(code['share_with_code'])} of kept; shares are of these, as the diversity gate counts): "
-                     + (", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["items"]) or "none"))
+                     + (_shares_text(code["items"]) or "none"))
         if code.get("other_items"):
             lines += ["", "Also seen, not counted by the gate (data and markup; share of kept examples): "
-                      + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["other_items"])]
+                      + _shares_text(code["other_items"])]
     else:
         lines.append(_not_measured("Programming languages"))
 
