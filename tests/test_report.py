@@ -324,7 +324,7 @@ def test_gate_figures_near_the_threshold_keep_six_places_and_no_negative_zero(ru
     assert "| ❌ | `quality.high_quality_rate` | 0.953668 | 0.9537 | -0.000032 | m1 |" in md
     assert "| ❌ | `quality.other` | 0.9537 | 0.9537 | 0 | m2 |" in md
     html = render(build_report(run_dir), "html")
-    assert '<td class="n" data-v="0.953668">0.953668</td>' in html and ">-0.000032</td>" in html
+    assert '<td class="n" data-label="value" data-v="0.953668">0.953668</td>' in html and ">-0.000032</td>" in html
 
 
 def test_no_kept_example_has_no_high_quality_rate(run_dir):
