@@ -183,7 +183,9 @@ def test_html_is_self_contained_with_sections_and_marks(rep):
                     "sources", "cost", "config"):
         assert section in p.ids and f'href="#{section}"' in html
     assert p.tags.count("svg") == 7  # funnel, reasons, quality, natural, code, tokens, split
-    assert "bot" in p.marks and "As an AI language model, I cannot do that." in p.marks
+    # the bad role, the refusal phrase (not the whole answer), and the word a near duplicate adds
+    assert p.marks[:4] == [" please", "{not json", "As an AI language model, I cannot", "bot"]
+    assert p.marks[-1] == " please"
     assert not re.search(r'(src|href)="(https?:)?//', html), "no network references"
     assert "<link" not in html
 
@@ -287,10 +289,12 @@ def test_code_languages_are_the_gates_figures_and_data_languages_are_apart(run_d
                                                "has_code": [True, None, None, True, True, False, False, None, True]}))
     code = rep["languages"]["code"]
     assert (code["examples_with_code"], code["share_with_code"]) == (2, 0.6667)
-    assert code["items"] == [{"key": "go", "count": 1, "share": 0.5}, {"key": "python", "count": 1, "share": 0.5},
-                             {"key": "rust", "count": 1, "share": 0.5}]
-    assert code["other_items"] == [{"key": "html", "count": 1, "share": 0.3333},
-                                   {"key": "json", "count": 1, "share": 0.3333}]
+    figures = lambda items: [{k: v for k, v in x.items() if k != "examples"} for x in items]  # noqa: E731
+    assert figures(code["items"]) == [{"key": "go", "count": 1, "share": 0.5},
+                                      {"key": "python", "count": 1, "share": 0.5},
+                                      {"key": "rust", "count": 1, "share": 0.5}]
+    assert figures(code["other_items"]) == [{"key": "html", "count": 1, "share": 0.3333},
+                                            {"key": "json", "count": 1, "share": 0.3333}]
     # the same numbers as the diversity gate on the kept rows
     kept = pl.DataFrame({"code_langs": [langs[i] for i in (0, 4, 8)]}, schema={"code_langs": pl.List(pl.Utf8)})
     ctx = StageContext(config=CurateConfig())
@@ -302,7 +306,7 @@ def test_code_languages_are_the_gates_figures_and_data_languages_are_apart(run_d
             "diversity gate counts): go 1 (50.0%), python 1 (50.0%), rust 1 (50.0%)") in md
     assert "Also seen, not counted by the gate (data and markup; share of kept examples): html 1 (33.3%), json 1 (33.3%)" in md
     html = render(rep, "html")
-    assert "Also seen, not counted by the gate" in html and "<td>json</td>" in html
+    assert "Also seen, not counted by the gate" in html and '<td><a href="#lang-data-json">json</a></td>' in html
     jsonschema.validate(rep, json.loads(SCHEMA_PATH.read_text()))
 
 
@@ -320,7 +324,7 @@ def test_gate_figures_near_the_threshold_keep_six_places_and_no_negative_zero(ru
     assert "| ❌ | `quality.high_quality_rate` | 0.953668 | 0.9537 | -0.000032 | m1 |" in md
     assert "| ❌ | `quality.other` | 0.9537 | 0.9537 | 0 | m2 |" in md
     html = render(build_report(run_dir), "html")
-    assert '<td class="n" data-v="0.953668">0.953668</td>' in html and ">-0.000032</td>" in html
+    assert '<td class="n" data-label="value" data-v="0.953668">0.953668</td>' in html and ">-0.000032</td>" in html
 
 
 def test_no_kept_example_has_no_high_quality_rate(run_dir):

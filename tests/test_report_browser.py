@@ -2,9 +2,11 @@
 
 Debian's `chromium` package (installed by .ci/run) driven through Playwright's client with
 `executable_path`, so nothing is downloaded. Checks: no console errors or page errors, every
-section present and listed in the table of contents, every chart drawn with visible bars, tables
-sort on click, no horizontal overflow on a phone-sized viewport. Screenshots of both viewports go
-to test-artifacts/ (gitignored) for a person to look at.
+section present and listed in the table of contents, every chart drawn with visible bars and its
+labels inside it, tables sort on click, every in-page link resolves to an element, a language row
+opens its examples, no horizontal overflow at a phone's 390 px and a desktop's 1400 px. Screenshots
+of both viewports, and of each section at each width, go to test-artifacts/ (gitignored) for a
+person to look at.
 """
 
 from __future__ import annotations
@@ -101,3 +103,49 @@ def test_report_is_readable_on_a_phone(browser, report_html):
     page.screenshot(path=str(ARTIFACTS / "report-phone.png"), full_page=False)
     page.close()
     assert problems == []
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+def test_layout_holds_and_every_link_resolves(browser, report_html, width):
+    page, problems, _ = _open(browser, report_html, width, 900)
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    nav = page.eval_on_selector_all("nav#toc a", "as => as.map(a => a.getAttribute('href'))")
+    assert len(nav) >= len(SECTIONS)
+    unresolved = page.evaluate(
+        """() => Array.from(document.querySelectorAll('a[href^="#"]')).map(a => a.getAttribute('href'))
+              .filter(h => !document.getElementById(decodeURIComponent(h.slice(1))))""")
+    assert unresolved == []
+    # the gate messages are on screen, not in a part of the table scrolled out of view
+    for box in page.eval_on_selector_all("table.gates td:last-child", "tds => tds.map(td => td.getBoundingClientRect().right)"):
+        assert box <= width
+    # chart labels (the token axis' last one included) lie inside their chart
+    outside = page.evaluate(
+        """() => Array.from(document.querySelectorAll('svg.chart')).flatMap(svg => {
+              const w = svg.viewBox.baseVal.width;
+              return Array.from(svg.querySelectorAll('text')).map(t => t.getBBox())
+                  .filter(b => b.x < -0.5 || b.x + b.width > w + 0.5).map(b => [svg.querySelector('title').textContent, b.x, b.width]);
+           })""")
+    assert outside == []
+    _screenshot_sections(page, width)
+    page.close()
+    assert problems == []
+
+
+def test_a_language_row_opens_its_examples(browser, report_html):
+    page, problems, _ = _open(browser, report_html, 1400, 900)
+    link = page.locator("section#languages table a").first
+    target = link.get_attribute("href")
+    assert not page.locator(target).is_visible()
+    link.click()
+    page.wait_for_function("id => document.getElementById(id).closest('details').open", arg=target[1:])
+    assert page.locator(target).is_visible() and page.locator(f"{target} code").count() >= 1
+    page.close()
+    assert problems == []
+
+
+def _screenshot_sections(page, width):
+    """One picture per section; the sticky contents bar is made static so it does not cover them."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.add_style_tag(content="nav#toc { position: static; }")
+    for section in page.eval_on_selector_all("main > section", "ss => ss.map(s => s.id)"):
+        page.locator(f"section#{section}").screenshot(path=str(ARTIFACTS / f"report-{width}-{section}.png"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import jsonschema
 from click.testing import CliRunner
@@ -92,15 +93,35 @@ def test_sample_is_stratified_and_has_empty_ratings(tmp_path):
     assert first["code_langs"] == "python" and first["rating_1_to_5"] == "" and first["notes"] == ""
 
 
-def test_cli_sample_writes_csv_and_html(tmp_path):
+SHEET_COLUMNS = ["conversation", "stratum", "quality_score", "quality_flags", "rating_1_to_5", "correct_yes_no",
+                 "helpful_yes_no", "safe_yes_no", "reviewer", "notes", "lang", "code_langs", "split", "ref", "sample_id"]
+
+
+def test_cli_sample_writes_csv_and_html_with_the_same_columns(tmp_path):
     run = make_run(tmp_path / "run")
     res = CliRunner().invoke(cli, ["sample", str(run), "--n", "3", "--output", str(tmp_path / "review")])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO((tmp_path / "review" / "review_sample.csv").read_text())))
-    assert len(rows) == 3 and list(rows[0])[-6:] == ["rating_1_to_5", "correct_yes_no", "helpful_yes_no",
-                                                     "safe_yes_no", "reviewer", "notes"]
+    assert len(rows) == 3 and list(rows[0]) == SHEET_COLUMNS
+    # the score and the rule that put b.jsonl:1 in the low band sit beside its conversation
+    low = next(r for r in rows if r["ref"] == "b.jsonl:1")
+    assert (low["stratum"], low["quality_score"], low["quality_flags"]) == ("de / low <0.7", "0.5",
+                                                                          "short_answer=2 (score)")
     html = (tmp_path / "review" / "review_sample.html").read_text()
+    assert re.findall(r'<th class="c-[^"]*" data-col="([^"]+)"', html) == SHEET_COLUMNS
     assert html.count('<tr id="s') == 3 and "Write hello world in Python." in html
+    # the strata as a small table: sampled of kept
+    assert re.findall(r"<tr><td>([^<]+)</td><td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td></tr>", html) == [
+        ("borderline", "1", "1"), ("de / low &lt;0.7", "1", "1"), ("en / high &gt;=0.9", "1", "1")]
+
+
+def test_cli_sample_format_csv_writes_the_csv_alone_with_the_same_columns(tmp_path):
+    run = make_run(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["sample", str(run), "--n", "2", "--format", "csv", "--output", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["review_sample.csv"]
+    header = (tmp_path / "r" / "review_sample.csv").read_text().splitlines()[0]
+    assert header.split(",") == SHEET_COLUMNS
 
 
 def _set_scores(run, scores: dict[str, float], threshold: float | None = None):

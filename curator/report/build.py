@@ -10,6 +10,7 @@ duplicates, split, cost, config and versions.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from typing import Any
 
@@ -17,6 +18,8 @@ import polars as pl
 
 from curator.report.advice import build_advice
 from curator.code_langs import TEXT, is_programming, language_counts, language_shares
+from curator.report.conversation import BEFORE_NORMALIZE, as_chat, turn_texts
+from curator.report.diff import diff_conversations, fit
 from curator.report.highlight import _clip, excerpt
 from curator.report.load import Run, load_run
 
@@ -26,6 +29,8 @@ TOP_CLUSTERS = 10
 MEMBERS_PER_CLUSTER = 6
 QUALITY_BINS = 20  # 0.05 wide: fine enough to see the mass around the high-quality threshold
 TOKEN_BINS = 20
+EXAMPLES_PER_LANGUAGE = 3
+EXAMPLE_CHARS = 160
 GATE_DIGITS = 6  # gate figures: enough that a value just under its threshold does not print as equal
 # Gate families the report always lists: a run that did not evaluate one says so instead of leaving it out.
 GATE_FAMILIES = {
@@ -134,12 +139,14 @@ def _reasons(run: Run, counts: dict) -> dict:
     ann = run.ann
     rejected = ann.filter(~KEPT).select("row", "ref", "reject_reasons",
                                         pl.col("reject_details") if run.has("reject_details") else
-                                        pl.lit(None, pl.List(pl.Utf8)).alias("reject_details"))
+                                        pl.lit(None, pl.List(pl.Utf8)).alias("reject_details"),
+                                        *[(pl.col(c) if run.has(c) else pl.lit(None, t)).alias(c)
+                                          for c, t in (("near_dup_of", pl.Utf8), ("near_dup_jaccard", pl.Float64))])
     long = (
         rejected.with_columns(pl.int_ranges(pl.col("reject_reasons").list.len()).alias("i"))
         .explode("reject_reasons", "i")
         .with_columns(pl.col("reject_details").list.get(pl.col("i"), null_on_oob=True).alias("detail"))
-        .rename({"reject_reasons": "code"})
+        .rename({"reject_reasons": "code", "near_dup_jaccard": "jaccard"})
         .unique(["row", "code"], keep="first", maintain_order=True)
     )
     first = rejected.select(pl.col("reject_reasons").list.first().alias("code")).group_by("code").len("first")
@@ -150,7 +157,8 @@ def _reasons(run: Run, counts: dict) -> dict:
     )
     # A few real rows per reason, the earliest in input order.
     picks = long.sort("row").group_by("code", maintain_order=True).head(SAMPLES_PER_REASON)
-    records = run.rejected_records(set(picks["ref"].to_list()))
+    originals = _originals(run, picks)
+    records = _chat_rows(run, set(picks["ref"].to_list()) | set(originals.values()))
     samples: dict[str, list] = {}
     for p in picks.iter_rows(named=True):
         rec = records.get(p["ref"])
@@ -159,12 +167,15 @@ def _reasons(run: Run, counts: dict) -> dict:
             where, turns = None, []
         else:
             where, turns = excerpt(p["code"], detail, rec["record"], rec["raw"])
-        samples.setdefault(p["code"], []).append({
+        sample = {
             "ref": p["ref"],
             "detail": _clip(detail, 400),
             "highlight": where["path"] if where else None,
             "turns": turns,
-        })
+        }
+        if p["ref"] in originals:
+            sample.update(_duplicate_sample(rec, originals[p["ref"]], records, p["jaccard"]))
+        samples.setdefault(p["code"], []).append(sample)
     items = [
         {
             "code": r["code"],
@@ -177,6 +188,44 @@ def _reasons(run: Run, counts: dict) -> dict:
         for r in per_code.iter_rows(named=True)
     ]
     return {"rows_rejected": counts["rejected"], "items": items}
+
+
+# --- records as chat turns ------------------------------------------------------------------------
+
+_DUP_OF = re.compile(r"duplicate of (.+?)(?: \(jaccard [^)]*\))?$")
+
+
+def _chat_rows(run: Run, refs: set[str]) -> dict[str, dict]:
+    """{ref: {"record": chat record with normalised turns, "raw": line}} of kept and rejected rows."""
+    config = run.manifest.get("config") or {}
+    out = {ref: {"record": rec, "raw": ""} for ref, rec in run.kept_records(refs).items()}
+    for ref, rec in run.rejected_records(refs - set(out)).items():
+        normalise = not any(code.startswith(BEFORE_NORMALIZE) for code in rec["reasons"])
+        out[ref] = {"record": as_chat(rec["record"], rec["source_file"], config, normalise), "raw": rec["raw"]}
+    return out
+
+
+def _originals(run: Run, picks: pl.DataFrame) -> dict[str, str]:
+    """{ref of a dup.exact / dup.near sample: ref of the record it duplicates}: the near_dup_of column,
+    else the ref the reason's detail names."""
+    out = {}
+    for p in picks.filter(pl.col("code").is_in(["dup.exact", "dup.near"])).iter_rows(named=True):
+        m = _DUP_OF.search(p["detail"] or "")
+        of = (p["near_dup_of"] if p["code"] == "dup.near" else None) or (m.group(1) if m else None)
+        if of:
+            out[p["ref"]] = of
+    return out
+
+
+def _duplicate_sample(rec: dict | None, of: str, records: dict, jaccard: float | None) -> dict:
+    """The duplicated record beside a duplicate sample: its ref and turns, the differing words marked
+    on both sides (the sample's own turns are replaced by the marked ones)."""
+    mine = turn_texts(rec["record"]) if rec else None
+    theirs = turn_texts((records.get(of) or {}).get("record"))
+    if mine is None or theirs is None:
+        return {"duplicate_of": {"ref": of, "jaccard": _r(jaccard), "turns": []}}
+    kept_turns, my_turns = diff_conversations(theirs, mine)
+    return {"turns": my_turns, "duplicate_of": {"ref": of, "jaccard": _r(jaccard), "turns": kept_turns}}
 
 
 def _warnings(run: Run) -> dict:
@@ -285,7 +334,7 @@ def _distribution(values: pl.Series, total: int) -> list[dict]:
             for k, c in zip(vc[values.name].to_list(), vc["count"].to_list())]
 
 
-def _languages(run: Run) -> dict:
+def _languages(run: Run, texts: bool = True) -> dict:
     kept = run.ann.filter(KEPT)
     natural: dict[str, Any] = {"measured": run.has("lang")}
     if natural["measured"]:
@@ -304,7 +353,52 @@ def _languages(run: Run) -> dict:
                         if lang is not None and lang != TEXT and not is_programming(lang))
         code["other_items"] = [{"key": k, "count": c, "share": _share(c, kept.height)}
                                for k, c in sorted(other.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if texts:
+        _add_language_examples(run, kept, natural, code)
     return {"natural": natural, "code": code}
+
+
+def _add_language_examples(run: Run, kept: pl.DataFrame, natural: dict, code: dict) -> None:
+    """Give every language row the first EXAMPLES_PER_LANGUAGE kept examples of it (ref and an excerpt:
+    the first prompt for a natural language, the turn holding the block for a programming one), so a
+    reader can check what the detector called, say, Welsh or Groovy."""
+    wanted: dict[tuple[str, str], list[tuple[str, int | None, str | None]]] = {}
+    if natural["measured"]:
+        for key, refs in _first_refs(kept.select("ref", pl.col("lang").fill_null("und").alias("k"))).items():
+            wanted[("natural", key)] = [(r, None, None) for r in refs]
+    if code["measured"] and run.has("code_blocks"):
+        blocks = (kept.select("row", "ref", "code_blocks").explode("code_blocks").drop_nulls("code_blocks")
+                  .unnest("code_blocks").filter(pl.col("lang").is_not_null())
+                  .unique(["row", "lang"], keep="first", maintain_order=True).sort("row"))
+        for b in blocks.group_by("lang", maintain_order=True).head(EXAMPLES_PER_LANGUAGE).iter_rows(named=True):
+            wanted.setdefault(("code", b["lang"]), []).append((b["ref"], b["turn"], b["label"]))
+    records = run.kept_records({ref for picks in wanted.values() for ref, _, _ in picks})
+    for section, lists in (("natural", [natural.get("items")]), ("code", [code.get("items"), code.get("other_items")])):
+        for item in (x for items in lists if items for x in items):
+            picks = wanted.get((section, item["key"]), [])
+            item["examples"] = [{"ref": ref, "text": _example_text(records.get(ref), turn, label)}
+                                for ref, turn, label in picks]
+
+
+def _first_refs(frame: pl.DataFrame) -> dict[str, list[str]]:
+    """{key: the first EXAMPLES_PER_LANGUAGE refs of it}, from a (ref, k) frame in row order."""
+    firsts = frame.group_by("k", maintain_order=True).head(EXAMPLES_PER_LANGUAGE)
+    out: dict[str, list[str]] = {}
+    for r in firsts.iter_rows(named=True):
+        out.setdefault(r["k"], []).append(r["ref"])
+    return out
+
+
+def _example_text(record: dict | None, turn: int | None, label: str | None) -> str:
+    """A short excerpt: turn `turn` from its fence (labelled `label` when it has one), else the first prompt."""
+    texts = turn_texts(record) or []
+    if turn is None or turn >= len(texts):
+        text = next((t for r, t in texts if r == "user"), texts[0][1] if texts else "")
+        return fit(text, [], EXAMPLE_CHARS)[0]
+    text = texts[turn][1]
+    at = text.find("```" + label) if label else -1
+    at = at if at >= 0 else max(text.find("```"), 0)
+    return ("…" if at else "") + fit(text[at:], [], EXAMPLE_CHARS)[0]
 
 
 def _token_budget(run: Run) -> int | None:
@@ -386,18 +480,19 @@ def _tokens(run: Run) -> dict:
 
 
 def _member_text(record: dict | None, raw: str) -> dict:
-    msgs = record.get("messages") if isinstance(record, dict) else None
-    if not isinstance(msgs, list):
+    texts = turn_texts(record)
+    if texts is None:
         return {"prompt": _clip(raw, 200), "answer": ""}
+
     def pick(role: str, last: bool) -> str:
-        got = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == role]
-        got = [g if isinstance(g, str) else repr(g) for g in got]
+        got = [t for r, t in texts if r == role]
         return (got[-1] if last else got[0]) if got else ""
     return {"prompt": _clip(pick("user", False), 200), "answer": _clip(pick("assistant", True), 300)}
 
 
 def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[dict]]:
-    """Groups of rows sharing `key` (content_hash or near_dup_cluster), largest first."""
+    """Groups of rows sharing `key` (content_hash or near_dup_cluster), largest first; with `with_text`,
+    each removed member shown beside the copy it was removed for (`pairs`)."""
     ann = run.ann.filter(pl.col(key).is_not_null()).with_columns(KEPT.alias("_kept"))
     with_min = key == "near_dup_cluster" and run.has("near_dup_jaccard")
     lowest = [pl.col("near_dup_jaccard").min().alias("min_jaccard")] if with_min else []
@@ -405,17 +500,8 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
     sizes = sizes.filter(pl.col("size") > 1).sort(["size", "first"], descending=[True, False])
     n = sizes.height
     chosen = sizes.head(top)
-    cols = ["row", "ref", "_kept", key] + [c for c in ("split", "near_dup_jaccard") if run.has(c)]
+    cols = ["row", "ref", "_kept", key] + [c for c in ("split", "near_dup_jaccard", "near_dup_of") if run.has(c)]
     members = ann.filter(pl.col(key).is_in(chosen[key].implode())).select(cols).sort("row")
-    texts: dict[str, dict] = {}
-    if with_text:
-        shown = members.group_by(key, maintain_order=True).head(MEMBERS_PER_CLUSTER)
-        kept_refs = set(shown.filter(pl.col("_kept"))["ref"].to_list())
-        rej_refs = set(shown.filter(~pl.col("_kept"))["ref"].to_list())
-        for ref, rec in run.kept_records(kept_refs).items():
-            texts[ref] = _member_text(rec, "")
-        for ref, rec in run.rejected_records(rej_refs).items():
-            texts[ref] = _member_text(rec["record"], rec["raw"])
     out = []
     for c in chosen.iter_rows(named=True):
         rows = members.filter(pl.col(key) == c[key]).head(MEMBERS_PER_CLUSTER).to_dicts()
@@ -424,17 +510,49 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
             "size": c["size"],
             **({"min_jaccard": _r(c["min_jaccard"])} if with_min else {}),
             "members": [
-                {
-                    "ref": m["ref"],
-                    "kept": bool(m["_kept"]),
-                    "split": m.get("split"),
-                    "jaccard": _r(m.get("near_dup_jaccard")),
-                    **(texts.get(m["ref"], {"prompt": "", "answer": ""}) if with_text else {}),
-                }
+                {"ref": m["ref"], "kept": bool(m["_kept"]), "split": m.get("split"), "jaccard": _r(m.get("near_dup_jaccard"))}
                 for m in rows
             ],
         })
+    if with_text:
+        _add_pairs(run, out, members)
     return n, out
+
+
+def _kept_copy(member: dict, cluster_rows: pl.DataFrame) -> str | None:
+    """The ref a removed member was removed for: near_dup_of, else the cluster's first kept row."""
+    if member.get("near_dup_of"):
+        return member["near_dup_of"]
+    kept = cluster_rows.filter(pl.col("_kept"))["ref"]
+    return kept[0] if kept.len() else None
+
+
+def _add_pairs(run: Run, clusters: list[dict], members: pl.DataFrame) -> None:
+    """Give each shown removed member of `clusters` its kept copy's turns beside its own, the differing
+    words marked, and its verified Jaccard; members get the conversation's first prompt and last answer."""
+    key = "near_dup_cluster"
+    of: dict[str, str | None] = {}
+    for cl in clusters:
+        rows = members.filter(pl.col(key).cast(pl.Utf8) == cl["id"])
+        by_ref = {r["ref"]: r for r in rows.to_dicts()}
+        for m in cl["members"]:
+            if not m["kept"]:
+                of[m["ref"]] = _kept_copy(by_ref[m["ref"]], rows)
+    shown = {m["ref"] for cl in clusters for m in cl["members"]}
+    records = _chat_rows(run, shown | {r for r in of.values() if r})
+    for cl in clusters:
+        for m in cl["members"]:
+            rec = records.get(m["ref"])
+            m.update(_member_text(rec["record"], rec["raw"]) if rec else {"prompt": "", "answer": ""})
+        cl["pairs"] = [_pair(m, of[m["ref"]], records) for m in cl["members"] if not m["kept"]]
+
+
+def _pair(member: dict, kept_ref: str | None, records: dict) -> dict:
+    mine = turn_texts((records.get(member["ref"]) or {}).get("record")) or []
+    theirs = (turn_texts((records.get(kept_ref) or {}).get("record")) or []) if kept_ref else []
+    kept_turns, removed_turns = diff_conversations(theirs, mine)
+    return {"removed": member["ref"], "kept": kept_ref, "jaccard": member["jaccard"],
+            "kept_turns": kept_turns, "removed_turns": removed_turns}
 
 
 def _disabled(run: Run, stage: str) -> bool:
@@ -449,7 +567,7 @@ def _disabled(run: Run, stage: str) -> bool:
     return (config.get(stage) or {}).get("enabled") is False
 
 
-def _duplicates(run: Run, reasons: dict) -> dict:
+def _duplicates(run: Run, reasons: dict, texts: bool = True) -> dict:
     by_code = {r["code"]: r["count"] for r in reasons["items"]}
     near_off = _disabled(run, "dedup_minhash")
     out: dict[str, Any] = {
@@ -471,7 +589,7 @@ def _duplicates(run: Run, reasons: dict) -> dict:
         out["largest_exact"] = []
     out["near_measured"] = run.has("near_dup_cluster") and not near_off
     if out["near_measured"]:
-        n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=True)
+        n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=texts)
         out["near_clusters"] = n
         out["largest_near"] = clusters
         out["near_min_jaccard"] = _r(run.ann["near_dup_jaccard"].min()) if run.has("near_dup_jaccard") else None
@@ -561,8 +679,9 @@ def _cost(run: Run, tokens: dict) -> dict:
     return {"measured": False}
 
 
-def report_from_run(out_dir_or_run: Any) -> dict:
-    """The report dict of a run folder (a path or an already loaded `Run`)."""
+def report_from_run(out_dir_or_run: Any, texts: bool = True) -> dict:
+    """The report dict of a run folder (a path or an already loaded `Run`); without `texts`, the figures
+    only (no language examples, no near-duplicate pairs: what a comparison with an earlier run needs)."""
     run = out_dir_or_run if isinstance(out_dir_or_run, Run) else load_run(out_dir_or_run)
     counts = _counts(run)
     reasons = _reasons(run, counts)
@@ -574,9 +693,9 @@ def report_from_run(out_dir_or_run: Any) -> dict:
         "rejects": reasons,
         "warnings": _warnings(run),
         "quality": _quality(run),
-        "languages": _languages(run),
+        "languages": _languages(run, texts),
         "tokens": (tokens := _tokens(run)),
-        "duplicates": (duplicates := _duplicates(run, reasons)),
+        "duplicates": (duplicates := _duplicates(run, reasons, texts)),
         "split": _split(run, counts, duplicates["near_measured"]),
         "sources": _sources(run),
         "cost": _cost(run, tokens),

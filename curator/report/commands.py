@@ -58,17 +58,21 @@ def report(out: Path, previous: Path | None, fmt: str | None, output: Path | Non
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the order within each stratum.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Folder for review_sample.csv and review_sample.html (default: OUT).")
-def sample(out: Path, n: int, seed: int, output: Path | None) -> None:
+@click.option("--format", "fmt", type=click.Choice(["both", "csv", "html"]), default="both", show_default=True,
+              help="Write the CSV, the HTML sheet, or both; they have the same columns.")
+def sample(out: Path, n: int, seed: int, output: Path | None, fmt: str) -> None:
     """Write a stratified sample of OUT's kept examples for human review, as CSV and HTML with empty
-    rating columns (strata: language x quality band, plus borderline scores).
+    rating columns (strata: language x quality band, plus borderline scores). The conversation comes
+    first, then the score and quality flags that put it in its stratum, then the ratings.
 
     \b
     Example:
-      curate sample out/ --n 200
+      curate sample out/ --n 200 --format csv
     """
-    from curator.report.sample import write_sample
+    from curator.report.sample import FORMATS, write_sample
 
     if output is not None and output.exists() and not output.is_dir():  # one line, not click's usage block
         raise CurateError(f"{output}: not a folder (--output is where the review sheet is written)")
-    for path in write_sample(out, n=n, seed=seed, dest=output):
+    formats = FORMATS if fmt == "both" else (fmt,)
+    for path in write_sample(out, n=n, seed=seed, dest=output, formats=formats):
         click.echo(str(path))

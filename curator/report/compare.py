@@ -78,7 +78,7 @@ def _dist(rep: dict, kind: str) -> dict[str, int]:
 def compare_runs(cur: Run, cur_report: dict, previous: Path) -> dict:
     """The `compare` section of the current report against run folder `previous`."""
     prev = load_run(previous)
-    prev_report = report_from_run(prev)
+    prev_report = report_from_run(prev, texts=False)  # figures only: the earlier run's texts are not shown
     counts = [
         {"name": k, "previous": prev_report["counts"][k], "current": cur_report["counts"][k],
          "delta": cur_report["counts"][k] - prev_report["counts"][k]}

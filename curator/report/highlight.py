@@ -8,15 +8,21 @@ Where the field comes from, first match wins:
    answer (last assistant turn); `dup.prompt_conflict` is about the prompt (first user turn);
    `tokens.over_budget` points at the longest turn; whole-record reasons (`dup.exact`, `dup.near`)
    mark nothing, their detail names the kept copy;
-4. `io.*` reasons (bad UTF-8, bad JSON, blank line, truncated file) and lines that are not a chat record
-   show the raw line itself, highlighted.
+4. `io.*` and `format.*` reasons (bad UTF-8, bad JSON, a shape that cannot be converted) and lines that
+   are not a chat record show the raw line itself, highlighted.
+
+Within the flagged turn, the span that made the reason is marked where the code says how to find it
+(the refusal phrase, a redacted secret), and a long turn is cut around it rather than at its start.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from curator.report.conversation import turn_texts
+from curator.report.diff import VISIBLE, fit
+from curator.signals import REFUSAL_PATTERN
 
 EXCERPT_CHARS = 360  # per turn; keeps a 50k-run report small (issue 7: HTML under 5 MB)
 RAW_CHARS = 600
@@ -28,7 +34,9 @@ _TURN_RE = re.compile(r"\bturn[s]?\s*#?\s*(\d+)\b")
 
 # Control characters (a planted NUL, an escape) would make report.md a "binary" file and report.html
 # invalid; they are shown as their Unicode Control Pictures (U+2400 + code), e.g. U+0000 as "␀".
-_VISIBLE = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {0x7F: 0x2421}
+_VISIBLE = VISIBLE
+_SPAN_PATTERNS = {"quality.refusal": re.compile(REFUSAL_PATTERN)}
+_REDACTED = re.compile(r"\[REDACTED:[a-z_]+\]")
 
 
 def _clip(text: str, limit: int, center: int | None = None) -> str:
@@ -78,26 +86,32 @@ def locate(code: str, detail: str, record: Any) -> dict | None:
     return {"path": f"messages[{turn}].content", "turn": turn, "field": "content"}
 
 
+def _known_spans(code: str, text: str) -> list[tuple[int, int]]:
+    """The part of a flagged turn that made the reason, where the code says how to find it: the refusal
+    phrase of `quality.refusal`, the redacted secret of `secrets.*`."""
+    pattern = _SPAN_PATTERNS.get(code) or (_REDACTED if code.startswith("secrets.") else None)
+    return [m.span() for m in pattern.finditer(text)] if pattern is not None else []
+
+
 def excerpt(code: str, detail: str, record: Any, raw: str) -> tuple[dict | None, list[dict]]:
-    """(highlight, turns): each turn {"role", "text", "highlight"}; unparseable lines come back whole."""
+    """(highlight, turns): each turn {"role", "text", "highlight", "field"}, with "marks" (character
+    spans of "text") where the offending span is known; unparseable lines come back whole."""
     where = locate(code, detail, record)
-    messages = record.get("messages") if isinstance(record, dict) else None
-    if code.startswith("io.") or not isinstance(messages, list) or not messages:
+    texts = turn_texts(record)
+    if code.startswith(("io.", "format.")) or texts is None:
         # Not a chat record (bad JSON, wrong shape): the raw line itself is the offending field.
         return ({"path": where["path"] if where else "(line)", "turn": None, "field": None},
                 [{"role": None, "text": _clip(raw, RAW_CHARS), "highlight": True, "field": None}])
     turns = []
-    for i, msg in enumerate(messages):
-        if isinstance(msg, dict):
-            role = msg.get("role")
-            content = msg.get("content")
-            text = content if isinstance(content, str) else ("(null)" if content is None else json.dumps(content))
-            role_text = role if isinstance(role, str) else ("(missing)" if role is None else json.dumps(role))
-        else:
-            role_text, text = "?", repr(msg)
+    for i, (role, text) in enumerate(texts):
         hit = where is not None and where["turn"] == i
         fld = where["field"] if hit else None
-        turns.append({"role": role_text, "text": _clip(text, EXCERPT_CHARS), "highlight": hit, "field": fld})
+        spans = _known_spans(code, text) if hit and fld in ("content", None) else []
+        shown, marks = fit(text, spans, EXCERPT_CHARS)
+        t = {"role": role, "text": shown, "highlight": hit, "field": fld}
+        if marks:
+            t["marks"] = marks
+        turns.append(t)
     if where is not None and where["turn"] is None:
         # A top-level field (meta, or messages as a whole): show it highlighted after the turns.
         value = record.get(where["path"]) if where["path"] != "messages" else None

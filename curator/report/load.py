@@ -98,7 +98,7 @@ class Run:
         return dict(zip(out, self._redacted(list(out.values()))))
 
     def rejected_records(self, refs: set[str]) -> dict[str, dict]:
-        """{ref: {"record": parsed JSON or None, "raw": original text, "reasons", "details"}}."""
+        """{ref: {"record": parsed JSON or None, "raw": original text, "source_file", "reasons", "details"}}."""
         if not refs:
             return {}
         rows = self.rejects.filter(pl.col("ref").is_in(list(refs))).to_dicts()
@@ -114,6 +114,7 @@ class Run:
             out[r["ref"]] = {
                 "record": record,
                 "raw": raw or "",
+                "source_file": r["source_file"],
                 "reasons": r["reasons"] or [],
                 "details": r["details"] or [],
             }

@@ -67,6 +67,15 @@ class Turn(_M):
     text: str
     highlight: bool
     field: Optional[str]
+    marks: Optional[list[list[int]]] = Field(
+        None, description="[start, end) character spans of `text` to mark: the offending span, or the words "
+        "that differ from the other copy; absent with highlight true: the whole turn")
+
+
+class DuplicateOf(_M):
+    ref: str = Field(description="the record this one duplicates (the copy kept for it)")
+    jaccard: Optional[float] = Field(description="verified Jaccard of the two (near duplicates)")
+    turns: list[Turn] = Field(description="its turns, the words that differ from the sample marked")
 
 
 class RejectSample(_M):
@@ -74,6 +83,7 @@ class RejectSample(_M):
     detail: str
     highlight: Optional[str] = Field(description="path of the offending field, e.g. messages[1].role")
     turns: list[Turn]
+    duplicate_of: Optional[DuplicateOf] = Field(None, description="dup.exact and dup.near samples")
 
 
 class Reason(_M):
@@ -127,10 +137,16 @@ class Quality(_M):
     rules: Optional[list[Rule]] = None
 
 
+class Example(_M):
+    ref: str
+    text: str = Field(description="a short excerpt: the first prompt, or the code block's turn from its fence")
+
+
 class Share(_M):
     key: str
     count: int
     share: float
+    examples: Optional[list[Example]] = Field(None, description="the first few kept examples (languages)")
 
 
 class Natural(_M):
@@ -192,10 +208,20 @@ class Member(_M):
     answer: Optional[str] = None
 
 
+class Pair(_M):
+    removed: str = Field(description="ref of a removed near duplicate")
+    kept: Optional[str] = Field(description="ref of the copy it was removed for")
+    jaccard: Optional[float] = Field(description="verified Jaccard of the two")
+    kept_turns: list[Turn]
+    removed_turns: list[Turn] = Field(description="turns of both, the words that differ marked on each side")
+
+
 class Cluster(_M):
     id: str
     size: int
     members: list[Member]
+    pairs: Optional[list[Pair]] = Field(
+        None, description="near-duplicate clusters: each shown removed member beside its kept copy")
     min_jaccard: Optional[float] = Field(
         None, description="near-duplicate clusters: the lowest Jaccard of a removed member to the kept copy"
     )

@@ -7,9 +7,16 @@ inject markup; the page's Content-Security-Policy forbids every network fetch.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from curator.report import svg
+from curator.report.render_md import collapse
+
+
+def slug(key: str) -> str:
+    """A language key as a fragment id: letters, digits, '-' and '_' only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", key)
 
 
 @lru_cache(maxsize=1)
@@ -23,7 +30,28 @@ def _template():
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["marked"] = marked
+    env.filters["slug"] = slug
+    env.globals["collapse"] = collapse
     return env.get_template("report.html.j2")
+
+
+def marked(turn: dict):
+    """A turn's text as HTML: its marks (or the whole text, when highlighted without marks) in <mark>."""
+    from markupsafe import Markup, escape
+
+    text = turn["text"]
+    marks = turn.get("marks")
+    if not marks:
+        whole = turn.get("highlight") and turn.get("field") != "role"
+        return Markup("<mark>%s</mark>") % text if whole else escape(text)
+    out, prev = [], 0
+    for start, end in marks:
+        out.append(escape(text[prev:start]))
+        out.append(Markup("<mark>%s</mark>") % text[start:end])
+        prev = end
+    out.append(escape(text[prev:]))
+    return Markup("").join(out)
 
 
 def _sections(rep: dict) -> list[tuple[str, str]]:
@@ -53,10 +81,8 @@ def _charts(rep: dict) -> dict[str, str]:
         if q["measured"] else ""
     )
     nat, code = rep["languages"]["natural"], rep["languages"]["code"]
-    charts["natural"] = svg.bars([(x["key"], x["count"]) for x in nat["items"][:25]], "Natural languages") \
-        if nat["measured"] else ""
-    charts["code"] = svg.bars([(x["key"], x["count"]) for x in code["items"][:25]], "Programming languages") \
-        if code["measured"] else ""
+    charts["natural"] = svg.bars(_collapsed_bars(nat["items"]), "Natural languages") if nat["measured"] else ""
+    charts["code"] = svg.bars(_collapsed_bars(code["items"]), "Programming languages") if code["measured"] else ""
     t = rep["tokens"]
     charts["tokens"] = (
         svg.histogram(t["histogram"]["edges"], {"kept": t["histogram"]["kept"], "rejected": t["histogram"]["rejected"]},
@@ -66,6 +92,11 @@ def _charts(rep: dict) -> dict[str, str]:
     s = rep["split"]
     charts["split"] = svg.bars([("train", s["train"]), ("val", s["val"])], "Split") if s["measured"] else ""
     return {k: Markup(v) for k, v in charts.items()}
+
+
+def _collapsed_bars(items: list[dict]) -> list[tuple[str, float]]:
+    shown, other = collapse(items)
+    return [(x["key"], x["count"]) for x in shown + ([other] if other else [])]
 
 
 def render_html(rep: dict) -> str:

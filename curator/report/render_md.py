@@ -36,6 +36,40 @@ def _data(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _marked(turn: dict, limit: int = 200) -> str:
+    """A turn's text, one line of at most about `limit` characters around its marks, each mark in <b>
+    (the text itself escaped by `_data`)."""
+    from curator.report.diff import fit
+
+    text, marks = fit(turn["text"], [tuple(m) for m in turn.get("marks") or []], limit)
+    out, prev = [], 0
+    for start, end in marks:
+        out += [_data(text[prev:start]), f"<b>{_data(text[start:end])}</b>"]
+        prev = end
+    return "".join(out) + _data(text[prev:])
+
+
+def _first_difference(a: list[dict], b: list[dict]) -> tuple[dict | None, dict | None]:
+    """Turn i of both conversations (aligned by index), for the first i where either side has marks."""
+    for i in range(max(len(a), len(b))):
+        ta, tb = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+        if (ta and ta.get("marks")) or (tb and tb.get("marks")):
+            return ta, tb
+    return None, None
+
+
+def _pair_line(p: dict) -> str:
+    """One line per removed near duplicate: its ref and Jaccard, its kept copy, and the first turn where they
+    differ, on both sides."""
+    line = f"  - removed {_code(p['removed'])} J={_cell(p['jaccard'])}, kept {_code(p['kept'] or '?')}"
+    mine, theirs = _first_difference(p["removed_turns"], p["kept_turns"])
+    if mine is not None:
+        line += f": **{_data(mine['role'] or 'line')}** {_marked(mine, 160)}"
+    if theirs is not None:
+        line += f" ⟷ kept: {_marked(theirs, 160)}"
+    return line
+
+
 def _code(text: Any) -> str:
     """`text` as a Markdown code span that no backtick inside it can close (a file name is the user's
     text: `` `a`<img onerror=...>`.jsonl `` would otherwise end the span and put HTML in the report)."""
@@ -54,6 +88,28 @@ def _exact(value: Any) -> str:
     if isinstance(value, float) and not value.is_integer() and abs(value) < 1000:
         return f"{value:,.6f}".rstrip("0").rstrip(".")
     return _cell(value)
+
+
+OTHER_BELOW = 0.005  # a language under 0.5% of its table goes into the "other" row ...
+OTHER_BEYOND = 15  # ... and so does any beyond the first fifteen (the diversity gate counts languages over 2%)
+
+
+def collapse(items: list[dict], below: float = OTHER_BELOW, beyond: int = OTHER_BEYOND) -> tuple[list[dict], dict | None]:
+    """(rows shown, the "other (n)" row or None): the items beyond the first `beyond` or under `below` share
+    summed into one row that lists them (`members`). A single such item stays a row of its own."""
+    keep = [i < beyond and x["share"] >= below for i, x in enumerate(items)]
+    shown = [x for x, k in zip(items, keep) if k]
+    rest = [x for x, k in zip(items, keep) if not k]
+    if len(rest) < 2:
+        return list(items), None
+    other = {"key": f"other ({len(rest)})", "count": sum(x["count"] for x in rest),
+             "share": round(sum(x["share"] for x in rest), 4), "members": rest}
+    return shown, other
+
+
+def _shares_text(items: list[dict]) -> str:
+    shown, other = collapse(items)
+    return ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in shown + ([other] if other else []))
 
 
 def tokens_policy_text(t: dict) -> str | None:
@@ -222,7 +278,14 @@ def render_markdown(rep: dict) -> str:
                 lines.append(f"- `{r['code']}` {_code(s['ref'])}{where}: {_data(s['detail'])}")
                 for t in s["turns"]:
                     if t["highlight"]:
-                        lines.append(f"  > **{_data(t['role'] or 'line')}**: {_data(t['text'][:200])}")
+                        lines.append(f"  > **{_data(t['role'] or 'line')}**: {_marked(t)}")
+                if s.get("duplicate_of"):
+                    dup = s["duplicate_of"]
+                    j = "" if dup["jaccard"] is None else f" (J={_cell(dup['jaccard'])})"
+                    lines.append(f"  > duplicate of {_code(dup['ref'])}{j}")
+                    _, theirs = _first_difference(s["turns"], dup["turns"])
+                    if theirs is not None:
+                        lines.append(f"  > **{_data(theirs['role'] or 'line')}** there: {_marked(theirs)}")
         lines += ["", "</details>"]
     else:
         lines.append("No row was rejected.")
@@ -249,17 +312,17 @@ def render_markdown(rep: dict) -> str:
     lines += ["", "## Languages", ""]
     nat, code = rep["languages"]["natural"], rep["languages"]["code"]
     if nat["measured"]:
-        lines.append("Natural: " + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in nat["items"]))
+        lines.append("Natural: " + _shares_text(nat["items"]))
     else:
         lines.append(_not_measured("Natural languages"))
     lines.append("")
     if code["measured"]:
         lines.append(f"Programming ({code['examples_with_code']:,} examples with a programming-language block, "
                      f"{_pct(code['share_with_code'])} of kept; shares are of these, as the diversity gate counts): "
-                     + (", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["items"]) or "none"))
+                     + (_shares_text(code["items"]) or "none"))
         if code.get("other_items"):
             lines += ["", "Also seen, not counted by the gate (data and markup; share of kept examples): "
-                      + ", ".join(f"{x['key']} {x['count']:,} ({_pct(x['share'])})" for x in code["other_items"])]
+                      + _shares_text(code["other_items"])]
     else:
         lines.append(_not_measured("Programming languages"))
 
@@ -283,6 +346,7 @@ def render_markdown(rep: dict) -> str:
             low = "" if cl.get("min_jaccard") is None else f", lowest J {_cell(cl['min_jaccard'])}"
             lines.append(f"- cluster {cl['id']} ({cl['size']} rows{low}): " + "; ".join(
                 f"{_code(m['ref'])}{' (kept)' if m['kept'] else ''} J={_cell(m['jaccard'])}" for m in cl["members"]))
+            lines += [_pair_line(p) for p in cl.get("pairs") or []]
         lines += ["", "</details>"]
     elif d.get("near_disabled"):
         lines += ["", f"_Near-duplicate clusters: {disabled_text('dedup_minhash')}._"]

@@ -7,8 +7,10 @@ budget). The SVG scales with its container through `viewBox`; text is escaped.
 
 from __future__ import annotations
 
+import math
 from html import escape
 
+_TEXT_W = 6.5  # width of a character of the 11 px chart font, a safe overestimate
 PALETTE = {"kept": "#2f7d4f", "rejected": "#c4553b", "bar": "#3b6fb6", "marker": "#222"}
 
 
@@ -47,6 +49,36 @@ def _clip(label: str, n: int = 26) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
 
 
+LOG_WHEN_PEAK_HOLDS = 0.5  # a log scale when one bin holds at least half the rows ...
+LOG_WHEN_SMALLEST_UNDER = 0.02  # ... and a non-empty bin would be drawn under 2% of its height (about 3 px)
+
+
+def use_log_scale(totals: list[int]) -> bool:
+    """True when linear bars would hide bins: most rows in one bin, some other bin all but invisible."""
+    peak, total = max(totals, default=0), sum(totals)
+    others = [t for t in totals if t]
+    return bool(total) and peak >= LOG_WHEN_PEAK_HOLDS * total and min(others) < LOG_WHEN_SMALLEST_UNDER * peak
+
+
+def _heights(count: int, total: int, peak: int, plot_h: float, log: bool) -> float:
+    """Height of a stacked segment of `count` rows in a bar of `total` rows, the tallest bar `peak` rows."""
+    if not log:
+        return plot_h * count / peak
+    # the bar's log height, shared between its series in proportion to their rows
+    return plot_h * math.log10(1 + total) / math.log10(1 + peak) * count / total
+
+
+def _y_ticks(peak: int, plot_h: float, top_pad: float, log: bool) -> list[tuple[float, str]]:
+    if not log:
+        return [(top_pad + 4, _fmt(peak)), (top_pad + plot_h, "0")]
+    ticks = []  # no "0": on a log axis it would sit on top of the "1"
+    power = 1
+    while power <= peak:
+        ticks.append((top_pad + plot_h - plot_h * math.log10(1 + power) / math.log10(1 + peak) + 4, _fmt(power)))
+        power *= 10
+    return ticks
+
+
 def histogram(
     edges: list[float],
     series: dict[str, list[int]],
@@ -56,7 +88,10 @@ def histogram(
     width: int = 640,
     height: int = 220,
 ) -> str:
-    """Stacked histogram: `series` maps a name (kept, rejected) to counts per bin [edges[i], edges[i+1])."""
+    """Stacked histogram: `series` maps a name (kept, rejected) to counts per bin [edges[i], edges[i+1]).
+
+    The count axis is logarithmic when one bin holds most rows (`use_log_scale`); the chart says so.
+    """
     n = len(edges) - 1
     if n <= 0:
         return ""
@@ -64,22 +99,26 @@ def histogram(
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     totals = [sum(s[i] for s in series.values()) for i in range(n)]
     peak = max(totals) or 1
+    log = use_log_scale(totals)
     bw = plot_w / n
     lo, hi = edges[0], edges[-1]
+    full_title = title + (" (log scale)" if log else "")
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(full_title)}</title>',
         f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" stroke="#888"/>',
-        f'<text x="{left - 4}" y="{top_pad + 4}" text-anchor="end" class="val">{_fmt(peak)}</text>',
-        f'<text x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end" class="val">0</text>',
     ]
+    parts += [f'<text x="{left - 4}" y="{y:.1f}" text-anchor="end" class="val">{label}</text>'
+              for y, label in _y_ticks(peak, plot_h, top_pad, log)]
+    if log:
+        parts.append(f'<text x="{left}" y="{top_pad - 8}" class="val">rows, log scale</text>')
     for i in range(n):
         base = top_pad + plot_h
         for name, counts in series.items():
             c = counts[i]
             if not c:
                 continue
-            h = plot_h * c / peak
+            h = _heights(c, totals[i], peak, plot_h, log)
             base -= h
             parts.append(
                 f'<rect x="{left + i * bw + 1:.1f}" y="{base:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
@@ -87,14 +126,19 @@ def histogram(
                 f"[{_fmt(edges[i])}, {_fmt(edges[i + 1])}): {c:,}</title></rect>"
             )
     for i in range(0, n + 1, max(1, n // 5)):
-        x = left + i * bw
-        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="val">'
+        # the last label ends at the axis' end, so a wide number is not cut by the chart's edge
+        anchor = "end" if i == n else "middle"
+        parts.append(f'<text x="{left + i * bw:.1f}" y="{height - bottom + 16}" text-anchor="{anchor}" class="val">'
                      f"{_fmt(edges[i])}</text>")
     if marker is not None and lo <= marker <= hi:
         x = left + plot_w * (marker - lo) / (hi - lo)
+        # a label that would run past the right edge is written leftwards of the line
+        right_side = x + 4 + _TEXT_W * len(marker_label) <= width
+        tx, anchor = (x + 4, "start") if right_side else (x - 4, "end")
         parts.append(
             f'<line x1="{x:.1f}" y1="{top_pad - 6}" x2="{x:.1f}" y2="{top_pad + plot_h}" stroke="{PALETTE["marker"]}" '
-            f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{top_pad - 8}" class="val">{escape(marker_label)}</text>'
+            f'stroke-dasharray="4 3"/><text x="{tx:.1f}" y="{top_pad - 8}" text-anchor="{anchor}" class="val">'
+            f'{escape(marker_label)}</text>'
         )
     lx = left
     for name in series:
