@@ -16,12 +16,14 @@ from typing import Any
 
 import polars as pl
 
+from curator import columns as C
 from curator.report.advice import build_advice
 from curator.code_langs import TEXT, is_programming, language_counts, language_shares
 from curator.report.conversation import BEFORE_NORMALIZE, as_chat, turn_texts
 from curator.report.diff import diff_conversations, fit
 from curator.report.highlight import _clip, excerpt
 from curator.report.load import Run, load_run
+from curator.stages.registry import read_summary
 
 SCHEMA_VERSION = 1
 SAMPLES_PER_REASON = 3
@@ -63,7 +65,7 @@ def _first_number(d: Any, keys: tuple[str, ...]) -> float | None:
     return None
 
 
-KEPT = pl.col("reject_reasons").list.len() == 0
+KEPT = pl.col(C.REJECT_REASONS).list.len() == 0
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -137,19 +139,19 @@ def _funnel(run: Run, counts: dict) -> list[dict]:
 
 def _reasons(run: Run, counts: dict) -> dict:
     ann = run.ann
-    rejected = ann.filter(~KEPT).select("row", "ref", "reject_reasons",
-                                        pl.col("reject_details") if run.has("reject_details") else
-                                        pl.lit(None, pl.List(pl.Utf8)).alias("reject_details"),
+    rejected = ann.filter(~KEPT).select("row", "ref", C.REJECT_REASONS,
+                                        pl.col(C.REJECT_DETAILS) if run.has(C.REJECT_DETAILS) else
+                                        pl.lit(None, pl.List(pl.Utf8)).alias(C.REJECT_DETAILS),
                                         *[(pl.col(c) if run.has(c) else pl.lit(None, t)).alias(c)
-                                          for c, t in (("near_dup_of", pl.Utf8), ("near_dup_jaccard", pl.Float64))])
+                                          for c, t in ((C.NEAR_DUP_OF, pl.Utf8), (C.NEAR_DUP_JACCARD, pl.Float64))])
     long = (
-        rejected.with_columns(pl.int_ranges(pl.col("reject_reasons").list.len()).alias("i"))
-        .explode("reject_reasons", "i")
-        .with_columns(pl.col("reject_details").list.get(pl.col("i"), null_on_oob=True).alias("detail"))
+        rejected.with_columns(pl.int_ranges(pl.col(C.REJECT_REASONS).list.len()).alias("i"))
+        .explode(C.REJECT_REASONS, "i")
+        .with_columns(pl.col(C.REJECT_DETAILS).list.get(pl.col("i"), null_on_oob=True).alias("detail"))
         .rename({"reject_reasons": "code", "near_dup_jaccard": "jaccard"})
         .unique(["row", "code"], keep="first", maintain_order=True)
     )
-    first = rejected.select(pl.col("reject_reasons").list.first().alias("code")).group_by("code").len("first")
+    first = rejected.select(pl.col(C.REJECT_REASONS).list.first().alias("code")).group_by("code").len("first")
     per_code = (
         long.group_by("code").len("count").join(first, on="code", how="left")
         .with_columns(pl.col("first").fill_null(0))
@@ -201,7 +203,7 @@ def _chat_rows(run: Run, refs: set[str]) -> dict[str, dict]:
     out = {ref: {"record": rec, "raw": ""} for ref, rec in run.kept_records(refs).items()}
     for ref, rec in run.rejected_records(refs - set(out)).items():
         normalise = not any(code.startswith(BEFORE_NORMALIZE) for code in rec["reasons"])
-        out[ref] = {"record": as_chat(rec["record"], rec["source_file"], config, normalise), "raw": rec["raw"]}
+        out[ref] = {"record": as_chat(rec["record"], rec[C.SOURCE_FILE], config, normalise), "raw": rec["raw"]}
     return out
 
 
@@ -211,7 +213,7 @@ def _originals(run: Run, picks: pl.DataFrame) -> dict[str, str]:
     out = {}
     for p in picks.filter(pl.col("code").is_in(["dup.exact", "dup.near"])).iter_rows(named=True):
         m = _DUP_OF.search(p["detail"] or "")
-        of = (p["near_dup_of"] if p["code"] == "dup.near" else None) or (m.group(1) if m else None)
+        of = (p[C.NEAR_DUP_OF] if p["code"] == "dup.near" else None) or (m.group(1) if m else None)
         if of:
             out[p["ref"]] = of
     return out
@@ -246,12 +248,17 @@ def _warnings(run: Run) -> dict:
     return {"rows_with_warnings": int(notes.get_column("row").n_unique()), "items": items}
 
 
+def _summary(run: Run, stage: str) -> Any:
+    """The stage's summary in the run's manifest, typed (curator/stage_summaries.py), or None."""
+    return read_summary(run.manifest, stage)
+
+
 def _quality_threshold(run: Run) -> float | None:
-    summary = (run.manifest.get("summaries") or {}).get("quality") or {}
+    summary = _summary(run, "quality")
+    if summary is not None and summary.high_quality_threshold is not None:  # 0.0 is a threshold too
+        return summary.high_quality_threshold
     conf = (run.manifest.get("config") or {}).get("quality") or {}
-    keys = ("high_quality_threshold", "high_quality_min_score", "threshold", "min_score")
-    value = _first_number(summary, keys)
-    return value if value is not None else _first_number(conf, keys)  # 0.0 is a threshold, not a missing one
+    return _first_number(conf, ("high_quality_threshold",))
 
 
 def _histogram(values: pl.Series, edges: list[float]) -> list[int]:
@@ -273,24 +280,24 @@ def _histogram(values: pl.Series, edges: list[float]) -> list[int]:
 
 
 def _quality(run: Run) -> dict:
-    if not run.has("quality_score"):
+    if not run.has(C.QUALITY_SCORE):
         return {"measured": False}
     ann = run.ann.with_columns(KEPT.alias("_kept"))
-    scored = ann.filter(pl.col("quality_score").is_not_null())
+    scored = ann.filter(pl.col(C.QUALITY_SCORE).is_not_null())
     kept = scored.filter(pl.col("_kept"))
     edges = [_r(i / QUALITY_BINS) for i in range(QUALITY_BINS + 1)]
     hq_rate = None
-    if run.has("high_quality"):
+    if run.has(C.HIGH_QUALITY):
         kept_all = ann.filter(pl.col("_kept"))
         # no kept example: the rate is undefined (n/a), not 0%
-        hq_rate = _r(kept_all["high_quality"].fill_null(False).sum() / kept_all.height) if kept_all.height else None
+        hq_rate = _r(kept_all[C.HIGH_QUALITY].fill_null(False).sum() / kept_all.height) if kept_all.height else None
     # Rows each rule fired on, counted from `quality_flags`; the pipeline's own per-rule figures
     # (summaries.quality.rules, which also list rules that never fired) take precedence.
     counted: dict[str, dict] = {}
-    if run.has("quality_flags") and scored.height:
+    if run.has(C.QUALITY_FLAGS) and scored.height:
         flags = (
-            scored.select("row", "_kept", "quality_flags").explode("quality_flags")
-            .filter(pl.col("quality_flags").is_not_null()).unnest("quality_flags")
+            scored.select("row", "_kept", C.QUALITY_FLAGS).explode(C.QUALITY_FLAGS)
+            .filter(pl.col(C.QUALITY_FLAGS).is_not_null()).unnest(C.QUALITY_FLAGS)
         )
         if flags.height:
             per_rule = flags.group_by("rule").agg(
@@ -299,13 +306,14 @@ def _quality(run: Run) -> dict:
                 pl.col("row").filter(pl.col("_kept")).n_unique().alias("kept_hits"),
             )
             counted = {r["rule"]: r for r in per_rule.iter_rows(named=True)}
-    summary_rules = ((run.manifest.get("summaries") or {}).get("quality") or {}).get("rules")
+    quality = _summary(run, "quality")
+    summary_rules = quality.rules if quality is not None else None
     rules: list[dict] = []
-    if isinstance(summary_rules, list) and all(isinstance(r, dict) and "rule" in r for r in summary_rules):
+    if isinstance(summary_rules, list) and all("rule" in r for r in summary_rules):
         for r in summary_rules:
             c = counted.get(r["rule"], {})
             hits = r.get("hits", c.get("hits", 0))
-            rate = r.get("rate", r.get("hit_rate"))
+            rate = r.get("rate")
             rules.append({"rule": str(r["rule"]), "action": r.get("action", c.get("action")), "hits": int(hits),
                           "hit_rate": _r(rate) if rate is not None else _share(hits, scored.height),
                           "kept_hits": int(c.get("kept_hits", 0))})
@@ -318,11 +326,11 @@ def _quality(run: Run) -> dict:
         "scored_rows": scored.height,
         "kept_high_quality_rate": hq_rate,
         "high_quality_threshold": _quality_threshold(run),
-        "kept_mean_score": _r(kept["quality_score"].mean()) if kept.height else None,
+        "kept_mean_score": _r(kept[C.QUALITY_SCORE].mean()) if kept.height else None,
         "histogram": {
             "edges": edges,
-            "kept": _histogram(kept["quality_score"], edges),
-            "rejected": _histogram(scored.filter(~pl.col("_kept"))["quality_score"], edges),
+            "kept": _histogram(kept[C.QUALITY_SCORE], edges),
+            "rejected": _histogram(scored.filter(~pl.col("_kept"))[C.QUALITY_SCORE], edges),
         },
         "rules": rules,
     }
@@ -339,11 +347,11 @@ def _languages(run: Run, texts: bool = True) -> dict:
     natural: dict[str, Any] = {"measured": run.has("lang")}
     if natural["measured"]:
         natural["items"] = _distribution(kept["lang"].fill_null("und"), kept.height)
-    code: dict[str, Any] = {"measured": run.has("code_langs")}
+    code: dict[str, Any] = {"measured": run.has(C.CODE_LANGS)}
     if code["measured"]:
         # The diversity gate's own figures (code_langs.language_shares): programming languages only,
         # as shares of the examples with at least one programming-language block.
-        rows = kept["code_langs"].to_list()
+        rows = kept[C.CODE_LANGS].to_list()
         n_code, counts = language_counts(rows)
         _, shares = language_shares(rows)
         code["examples_with_code"] = n_code
@@ -366,9 +374,9 @@ def _add_language_examples(run: Run, kept: pl.DataFrame, natural: dict, code: di
     if natural["measured"]:
         for key, refs in _first_refs(kept.select("ref", pl.col("lang").fill_null("und").alias("k"))).items():
             wanted[("natural", key)] = [(r, None, None) for r in refs]
-    if code["measured"] and run.has("code_blocks"):
-        blocks = (kept.select("row", "ref", "code_blocks").explode("code_blocks").drop_nulls("code_blocks")
-                  .unnest("code_blocks").filter(pl.col("lang").is_not_null())
+    if code["measured"] and run.has(C.CODE_BLOCKS):
+        blocks = (kept.select("row", "ref", C.CODE_BLOCKS).explode(C.CODE_BLOCKS).drop_nulls(C.CODE_BLOCKS)
+                  .unnest(C.CODE_BLOCKS).filter(pl.col("lang").is_not_null())
                   .unique(["row", "lang"], keep="first", maintain_order=True).sort("row"))
         for b in blocks.group_by("lang", maintain_order=True).head(EXAMPLES_PER_LANGUAGE).iter_rows(named=True):
             wanted.setdefault(("code", b["lang"]), []).append((b["ref"], b["turn"], b["label"]))
@@ -402,14 +410,12 @@ def _example_text(record: dict | None, turn: int | None, label: str | None) -> s
 
 
 def _token_budget(run: Run) -> int | None:
-    summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
-    conf = (run.manifest.get("config") or {}).get("tokens") or {}
     # The context the token stage enforced (its summary resolves the profile's default); never
     # `max_tokens`, which is the longest example seen.
-    keys = ("context_length", "budget")
-    value = _first_number(summary, keys)
-    if value is None:
-        value = _first_number(conf, keys)
+    summary = _summary(run, "tokens")
+    if summary is not None and summary.context_length is not None:
+        return summary.context_length
+    value = _first_number((run.manifest.get("config") or {}).get("tokens") or {}, ("context_length",))
     return int(value) if value is not None else None
 
 
@@ -417,12 +423,12 @@ def _token_stats(df: pl.DataFrame) -> dict:
     if df.height == 0:
         return {"examples": 0, "total": 0, "trained": None, "mean": None, "p50": None, "p90": None,
                 "p99": None, "max": None}
-    n = df["n_tokens"].drop_nulls()
+    n = df[C.N_TOKENS].drop_nulls()
     q = {p: n.quantile(p / 100, interpolation="nearest") for p in (50, 90, 99)}
     return {
         "examples": df.height,
         "total": int(n.sum()),
-        "trained": int(df["n_assistant_tokens"].sum()) if "n_assistant_tokens" in df.columns else None,
+        "trained": int(df[C.N_ASSISTANT_TOKENS].sum()) if C.N_ASSISTANT_TOKENS in df.columns else None,
         "mean": _r(n.mean(), 1),
         "p50": int(q[50]) if q[50] is not None else None,
         "p90": int(q[90]) if q[90] is not None else None,
@@ -432,28 +438,27 @@ def _token_stats(df: pl.DataFrame) -> dict:
 
 
 def _tokens(run: Run) -> dict:
-    if not run.has("n_tokens"):
+    if not run.has(C.N_TOKENS):
         return {"measured": False}
     ann = run.ann.with_columns(KEPT.alias("_kept"))
-    measured = ann.filter(pl.col("n_tokens").is_not_null())
+    measured = ann.filter(pl.col(C.N_TOKENS).is_not_null())
     kept = ann.filter(pl.col("_kept"))
     budget = _token_budget(run)
-    top = max(budget * 1.25 if budget else 0, float(measured["n_tokens"].max() or 1) if not budget else 0, 1)
+    top = max(budget * 1.25 if budget else 0, float(measured[C.N_TOKENS].max() or 1) if not budget else 0, 1)
     width = max(1, math.ceil(top / TOKEN_BINS))
     edges = [i * width for i in range(TOKEN_BINS + 1)]
-    over_edge = measured.filter(pl.col("n_tokens") >= edges[-1])
+    over_edge = measured.filter(pl.col(C.N_TOKENS) >= edges[-1])
     by_split = {}
     for split in ("train", "val"):
         by_split[split] = _token_stats(kept.filter(pl.col("split") == split)) if run.has("split") else None
     # What the over-budget policy did, from the tokens stage's summary: `over_budget` rows were over
     # the context before the policy; `truncate` cut `truncated_examples` of them to fit, dropping
     # `truncated_turns` messages in all (the token figures above are those of the cut examples).
-    summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
-    policy = summary.get("policy")
+    summary = _summary(run, "tokens")
+    policy = summary.policy if summary is not None else None
 
     def count(key: str) -> int | None:
-        v = _first_number(summary, (key,))
-        return int(v) if v is not None else None
+        return getattr(summary, key) if summary is not None else None
 
     return {
         "measured": True,
@@ -461,18 +466,18 @@ def _tokens(run: Run) -> dict:
         "kept": _token_stats(kept),
         "train": by_split["train"],
         "val": by_split["val"],
-        "over_budget_rows": int((measured["n_tokens"] > budget).sum()) if budget is not None else None,
+        "over_budget_rows": int((measured[C.N_TOKENS] > budget).sum()) if budget is not None else None,
         "policy": policy if isinstance(policy, str) else None,
         "over_budget": count("over_budget"),
         "truncated_examples": count("truncated_examples"),
-        "truncated_turns": count("truncated_turns"),
-        "kept_truncated": int((kept["truncated_turns"].fill_null(0) > 0).sum()) if run.has("truncated_turns") else None,
+        "truncated_turns": count(C.TRUNCATED_TURNS),
+        "kept_truncated": int((kept[C.TRUNCATED_TURNS].fill_null(0) > 0).sum()) if run.has(C.TRUNCATED_TURNS) else None,
         "histogram": {
             "edges": edges,
-            "kept": _histogram(kept["n_tokens"].drop_nulls().filter(kept["n_tokens"].drop_nulls() < edges[-1]),
+            "kept": _histogram(kept[C.N_TOKENS].drop_nulls().filter(kept[C.N_TOKENS].drop_nulls() < edges[-1]),
                                edges),
             "rejected": _histogram(
-                measured.filter(~pl.col("_kept") & (pl.col("n_tokens") < edges[-1]))["n_tokens"], edges),
+                measured.filter(~pl.col("_kept") & (pl.col(C.N_TOKENS) < edges[-1]))[C.N_TOKENS], edges),
             "overflow_kept": int(over_edge["_kept"].sum()),
             "overflow_rejected": int((~over_edge["_kept"]).sum()),
         },
@@ -494,13 +499,13 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
     """Groups of rows sharing `key` (content_hash or near_dup_cluster), largest first; with `with_text`,
     each removed member shown beside the copy it was removed for (`pairs`)."""
     ann = run.ann.filter(pl.col(key).is_not_null()).with_columns(KEPT.alias("_kept"))
-    with_min = key == "near_dup_cluster" and run.has("near_dup_jaccard")
-    lowest = [pl.col("near_dup_jaccard").min().alias("min_jaccard")] if with_min else []
+    with_min = key == C.NEAR_DUP_CLUSTER and run.has(C.NEAR_DUP_JACCARD)
+    lowest = [pl.col(C.NEAR_DUP_JACCARD).min().alias("min_jaccard")] if with_min else []
     sizes = ann.group_by(key).agg(pl.len().alias("size"), pl.col("row").min().alias("first"), *lowest)
     sizes = sizes.filter(pl.col("size") > 1).sort(["size", "first"], descending=[True, False])
     n = sizes.height
     chosen = sizes.head(top)
-    cols = ["row", "ref", "_kept", key] + [c for c in ("split", "near_dup_jaccard", "near_dup_of") if run.has(c)]
+    cols = ["row", "ref", "_kept", key] + [c for c in ("split", C.NEAR_DUP_JACCARD, C.NEAR_DUP_OF) if run.has(c)]
     members = ann.filter(pl.col(key).is_in(chosen[key].implode())).select(cols).sort("row")
     out = []
     for c in chosen.iter_rows(named=True):
@@ -510,7 +515,7 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
             "size": c["size"],
             **({"min_jaccard": _r(c["min_jaccard"])} if with_min else {}),
             "members": [
-                {"ref": m["ref"], "kept": bool(m["_kept"]), "split": m.get("split"), "jaccard": _r(m.get("near_dup_jaccard"))}
+                {"ref": m["ref"], "kept": bool(m["_kept"]), "split": m.get("split"), "jaccard": _r(m.get(C.NEAR_DUP_JACCARD))}
                 for m in rows
             ],
         })
@@ -521,8 +526,8 @@ def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[
 
 def _kept_copy(member: dict, cluster_rows: pl.DataFrame) -> str | None:
     """The ref a removed member was removed for: near_dup_of, else the cluster's first kept row."""
-    if member.get("near_dup_of"):
-        return member["near_dup_of"]
+    if member.get(C.NEAR_DUP_OF):
+        return member[C.NEAR_DUP_OF]
     kept = cluster_rows.filter(pl.col("_kept"))["ref"]
     return kept[0] if kept.len() else None
 
@@ -530,7 +535,7 @@ def _kept_copy(member: dict, cluster_rows: pl.DataFrame) -> str | None:
 def _add_pairs(run: Run, clusters: list[dict], members: pl.DataFrame) -> None:
     """Give each shown removed member of `clusters` its kept copy's turns beside its own, the differing
     words marked, and its verified Jaccard; members get the conversation's first prompt and last answer."""
-    key = "near_dup_cluster"
+    key = C.NEAR_DUP_CLUSTER
     of: dict[str, str | None] = {}
     for cl in clusters:
         rows = members.filter(pl.col(key).cast(pl.Utf8) == cl["id"])
@@ -558,9 +563,9 @@ def _pair(member: dict, kept_ref: str | None, records: dict) -> dict:
 def _disabled(run: Run, stage: str) -> bool:
     """The stage ran with `enabled: false` (it looked for nothing): its summary says so, or, in a run folder
     written before summaries did, the resolved config (unless the stage was skipped, which is "not measured")."""
-    summary = (run.manifest.get("summaries") or {}).get(stage)
-    if isinstance(summary, dict) and "enabled" in summary:
-        return summary["enabled"] is False
+    summary = _summary(run, stage)
+    if summary is not None and getattr(summary, "enabled", None) is not None:
+        return summary.enabled is False
     config = run.manifest.get("config") or {}
     if stage in (config.get("skip_stages") or []):
         return False
@@ -573,26 +578,26 @@ def _duplicates(run: Run, reasons: dict, texts: bool = True) -> dict:
     out: dict[str, Any] = {
         "exact_rejected": by_code.get("dup.exact", 0),
         "near_rejected": by_code.get("dup.near", 0),
-        "prompt_conflicts": int(run.ann["prompt_conflict"].fill_null(False).sum())
-        if run.has("prompt_conflict") and not near_off else None,
+        "prompt_conflicts": int(run.ann[C.PROMPT_CONFLICT].fill_null(False).sum())
+        if run.has(C.PROMPT_CONFLICT) and not near_off else None,
         "prompt_conflict_groups": None if near_off else _int_or_none(
-            ((run.manifest.get("summaries") or {}).get("dedup_minhash") or {}).get("prompt_conflict_groups")),
+            getattr(_summary(run, "dedup_minhash"), "prompt_conflict_groups", None)),
         "exact_disabled": _disabled(run, "dedup_exact"),
         "near_disabled": near_off,
     }
-    if run.has("content_hash"):
-        n, groups = _clusters(run, "content_hash", TOP_CLUSTERS, with_text=False)
+    if run.has(C.CONTENT_HASH):
+        n, groups = _clusters(run, C.CONTENT_HASH, TOP_CLUSTERS, with_text=False)
         out["exact_groups"] = n
         out["largest_exact"] = groups
     else:
         out["exact_groups"] = None
         out["largest_exact"] = []
-    out["near_measured"] = run.has("near_dup_cluster") and not near_off
+    out["near_measured"] = run.has(C.NEAR_DUP_CLUSTER) and not near_off
     if out["near_measured"]:
-        n, clusters = _clusters(run, "near_dup_cluster", TOP_CLUSTERS, with_text=texts)
+        n, clusters = _clusters(run, C.NEAR_DUP_CLUSTER, TOP_CLUSTERS, with_text=texts)
         out["near_clusters"] = n
         out["largest_near"] = clusters
-        out["near_min_jaccard"] = _r(run.ann["near_dup_jaccard"].min()) if run.has("near_dup_jaccard") else None
+        out["near_min_jaccard"] = _r(run.ann[C.NEAR_DUP_JACCARD].min()) if run.has(C.NEAR_DUP_JACCARD) else None
     else:
         out["near_clusters"] = None
         out["largest_near"] = []
@@ -610,15 +615,15 @@ def _split(run: Run, counts: dict, near_measured: bool) -> dict:
         "val_share": _share(counts["val"], counts["train"] + counts["val"]),
     }
     # Leakage checks: no exact or near duplicate may sit on both sides (the split keeps near-duplicate clusters whole; this shows it held).
-    if run.has("content_hash"):
+    if run.has(C.CONTENT_HASH):
         out["content_hash_in_both"] = (
-            kept.group_by("content_hash").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height
+            kept.group_by(C.CONTENT_HASH).agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height
         )
     else:
         out["content_hash_in_both"] = None
     if near_measured:
         out["near_clusters_in_both"] = (
-            kept.filter(pl.col("near_dup_cluster").is_not_null()).group_by("near_dup_cluster")
+            kept.filter(pl.col(C.NEAR_DUP_CLUSTER).is_not_null()).group_by(C.NEAR_DUP_CLUSTER)
             .agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height
         )
     else:
@@ -634,18 +639,18 @@ def _split(run: Run, counts: dict, near_measured: bool) -> dict:
 
 
 def _sources(run: Run) -> list[dict]:
-    if not run.has("source_file"):
+    if not run.has(C.SOURCE_FILE):
         return []
     ann = run.ann.with_columns(KEPT.alias("_kept"))
     split = pl.col("split") if run.has("split") else pl.lit(None, pl.Utf8)
-    tab = ann.group_by("source_file").agg(
+    tab = ann.group_by(C.SOURCE_FILE).agg(
         pl.len().alias("read"),
         pl.col("_kept").sum().alias("kept"),
         (split == "train").sum().alias("train"),
         (split == "val").sum().alias("val"),
-    ).sort("source_file")
+    ).sort(C.SOURCE_FILE)
     return [
-        {"source_file": r["source_file"], "read": r["read"], "kept": r["kept"], "rejected": r["read"] - r["kept"],
+        {"source_file": r[C.SOURCE_FILE], "read": r["read"], "kept": r["kept"], "rejected": r["read"] - r["kept"],
          "train": r["train"], "val": r["val"], "kept_share": _share(r["kept"], r["read"])}
         for r in tab.iter_rows(named=True)
     ]
@@ -663,20 +668,19 @@ def _cost(run: Run, tokens: dict) -> dict:
     is shown only when it covers as many tokens as the kept set (older run folders), so the cost
     and the Tokens section always describe the same examples.
     """
-    summary = (run.manifest.get("summaries") or {}).get("tokens") or {}
-    if isinstance(summary.get("cost_kept"), dict):
-        return {"measured": True, "estimate": summary["cost_kept"]}
+    summary = _summary(run, "tokens")
+    if summary is not None and summary.cost_kept is not None:
+        return {"measured": True, "estimate": summary.cost_kept}
     kept_total = (tokens.get("kept") or {}).get("total") if tokens.get("measured") else None
-    for key in ("cost", "cost_estimate", "training_cost"):
-        if key in summary:
-            est = summary[key]
-            seen = est.get("tokens_seen_per_epoch") if isinstance(est, dict) else None
-            if seen is None or kept_total is None or seen == kept_total:
-                return {"measured": True, "estimate": est}
-            return {"measured": False,
-                    "note": f"the only estimate covers {seen:,} tokens per epoch, the rows alive at the tokens "
-                            f"stage, not the {kept_total:,} of the kept set"}
-    return {"measured": False}
+    if summary is None or summary.cost is None:
+        return {"measured": False}
+    est = summary.cost
+    seen = est.get("tokens_seen_per_epoch")
+    if seen is None or kept_total is None or seen == kept_total:
+        return {"measured": True, "estimate": est}
+    return {"measured": False,
+            "note": f"the only estimate covers {seen:,} tokens per epoch, the rows alive at the tokens "
+                    f"stage, not the {kept_total:,} of the kept set"}
 
 
 def report_from_run(out_dir_or_run: Any, texts: bool = True) -> dict:

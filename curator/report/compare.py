@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from curator import columns as C
 from curator.report.build import KEPT, _r, report_from_run
 from curator.report.load import Run, load_run
 
@@ -41,13 +42,13 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _kept_hashes(run: Run) -> pl.DataFrame | None:
-    if not run.has("content_hash"):
+    if not run.has(C.CONTENT_HASH):
         return None
-    cols = ["row", "ref", "content_hash"] + (["split"] if run.has("split") else [])
+    cols = ["row", "ref", C.CONTENT_HASH] + (["split"] if run.has("split") else [])
     df = run.ann.filter(KEPT).select(cols)
     if "split" not in df.columns:
         df = df.with_columns(pl.lit(None, pl.Utf8).alias("split"))
-    return df.unique("content_hash", keep="first", maintain_order=True)
+    return df.unique(C.CONTENT_HASH, keep="first", maintain_order=True)
 
 
 def _records(cur: Run, prev: Run) -> dict:
@@ -55,9 +56,9 @@ def _records(cur: Run, prev: Run) -> dict:
     if a is None or b is None:
         return {"measured": False, "added": 0, "removed": 0, "unchanged": 0, "moved_split": 0,
                 "added_samples": [], "removed_samples": []}
-    added = a.join(b.select("content_hash"), on="content_hash", how="anti").sort("row")
-    removed = b.join(a.select("content_hash"), on="content_hash", how="anti").sort("row")
-    both = a.join(b.select("content_hash", pl.col("split").alias("prev_split")), on="content_hash", how="inner")
+    added = a.join(b.select(C.CONTENT_HASH), on=C.CONTENT_HASH, how="anti").sort("row")
+    removed = b.join(a.select(C.CONTENT_HASH), on=C.CONTENT_HASH, how="anti").sort("row")
+    both = a.join(b.select(C.CONTENT_HASH, pl.col("split").alias("prev_split")), on=C.CONTENT_HASH, how="inner")
     moved = both.filter(pl.col("split") != pl.col("prev_split")).height
     return {
         "measured": True,
@@ -65,8 +66,8 @@ def _records(cur: Run, prev: Run) -> dict:
         "removed": removed.height,
         "unchanged": both.height,
         "moved_split": moved,
-        "added_samples": added.head(RECORD_SAMPLES).select("ref", "content_hash").to_dicts(),
-        "removed_samples": removed.head(RECORD_SAMPLES).select("ref", "content_hash").to_dicts(),
+        "added_samples": added.head(RECORD_SAMPLES).select("ref", C.CONTENT_HASH).to_dicts(),
+        "removed_samples": removed.head(RECORD_SAMPLES).select("ref", C.CONTENT_HASH).to_dicts(),
     }
 
 

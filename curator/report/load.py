@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from curator import columns as C
 from curator.errors import CurateError
 
 REQUIRED_FILES = ("manifest.json", "annotations.parquet", "rejects.jsonl", "train.jsonl", "val.jsonl")
@@ -78,7 +79,7 @@ class Run:
             return out
         for split in ("train", "val"):
             part = self.ann.filter(pl.col("split") == split).sort("row")
-            hashes = part["content_hash"].to_list() if self.has("content_hash") else [None] * part.height
+            hashes = part[C.CONTENT_HASH].to_list() if self.has(C.CONTENT_HASH) else [None] * part.height
             wanted = {i: (ref, h) for i, (ref, h) in enumerate(zip(part["ref"].to_list(), hashes)) if ref in refs}
             if not wanted:
                 continue
@@ -172,7 +173,7 @@ def load_run(out_dir: str | Path) -> Run:
         ann = pl.read_parquet(ann_path)
     except Exception as exc:
         raise CurateError(f"{ann_path}: cannot read parquet: {exc}") from exc
-    for col in ("row", "ref", "reject_reasons"):
+    for col in ("row", "ref", C.REJECT_REASONS):
         if col not in ann.columns:
             raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(ann.columns)})")
     return Run(out_dir=out_dir, manifest=manifest, ann=ann.sort("row"))

@@ -27,6 +27,7 @@ from typing import Any
 import polars as pl
 import xxhash
 
+from curator import columns as C
 from curator.errors import CurateError
 from curator.report.build import KEPT, _quality_threshold
 from curator.report.highlight import _clip
@@ -107,9 +108,9 @@ def draw(out_dir: str | Path, n: int = 200, seed: int = 0) -> tuple[list[dict], 
 def _strata_frame(run, kept: pl.DataFrame, threshold: float, seed: int) -> pl.DataFrame:
     """Kept rows with their language, score, flags, stratum and seeded order."""
     lang = kept["lang"].fill_null("und") if run.has("lang") else pl.Series([None] * kept.height, dtype=pl.Utf8)
-    score = kept["quality_score"] if run.has("quality_score") else pl.Series([None] * kept.height, dtype=pl.Float64)
-    key = kept["content_hash"] if run.has("content_hash") else kept["ref"]
-    frame = kept.select("row", "ref", *[c for c in ("split", "code_langs", "quality_flags") if run.has(c)]).with_columns(
+    score = kept[C.QUALITY_SCORE] if run.has(C.QUALITY_SCORE) else pl.Series([None] * kept.height, dtype=pl.Float64)
+    key = kept[C.CONTENT_HASH] if run.has(C.CONTENT_HASH) else kept["ref"]
+    frame = kept.select("row", "ref", *[c for c in ("split", C.CODE_LANGS, C.QUALITY_FLAGS) if run.has(c)]).with_columns(
         lang.alias("_lang"), score.alias("_score"),
         pl.Series("_order", [xxhash.xxh3_64_intdigest(f"{seed}:{k}".encode()) for k in key.to_list()], dtype=pl.UInt64),
     )
@@ -148,10 +149,10 @@ def _sheet_row(i: int, r: dict, record: dict) -> dict:
         "conversation": conv,
         "stratum": r["stratum"],
         "quality_score": "" if r["_score"] is None else round(r["_score"], 4),
-        "quality_flags": _flags_text(r.get("quality_flags")),
+        "quality_flags": _flags_text(r.get(C.QUALITY_FLAGS)),
         **{c: "" for c in RATING_COLUMNS},
         "lang": r["_lang"] or "",
-        "code_langs": ", ".join(r.get("code_langs") or []),
+        "code_langs": ", ".join(r.get(C.CODE_LANGS) or []),
         "split": r.get("split") or "",
         "ref": r["ref"],
         "sample_id": i,
