@@ -104,3 +104,14 @@ def test_run_summary_prints_the_same_advice(tmp_path):
     text = re.sub(r"\s+", " ", result.output)
     assert "what to do next" in text
     assert re.sub(r"\s+", " ", advice_lines(rep["advice"])[0]) in text
+
+
+def test_advice_never_suggests_the_policy_the_run_already_used():
+    rejects = {"items": [{"code": "tokens.over_budget", "count": 605}]}
+    rejecting = build_advice({"items": []}, rejects, read=2000, config={"tokens": {"policy": "reject"}})
+    assert rejecting[0]["do"] == ADVICE["tokens.over_budget"][1]
+    assert "-s tokens.policy=truncate" in rejecting[0]["do"]
+    truncating = build_advice({"items": []}, rejects, read=2000, config={"tokens": {"policy": "truncate"}})
+    assert truncating[0]["why"] == ADVICE["tokens.over_budget@truncate"][0]
+    assert "tokens.policy=truncate" not in truncating[0]["do"]
+    assert "-s tokens.context_length=N" in truncating[0]["do"]

@@ -45,6 +45,12 @@ ADVICE: dict[str, tuple[str, str]] = {
         "cut them to fit instead of rejecting them: -s tokens.policy=truncate "
         "(or a longer context: -s tokens.context_length=N, or --model)",
     ),
+    # the same code once the rows were already cut: even the last exchange alone is too long
+    "tokens.over_budget@truncate": (
+        "examples whose last exchange alone is longer than the model's context, so cutting cannot make them fit",
+        "a longer context: -s tokens.context_length=N (up to the model's), or --model with a longer one; or "
+        "split such answers at the source",
+    ),
     "secrets.private_key": (
         "a private key is in the text; such examples are rejected by default",
         "remove the keys at the source; or -s secrets.policy.private_key=redact to keep the rows redacted",
@@ -79,7 +85,7 @@ ADVICE: dict[str, tuple[str, str]] = {
     ),
     "size.kept": (
         "no example was kept",
-        "look at the reject reasons and rejects.jsonl; check RAW points at the data and --format matches it",
+        "look at the reject reasons and rejects.jsonl; check RAW points at the data and --input-format matches it",
     ),
     "quality.high_quality_rate": (
         "too few kept examples reach the high-quality score",
@@ -108,9 +114,11 @@ def cited_overrides() -> list[str]:
     return out
 
 
-def lookup(subject: str) -> tuple[str, str] | None:
-    """(why, do) for a reject code or gate name, or None when the table has nothing for it."""
-    entry = ADVICE.get(subject)
+def lookup(subject: str, config: dict | None = None) -> tuple[str, str] | None:
+    """(why, do) for a reject code or gate name under the run's resolved `config`, or None when the table
+    has nothing for it. An entry `CODE@VALUE` replaces CODE's when the setting CODE's advice would
+    suggest is already VALUE (advice never suggests what the run already did)."""
+    entry = ADVICE.get(f"{subject}@{_setting(subject, config)}") or ADVICE.get(subject)
     if entry is None and "." in subject:
         entry = ADVICE.get(subject.split(".", 1)[0] + ".*")
     if entry is None:
@@ -119,20 +127,31 @@ def lookup(subject: str) -> tuple[str, str] | None:
     return tuple(s.replace("{code}", subject).replace("{rule}", rule) for s in entry)  # type: ignore[return-value]
 
 
-def build_advice(gates: dict, rejects: dict, read: int) -> list[dict[str, Any]]:
+# The setting whose value picks a `CODE@VALUE` variant of an entry.
+_VARIANT_SETTING = {"tokens.over_budget": ("tokens", "policy"), "tokens.within_context": ("tokens", "policy")}
+
+
+def _setting(subject: str, config: dict | None) -> Any:
+    where = _VARIANT_SETTING.get(subject)
+    if where is None or not config:
+        return None
+    return (config.get(where[0]) or {}).get(where[1])
+
+
+def build_advice(gates: dict, rejects: dict, read: int, config: dict | None = None) -> list[dict[str, Any]]:
     """Advice lines: each failed gate first (in gate order), then each reject code over MIN_SHARE of
-    the rows read (largest first)."""
+    the rows read (largest first); `config` is the run's resolved config (manifest.json)."""
     out: list[dict[str, Any]] = []
     for g in gates.get("items") or []:
         if g["passed"]:
             continue
-        found = lookup(g["name"])
+        found = lookup(g["name"], config)
         if found:
             out.append({"subject": g["name"], "kind": "gate", "rows": None, "why": found[0], "do": found[1]})
     for r in rejects.get("items") or []:
         if not read or r["count"] / read <= MIN_SHARE:
             continue
-        found = lookup(r["code"])
+        found = lookup(r["code"], config)
         if found:
             out.append({"subject": r["code"], "kind": "reject", "rows": int(r["count"]), "why": found[0],
                         "do": found[1]})

@@ -709,7 +709,7 @@ def report_from_run(out_dir_or_run: Any, texts: bool = True) -> dict:
         "inputs": run.manifest.get("inputs") or {},
         "outputs": run.manifest.get("outputs") or {},
     }
-    report["advice"] = build_advice(report["gates"], reasons, counts["read"])
+    report["advice"] = build_advice(report["gates"], reasons, counts["read"], run.manifest.get("config") or {})
     missing = [name for name in ("quality", "tokens", "split", "cost") if not report[name]["measured"]]
     missing += [f"languages.{k}" for k in ("natural", "code") if not report["languages"][k]["measured"]]
     if report["duplicates"]["exact_disabled"]:
