@@ -46,7 +46,7 @@ from curator.code_blocks import extract_code_blocks  # noqa: E402
 from curator.config import CurateConfig  # noqa: E402
 from curator.io.readers import iter_file  # noqa: E402
 from curator.pipeline import run_stages  # noqa: E402
-from curator.stages import code_language, language, normalize, quality, secrets, tokens, validate  # noqa: E402
+from curator.stages import normalize, quality, registry, secrets, validate  # noqa: E402
 from curator.stages.base import StageContext  # noqa: E402
 
 UPSTREAM = {
@@ -73,6 +73,11 @@ KIND_ORDER = ["aws_access_key", "aws_secret_key", "github_token", "openai_key", 
 
 # --- fake secrets, in the formats their vendors document ----------------------------------------
 
+
+
+def stages(*names: str) -> list:
+    """The registry's stages of these names, in the order given."""
+    return [registry.BY_NAME[n] for n in names]
 
 def fake_secret(kind: str, rng: random.Random) -> str:
     alnum = string.ascii_letters + string.digits
@@ -195,10 +200,10 @@ def run_pipeline(records: list[dict], ctx: StageContext) -> tuple[pl.DataFrame, 
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         frame = validate.build_frame(iter_file(path, "bench.jsonl"), ctx)
-    frame, _, _ = run_stages(frame, ctx, [normalize, secrets, language, code_language, tokens])
+    frame, _, _ = run_stages(frame, ctx, stages("normalize", "secrets", "language", "code_language", "tokens"))
     filled = [c for c in UPSTREAM if c not in frame.columns]
     frame = frame.with_columns(pl.lit(None, dtype=UPSTREAM[c]).alias(c) for c in filled)
-    frame, _, _ = run_stages(frame, ctx, [quality])
+    frame, _, _ = run_stages(frame, ctx, stages("quality"))
     return frame, filled
 
 
@@ -312,7 +317,7 @@ def findings_on_real() -> None:
     ctx = StageContext(config=CurateConfig())
     frame = real_frame(records, ctx)
     raw_messages = frame.select(C.MESSAGES).to_series().to_list()
-    frame, _, _ = run_stages(frame, ctx, [normalize, secrets])
+    frame, _, _ = run_stages(frame, ctx, stages("normalize", "secrets"))
     frame = frame.sort(C.ROW)
     hits = frame.filter(pl.col("secret_findings").list.len() > 0)
     print(f"## Secrets on the untouched real data ({frame.height} records): {hits.height} records with findings")
@@ -368,10 +373,10 @@ def rule_rates() -> None:
 
 
 def run_pipeline_frame(frame: pl.DataFrame, ctx: StageContext) -> tuple[pl.DataFrame, list[str]]:
-    frame, _, _ = run_stages(frame, ctx, [normalize, secrets, language, code_language, tokens])
+    frame, _, _ = run_stages(frame, ctx, stages("normalize", "secrets", "language", "code_language", "tokens"))
     filled = [c for c in UPSTREAM if c not in frame.columns]
     frame = frame.with_columns(pl.lit(None, dtype=UPSTREAM[c]).alias(c) for c in filled)
-    frame, _, _ = run_stages(frame, ctx, [quality])
+    frame, _, _ = run_stages(frame, ctx, stages("quality"))
     return frame.sort(C.ROW), filled
 
 

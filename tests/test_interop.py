@@ -20,7 +20,7 @@ from curator import columns as C
 from curator.config import load_config
 from curator.io.readers import discover, display_name, iter_file
 from curator.pipeline import output_lines, run_stages
-from curator.stages import normalize, split
+from curator.stages import registry
 from curator.stages.base import StageContext
 from curator.stages.validate import build_frame
 from tests.conftest import SHARED
@@ -98,7 +98,7 @@ def shared_split(tmp_path_factory) -> Path:
     cfg = load_config(None, ["gates.min_examples=null"])
     ctx = StageContext(config=cfg)
     lines = (line for path in files for line in iter_file(path, display_name(path), cfg.input.max_line_bytes))
-    frame, _, _ = run_stages(build_frame(lines, ctx), ctx, [normalize, split])
+    frame, _, _ = run_stages(build_frame(lines, ctx), ctx, [registry.BY_NAME["normalize"], registry.BY_NAME["split"]])
     kept = frame.filter(C.alive())
     out = tmp_path_factory.mktemp("shared-split")
     write_split(out / "all", kept)
