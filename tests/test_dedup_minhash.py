@@ -1,4 +1,5 @@
-"""Near-duplicate stage (issue 3): shingles, LSH parameters, signatures, clusters, kept copy, conflicts."""
+"""Near-duplicate stage (issue 3) end to end: clusters, kept copy, conflicts, artifact; each step alone is in
+tests/test_dedup_minhash_steps.py, the LSH helpers in tests/test_lsh.py."""
 
 from __future__ import annotations
 
@@ -43,32 +44,8 @@ def reasons(df: pl.DataFrame) -> list[list[str]]:
     return df.get_column(C.REJECT_REASONS).to_list()
 
 
-# --------------------------------------------------------------------------------------------- parameters
-
-
-def test_bands_reach_the_recall_datasketch_default_misses():
-    from datasketch import MinHashLSH
-
-    b = lsh.choose_bands(0.8, 128, 0.99)
-    assert (b.bands, b.rows) == (16, 6)
-    assert b.recall_at_threshold == pytest.approx(1 - (1 - 0.8**6) ** 16)
-    assert b.recall_at_threshold >= 0.99
-    default = MinHashLSH(threshold=0.8, num_perm=128)
-    assert 1 - (1 - 0.8**default.r) ** default.b < 0.5  # why the stage chooses its own bands
-
-
-def test_bands_error_names_the_fix():
-    with pytest.raises(ValueError, match="raise num_perm"):
-        lsh.choose_bands(0.8, 4, 0.999999)
-
-
-def test_prefilter_cutoff_is_the_binomial_tail():
-    cut = lsh.min_agreement(128, 0.8)
-    from math import comb
-
-    below = sum(comb(128, x) * 0.8**x * 0.2 ** (128 - x) for x in range(cut))
-    assert below <= lsh.PREFILTER_MISS
-    assert below + comb(128, cut) * 0.8**cut * 0.2 ** (128 - cut) > lsh.PREFILTER_MISS
+# ------------------------------------------------------------------------- LSH against datasketch itself
+# (manifest.json names this file for these two; the other LSH tests are in tests/test_lsh.py)
 
 
 def test_signatures_equal_datasketch_minhash_bulk(tmp_path):
