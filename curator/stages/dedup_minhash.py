@@ -58,16 +58,17 @@ pairs count only when one member is below the bound.
 Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns, whatever
 `roles` says (`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds
 pairs with prompt Jaccard >= `prompt_threshold`. The clusters' best copies of such records that are not in one
-near-duplicate cluster form a same-prompt group (union-find again, `same_prompt_groups`). Each member's answer is compared with the
-group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same answer"). A group
-whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of
-their own): kept, shown as `same_answer`. Otherwise it is a conflict group, every member flagged
+near-duplicate cluster form a same-prompt group (union-find again, `same_prompt_groups`). Each member's answer is
+compared with the group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same
+answer"). A group whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a
+system prompt of their own): kept, shown as `same_answer`. Otherwise it is a conflict group, every member flagged
 (`prompt_conflict`); policy `keep_all` keeps them, `keep_best` keeps the best copy and the copies giving its
 answer and rejects the others, `reject` rejects the whole group (`judge_prompt_groups`). Details name the answer
 Jaccard.
 
-Split key (`split_keys`): the `content_hash` of the best copy of the member's cluster (copies kept apart from a chain stay on
-its side: they are close to what was removed), or of the best copy of its same-prompt group (conflict or not).
+Split key (`split_keys`): the `content_hash` of the best copy of the member's cluster (copies kept apart from a
+chain stay on its side: they are close to what was removed), or of the best copy of its same-prompt group
+(conflict or not).
 The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone
 in its group keeps exactly the side its own content gives it, whatever else is added later; only extra kept
 members of a same-prompt group follow their group's best copy. Limits: when new data brings a better copy into a
@@ -264,6 +265,10 @@ class Shingled:
     @property
     def is_short(self) -> np.ndarray:
         return self.words < self.short_words
+
+    @property
+    def views(self) -> tuple[View, View, View]:
+        return self.long, self.short, self.prompt
 
 
 def tokenize(messages: pl.Series, cfg: Config) -> Turns:
@@ -950,13 +955,14 @@ class Result:
 
 def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     """Everything the stage decides for the rows of `df` (all alive): shingle, sign, band, verify, cluster and
-    choose for near duplicates, then the same for prompts between the kept copies, then describe."""
+    choose for near duplicates, then the same for prompts between the copies kept, then describe."""
     n = df.height
-    refs = df.get_column(C.REF).to_list()
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
     shingled = shingle_records(df.get_column(C.MESSAGES), cfg)
-    long, short, prompt = (sign(v, cfg.num_perm, cfg.seed, workers) for v in (shingled.long, shingled.short,
-                                                                                 shingled.prompt))
+    long, short, prompt = (sign(view, cfg.num_perm, cfg.seed, workers) for view in shingled.views)
+
+    # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
+    # with a short record
     answers = AnswerSets(shingled.turns, cfg)
     near_edges = (
         verify(long, band(long), answers, cfg.answer_threshold),
@@ -966,9 +972,11 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     rank = keep_order(df)
     clusters = choose(cluster(n, *near_edges), rank, check)
 
+    # same prompt, between the clusters' best copies and the records in no cluster
     prompt_edges = verify(prompt, band(prompt))
     groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
 
+    refs = df.get_column(C.REF).to_list()
     estimates = removal_estimates(clusters.removed, check)
     rows = row_columns(refs, df.get_column(C.CONTENT_HASH).to_list(), clusters, estimates, groups, cfg.prompt_conflict)
     return Result(
