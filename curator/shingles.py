@@ -1,4 +1,4 @@
-"""Chat-aware shingles: the sets near-duplicate detection compares (issue 3).
+"""Chat-aware shingles: the sets near-duplicate detection compares.
 
 A record's shingle set is built from the turns of the roles being compared, one turn at a time
 (an n-gram never spans two turns, so moving text between turns is visible):

@@ -1,4 +1,5 @@
-"""Near-duplicate stage: shingles, LSH parameters, signatures, clusters, kept copy, conflicts."""
+"""Near-duplicate stage end to end: clusters, kept copy, conflicts, artifact; each step alone is in
+tests/test_dedup_minhash_steps.py, the LSH helpers in tests/test_lsh.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import polars as pl
 import pytest
 
 from curator import columns as C
+from curator import lsh
 from curator.config import CurateConfig
 from curator.io.readers import iter_file
 from curator.shingles import TOKEN_PATTERN, jaccard, shingle, tokenize_turns
@@ -42,32 +44,8 @@ def reasons(df: pl.DataFrame) -> list[list[str]]:
     return df.get_column(C.REJECT_REASONS).to_list()
 
 
-# --------------------------------------------------------------------------------------------- parameters
-
-
-def test_bands_reach_the_recall_datasketch_default_misses():
-    from datasketch import MinHashLSH
-
-    b = dedup_minhash.choose_bands(0.8, 128, 0.99)
-    assert (b.bands, b.rows) == (16, 6)
-    assert b.recall_at_threshold == pytest.approx(1 - (1 - 0.8**6) ** 16)
-    assert b.recall_at_threshold >= 0.99
-    default = MinHashLSH(threshold=0.8, num_perm=128)
-    assert 1 - (1 - 0.8**default.r) ** default.b < 0.5  # why the stage chooses its own bands
-
-
-def test_bands_error_names_the_fix():
-    with pytest.raises(ValueError, match="raise num_perm"):
-        dedup_minhash.choose_bands(0.8, 4, 0.999999)
-
-
-def test_prefilter_cutoff_is_the_binomial_tail():
-    cut = dedup_minhash.min_agreement(128, 0.8)
-    from math import comb
-
-    below = sum(comb(128, x) * 0.8**x * 0.2 ** (128 - x) for x in range(cut))
-    assert below <= dedup_minhash.PREFILTER_MISS
-    assert below + comb(128, cut) * 0.8**cut * 0.2 ** (128 - cut) > dedup_minhash.PREFILTER_MISS
+# ------------------------------------------------------------------------- LSH against datasketch itself
+# (manifest.json names this file for these two; the other LSH tests are in tests/test_lsh.py)
 
 
 def test_signatures_equal_datasketch_minhash_bulk(tmp_path):
@@ -77,8 +55,8 @@ def test_signatures_equal_datasketch_minhash_bulk(tmp_path):
     df = stage_frame(tmp_path, records)
     sets = shingle(tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"]), 5)
     members = np.arange(len(sets))
-    ours = dedup_minhash.signatures(sets, members, 128, 7, workers=2)
-    inputs = [dedup_minhash.minhash_inputs(sets.raw(i)) for i in members]
+    ours = lsh.signatures(sets, members, 128, 7, workers=2)
+    inputs = [lsh.minhash_inputs(sets.raw(i)) for i in members]
     theirs = MinHash.bulk(([v] for v in inputs), num_perm=128, seed=7, scheme="affine32", hashfunc=lambda v: v)
     assert np.array_equal(ours, np.stack([m.hashvalues for m in theirs], axis=1))
 
@@ -91,14 +69,14 @@ def test_band_pairs_equal_datasketch_minhash_lsh(tmp_path):
     df = stage_frame(tmp_path, records)
     sets = shingle(tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"]), 5)
     members = np.arange(len(sets))
-    sig = dedup_minhash.signatures(sets, members, 128, 1)
-    bands = dedup_minhash.choose_bands(0.8, 128)
-    ours = {tuple(p) for p in dedup_minhash.band_pairs(sig, bands.bands, bands.rows).tolist()}
-    lsh = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
-    sketches = [LeanMinHash(seed=1, hashvalues=sig[:, k], scheme=dedup_minhash.SCHEME) for k in range(sig.shape[1])]
+    sig = lsh.signatures(sets, members, 128, 1)
+    bands = lsh.choose_bands(0.8, 128)
+    ours = {tuple(p) for p in lsh.band_pairs(sig, bands.bands, bands.rows).tolist()}
+    index = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
+    sketches = [LeanMinHash(seed=1, hashvalues=sig[:, k], scheme=lsh.SCHEME) for k in range(sig.shape[1])]
     for k, m in enumerate(sketches):
-        lsh.insert(k, m)
-    theirs = {(min(k, q), max(k, q)) for k, m in enumerate(sketches) for q in lsh.query(m) if q != k}
+        index.insert(k, m)
+    theirs = {(min(k, q), max(k, q)) for k, m in enumerate(sketches) for q in index.query(m) if q != k}
     assert len(theirs) > 20
     assert ours == theirs
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 
-import polars as pl
 import rich
 from polars.testing import assert_frame_equal
 

@@ -24,7 +24,7 @@ from curator.report.conversation import turn_texts
 from curator.report.diff import VISIBLE, fit
 from curator.signals import REFUSAL_PATTERN
 
-EXCERPT_CHARS = 360  # per turn; keeps a 50k-run report small (issue 7: HTML under 5 MB)
+EXCERPT_CHARS = 360  # per turn: keeps the report of a 50k run under 5 MB
 RAW_CHARS = 600
 
 _PATH_RE = re.compile(r"^\s*(messages)(?:\[(\d+)\])?(?:\.(\w+))?")

@@ -1,5 +1,5 @@
 """report.html: one self-contained file (inline CSS, inline SVG charts, a small inline script that
-sorts tables), readable on a laptop and a phone, with a table of contents (issue 7).
+sorts tables), readable on a laptop and a phone, with a table of contents.
 
 Rendered with Jinja2 with autoescaping on, so text from the data (answers, file names) cannot
 inject markup; the page's Content-Security-Policy forbids every network fetch.

@@ -1,4 +1,4 @@
-"""report.md: compact Markdown for a pull-request comment, gates first (issue 7).
+"""report.md: compact Markdown for a pull-request comment, gates first.
 
 Long parts (samples, clusters, config) sit in <details> blocks, which GitHub and GitLab fold.
 """

@@ -1,5 +1,5 @@
 """A stratified sample of the kept set for human review (`curate sample OUT --n 200`), as CSV and HTML
-with empty rating columns (issue 7: the human evaluation the model-selection guide calls for).
+with empty rating columns (the human evaluation the model-selection guide calls for).
 
 Strata are natural language x quality-score band, plus one stratum of borderline examples whose
 score lies within `BORDER` of the high-quality threshold, where a person's verdict says most about

@@ -1,4 +1,4 @@
-"""Charts as inline SVG, so report.html needs no network and no script to draw them (issue 7).
+"""Charts as inline SVG, so report.html needs no network and no script to draw them.
 
 Two shapes cover the report: horizontal bars (funnel, distributions) and a stacked histogram with
 an optional marker line (quality score against the high-quality threshold, token lengths against the

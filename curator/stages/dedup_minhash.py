@@ -1,4 +1,4 @@
-"""Near-duplicate clusters with MinHash LSH, prompt conflicts, and split keys that keep clusters whole (issue 3).
+"""Near-duplicate clusters with MinHash LSH, prompt conflicts, and split keys that keep clusters whole.
 
 Reads: `messages`, `row`, `ref`, `content_hash`; when present, `quality_score` (quality stage) and
 `n_assistant_tokens` (tokens stage), to choose the copy each cluster keeps.
@@ -14,34 +14,37 @@ Manifest: hash scheme, seed, num_perm, bands/rows per view, the answer check. Su
 `{"enabled": false}` alone when the stage is disabled.
 
 How (MinHash LSH as in Broder 1997 and Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets",
-ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exact verification):
+ch. 3; the same pipeline as datatrove's and text-dedup's MinHash dedup, plus exact verification), one function
+per step, composed by `find_near_duplicates`:
 
-1. Shingles (curator/shingles.py): word n-grams (default 5, as datatrove and text-dedup) over the user and
-   assistant turns, shared system prompts left out.
-2. Signatures: datasketch's MinHash, scheme "affine32" (its default), `num_perm` permutations drawn from
-   `seed` by datasketch; computed for all records at once, one permutation at a time, bit for bit what
-   `MinHash.bulk` returns (tested), because MinHash.bulk's per-record objects cost 6x more time.
-3. Candidates: LSH banding with (bands, rows) chosen here, not by datasketch's default
+1. shingle (`shingle_records`, on curator/shingles.py): word n-grams (default 5, as datatrove and text-dedup)
+   over the user and assistant turns, shared system prompts left out; three views (long, short, prompt, below).
+2. sign (`sign`, on curator/lsh.py): datasketch's MinHash, scheme "affine32" (its default), `num_perm`
+   permutations drawn from `seed` by datasketch; computed for all records at once, one permutation at a time, bit
+   for bit what `MinHash.bulk` returns (tested), because MinHash.bulk's per-record objects cost 6x more time.
+3. band (`band`): LSH banding with (bands, rows) chosen here, not by datasketch's default
    optimiser (which weighs false positives and negatives equally and gives 9 bands x 13 rows at 0.8/128, recall 0.40 at
    the threshold): the (b, r) with b*r <= num_perm whose recall at the threshold, 1 - (1 - t^r)^b, is at least
    `min_recall_at_threshold` and whose false-positive area (datasketch's integral of the candidate
    probability below the threshold) is smallest. Candidates cost only verification time; misses are lost.
-4. Verification: every candidate pair's exact Jaccard on the shingle sets; only pairs >= threshold are edges,
+4. verify (`verify`): every candidate pair's exact Jaccard on the shingle sets; only pairs >= threshold are edges,
    and only when their answers agree too: the exact Jaccard of their assistant turns (`AnswerSets`, at the
    n the shorter answer calls for) must reach `answer_threshold`. Without it a long prompt shared by records
    with different answers (a document with questions, one exercise solved in several languages) outweighs
    the answers and all but one are lost; such pairs go to the prompt view below, and the prompt-conflict
    policy decides.
-5. Clusters: union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A
+5. cluster (`cluster`): union-find over the edges (connected components, as datatrove's MinhashDedupCluster). A
    cluster can be a chain (A~B, B~C, A far from C: templated prompts do this), so membership alone removes
    nothing.
-6. Removal (`remove_against_kept`): each cluster keeps its best copy and removes only the members verified
+6. choose (`choose`, `remove_against_kept`): each cluster keeps its best copy and removes only the members verified
    against that copy (exact Jaccard at the pair's n, and the answer check); the rest of the cluster goes
    through the same step until fewer than two records are left, so a chain keeps its far end. Every removed
    record is within the threshold of the copy kept for it, never only through a chain; duplicates.jsonl gives
    each member the copy it was removed for (`of`) and each cluster its lowest such Jaccard (`min_jaccard`).
    Best copy: highest `quality_score`, then most `n_assistant_tokens` (more supervised signal), then first
    seen (`row`); missing columns or nulls rank last.
+7. describe (`row_columns`, `duplicates_jsonl`, `summarize`, `manifest_of`): the columns, the artifact, the
+   summary and the manifest.
 
 Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
 threshold t after a single substitution once L < 2n / (1 - t) - 1 (49 tokens for n=5, t=0.8). Records shorter
@@ -55,15 +58,17 @@ pairs count only when one member is below the bound.
 Prompt conflicts ("same prompt, different answers"): a third view shingles only the user turns, whatever
 `roles` says (`prompt_ngram`, default 2: prompts are short, median 12 to 43 tokens in ../shared/data) and finds
 pairs with prompt Jaccard >= `prompt_threshold`. The clusters' best copies of such records that are not in one
-near-duplicate cluster form a same-prompt group (union-find again). Each member's answer is compared with the
-group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same answer"). A group
-whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of
-their own): kept, shown as `same_answer`. Otherwise it is a conflict group, every member flagged
+near-duplicate cluster form a same-prompt group (union-find again, `same_prompt_groups`). Each member's answer is
+compared with the group's best copy's (same order as above; answer Jaccard >= `answer_threshold` is "the same
+answer"). A group whose members all give the best copy's answer is no conflict (they differ elsewhere, e.g. in a
+system prompt of their own): kept, shown as `same_answer`. Otherwise it is a conflict group, every member flagged
 (`prompt_conflict`); policy `keep_all` keeps them, `keep_best` keeps the best copy and the copies giving its
-answer and rejects the others, `reject` rejects the whole group. Details name the answer Jaccard.
+answer and rejects the others, `reject` rejects the whole group (`judge_prompt_groups`). Details name the answer
+Jaccard.
 
-Split key: the `content_hash` of the best copy of the member's cluster (copies kept apart from a chain stay on
-its side: they are close to what was removed), or of the best copy of its same-prompt group (conflict or not).
+Split key (`split_keys`): the `content_hash` of the best copy of the member's cluster (copies kept apart from a
+chain stay on its side: they are close to what was removed), or of the best copy of its same-prompt group
+(conflict or not).
 The split stage hashes `split_key`, else `content_hash`, so a kept copy that is alone
 in its group keeps exactly the side its own content gives it, whatever else is added later; only extra kept
 members of a same-prompt group follow their group's best copy. Limits: when new data brings a better copy into a
@@ -77,17 +82,27 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
 from curator import columns as C
 from curator.columns import with_reject
+from curator.lsh import (
+    SCHEME,
+    Bands,
+    Signatures,
+    UnionFind,
+    agreements,
+    band_pairs,
+    choose_bands,
+    connected_components,
+    min_agreement,
+)
 from curator.shingles import (
-    ShingleSets,
     SortedSets,
     Turns,
     distinct_tokens,
@@ -98,273 +113,163 @@ from curator.shingles import (
     tokenize_turns,
 )
 from curator.stages.base import StageContext
-from curator.lsh_params import band_options
 from curator.stage_configs import DedupMinhashConfig as Config  # noqa: F401  (re-exported: the stage's settings)
 
 NAME = "dedup_minhash"
 
-NEAR_DUP_CLUSTER = "near_dup_cluster"
-NEAR_DUP_OF = "near_dup_of"
-NEAR_DUP_JACCARD = "near_dup_jaccard"
-PROMPT_CONFLICT = "prompt_conflict"
-QUALITY_SCORE = "quality_score"
-N_ASSISTANT_TOKENS = "n_assistant_tokens"
 
-SCHEME = "affine32"
 ARTIFACT = "duplicates.jsonl"
 
 
-# --------------------------------------------------------------------------------------------- LSH parameters
+# ------------------------------------------------------------------------------------------------- shingle
 
 
-@dataclass(frozen=True)
-class Bands:
-    bands: int
-    rows: int
-    recall_at_threshold: float
-    false_positive_area: float
-    false_negative_area: float
-
-
-def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.99) -> Bands:
-    """The (bands, rows) with bands*rows <= num_perm, recall >= `min_recall` at `threshold`, least false positives.
-
-    For each band size r the fewest bands reaching the recall are taken (`band_options`); among those, the
-    smallest false-positive area wins, computed with datasketch's own integrals (the ones its MinHashLSH
-    optimiser uses).
-    """
-    options = band_options(threshold, num_perm, min_recall)
-    if not options:
-        raise ValueError(
-            f"dedup_minhash: no LSH bands reach recall {min_recall} at threshold {threshold} with "
-            f"num_perm={num_perm}; raise num_perm or lower min_recall_at_threshold"
-        )
-    from datasketch.lsh import _false_negative_probability, _false_positive_probability
-
-    best: Bands | None = None
-    for b, r in options:
-        candidate = Bands(
-            bands=b,
-            rows=r,
-            recall_at_threshold=1.0 - (1.0 - threshold**r) ** b,
-            false_positive_area=_false_positive_probability(threshold, b, r),
-            false_negative_area=_false_negative_probability(threshold, b, r),
-        )
-        if best is None or candidate.false_positive_area < best.false_positive_area:
-            best = candidate
-    assert best is not None
-    return best
-
-
-# ------------------------------------------------------------------------------------------------ signatures
-
-
-def minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (a, b) of datasketch's affine32 permutations for this seed: the ones `MinHash(num_perm, seed)` uses."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
-
-
-def minhash_inputs(values: np.ndarray) -> np.ndarray:
-    """The 32-bit MinHash input of 64-bit shingle values: high half xor low half.
-
-    "affine32" is datasketch's default scheme; 64-bit inputs (affine64) only pay off for sets of about 10^8
-    elements (datasketch's docs), while the exact verification below uses the full 64-bit values anyway.
-    """
-    return ((values >> np.uint64(32)) ^ values).astype(np.uint32)
-
-
-def signatures(sets: ShingleSets, members: np.ndarray, num_perm: int, seed: int, workers: int = 1) -> np.ndarray:
-    """MinHash signatures of the non-empty sets `members`, shape (num_perm, len(members)), uint32.
-
-    Bit for bit what datasketch's `MinHash.bulk(..., scheme="affine32")` gives for the same inputs (the
-    tests check it), computed one permutation at a time over all records (`minimum.reduceat`), because
-    MinHash.bulk builds one MinHash object per record: on 50,000 records its per-record Python overhead made
-    it 6x slower than this on the reference box. Permutations are shared out to `workers` threads (numpy
-    releases the GIL inside these array operations).
-    """
-    from datasketch.minhash import _fmix  # the MurmurHash3 finalizer datasketch pre-mixes inputs with
-
-    a, b = minhash_permutations(num_perm, seed)
-    starts = sets.offsets[members]
-    lengths = sets.offsets[members + 1] - starts
-    if len(members) == 0:
-        return np.zeros((num_perm, 0), dtype=np.uint32)
-    if np.any(lengths == 0):
-        raise ValueError("signatures: every member must have at least one shingle")
-    # Gather the members' values into one contiguous array (a no-op copy when every record is a member).
-    first = np.zeros(len(members), dtype=np.int64)
-    first[1:] = np.cumsum(lengths)[:-1]
-    index = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-    mixed = _fmix(minhash_inputs(sets.hashes[index]), 32)
-    out = np.empty((num_perm, len(members)), dtype=np.uint32)
-
-    def fill(perms: range) -> None:
-        for k in perms:
-            out[k] = np.minimum.reduceat(mixed * a[k] + b[k], first)
-
-    parts = [range(w, num_perm, workers) for w in range(workers)]
-    if workers == 1:
-        fill(parts[0])
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fill, parts))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- LSH + verify
-
-# A band shared by more records than this (boilerplate) yields a star and a chain, not every pair.
-_MAX_BUCKET_PAIRS = 256
-
-
-def band_pairs(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Candidate pairs (column indices i < j of `sig`) that agree on every row of at least one band.
-
-    The LSH banding of Leskovec et al., ch. 3.4, as datasketch's MinHashLSH buckets it, done with a sort per
-    band instead of one dict insert per record and band (datasketch's index took most of the stage's time).
-    Returns unique pairs as an (m, 2) int64 array, sorted.
-    """
-    n = sig.shape[1]
-    codes = []
-    for band in range(bands):
-        block = sig[band * rows : (band + 1) * rows].astype(np.uint64)
-        key = block[0].copy()
-        for row in block[1:]:
-            key = key * _BAND_MIX + row
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
-        run_start = np.concatenate(([0], cut))
-        run_len = np.diff(np.concatenate((run_start, [n])))
-        for size in np.unique(run_len[run_len > 1]):
-            starts = run_start[run_len == size]
-            if size <= _MAX_BUCKET_PAIRS:
-                x, y = np.triu_indices(int(size), 1)
-            else:  # star on the first member plus the chain of neighbours
-                x = np.concatenate((np.zeros(size - 1, np.int64), np.arange(1, size - 1)))
-                y = np.concatenate((np.arange(1, size), np.arange(2, size)))
-            i = order[starts[:, None] + x[None, :]].ravel()
-            j = order[starts[:, None] + y[None, :]].ravel()
-            lo, hi = np.minimum(i, j), np.maximum(i, j)
-            codes.append(lo.astype(np.int64) * n + hi)
-    if not codes:
-        return np.zeros((0, 2), dtype=np.int64)
-    unique = np.unique(np.concatenate(codes))
-    return np.stack((unique // n, unique % n), axis=1)
-
-
-# Odd 64-bit multiplier folding a band's rows into one key (a collision only adds a candidate).
-_BAND_MIX = np.uint64(0xBF58476D1CE4E5B9)
-
-
-class UnionFind:
-    """Disjoint sets over 0..n-1 with path halving and union by size."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-        self.size = [1] * n
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> bool:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-        return True
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class View:
-    """One way of comparing records: their shingle sets, the records signed, and the LSH parameters."""
+    """One way of comparing records: their n-gram sets, the records that take part, threshold and LSH bands."""
 
     name: str
     ngram: int
-    sets: ShingleSets
-    members: np.ndarray  # record indices with a non-empty set that take part
+    sets: SortedSets  # distinct shingles (sorted) of at least the members: what exact Jaccard reads
+    members: np.ndarray  # ascending record indices with a non-empty set that take part
     threshold: float
     bands: Bands
-    sig: np.ndarray | None = None  # (num_perm, len(members))
-    sig_col: np.ndarray | None = None  # record index -> column of `sig`, -1 when not signed
-    distinct: SortedSets | None = None  # at least the members' sets (distinct values, sorted), for exact Jaccard
-    candidates: int = 0
-    verified: int = 0
-    answer_dropped: np.ndarray | None = None  # (m, 2) pairs at or above the threshold whose answers differ
+    signatures: Signatures | None = None  # the members', once `sign` has run
 
-    def prepare(self) -> None:
-        self.distinct = sorted_sets(self.sets, self.members)
-
-    def add_sets(self, extra: ShingleSets) -> None:
-        """Make the sets of records outside `members` available to `exact` (taken from `extra`)."""
-        assert self.distinct is not None
-        sizes = self.distinct.sizes()
-        need = np.flatnonzero((sizes == 0) & (extra.sizes() > 0))
-        if len(need):
-            self.distinct = merge_sorted_sets(self.distinct, sorted_sets(extra, need))
+    @property
+    def n_records(self) -> int:
+        return len(self.sets.offsets) - 1
 
     def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Exact Jaccard of the shingle sets (64-bit values) of each pair (i[p], j[p])."""
-        assert self.distinct is not None
-        return jaccard_many(self.distinct, i, j)
+        return jaccard_many(self.sets, i, j)
 
     def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
-        """MinHash estimates: the share of permutations whose minima agree (null when one is not signed)."""
-        if self.sig is None or self.sig_col is None:
+        """MinHash estimates of each pair (None when unsigned)."""
+        if self.signatures is None:
             return [None] * len(i)
-        a, b = self.sig_col[i], self.sig_col[j]
-        ok = (a >= 0) & (b >= 0)
-        est = agreements(self.sig, np.stack((a[ok], b[ok]), axis=1)) / self.sig.shape[0]
-        out: list[float | None] = [None] * len(i)
-        for k, e in zip(np.flatnonzero(ok).tolist(), est.tolist()):
-            out[k] = e
-        return out
-
-    def sign(self, num_perm: int, seed: int, workers: int) -> None:
-        assert self.distinct is not None
-        # The minimum over a multiset is the minimum over its distinct values, so the signature is the same.
-        distinct = ShingleSets(self.distinct.values, self.distinct.offsets)
-        self.sig = signatures(distinct, self.members, num_perm, seed, workers)
-        self.sig_col = np.full(len(self.sets), -1, dtype=np.int64)
-        self.sig_col[self.members] = np.arange(len(self.members))
+        return self.signatures.estimate(i, j)
 
 
-# A candidate is verified only when its MinHash estimate could come from a pair at the threshold: the
-# agreement count X of k permutations is Binomial(k, J) (Broder 1997), and the cut-off is the largest count
-# with P(X < cut | J = threshold) <= PREFILTER_MISS. Candidates below it are LSH false positives.
-PREFILTER_MISS = 1e-4
+@dataclass(frozen=True, eq=False)
+class Shingled:
+    """The shingle step's result: the tokenised turns, each record's length, and the three views."""
+
+    turns: Turns
+    words: np.ndarray  # tokens per record in the turns of `roles`
+    short_words: int  # records with fewer tokens are short: compared with short_ngram-grams
+    reach: int  # the short view's bound on a record's distinct short-n shingles (-1: no short record)
+    long: View
+    short: View
+    prompt: View
+
+    @property
+    def is_short(self) -> np.ndarray:
+        return self.words < self.short_words
+
+    @property
+    def views(self) -> tuple[View, View, View]:
+        return self.long, self.short, self.prompt
 
 
-def min_agreement(num_perm: int, threshold: float, miss: float = PREFILTER_MISS) -> int:
-    """Largest c with P(Binomial(num_perm, threshold) < c) <= miss."""
-    cdf, c = 0.0, 0
-    for x in range(num_perm + 1):
-        cdf += math.comb(num_perm, x) * threshold**x * (1.0 - threshold) ** (num_perm - x)
-        if cdf > miss:
-            break
-        c = x + 1
-    return c
+def tokenize(messages: pl.Series, cfg: Config) -> Turns:
+    """The turns of `roles`, tokenised, and always the user and assistant turns: the prompt view reads the user
+    turns and the answer check the assistant turns, whatever `roles` (the near-duplicate views' turns) says."""
+    roles = sorted(set(cfg.roles) | {"user", "assistant"})
+    return tokenize_turns(messages, roles, cfg.system_prompt, cfg.shared_system_min_records)
 
 
-def agreements(sig: np.ndarray, cols: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """For each column pair, how many permutations give both the same minimum."""
-    out = np.empty(len(cols), dtype=np.int64)
-    for lo in range(0, len(cols), chunk):
-        part = cols[lo : lo + chunk]
-        out[lo : lo + chunk] = np.count_nonzero(sig[:, part[:, 0]] == sig[:, part[:, 1]], axis=0)
-    return out
+def long_view(turns: Turns, near_turns: np.ndarray, is_short: np.ndarray, cfg: Config, bands: Bands) -> View:
+    """Records of at least `short_words` tokens, as `ngram`-grams of their turns in `near_turns`."""
+    sets = shingle(turns, cfg.ngram, near_turns & ~is_short[turns.record])
+    members = np.flatnonzero(~is_short & (sets.sizes() > 0))
+    return View("long", cfg.ngram, sorted_sets(sets, members), members, cfg.threshold, bands)
+
+
+def short_view(
+    turns: Turns, near_turns: np.ndarray, is_short: np.ndarray, cfg: Config, bands: Bands
+) -> tuple[View, int]:
+    """Short records, and every record that can be within the threshold of one, as `short_ngram`-grams; with the
+    bound that admits the latter (`reach`, -1 when no record is short).
+
+    Jaccard bounds set sizes (|A| / |B| >= J), and repetition makes a long record's set small (an answer said twice,
+    an exchange repeated), so the bound is on distinct short-n shingles, not on words: a record takes part when its
+    set is no larger than the largest short record's divided by the threshold. Only records whose lower bound
+    (distinct tokens, `distinct_tokens`) allows it are shingled to count exactly.
+    """
+    short_distinct = sorted_sets(shingle(turns, cfg.short_ngram, near_turns & is_short[turns.record]))
+    reach = -1
+    if is_short.any():
+        reach = math.floor(Fraction(int(short_distinct.sizes()[is_short].max())) / Fraction(str(cfg.threshold)))
+    n_turns = np.bincount(turns.record[near_turns & (turns.length > 0)], minlength=turns.n_records)
+    at_least = distinct_tokens(turns, near_turns) - (cfg.short_ngram - 1) * n_turns
+    maybe = ~is_short & (at_least <= reach)
+    if maybe.any():
+        sets = shingle(turns, cfg.short_ngram, near_turns & maybe[turns.record])
+        short_distinct = merge_sorted_sets(short_distinct, sorted_sets(sets))
+    sizes = short_distinct.sizes()
+    members = np.flatnonzero((is_short | (maybe & (sizes <= reach))) & (sizes > 0))
+    return View("short", cfg.short_ngram, short_distinct, members, cfg.threshold, bands), reach
+
+
+def prompt_view(turns: Turns, cfg: Config) -> View:
+    """Every record with a user turn, as `prompt_ngram`-grams of its user turns (whatever `roles` says)."""
+    bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    sets = shingle(turns, cfg.prompt_ngram, turns.role == "user")
+    members = np.flatnonzero(sets.sizes() > 0)
+    return View("prompt", cfg.prompt_ngram, sorted_sets(sets, members), members, cfg.prompt_threshold, bands)
+
+
+def shingle_records(messages: pl.Series, cfg: Config) -> Shingled:
+    """Tokenise the records and build the long, short and prompt views."""
+    turns = tokenize(messages, cfg)
+    near_turns = np.isin(turns.role, list(cfg.roles))
+    words = turns.words(near_turns)
+    short_words = cfg.short_words()
+    is_short = words < short_words
+    bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    short, reach = short_view(turns, near_turns, is_short, cfg, bands)
+    long = long_view(turns, near_turns, is_short, cfg, bands)
+    return Shingled(turns, words, short_words, reach, long, short, prompt_view(turns, cfg))
+
+
+# ---------------------------------------------------------------------------------------------------- sign
+
+
+def sign(view: View, num_perm: int, seed: int, workers: int = 1) -> View:
+    """The view with its members' MinHash signatures (datasketch's affine32 permutations drawn from `seed`)."""
+    return replace(view, signatures=Signatures.of(view.sets, view.members, num_perm, seed, workers))
+
+
+# ---------------------------------------------------------------------------------------------------- band
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """A view's candidate pairs, as record indices."""
+
+    pairs: np.ndarray  # (m, 2), i < j, sorted: the pairs left after the filters of `band`
+    found: int  # pairs sharing a band, before the filters (the summary's candidate_pairs)
+
+
+def band(view: View, accept: np.ndarray | None = None) -> Candidates:
+    """Pairs of members whose signatures agree on every row of at least one band (`band_pairs`).
+
+    `accept` (bool per record) keeps only pairs with at least one accepted member. A pair whose signatures agree
+    on fewer permutations than the binomial cut-off (`min_agreement`) is an LSH false positive and is dropped.
+    """
+    assert view.signatures is not None, "band needs a signed view"
+    sig = view.signatures.matrix
+    cols = band_pairs(sig, view.bands.bands, view.bands.rows)
+    found = len(cols)
+    if accept is not None:
+        cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
+    cols = cols[agreements(sig, cols) >= min_agreement(sig.shape[0], view.threshold)]
+    # `members` is ascending and band_pairs sorts (lo, hi), so record pairs come out as i < j, sorted.
+    return Candidates(view.members[cols], found)
+
+
+# -------------------------------------------------------------------------------------------------- verify
 
 
 class AnswerSets:
@@ -411,55 +316,90 @@ class AnswerSets:
         return out
 
 
-def find_edges(
-    view: View, accept: np.ndarray | None = None, answers: AnswerSets | None = None, answer_threshold: float = 0.0
-) -> list[tuple[int, int, float]]:
-    """Verified pairs (i, j, exact Jaccard >= threshold), i < j record indices, from the view's LSH candidates.
+@dataclass(frozen=True)
+class Edges:
+    """A view's verified pairs, and the counts the summary reports."""
 
-    `accept` (bool per record) keeps only candidates with at least one accepted member. A candidate whose
-    MinHash estimate is below the binomial cut-off, or whose two records are already connected (it cannot
-    change a component), is not verified. With `answers`, a pair at or above the threshold is an edge only
-    when its answer Jaccard is at least `answer_threshold` too; the others are kept in `view.answer_dropped`.
+    edges: list[tuple[int, int, float]]  # (i, j, exact Jaccard >= threshold), i < j record indices
+    candidates: int  # pairs sharing a band
+    verified: int  # candidates whose exact Jaccard decided something (their records were not yet connected)
+    answer_dropped: int  # pairs at or above the threshold whose answers differ
+
+
+def verify(
+    view: View, candidates: Candidates, answers: AnswerSets | None = None, answer_threshold: float = 0.0
+) -> Edges:
+    """The candidates whose exact Jaccard reaches the view's threshold, and with `answers` whose answer Jaccard
+    reaches `answer_threshold` too.
+
+    A candidate whose two records are already connected cannot change a component: it is not counted as verified
+    and gives no edge.
     """
-    assert view.sig is not None
-    cols = band_pairs(view.sig, view.bands.bands, view.bands.rows)
-    view.candidates = len(cols)
-    if accept is not None:
-        cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
-    cut = min_agreement(view.sig.shape[0], view.threshold)
-    cols = cols[agreements(view.sig, cols) >= cut]
-    # `members` is ascending and band_pairs sorts (lo, hi), so record pairs come out as i < j, sorted.
-    pairs = view.members[cols]
-    # Exact Jaccard of every remaining candidate in one batch; the walk below then counts as verified only
-    # those whose records were not connected yet (the others cannot change a component).
+    pairs = candidates.pairs
+    # Exact Jaccard (and the answer check) of every candidate in one batch; the walk below then keeps only
+    # those whose records were not connected yet.
     scores = view.exact(pairs[:, 0], pairs[:, 1])
     good = scores >= view.threshold
-    view.answer_dropped = np.zeros((0, 2), dtype=np.int64)
+    dropped = 0
     if answers is not None:
-        # Every pair at the threshold, in one batch (as the exact Jaccard above), before the walk.
         at = np.flatnonzero(good)
         differ = at[answers.jaccard(pairs[at, 0], pairs[at, 1]) < answer_threshold]
         good[differ] = False
-        view.answer_dropped = pairs[differ]
-    uf = UnionFind(len(view.sets))
+        dropped = len(differ)
+    uf = UnionFind(view.n_records)
     edges = []
+    verified = 0
     for (i, j), score, ok in zip(pairs.tolist(), scores.tolist(), good.tolist()):
         if uf.find(i) == uf.find(j):
             continue
-        view.verified += 1
+        verified += 1
         if ok:
             uf.union(i, j)
             edges.append((i, j, score))
-    return edges
+    return Edges(edges, candidates.found, verified, dropped)
 
 
-# ---------------------------------------------------------------------------------------------- clusters
+# ------------------------------------------------------------------------------------------------- cluster
 
 
-@dataclass
+def cluster(n: int, *views: Edges) -> list[list[int]]:
+    """Near-duplicate clusters: connected components of the views' edges over records 0..n-1, each ascending,
+    numbered by their first record. Candidates only: a component can be a chain (see `remove_against_kept`)."""
+    return connected_components(n, [edge for edges in views for edge in edges.edges])
+
+
+# -------------------------------------------------------------------------------------------------- choose
+
+
+def keep_order(df: pl.DataFrame) -> np.ndarray:
+    """Rank of each row as the copy to keep (0 = best): quality_score desc, n_assistant_tokens desc, row asc."""
+    keys, desc = [], []
+    for name in (C.QUALITY_SCORE, C.N_ASSISTANT_TOKENS):
+        if name in df.columns:
+            keys.append(pl.col(name))
+            desc.append(True)
+    keys.append(pl.col(C.ROW))
+    desc.append(False)
+    order = (
+        df.with_row_index("_i")
+        .sort(keys, descending=desc, nulls_last=True, maintain_order=True)
+        .get_column("_i")
+        .to_numpy()
+    )
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+@dataclass(frozen=True, eq=False)
 class KeptCheck:
     """Whether records are near-duplicates of given kept copies: the exact Jaccard at the n the pair is judged at
-    (short-n when either has fewer than `short_words` tokens, as the edges), then the answer check."""
+    (short-n when either has fewer than `short_words` tokens, as the edges), then the answer check.
+
+    A short record's pair with a record the short view did not shingle reads Jaccard 0, which is right as a
+    verdict: such a record has more distinct short-n shingles than the view's `reach`, so Jaccard's size bound
+    keeps it below the threshold of every short record.
+    """
 
     long: View
     short: View
@@ -522,15 +462,223 @@ def remove_against_kept(components: list[list[int]], rank: np.ndarray, check: Ke
     return removed
 
 
-def _cluster_line(
-    cid: int, members: list[int], best: int, removed: dict[int, Removal], refs: list[str], estimate: list[float | None]
+@dataclass(frozen=True)
+class Clusters:
+    """Near-duplicate clusters, each cluster's best copy, and the records removed."""
+
+    members: list[list[int]]  # cluster k's records, ascending
+    best: list[int]  # cluster k's best copy (kept)
+    removed: dict[int, Removal]  # removed record -> the copy kept for it
+
+    def cluster_of(self, n: int) -> list[int | None]:
+        out: list[int | None] = [None] * n
+        for cid, members in enumerate(self.members):
+            for i in members:
+                out[i] = cid
+        return out
+
+    def best_of(self, n: int) -> list[int]:
+        """Each record's cluster's best copy, itself when in no cluster: the split and the prompt view follow it."""
+        out = list(range(n))
+        for best, members in zip(self.best, self.members):
+            for i in members:
+                out[i] = best
+        return out
+
+
+def choose(components: list[list[int]], rank: np.ndarray, check: KeptCheck) -> Clusters:
+    """Each cluster's best copy (lowest `rank`) and the records removed against kept copies."""
+    best = [min(members, key=lambda i: rank[i]) for members in components]
+    return Clusters(components, best, remove_against_kept(components, rank, check))
+
+
+def same_prompt_groups(n: int, prompt: Edges, best_of: list[int]) -> list[list[int]]:
+    """Records with near-identical user turns that are not one near-duplicate cluster, as components.
+
+    A cluster takes part through its best copy (`best_of`), so a group holds best copies and records in no
+    cluster; a pair inside one cluster is no group.
+    """
+    edges = [
+        (min(best_of[i], best_of[j]), max(best_of[i], best_of[j]), score)
+        for i, j, score in prompt.edges
+        if best_of[i] != best_of[j]
+    ]
+    return connected_components(n, edges)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A record of a same-prompt group, compared with the group's best copy."""
+
+    record: int
+    prompt_jaccard: float | None  # None for the best copy itself
+    answer_jaccard: float | None  # None for the best copy itself
+    same_answer: bool  # gives the best copy's answer (the best copy does)
+    kept: bool  # under the prompt_conflict policy
+
+
+@dataclass(frozen=True)
+class PromptGroup:
+    """A same-prompt group: a conflict when a member answers differently from the best copy."""
+
+    best: int
+    members: list[GroupMember]  # ascending by record
+
+    @property
+    def conflict(self) -> bool:
+        return any(not m.same_answer for m in self.members)
+
+    @property
+    def differ(self) -> list[int]:
+        """The members whose answer differs from the best copy's."""
+        return [m.record for m in self.members if not m.same_answer]
+
+
+def kept_in_group(conflict: bool, same_answer: bool, policy: str) -> bool:
+    """Whether the prompt_conflict `policy` keeps a member: all of a group without conflict; in a conflict all
+    (keep_all), the best copy and the copies giving its answer (keep_best), or none (reject)."""
+    return not conflict or policy == "keep_all" or (policy == "keep_best" and same_answer)
+
+
+def judge_prompt_groups(
+    groups: list[list[int]], rank: np.ndarray, prompt: View, answers: AnswerSets, cfg: Config
+) -> list[PromptGroup]:
+    """Each group's best copy (lowest `rank`), each member's prompt and answer Jaccard to it, whether it gives the
+    same answer (answer Jaccard >= `answer_threshold`) and whether the `prompt_conflict` policy keeps it."""
+    bests = [min(members, key=lambda i: rank[i]) for members in groups]
+    flat = np.array([i for members in groups for i in members], dtype=np.int64)
+    flat_best = np.array([b for b, members in zip(bests, groups) for _ in members], dtype=np.int64)
+    prompt_j = iter(prompt.exact(flat, flat_best).tolist())
+    answer_j = iter(answers.jaccard(flat, flat_best).tolist())
+    out = []
+    for best, members in zip(bests, groups):
+        scores = [(i, next(prompt_j), next(answer_j)) for i in members]
+        same = [i == best or aj >= cfg.answer_threshold for i, _, aj in scores]
+        conflict = not all(same)
+        out.append(
+            PromptGroup(
+                best,
+                [
+                    GroupMember(
+                        i,
+                        None if i == best else pj,
+                        None if i == best else aj,
+                        s,
+                        kept_in_group(conflict, s, cfg.prompt_conflict),
+                    )
+                    for (i, pj, aj), s in zip(scores, same)
+                ],
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ describe
+
+
+class Estimate(NamedTuple):
+    """How a removed record's pair with its kept copy was seen: MinHash estimate and the n-gram it is judged at."""
+
+    value: float | None  # None when a member of the pair was not signed
+    ngram: int
+
+
+def removal_estimates(removed: dict[int, Removal], check: KeptCheck) -> dict[int, Estimate]:
+    """The MinHash estimate of each removed record's pair with its kept copy, from the view that judges the pair."""
+    dups = np.array(sorted(removed), dtype=np.int64)
+    kept = np.array([removed[i].kept for i in dups.tolist()], dtype=np.int64)
+    short = check.short_pair(dups, kept)
+    out = {}
+    for view, sel in ((check.short, short), (check.long, ~short)):
+        for i, value in zip(dups[sel].tolist(), view.estimate(dups[sel], kept[sel])):
+            out[i] = Estimate(value, view.ngram)
+    return out
+
+
+def near_dup_detail(kept_ref: str, removal: Removal, estimate: Estimate, cid: int) -> str:
+    return (
+        f"near-duplicate of {kept_ref} (jaccard {removal.jaccard:.3f}, estimated {_fmt(estimate.value)}, "
+        f"cluster {cid}, {estimate.ngram}-grams)"
+    )
+
+
+def conflict_detail(member: GroupMember, group: PromptGroup, refs: list[str], policy: str) -> str:
+    """Why a member of a conflict group is rejected: which record answers differently, or how it compares."""
+    differ = group.differ
+    if member.record == group.best:
+        return f"prompt answered differently by {len(differ)} other record(s), first {refs[differ[0]]}; policy {policy}"
+    prompt = f"same prompt as {refs[group.best]} (prompt jaccard {_fmt(member.prompt_jaccard)})"
+    if member.same_answer:
+        return (
+            f"{prompt} and the same answer (answer jaccard {_fmt(member.answer_jaccard)}), in a group with "
+            f"{len(differ)} different answer(s); policy {policy}"
+        )
+    return f"{prompt}, different answer (answer jaccard {_fmt(member.answer_jaccard)}); policy {policy}"
+
+
+def split_keys(hashes: list[str], clusters: Clusters, groups: list[PromptGroup]) -> list[str | None]:
+    """The split key of each record in a cluster or a same-prompt group: the content hash of its cluster's best
+    copy, or of the best copy of the group that copy is in; None for the others."""
+    n = len(hashes)
+    group_best = {m.record: g.best for g in groups for m in g.members}
+    cluster_of = clusters.cluster_of(n)
+    best_of = clusters.best_of(n)
+    keys: list[str | None] = [None] * n
+    for i in range(n):
+        if cluster_of[i] is not None or i in group_best:
+            keys[i] = hashes[group_best.get(best_of[i], best_of[i])]
+    return keys
+
+
+def row_columns(
+    refs: list[str],
+    hashes: list[str],
+    clusters: Clusters,
+    estimates: dict[int, Estimate],
+    groups: list[PromptGroup],
+    policy: str,
+) -> pl.DataFrame:
+    """The stage's columns, one row per record: cluster, kept copy and Jaccard of a removed record, conflict flag,
+    split key, and the reject reason and detail (`_reason`, `_detail`)."""
+    n = len(refs)
+    cluster_of = clusters.cluster_of(n)
+    dup_of: list[str | None] = [None] * n
+    dup_jaccard: list[float | None] = [None] * n
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    for i, removal in clusters.removed.items():
+        dup_of[i], dup_jaccard[i], reason[i] = refs[removal.kept], removal.jaccard, "dup.near"
+        detail[i] = near_dup_detail(refs[removal.kept], removal, estimates[i], cluster_of[i])
+    conflict = [False] * n
+    for group in groups:
+        for member in group.members:
+            conflict[member.record] = group.conflict
+            if not member.kept:
+                reason[member.record] = "dup.prompt_conflict"
+                detail[member.record] = conflict_detail(member, group, refs, policy)
+    return pl.DataFrame(
+        [
+            pl.Series(C.NEAR_DUP_CLUSTER, cluster_of, dtype=pl.Int64),
+            pl.Series(C.NEAR_DUP_OF, dup_of, dtype=pl.Utf8),
+            pl.Series(C.NEAR_DUP_JACCARD, dup_jaccard, dtype=pl.Float64),
+            pl.Series(C.PROMPT_CONFLICT, conflict, dtype=pl.Boolean),
+            pl.Series(C.SPLIT_KEY, split_keys(hashes, clusters, groups), dtype=pl.Utf8),
+            pl.Series("_reason", reason, dtype=pl.Utf8),
+            pl.Series("_detail", detail, dtype=pl.Utf8),
+        ]
+    )
+
+
+def cluster_line(
+    cid: int, clusters: Clusters, estimates: dict[int, Estimate], refs: list[str]
 ) -> dict[str, Any]:
     """The duplicates.jsonl line of one near-duplicate cluster (a candidate component)."""
+    members, removed = clusters.members[cid], clusters.removed
     gone = [removed[i] for i in members if i in removed]
     return {
         "kind": "near_dup",
         "cluster": cid,
-        "kept": refs[best],
+        "kept": refs[clusters.best[cid]],
         "size": len(members),
         "min_jaccard": _r4(min((r.jaccard for r in gone), default=None)),
         "members": [
@@ -539,45 +687,150 @@ def _cluster_line(
                 "kept": i not in removed,
                 "of": refs[removed[i].kept] if i in removed else None,
                 "jaccard": _r4(removed[i].jaccard) if i in removed else None,
-                "jaccard_estimate": _r4(estimate[i]) if i in removed else None,
+                "jaccard_estimate": _r4(estimates[i].value) if i in removed else None,
             }
             for i in members
         ],
     }
 
 
-# ------------------------------------------------------------------------------------------------- the stage
+def group_line(gid: int, group: PromptGroup, refs: list[str], policy: str) -> dict[str, Any]:
+    """The duplicates.jsonl line of one same-prompt group (`prompt_conflict` or `same_answer`)."""
+    line: dict[str, Any] = {
+        "kind": C.PROMPT_CONFLICT if group.conflict else "same_answer",
+        "group": gid,
+        "best": refs[group.best],
+        "size": len(group.members),
+        "members": [
+            {
+                "ref": refs[m.record],
+                "kept": m.kept,
+                "best": m.record == group.best,
+                "prompt_jaccard": _r4(m.prompt_jaccard),
+                "answer_jaccard": _r4(m.answer_jaccard),
+                "same_answer": m.same_answer,
+            }
+            for m in group.members
+        ],
+    }
+    if group.conflict:
+        line["policy"] = policy
+    return line
 
 
-def _priority(df: pl.DataFrame) -> np.ndarray:
-    """Rank of each row as the copy to keep (0 = best): quality_score desc, n_assistant_tokens desc, row asc."""
-    keys, desc = [], []
-    for name in (QUALITY_SCORE, N_ASSISTANT_TOKENS):
-        if name in df.columns:
-            keys.append(pl.col(name))
-            desc.append(True)
-    keys.append(pl.col(C.ROW))
-    desc.append(False)
-    order = (
-        df.with_row_index("_i")
-        .sort(keys, descending=desc, nulls_last=True, maintain_order=True)
-        .get_column("_i")
-        .to_numpy()
-    )
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank
+def duplicates_jsonl(
+    refs: list[str], clusters: Clusters, estimates: dict[int, Estimate], groups: list[PromptGroup], policy: str
+) -> bytes:
+    """duplicates.jsonl: one line per near-duplicate cluster, then one per same-prompt group."""
+    lines = [cluster_line(cid, clusters, estimates, refs) for cid in range(len(clusters.members))]
+    lines += [group_line(gid, group, refs, policy) for gid, group in enumerate(groups)]
+    return "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines).encode("utf-8")
 
 
-def _components(n: int, edges: list[tuple[int, int, float]]) -> list[list[int]]:
-    uf = UnionFind(n)
-    for i, j, _ in edges:
-        uf.union(i, j)
-    groups: dict[int, list[int]] = {}
-    for i, j, _ in edges:
-        for x in (i, j):
-            groups.setdefault(uf.find(x), []).append(x)
-    return [sorted(set(g)) for g in groups.values()]
+def size_histogram(sizes: list[int]) -> dict[str, int]:
+    """Clusters per size: 2, 3 and 4 apart, then 5-9 and 10+."""
+    histogram: dict[str, int] = {}
+    for s in sizes:
+        label = str(s) if s < 5 else ("5-9" if s < 10 else "10+")
+        histogram[label] = histogram.get(label, 0) + 1
+    return dict(sorted(histogram.items()))
+
+
+def summarize(
+    rows: pl.DataFrame,
+    shingled: Shingled,
+    views: tuple[View, ...],
+    edges: tuple[Edges, ...],
+    clusters: Clusters,
+    groups: list[PromptGroup],
+    policy: str,
+) -> dict[str, Any]:
+    """The stage's summary: clusters, removals, same-prompt groups, and what each view signed and verified.
+
+    `edges` holds each view's edges, in the order of `views` (long, short, prompt).
+    """
+    sizes = [len(m) for m in clusters.members]
+    reasons = rows.get_column("_reason").to_list()
+    conflict_groups = sum(g.conflict for g in groups)
+    grouped = sum(len(g.members) for g in groups)
+    in_conflict = sum(len(g.members) for g in groups if g.conflict)
+    return {
+        "records": rows.height,
+        "clusters": len(sizes),
+        "records_in_clusters": sum(sizes),
+        "near_duplicates_rejected": reasons.count("dup.near"),
+        "largest_cluster": max(sizes, default=0),
+        "cluster_sizes": size_histogram(sizes),
+        "min_jaccard_to_kept": _r4(min((r.jaccard for r in clusters.removed.values()), default=None)),
+        "kept_apart_from_chains": sum(sizes) - len(clusters.removed) - len(sizes),
+        "prompt_conflict_groups": conflict_groups,
+        "prompt_conflict_records": in_conflict,
+        "prompt_conflict_rejected": reasons.count("dup.prompt_conflict"),
+        "prompt_conflict_policy": policy,
+        "same_answer_groups": len(groups) - conflict_groups,
+        "same_answer_records": grouped - in_conflict,
+        # Pairs at the threshold whose answers differ are no edge: when their user turns are what they share,
+        # the prompt view finds them and the prompt-conflict policy decides.
+        "answer_check_dropped_pairs": sum(e.answer_dropped for e in edges),
+        "short_records": int(shingled.is_short.sum()),
+        "records_without_shingles": int((shingled.words == 0).sum()),  # no token in any shingled turn
+        "shared_system_prompts_dropped": shingled.turns.dropped_system_prompts,
+        "lsh": {
+            v.name: {"signed": len(v.members), "candidate_pairs": e.candidates, "verified_pairs": e.verified}
+            for v, e in zip(views, edges)
+        },
+    }
+
+
+def manifest_of(cfg: Config, shingled: Shingled) -> dict[str, Any]:
+    """How the stage compared records: enough to reproduce its decisions."""
+    from importlib import metadata
+
+    try:
+        ds_version = metadata.version("datasketch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - datasketch is a core dependency
+        ds_version = "unknown"
+    return {
+        "library": f"datasketch {ds_version}",
+        "signatures": "datasketch MinHash permutations, vectorised over all records; equal to MinHash.bulk "
+        "(tests/test_dedup_minhash.py)",
+        "banding": "one sort per band; the same candidate pairs as datasketch MinHashLSH with these params (tested)",
+        "scheme": SCHEME,
+        "token_hash": "xxh3_64 (xxhash) of each lower-cased token's UTF-8 bytes, seed 0",
+        "shingle_hash": "polynomial combination of the n token hashes, multiplier 0x9E3779B97F4A7C15, mod 2**64",
+        "token_pattern": "one token per Han/Hiragana/Katakana/Thai/Lao/Khmer/Myanmar character, else per run of "
+        "word characters",
+        "seed": cfg.seed,
+        "num_perm": cfg.num_perm,
+        "threshold": cfg.threshold,
+        "verification": "exact Jaccard of the shingle sets",
+        "answer_threshold": cfg.answer_threshold,
+        "answer_check": "exact Jaccard of the assistant turns (short_ngram-grams when the shorter answer is below "
+        "min_words of the long view, else ngram-grams) must reach answer_threshold for a near-duplicate edge",
+        "views": {
+            "long": {"ngram": cfg.ngram, "min_words": shingled.short_words, **_bands_dict(shingled.long.bands)},
+            "short": {"ngram": cfg.short_ngram, "max_distinct_shingles": shingled.reach,
+                      "counts_below_words": shingled.short_words, **_bands_dict(shingled.short.bands)},
+            "prompt": {"ngram": cfg.prompt_ngram, "roles": ["user"], "threshold": cfg.prompt_threshold,
+                       **_bands_dict(shingled.prompt.bands)},
+        },
+        "roles": list(cfg.roles),
+        "system_prompt": cfg.system_prompt,
+        "kept_copy_order": ["quality_score desc", "n_assistant_tokens desc", "row asc"],
+        "clusters": "union-find components of the verified edges; each keeps its best copy and removes the members "
+        "verified against it (exact Jaccard and answer check), then treats the rest likewise",
+        "split_key": "content_hash of the cluster's best copy / the conflict group's best copy",
+    }
+
+
+def _bands_dict(b: Bands) -> dict[str, Any]:
+    return {
+        "bands": b.bands,
+        "rows": b.rows,
+        "recall_at_threshold": round(b.recall_at_threshold, 6),
+        "false_positive_area": round(b.false_positive_area, 6),
+        "false_negative_area": round(b.false_negative_area, 6),
+    }
 
 
 def _r4(x: float | None) -> float | None:
@@ -588,12 +841,61 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+# ----------------------------------------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """What the stage decided: its columns (`row_columns`), duplicates.jsonl, manifest and summary."""
+
+    rows: pl.DataFrame
+    artifact: bytes
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
+    """Everything the stage decides for the rows of `df` (all alive): shingle, sign, band, verify, cluster and
+    choose for near duplicates, then the same for prompts between the copies kept, then describe."""
+    n = df.height
+    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
+    shingled = shingle_records(df.get_column(C.MESSAGES), cfg)
+    long, short, prompt = (sign(view, cfg.num_perm, cfg.seed, workers) for view in shingled.views)
+
+    # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
+    # with a short record
+    answers = AnswerSets(shingled.turns, cfg)
+    near_edges = (
+        verify(long, band(long), answers, cfg.answer_threshold),
+        verify(short, band(short, accept=shingled.is_short), answers, cfg.answer_threshold),
+    )
+    check = KeptCheck(long, short, answers, shingled.words, shingled.short_words, cfg.threshold, cfg.answer_threshold)
+    rank = keep_order(df)
+    clusters = choose(cluster(n, *near_edges), rank, check)
+
+    # same prompt, between the clusters' best copies and the records in no cluster
+    prompt_edges = verify(prompt, band(prompt))
+    groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
+
+    refs = df.get_column(C.REF).to_list()
+    estimates = removal_estimates(clusters.removed, check)
+    rows = row_columns(refs, df.get_column(C.CONTENT_HASH).to_list(), clusters, estimates, groups, cfg.prompt_conflict)
+    return Result(
+        rows=rows,
+        artifact=duplicates_jsonl(refs, clusters, estimates, groups, cfg.prompt_conflict),
+        manifest=manifest_of(cfg, shingled),
+        summary=summarize(
+            rows, shingled, (long, short, prompt), (*near_edges, prompt_edges), clusters, groups, cfg.prompt_conflict
+        ),
+    )
+
+
 def _null_columns(df: pl.DataFrame) -> pl.DataFrame:
     cols = [
-        pl.lit(None, dtype=pl.Int64).alias(NEAR_DUP_CLUSTER),
-        pl.lit(None, dtype=pl.Utf8).alias(NEAR_DUP_OF),
-        pl.lit(None, dtype=pl.Float64).alias(NEAR_DUP_JACCARD),
-        pl.lit(False, dtype=pl.Boolean).alias(PROMPT_CONFLICT),
+        pl.lit(None, dtype=pl.Int64).alias(C.NEAR_DUP_CLUSTER),
+        pl.lit(None, dtype=pl.Utf8).alias(C.NEAR_DUP_OF),
+        pl.lit(None, dtype=pl.Float64).alias(C.NEAR_DUP_JACCARD),
+        pl.lit(False, dtype=pl.Boolean).alias(C.PROMPT_CONFLICT),
     ]
     if C.SPLIT_KEY not in df.columns:
         cols.append(pl.lit(None, dtype=pl.Utf8).alias(C.SPLIT_KEY))
@@ -613,308 +915,13 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     ctx.manifest[NAME] = result.manifest
     ctx.summaries[NAME] = result.summary
     ctx.artifacts[ARTIFACT] = result.artifact
-    out = df.with_columns(
-        pl.Series(NEAR_DUP_CLUSTER, result.cluster, dtype=pl.Int64),
-        pl.Series(NEAR_DUP_OF, result.dup_of, dtype=pl.Utf8),
-        pl.Series(NEAR_DUP_JACCARD, result.dup_jaccard, dtype=pl.Float64),
-        pl.Series(PROMPT_CONFLICT, result.conflict, dtype=pl.Boolean),
-    )
-    new_key = pl.Series("_key", result.split_key, dtype=pl.Utf8)
+    rows = result.rows
+    out = df.with_columns(rows.select(C.NEAR_DUP_CLUSTER, C.NEAR_DUP_OF, C.NEAR_DUP_JACCARD, C.PROMPT_CONFLICT).get_columns())
+    new_key = rows.get_column(C.SPLIT_KEY)
     if C.SPLIT_KEY in out.columns:
         out = out.with_columns(pl.coalesce(new_key, pl.col(C.SPLIT_KEY)).alias(C.SPLIT_KEY))
     else:
-        out = out.with_columns(new_key.alias(C.SPLIT_KEY))
-    reason = pl.Series("_reason", result.reason, dtype=pl.Utf8)
-    detail = pl.Series("_detail", result.detail, dtype=pl.Utf8)
-    out = out.with_columns(reason, detail)
+        out = out.with_columns(new_key)
+    out = out.with_columns(rows.get_column("_reason"), rows.get_column("_detail"))
     out = with_reject(out, pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_detail"))
     return out.drop("_reason", "_detail")
-
-
-@dataclass
-class Result:
-    cluster: list[int | None]
-    dup_of: list[str | None]
-    dup_jaccard: list[float | None]
-    conflict: list[bool]
-    split_key: list[str | None]
-    reason: list[str | None]
-    detail: list[str | None]
-    artifact: bytes
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
-
-
-def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
-    """Everything the stage decides, for the rows of `df` (all alive), as plain per-row lists."""
-    from importlib import metadata
-
-    n = df.height
-    refs = df.get_column(C.REF).to_list()
-    hashes = df.get_column(C.CONTENT_HASH).to_list()
-    rank = _priority(df)
-    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
-
-    # User and assistant turns are always tokenised: the prompt view reads the user turns and the answer check
-    # the assistant turns, whatever `roles` (the near-duplicate views' turns) says.
-    token_roles = sorted(set(cfg.roles) | {"user", "assistant"})
-    turns: Turns = tokenize_turns(
-        df.get_column(C.MESSAGES), token_roles, cfg.system_prompt, cfg.shared_system_min_records
-    )
-    near_turns = np.isin(turns.role, list(cfg.roles))
-    words = turns.words(near_turns)
-    short_words = cfg.short_words()
-    is_short = words < short_words
-
-    full_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    # The long view shingles only the records of at least `short_words` tokens (a turn mask by record).
-    long_view = View(
-        "long", cfg.ngram, shingle(turns, cfg.ngram, near_turns & ~is_short[turns.record]), np.zeros(0, np.int64),
-        cfg.threshold, full_bands,
-    )
-    long_view.members = np.flatnonzero(~is_short & (long_view.sets.sizes() > 0))
-    # The short view compares each short record with every record that can be within the threshold of it. Jaccard
-    # bounds set sizes (|A| / |B| >= J), and repetition makes a long record's set small (an answer said twice, an
-    # exchange repeated), so the bound is on distinct short-n shingles, not on words: a record takes part when
-    # its set is no larger than the largest short record's divided by the threshold. Only records whose lower
-    # bound (distinct tokens, `distinct_tokens`) allows it are shingled to count exactly.
-    short_distinct = sorted_sets(shingle(turns, cfg.short_ngram, near_turns & is_short[turns.record]))
-    reach = -1
-    if is_short.any():
-        reach = math.floor(Fraction(int(short_distinct.sizes()[is_short].max())) / Fraction(str(cfg.threshold)))
-    n_turns = np.bincount(turns.record[near_turns & (turns.length > 0)], minlength=n)
-    at_least = distinct_tokens(turns, near_turns) - (cfg.short_ngram - 1) * n_turns
-    maybe = ~is_short & (at_least <= reach)
-    short_sets = shingle(turns, cfg.short_ngram, near_turns & (is_short | maybe)[turns.record])
-    if maybe.any():
-        short_distinct = merge_sorted_sets(short_distinct, sorted_sets(short_sets, np.flatnonzero(maybe)))
-    distinct_sizes = short_distinct.sizes()
-    in_short = is_short | (maybe & (distinct_sizes <= reach))
-    short_view = View(
-        "short", cfg.short_ngram, short_sets, np.flatnonzero(in_short & (distinct_sizes > 0)), cfg.threshold,
-        full_bands, distinct=short_distinct,
-    )
-    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    prompt_view = View(
-        "prompt",
-        cfg.prompt_ngram,
-        shingle(turns, cfg.prompt_ngram, turns.role == "user"),
-        np.zeros(0, np.int64),
-        cfg.prompt_threshold,
-        prompt_bands,
-    )
-    prompt_view.members = np.flatnonzero(prompt_view.sets.sizes() > 0)
-
-    views = (long_view, short_view, prompt_view)
-    for view in views:
-        if view.distinct is None:
-            view.prepare()
-        view.sign(cfg.num_perm, cfg.seed, workers)
-
-    answers = AnswerSets(turns, cfg)
-    edges = find_edges(long_view, answers=answers, answer_threshold=cfg.answer_threshold) + find_edges(
-        short_view, accept=is_short, answers=answers, answer_threshold=cfg.answer_threshold
-    )
-    # Pairs at the threshold whose answers differ are no edge: when their user turns are what they share, the
-    # prompt view below finds them and the prompt-conflict policy decides (a shared system prompt kept with
-    # system_prompt=keep, say, is no conflict).
-    answer_dropped = sum(len(v.answer_dropped) for v in (long_view, short_view) if v.answer_dropped is not None)
-
-    # --- near-duplicate clusters: candidate components, numbered by their first row; within each, records are
-    # removed only against a kept copy (`remove_against_kept`). A short record's pair with a record the short view
-    # did not shingle reads Jaccard 0, which is right as a verdict: such a record has more distinct short-n
-    # shingles than `reach`, so Jaccard's size bound keeps it below the threshold of every short record.
-    clusters = sorted(_components(n, edges), key=lambda g: g[0])
-    check = KeptCheck(long_view, short_view, answers, words, short_words, cfg.threshold, cfg.answer_threshold)
-    removed = remove_against_kept(clusters, rank, check)
-    cluster: list[int | None] = [None] * n
-    best_of = list(range(n))  # each row's cluster's best copy (itself when alone): the split and prompts follow it
-    best = [min(members, key=lambda i: rank[i]) for members in clusters]
-    for cid, members in enumerate(clusters):
-        for i in members:
-            cluster[i] = cid
-            best_of[i] = best[cid]
-    dup_of: list[str | None] = [None] * n
-    dup_j: list[float | None] = [None] * n
-    dup_est: list[float | None] = [None] * n
-    reason: list[str | None] = [None] * n
-    detail: list[str | None] = [None] * n
-    dups = np.array(sorted(removed), dtype=np.int64)
-    kept_arr = np.array([removed[i].kept for i in dups.tolist()], dtype=np.int64)
-    short_pair = check.short_pair(dups, kept_arr)
-    for view, sel in ((short_view, short_pair), (long_view, ~short_pair)):
-        di, dk = dups[sel], kept_arr[sel]
-        for i, k, est in zip(di.tolist(), dk.tolist(), view.estimate(di, dk)):
-            dup_of[i] = refs[k]
-            dup_j[i] = removed[i].jaccard
-            dup_est[i] = est
-            reason[i] = "dup.near"
-            detail[i] = (
-                f"near-duplicate of {refs[k]} (jaccard {removed[i].jaccard:.3f}, estimated {_fmt(est)}, "
-                f"cluster {cluster[i]}, {view.ngram}-grams)"
-            )
-
-    # --- same prompt: near-identical user turns, but not one near-duplicate cluster. A group whose members all
-    # give the best copy's answer is no conflict (they differ elsewhere, e.g. in a system prompt of their own); it
-    # still keeps one side of the split.
-    prompt_edges = [
-        (min(best_of[i], best_of[j]), max(best_of[i], best_of[j]), score)
-        for i, j, score in find_edges(prompt_view)
-        if best_of[i] != best_of[j]
-    ]
-    groups = sorted(_components(n, prompt_edges), key=lambda g: g[0])
-    conflict = [False] * n
-    in_group = [False] * n
-    anchor_of = list(range(n))
-    group_lines = []
-    anchors = [min(members, key=lambda i: rank[i]) for members in groups]
-    flat_i = np.array([i for members in groups for i in members], dtype=np.int64)
-    flat_a = np.array([a for a, members in zip(anchors, groups) for _ in members], dtype=np.int64)
-    prompt_j = iter(prompt_view.exact(flat_i, flat_a).tolist())
-    answer_j = iter(answers.jaccard(flat_i, flat_a).tolist())
-    n_conflict_groups = n_same_groups = 0
-    for gid, members in enumerate(groups):
-        anchor = anchors[gid]
-        pjs, ajs = [next(prompt_j) for _ in members], [next(answer_j) for _ in members]
-        same = [i == anchor or aj >= cfg.answer_threshold for i, aj in zip(members, ajs)]
-        differ = [i for i, s in zip(members, same) if not s]
-        is_conflict = bool(differ)
-        n_conflict_groups += is_conflict
-        n_same_groups += not is_conflict
-        lines = []
-        for i, pj_all, aj_all, s in zip(members, pjs, ajs, same):
-            in_group[i] = True
-            conflict[i] = is_conflict
-            anchor_of[i] = anchor
-            pj, aj = (None, None) if i == anchor else (pj_all, aj_all)
-            keep = (
-                not is_conflict
-                or cfg.prompt_conflict == "keep_all"
-                or (cfg.prompt_conflict == "keep_best" and s)  # the best copy, and copies giving its answer
-            )
-            if not keep:
-                reason[i] = "dup.prompt_conflict"
-                if i == anchor:
-                    detail[i] = (
-                        f"prompt answered differently by {len(differ)} other record(s), first {refs[differ[0]]}; "
-                        f"policy {cfg.prompt_conflict}"
-                    )
-                elif s:
-                    detail[i] = (
-                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}) and the same answer (answer "
-                        f"jaccard {_fmt(aj)}), in a group with {len(differ)} different answer(s); "
-                        f"policy {cfg.prompt_conflict}"
-                    )
-                else:
-                    detail[i] = (
-                        f"same prompt as {refs[anchor]} (prompt jaccard {_fmt(pj)}), different answer (answer "
-                        f"jaccard {_fmt(aj)}); policy {cfg.prompt_conflict}"
-                    )
-            lines.append(
-                {
-                    "ref": refs[i],
-                    "kept": keep,
-                    "best": i == anchor,
-                    "prompt_jaccard": _r4(pj),
-                    "answer_jaccard": _r4(aj),
-                    "same_answer": s,
-                }
-            )
-        line: dict[str, Any] = {
-            "kind": "prompt_conflict" if is_conflict else "same_answer",
-            "group": gid,
-            "best": refs[anchor],
-            "size": len(members),
-            "members": lines,
-        }
-        if is_conflict:
-            line["policy"] = cfg.prompt_conflict
-        group_lines.append(line)
-
-    # --- split keys: a cluster follows its kept copy, a same-prompt group its best copy
-    split_key: list[str | None] = [None] * n
-    for i in range(n):
-        if cluster[i] is not None or in_group[i]:
-            split_key[i] = hashes[anchor_of[best_of[i]]]
-
-    cluster_lines = [
-        _cluster_line(cid, members, best[cid], removed, refs, dup_est) for cid, members in enumerate(clusters)
-    ]
-    artifact = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in cluster_lines + group_lines)
-
-    sizes = [len(m) for m in clusters]
-    histogram: dict[str, int] = {}
-    for s in sizes:
-        label = str(s) if s < 5 else ("5-9" if s < 10 else "10+")
-        histogram[label] = histogram.get(label, 0) + 1
-    near_rejected = sum(1 for r in reason if r == "dup.near")
-    summary = {
-        "records": n,
-        "clusters": len(clusters),
-        "records_in_clusters": sum(sizes),
-        "near_duplicates_rejected": near_rejected,
-        "largest_cluster": max(sizes, default=0),
-        "cluster_sizes": dict(sorted(histogram.items())),
-        "min_jaccard_to_kept": _r4(min((r.jaccard for r in removed.values()), default=None)),
-        "kept_apart_from_chains": sum(sizes) - len(removed) - len(clusters),
-        "prompt_conflict_groups": n_conflict_groups,
-        "prompt_conflict_records": sum(conflict),
-        "prompt_conflict_rejected": sum(1 for r in reason if r == "dup.prompt_conflict"),
-        "prompt_conflict_policy": cfg.prompt_conflict,
-        "same_answer_groups": n_same_groups,
-        "same_answer_records": sum(in_group) - sum(conflict),
-        "answer_check_dropped_pairs": answer_dropped,
-        "short_records": int(is_short.sum()),
-        "records_without_shingles": int((words == 0).sum()),  # no token in any shingled turn
-        "shared_system_prompts_dropped": turns.dropped_system_prompts,
-        "lsh": {
-            v.name: {"signed": len(v.members), "candidate_pairs": v.candidates, "verified_pairs": v.verified}
-            for v in views
-        },
-    }
-    try:
-        ds_version = metadata.version("datasketch")
-    except metadata.PackageNotFoundError:  # pragma: no cover - datasketch is a core dependency
-        ds_version = "unknown"
-    manifest = {
-        "library": f"datasketch {ds_version}",
-        "signatures": "datasketch MinHash permutations, vectorised over all records; equal to MinHash.bulk "
-        "(tests/test_dedup_minhash.py)",
-        "banding": "one sort per band; the same candidate pairs as datasketch MinHashLSH with these params (tested)",
-        "scheme": SCHEME,
-        "token_hash": "xxh3_64 (xxhash) of each lower-cased token's UTF-8 bytes, seed 0",
-        "shingle_hash": "polynomial combination of the n token hashes, multiplier 0x9E3779B97F4A7C15, mod 2**64",
-        "token_pattern": "one token per Han/Hiragana/Katakana/Thai/Lao/Khmer/Myanmar character, else per run of "
-        "word characters",
-        "seed": cfg.seed,
-        "num_perm": cfg.num_perm,
-        "threshold": cfg.threshold,
-        "verification": "exact Jaccard of the shingle sets",
-        "answer_threshold": cfg.answer_threshold,
-        "answer_check": "exact Jaccard of the assistant turns (short_ngram-grams when the shorter answer is below "
-        "min_words of the long view, else ngram-grams) must reach answer_threshold for a near-duplicate edge",
-        "views": {
-            "long": {"ngram": cfg.ngram, "min_words": short_words, **_bands_dict(full_bands)},
-            "short": {"ngram": cfg.short_ngram, "max_distinct_shingles": reach, "counts_below_words": short_words,
-                      **_bands_dict(full_bands)},
-            "prompt": {"ngram": cfg.prompt_ngram, "roles": ["user"], "threshold": cfg.prompt_threshold,
-                       **_bands_dict(prompt_bands)},
-        },
-        "roles": list(cfg.roles),
-        "system_prompt": cfg.system_prompt,
-        "kept_copy_order": ["quality_score desc", "n_assistant_tokens desc", "row asc"],
-        "clusters": "union-find components of the verified edges; each keeps its best copy and removes the members "
-        "verified against it (exact Jaccard and answer check), then treats the rest likewise",
-        "split_key": "content_hash of the cluster's best copy / the conflict group's best copy",
-    }
-    return Result(cluster, dup_of, dup_j, conflict, split_key, reason, detail, artifact.encode("utf-8"), manifest, summary)
-
-
-def _bands_dict(b: Bands) -> dict[str, Any]:
-    return {
-        "bands": b.bands,
-        "rows": b.rows,
-        "recall_at_threshold": round(b.recall_at_threshold, 6),
-        "false_positive_area": round(b.false_positive_area, 6),
-        "false_negative_area": round(b.false_negative_area, 6),
-    }
