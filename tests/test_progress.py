@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 
+import polars as pl
 import rich
 from polars.testing import assert_frame_equal
 
@@ -69,3 +70,16 @@ def test_a_bar_without_a_total_ends_with_its_count_as_total():
     finally:
         rich.reconfigure()
     assert "1234/1234" in out.getvalue()
+
+
+def test_the_near_duplicate_bar_advances_by_records_after_each_step():
+    from curator.stages import dedup_minhash
+
+    rows = [[("user", f"Question number {i} about the weather in a city far away."),
+             ("assistant", f"Answer {i}: it is sunny and warm there for most of the year, with some rain.")]
+            for i in range(3)]
+    progress = FakeProgress()
+    df = frame(*rows).with_row_index("row").with_columns(
+        ref=pl.format("f:{}", pl.col("row")), content_hash=pl.format("h{}", pl.col("row")))
+    dedup_minhash.run(df, StageContext(config=CurateConfig(), progress=progress))
+    assert progress.tasks == [("near duplicates", 4 * 3, [3, 3, 3, 3])]

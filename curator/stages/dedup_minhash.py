@@ -84,7 +84,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -854,13 +854,20 @@ class Result:
     summary: dict[str, Any]
 
 
-def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
+# The steps `find_near_duplicates` reports progress after, each counted as the records it went through.
+PROGRESS_STEPS = 4
+
+
+def find_near_duplicates(df: pl.DataFrame, cfg: Config, advance: Callable[[int], None] = lambda n: None) -> Result:
     """Everything the stage decides for the rows of `df` (all alive): shingle, sign, band, verify, cluster and
-    choose for near duplicates, then the same for prompts between the copies kept, then describe."""
+    choose for near duplicates, then the same for prompts between the copies kept, then describe.
+    `advance(len(df))` is called after shingling, signing, near-duplicate clustering and prompt groups."""
     n = df.height
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
     shingled = shingle_records(df.get_column(C.MESSAGES), cfg)
+    advance(n)
     long, short, prompt = (sign(view, cfg.num_perm, cfg.seed, workers) for view in shingled.views)
+    advance(n)
 
     # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
     # with a short record
@@ -872,10 +879,12 @@ def find_near_duplicates(df: pl.DataFrame, cfg: Config) -> Result:
     check = KeptCheck(long, short, answers, shingled.words, shingled.short_words, cfg.threshold, cfg.answer_threshold)
     rank = keep_order(df)
     clusters = choose(cluster(n, *near_edges), rank, check)
+    advance(n)
 
     # same prompt, between the clusters' best copies and the records in no cluster
     prompt_edges = verify(prompt, band(prompt))
     groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
+    advance(n)
 
     refs = df.get_column(C.REF).to_list()
     estimates = removal_estimates(clusters.removed, check)
@@ -909,9 +918,8 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         if not cfg.enabled:  # the report says "disabled", not 0 near-duplicates found
             ctx.summaries[NAME] = {"enabled": False}
         return _null_columns(df)
-    with ctx.progress.task("near duplicates", total=df.height) as advance:  # elapsed time while it works
-        result = find_near_duplicates(df, cfg)
-        advance(df.height)
+    with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
+        result = find_near_duplicates(df, cfg, advance)
     ctx.manifest[NAME] = result.manifest
     ctx.summaries[NAME] = result.summary
     ctx.artifacts[ARTIFACT] = result.artifact
