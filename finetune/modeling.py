@@ -362,7 +362,8 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype, micr
 
     Packing relies on transformers deriving a block-diagonal mask from the position ids (see finetune.data):
     sdpa / eager / flex do so since transformers 4.54 (masking_utils.find_packed_sequence_indices), flash-attn 2
-    through varlen kernels. The tests show packed == unpacked for the transformers they run with, on CPU with
+    through varlen kernels, sdpa_segments by splitting each row where its position ids restart
+    (finetune.attention). The tests show packed == unpacked for the transformers they run with, on CPU with
     sdpa; this guard checks the installed transformers with the run's own architecture, attention
     implementation, device, dtype and rows per micro-batch (flash-attention confines a batch of one row only),
     in a fraction of a second: a 1-layer random model of the same config class runs `micro_batch_rows` rows,

@@ -315,3 +315,22 @@ def test_sdpa_segments_trains_packed_rows_with_the_gradients_of_sdpa():
         loss.backward()
         grads[attn] = model.model.layers[0].self_attn.q_proj.weight.grad
     torch.testing.assert_close(grads["sdpa_segments"], grads["sdpa"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows, refused", [(1, False), (2, True)])
+def test_start_of_run_guard_probes_the_configured_rows_per_micro_batch(flash_standin, monkeypatch, rows, refused):
+    from finetune.config import TrainConfig
+    from finetune.train import Split, _ready_model
+
+    # flash-attention without the flattening: one row is confined, two rows leak, so only a guard that runs the
+    # configured rows per micro-batch refuses the second run
+    monkeypatch.setattr(modeling, "needs_flat_rows", lambda attn: False)
+    model = tiny_mistral().double()
+    model.config._attn_implementation = "flash_attention_2"
+    config = TrainConfig(model="tiny", device="cpu", precision="fp32", micro_batch_rows=rows, context_length=512)
+    train = Split([], _examples(2), {})
+    if refused:
+        with pytest.raises(CurateError, match=r"attn_implementation flash_attention_2 at 2 row\(s\) per micro-batch"):
+            _ready_model(config, model, train)
+    else:
+        _ready_model(config, model, train)
