@@ -18,7 +18,7 @@ functions at the end give the attention pairs each one computes for given rows (
 from __future__ import annotations
 
 import importlib.util
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

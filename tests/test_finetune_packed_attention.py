@@ -20,7 +20,7 @@ from finetune import attention, modeling  # noqa: E402
 from finetune.data import SplitRecord, collate, encode_records, flatten_rows, pack_best_fit  # noqa: E402
 from finetune.evaluate import generate, streaming_perplexity  # noqa: E402
 from tests.finetune_support import chat_tokenizer, one_torch_thread, real_records, tiny_mistral  # noqa: E402
-from tests.test_finetune_flash_packing import _varlen, flash_standin  # noqa: E402,F401
+from tests.test_finetune_flash_packing import _varlen, flash_standin  # noqa: E402,F401  (a fixture)
 
 IMPLEMENTATIONS = ["sdpa", "eager", "sdpa_segments", "flex_attention", "flash_attention_2"]
 
@@ -191,8 +191,9 @@ def test_guard_refuses_sdpa_segments_that_miss_example_boundaries(monkeypatch):
         modeling.check_packed_attention(model, torch.device("cpu"), torch.float32, micro_batch_rows=2)
 
 
+@pytest.mark.usefixtures("flash_standin")
 @pytest.mark.parametrize("rows", [1, 2, 4])
-def test_flash_attention_gets_the_collators_boundaries_at_every_rows_per_micro_batch(flash_standin, monkeypatch, rows):
+def test_flash_attention_gets_the_collators_boundaries_at_every_rows_per_micro_batch(monkeypatch, rows):
     from transformers import modeling_flash_attention_utils as fau
 
     seen = []
@@ -317,8 +318,9 @@ def test_sdpa_segments_trains_packed_rows_with_the_gradients_of_sdpa():
     torch.testing.assert_close(grads["sdpa_segments"], grads["sdpa"], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.usefixtures("flash_standin")
 @pytest.mark.parametrize("rows, refused", [(1, False), (2, True)])
-def test_start_of_run_guard_probes_the_configured_rows_per_micro_batch(flash_standin, monkeypatch, rows, refused):
+def test_start_of_run_guard_probes_the_configured_rows_per_micro_batch(monkeypatch, rows, refused):
     from finetune.config import TrainConfig
     from finetune.train import Split, _ready_model
 
