@@ -90,8 +90,10 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 on a CUDA device with native bf16 (compute capability 8.0+), else fp32"
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
-        "auto", description="auto = flash_attention_2 when installed, on CUDA, in bf16; else sdpa"
+    attn_implementation: Literal["auto", "sdpa", "sdpa_segments", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "auto", description="auto on CUDA = attention within each packed example only: flash_attention_2 when "
+        "installed, in bf16 / fp16; else flex_attention (block-sparse, needs triton); else sdpa_segments (SDPA per "
+        "example); auto on CPU = sdpa. sdpa and eager compute each whole row and mask it (finetune/attention.py)",
     )
     quantization: Literal["none", "nf4", "int8"] = Field(
         "none", description="QLoRA: load the frozen base in 4-bit NormalFloat with double quantization (nf4) or "

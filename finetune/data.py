@@ -10,7 +10,8 @@ Packing (on by default) puts several examples into one row of up to `context_len
 keeps its own position ids (0, 1, 2, ... from its first token), and the row carries no 2D attention mask:
 transformers then derives a block-diagonal causal mask from the position ids (masking_utils
 `find_packed_sequence_indices` for sdpa / eager / flex attention; flash-attention turns the same position ids
-into varlen `cu_seqlens`), so no token attends across an example boundary. Flash-attention derives the
+into varlen `cu_seqlens`; `sdpa_segments` splits the row where they restart, finetune.attention), so no token
+attends across an example boundary. Flash-attention derives the
 `cu_seqlens` only for a batch of ONE row, so for it a micro-batch of several rows is flattened into one
 (`flatten_rows`, TRL's padding-free layout) before the forward pass. Padding at the end of a row is one
 more "example" whose targets are all ignored. This is the position-id packing of TRL's

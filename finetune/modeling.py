@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from curator.errors import CurateError
 from curator.model_profiles import NO_FOLDER_CODE
 from curator.model_profiles import refuse_folder_code as refuse_tokenizer_code
+from finetune import attention
 from finetune.data import IGNORE_INDEX, flatten_rows
 
 if TYPE_CHECKING:
@@ -56,18 +57,33 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_attn_implementation(setting: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """`auto`: flash_attention_2 on CUDA when flash-attn is installed and the weights are bf16 / fp16 (its
-    kernels take nothing else: an fp32 model would raise at the first forward), else sdpa."""
+    """`auto` on CUDA: an implementation that computes attention within each packed example only
+    (finetune.attention): flash_attention_2 when flash-attn is installed and the weights are bf16 / fp16 (its
+    kernels take nothing else: an fp32 model would raise at the first forward), else flex_attention where it
+    runs (triton), else sdpa_segments. `auto` on CPU: sdpa (flex has no backward there; CPU runs are small)."""
     if setting != "auto":
         return setting
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+    if device.type != "cuda":
+        return "sdpa"
+    if dtype in (torch.bfloat16, torch.float16):
         try:
             import flash_attn  # noqa: F401  (varlen kernels make packed rows cost only their own blocks)
 
             return "flash_attention_2"
         except ImportError:
             pass
-    return "sdpa"
+    if attention.flex_attention_runs(device):
+        return "flex_attention"
+    return attention.SDPA_SEGMENTS
+
+
+def check_attention_trains(attn_implementation: str, device: torch.device) -> None:
+    """Refuse, in one line, an attention implementation that has no backward on `device` (flex on CPU)."""
+    if attn_implementation == "flex_attention" and device.type != "cuda":
+        raise CurateError(
+            f"attn_implementation: flex_attention has no backward on {device.type} in torch {torch.__version__}; "
+            "set attn_implementation: sdpa_segments (or auto)"
+        )
 
 
 def model_folder(model: str) -> Path | None:
@@ -167,6 +183,7 @@ def load_base_model(
     from transformers import AutoModelForCausalLM
 
     refuse_folder_code(path)
+    attention.register_sdpa_segments()
     placement = {}
     if quantization != "none":
         placement = {"quantization_config": quantization_config(quantization, dtype), "device_map": {"": str(device)}}
@@ -345,7 +362,8 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype, micr
 
     Packing relies on transformers deriving a block-diagonal mask from the position ids (see finetune.data):
     sdpa / eager / flex do so since transformers 4.54 (masking_utils.find_packed_sequence_indices), flash-attn 2
-    through varlen kernels. The tests show packed == unpacked for the transformers they run with, on CPU with
+    through varlen kernels, sdpa_segments by splitting each row where its position ids restart
+    (finetune.attention). The tests show packed == unpacked for the transformers they run with, on CPU with
     sdpa; this guard checks the installed transformers with the run's own architecture, attention
     implementation, device, dtype and rows per micro-batch (flash-attention confines a batch of one row only),
     in a fraction of a second: a 1-layer random model of the same config class runs `micro_batch_rows` rows,
@@ -359,6 +377,7 @@ def check_packed_attention(model, device: torch.device, dtype: torch.dtype, micr
 
     lm = causal_lm(model)
     attn = getattr(lm.config, "_attn_implementation", None) or "sdpa"
+    attention.register_sdpa_segments()
     try:
         config = type(lm.config)(
             vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
@@ -405,6 +424,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
 def build_training_model(config: "TrainConfig", device: torch.device, dtype: torch.dtype):
     """Base model (quantized with `config.quantization`) + LoRA + checkpointing (+ compile), ready for the loop."""
     attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
+    check_attention_trains(attn, device)
     check_quantization_runs(config.quantization, device, dtype)
     base = load_base_model(config.model, dtype, attn, device, config.quantization)
     if config.quantization != "none":

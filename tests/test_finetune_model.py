@@ -278,13 +278,16 @@ def test_auto_attention_picks_flash_attention_only_for_half_precision(monkeypatc
     import sys
     import types
 
+    from finetune import attention
+
     monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setattr(attention, "flex_attention_runs", lambda device: False)
     cuda = torch.device("cuda")
-    assert modeling.resolve_attn_implementation("auto", cuda, torch.float32) == "sdpa"
+    assert modeling.resolve_attn_implementation("auto", cuda, torch.float32) == "sdpa_segments"
     assert modeling.resolve_attn_implementation("auto", cuda, torch.bfloat16) == "flash_attention_2"
     assert modeling.resolve_attn_implementation("auto", cuda, torch.float16) == "flash_attention_2"
     assert modeling.resolve_attn_implementation("auto", torch.device("cpu"), torch.bfloat16) == "sdpa"
     assert modeling.resolve_attn_implementation("eager", cuda, torch.bfloat16) == "eager"
     # and the precision `auto` gives on a pre-Ampere card (fp32) never meets flash-attn
     _fake_cuda(monkeypatch, (7, 0))
-    assert modeling.resolve_attn_implementation("auto", cuda, modeling.resolve_dtype("auto", cuda)) == "sdpa"
+    assert modeling.resolve_attn_implementation("auto", cuda, modeling.resolve_dtype("auto", cuda)) == "sdpa_segments"
