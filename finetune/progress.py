@@ -22,7 +22,7 @@ class RunProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._bars = Progress(
-            TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.description:<7}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
             console=Console(stderr=True),
         )
@@ -37,11 +37,12 @@ class RunProgress:
 
     def _bar(self, description: str, total: int, completed: int = 0):
         task = self._tasks.get(description)
+        fields = {"unit": UNITS.get(description, ""), "detail": ""}
         if task is None:
-            task = self._bars.add_task(description, total=total, completed=completed, unit=UNITS.get(description, ""), detail="")
+            task = self._bars.add_task(description, total=total, completed=completed, **fields)
             self._tasks[description] = task
-        else:  # the same work again (the next evaluation): its bar starts over
-            self._bars.reset(task, total=total, completed=completed, detail="")
+        else:  # the same work again (the next evaluation): its bar starts over (reset replaces the fields)
+            self._bars.reset(task, total=total, completed=completed, **fields)
         return task
 
     def start_training(self, total_steps: int, done: int) -> None:
