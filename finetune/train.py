@@ -17,6 +17,12 @@ trainer_state.pt holds tensors and plain Python values only and is read with tor
 a checkpoint is data, and unpickling anything else could run code, so a file that needs more (one written by
 an older curator, or crafted) is refused, never loaded unsafely.
 
+Launched on several processes (torchrun, accelerate launch), a step's micro-batches are dealt out over them
+(`step_batches`), the token count and the LoRA gradients are summed across them (`train_step`, by hand:
+finetune.distributed says why not DistributedDataParallel), evaluation is shared out, and rank 0 alone writes
+files; a checkpoint records the number of processes and each one's RNG states, and `--resume` on another
+number is refused.
+
 `run_training` reads top to bottom: set up (output folder, resume check, model, optimizer), then `_train_loop`
 (`step_batches`, `train_step`, evaluation and `track_best`, checkpoints as they fall due), then the outputs.
 
