@@ -112,10 +112,13 @@ def join_process_group(ranks: Ranks, device: "torch.device") -> bool:
     import torch
     import torch.distributed as dist
 
-    if not ranks.distributed or dist.is_initialized():
+    if not ranks.distributed:
         return False
     if device.type == "cuda":
-        torch.cuda.set_device(device)  # nccl and all_gather_object use the current device
+        torch.cuda.set_device(device)  # nccl's collectives and all_gather_object use the current device
+    if dist.is_initialized():
+        return False
+    if device.type == "cuda":
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")

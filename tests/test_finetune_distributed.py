@@ -218,3 +218,27 @@ def test_torchrun_launches_the_train_command_on_two_processes(workspace, tmp_pat
         "--resume needs the same number (torchrun --nproc_per_node 2 -m curator.cli train ... --resume), or train "
         "into another --output"
     ]
+
+
+def test_ranks_come_from_the_launchers_environment(monkeypatch):
+    from finetune.distributed import SINGLE, Ranks, launched_ranks
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert launched_ranks() == SINGLE
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of the second node
+    assert launched_ranks() == Ranks(rank=3, world_size=4, local_rank=1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(CurateError, match=r"^RANK=4 and WORLD_SIZE=4: expected 0 <= RANK < WORLD_SIZE$"):
+        launched_ranks()
+
+
+def test_a_launched_process_trains_on_its_own_gpu_or_the_cpu():
+    from finetune.distributed import Ranks, rank_device
+
+    second = Ranks(rank=1, world_size=2, local_rank=1)
+    assert rank_device("cpu", second) == torch.device("cpu")
+    with pytest.raises(CurateError, match=r"^device: cuda:1 names one GPU, but each of the 2 launched processes"):
+        rank_device("cuda:1", second)
