@@ -170,17 +170,18 @@ def measure(variant: str, workload: str, model, optimizer, examples, device, dty
         batches = (batches * math.ceil(need / max(1, len(batches))))[:need]
     for b in batches[:warmup]:
         step(variant, model, optimizer, b, device, dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    # the device itself: without it, synchronize waits on the current device, not cuda:N
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     sync()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     tokens = 0
     started = time.perf_counter()
     for b in batches[warmup:need]:
         tokens += step(variant, model, optimizer, b, device, dtype)
     sync()
     seconds = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"variant": variant, "workload": workload, "steps": steps, "tokens": tokens, "seconds": seconds,
             "tokens_per_s": tokens / seconds, "peak_gib": peak}
 

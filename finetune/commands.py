@@ -47,13 +47,17 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     The tokenizer, chat template and context length are those OUT was curated with (manifest.json);
     a --model of another family or a larger context_length is refused.
     An --output folder that holds an earlier run is refused unless --resume (continue it) or --overwrite.
+    On several GPUs, launch it with torchrun or accelerate launch (python -m curator.cli train ...): each
+    process trains on its share of every step, rank 0 writes the files.
 
     \b
     Example:
       curate train out/ --model mistralai/Mistral-7B-Instruct-v0.2 --output adapter/ -s epochs=1
+      torchrun --nproc_per_node 4 -m curator.cli train out/ --output adapter/ -s grad_accumulation=2
     """
     from finetune.config import load_train_config
     from finetune.curated import open_curated_folder
+    from finetune.distributed import launched_ranks
     from finetune.output_dir import prepare_output_dir
 
     config = load_train_config(config_path, overrides)
@@ -62,7 +66,9 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     open_curated_folder(out, force=force)  # refuse early, before the heavy imports
     if output_dir.exists() and not output_dir.is_dir():
         raise CurateError(f"{output_dir}: not a folder (--output is the folder the adapter is written to)")
-    prepare_output_dir(output_dir, resume, overwrite, clear=False)
+    main = launched_ranks().main
+    if main:  # another process could find the folder rank 0 has started writing to
+        prepare_output_dir(output_dir, resume, overwrite, clear=False)
     require_train_extra()
     from finetune.modeling import require_bitsandbytes
 
@@ -72,6 +78,8 @@ def train(out: Path, output_dir: Path, model: str | None, config_path: Path | No
     result = train_from_folder(
         out, output_dir, config, resume=resume, force=force, overwrite=overwrite, show_progress=not quiet
     )
+    if not main:  # one summary per run
+        return
     last = result.evals[-1] if result.evals else {}
     summary = f"trained {result.steps}/{result.total_steps} steps"
     if "val_perplexity" in last:
@@ -140,6 +148,7 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
         from finetune.data import read_chat_jsonl
         from finetune.export import load_adapter_model
         from finetune.modeling import resolve_device
+        from finetune.progress import RunProgress
 
         saved = adapter_dir / "train_config.yaml"
         train_config = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
@@ -149,10 +158,11 @@ def export(adapter_dir: Path, merge_dir: Path | None, dtype: str, base_model: st
         device = resolve_device("auto")
         dtype_ = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = load_adapter_model(adapter_dir, base_model, dtype=dtype_, device=str(device))
-        path = write_compare_sheet(
-            model, tokenizer, read_chat_jsonl(compare_val), adapter_dir / "compare.html", samples, max_new_tokens,
-            8, int(train_config.get("seed", 0)), device, dtype_,
-        )
+        with RunProgress() as progress:  # on stderr, as train's bars
+            path = write_compare_sheet(
+                model, tokenizer, read_chat_jsonl(compare_val), adapter_dir / "compare.html", samples, max_new_tokens,
+                8, int(train_config.get("seed", 0)), device, dtype_, progress=progress,
+            )
         click.echo(f"comparison sheet in {path}", err=True)
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from finetune.data import SplitRecord, prompt_and_reference, sample_indices
+from finetune.distributed import SINGLE, Ranks, share_size
 from finetune.evaluate import generate
+
+if TYPE_CHECKING:
+    from finetune.progress import RunProgress
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
@@ -48,23 +52,33 @@ def render_compare_sheet(rows: Sequence[dict], title: str) -> str:
 
 def write_compare_sheet(
     model, tokenizer, records: Sequence[SplitRecord], path: str | Path, n_samples: int, max_new_tokens: int,
-    batch_size: int, seed: int, device, dtype, title: str = "Base vs fine-tuned",
+    batch_size: int, seed: int, device, dtype, title: str = "Base vs fine-tuned", ranks: Ranks = SINGLE,
+    progress: "RunProgress | None" = None,
 ) -> Path:
-    """Generate both answers for a fixed sample of val records and write the sheet to `path`."""
+    """Generate both answers for a fixed sample of val records and write the sheet to `path`.
+
+    Under several processes each generates its share and rank 0 writes the file; `progress` gets a
+    `compare` bar counting the answers.
+    """
+    from finetune.progress import RunProgress
+
     chosen = []
     for i in sample_indices(len(records), n_samples, seed):
         item = prompt_and_reference(records[i], tokenizer)
         if item is not None:
             chosen.append((records[i], item))
     prompts = [item.ids for _, item in chosen]
-    finetuned = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype)
-    with model.disable_adapter():
-        base = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype)
+    progress = progress or RunProgress(enabled=False)
+    with progress.task("compare", 2 * share_size(len(prompts), batch_size, ranks)) as advance:
+        finetuned = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype, ranks, advance)
+        with model.disable_adapter():
+            base = generate(model, prompts, tokenizer, max_new_tokens, batch_size, device, dtype, ranks, advance)
     rows = [
         # the prompt shown is the messages the model was given: those before the reference turn
         {"ref": record.ref, "prompt": record.messages[: item.turn], "reference": item.reference, "base": b, "finetuned": f}
         for (record, item), b, f in zip(chosen, base, finetuned)
     ]
     path = Path(path)
-    path.write_text(render_compare_sheet(rows, title), encoding="utf-8")
+    if ranks.main:
+        path.write_text(render_compare_sheet(rows, title), encoding="utf-8")
     return path

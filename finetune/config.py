@@ -86,7 +86,9 @@ class TrainConfig(BaseModel):
     )
     packing: bool = Field(True, description="pack examples into rows of context_length with confined attention")
     micro_batch_rows: int = Field(1, ge=1, description="rows per forward pass")
-    grad_accumulation: int = Field(8, ge=1, description="micro-batches per optimizer step")
+    grad_accumulation: int = Field(
+        8, ge=1, description="micro-batches per optimizer step and process (several processes: each takes this many)"
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 on a CUDA device with native bf16 (compute capability 8.0+), else fp32"
     )
@@ -103,8 +105,13 @@ class TrainConfig(BaseModel):
     loss_chunk_tokens: int = Field(
         4096, ge=1, description="lm_head + cross-entropy run over this many trained tokens at a time"
     )
-    compile: bool = Field(False, description="torch.compile each decoder layer (CUDA; first steps are slow)")
-    device: str = Field("auto", description="auto = cuda when available, else cpu")
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer with dynamic shapes (CUDA; first steps are slow); "
+        "evaluation and generation run eager",
+    )
+    device: str = Field(
+        "auto", description="auto = cuda when available, else cpu; launched on several processes, cuda:LOCAL_RANK"
+    )
     log_every_steps: int = Field(1, ge=1, description="write metrics every N optimizer steps")
     save_every_steps: int | None = Field(200, ge=1, description="checkpoint every N optimizer steps; null: at end")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk (oldest removed first)")

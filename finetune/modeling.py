@@ -288,10 +288,18 @@ def enable_gradient_checkpointing(peft_model) -> None:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def compile_decoder_layers(peft_model) -> None:
-    """torch.compile each decoder layer (regional compilation: one graph reused by every layer)."""
+def compile_decoder_layers(peft_model, backend="inductor") -> None:
+    """torch.compile each decoder layer (regional compilation: one graph reused by every layer).
+
+    The shapes are dynamic, so rows of every width share one graph: compiled for fixed shapes, each new row
+    width recompiled until torch's recompile limit (8) sent the layers back to eager for the rest of the run.
+    The embeddings' output is made to require grad, so the first layer's input is like every other layer's (a
+    requires_grad guard would otherwise give it graphs of its own). Evaluation and generation run eager
+    (finetune.evaluate). `backend`: tests count compilations with a cheap one.
+    """
+    causal_lm(peft_model).enable_input_require_grads()
     for layer in peft_model.get_base_model().model.layers:
-        layer.compile(dynamic=False)
+        layer.compile(backend=backend, dynamic=True)
 
 
 def causal_lm(model):

@@ -17,6 +17,12 @@ trainer_state.pt holds tensors and plain Python values only and is read with tor
 a checkpoint is data, and unpickling anything else could run code, so a file that needs more (one written by
 an older curator, or crafted) is refused, never loaded unsafely.
 
+Launched on several processes (torchrun, accelerate launch), a step's micro-batches are dealt out over them
+(`step_batches`), the token count and the LoRA gradients are summed across them (`train_step`, by hand:
+finetune.distributed says why not DistributedDataParallel), evaluation is shared out, and rank 0 alone writes
+files; a checkpoint records the number of processes and each one's RNG states, and `--resume` on another
+number is refused.
+
 `run_training` reads top to bottom: set up (output folder, resume check, model, optimizer), then `_train_loop`
 (`step_batches`, `train_step`, evaluation and `track_best`, checkpoints as they fall due), then the outputs.
 
@@ -48,7 +54,7 @@ import torch
 import yaml
 
 from curator.errors import CurateError
-from finetune import modeling
+from finetune import distributed, modeling
 from finetune.config import TrainConfig
 from finetune.data import (
     SplitRecord,
@@ -61,8 +67,10 @@ from finetune.data import (
     read_chat_jsonl,
     sample_indices,
 )
+from finetune.distributed import SINGLE, Ranks
 from finetune.evaluate import corpus_bleu, generate, streaming_perplexity
 from finetune.output_dir import prepare_output_dir
+from finetune.progress import RunProgress
 
 # Config keys that may differ on --resume: where and how fast the same math runs, what is logged and saved,
 # and evaluation (which never changes the weights). Any other key (model, tokenizer, seed, lora.*, epochs,
@@ -136,8 +144,12 @@ class MetricsLog:
 CHECKPOINT_FORMAT = 2
 
 
-def _rng_state() -> dict:
-    """Every RNG state as tensors and plain values (no numpy array: weights_only does not load one)."""
+def _rng_state(device: torch.device | None = None) -> dict:
+    """Every RNG state as tensors and plain values (no numpy array: weights_only does not load one).
+
+    On CUDA, the state of the run's own device only: asking every GPU would open a CUDA context on each of them
+    from every process of a multi-GPU run.
+    """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
@@ -145,7 +157,10 @@ def _rng_state() -> dict:
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        state["cuda"] = {index: torch.cuda.get_rng_state(index)}
+    elif device is None and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -159,12 +174,15 @@ def _set_rng_state(state: dict) -> None:
     _set_cuda_rng_states(state.get("cuda") or [])
 
 
-def _set_cuda_rng_states(states: list) -> None:
-    """The CUDA RNG state of each device present; a host with fewer GPUs than the checkpoint's resumes too."""
+def _set_cuda_rng_states(states: list | dict) -> None:
+    """The CUDA RNG state of each device present (a list: every device; a dict: device index -> state); a host
+    with fewer GPUs than the checkpoint's resumes too."""
     if not torch.cuda.is_available():
         return
-    for index, device_state in enumerate(states[: torch.cuda.device_count()]):
-        torch.cuda.set_rng_state(device_state, index)
+    pairs = states.items() if isinstance(states, dict) else enumerate(states)
+    for index, device_state in pairs:
+        if index < torch.cuda.device_count():
+            torch.cuda.set_rng_state(device_state, index)
 
 
 def _seed_everything(seed: int) -> None:
@@ -208,12 +226,14 @@ def check_same_run(checkpoint: Path, saved: dict | None, current: dict) -> None:
 
 def save_checkpoint(
     model, optimizer, scheduler, state: TrainState, output_dir: Path, keep: int, run: dict | None = None,
-    best: dict | None = None,
+    best: dict | None = None, rank_rng: list[dict] | None = None,
 ) -> Path:
     """checkpoints/step-N/: the adapter (PEFT format) and trainer_state.pt; written to a temp folder, then moved.
 
-    trainer_state.pt holds AdamW, the schedule, TrainState, the RNG states, the run settings (`run_settings`)
-    and, with early stopping, the best evaluation's adapter weights (`best`).
+    trainer_state.pt holds AdamW, the schedule, TrainState, the RNG states, the run settings (`run_settings`),
+    the number of processes that trained (`world_size`) and, with early stopping, the best evaluation's adapter
+    weights (`best`). `rank_rng`: the RNG states of every process of a multi-process run, in rank order (each
+    draws its own dropout masks); rank 0's are also the `rng` a one-process run has.
     """
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -223,7 +243,8 @@ def save_checkpoint(
     model.save_pretrained(str(tmp))
     torch.save(
         {"format": CHECKPOINT_FORMAT, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "state": asdict(state), "rng": _rng_state(), "run": run, "best": best},
+         "state": asdict(state), "rng": rank_rng[0] if rank_rng else _rng_state(), "run": run, "best": best,
+         "world_size": len(rank_rng) if rank_rng else 1, "rank_rng": rank_rng if rank_rng and len(rank_rng) > 1 else None},
         tmp / "trainer_state.pt",
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -262,8 +283,10 @@ def read_trainer_state(path: Path) -> dict:
     return saved
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None = None) -> TrainState:
-    """Adapter weights, AdamW, schedule and RNG states of checkpoint `path` into the given objects."""
+def load_checkpoint(
+    path: Path, model, optimizer, scheduler, saved: dict | None = None, ranks: Ranks = SINGLE
+) -> TrainState:
+    """Adapter weights, AdamW, schedule and this process's RNG states of checkpoint `path` into the given objects."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -283,22 +306,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, saved: dict | None 
     try:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"])
+        _set_rng_state(saved["rank_rng"][ranks.rank] if saved.get("rank_rng") else saved["rng"])
         return TrainState(**saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-made file
         what = f"{type(exc).__name__}: {modeling.first_line(exc)}"
         raise CurateError(f"{path / 'trainer_state.pt'}: does not restore into this run ({what})") from exc
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(  # on stderr, as every command's progress: stdout stays for what a user pipes on
-        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]:>8,.0f} tok/s"),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-        console=Console(stderr=True),
-    )
 
 
 @dataclass
@@ -326,24 +338,28 @@ class StepPlan:
     total_steps: int
 
 
-def plan_steps(config: TrainConfig, train: Split, val: Split) -> StepPlan:
+def plan_steps(config: TrainConfig, train: Split, val: Split, world_size: int = 1) -> StepPlan:
+    """Rows and step counts; a step takes `grad_accumulation` micro-batches on each of `world_size` processes."""
     rows = make_rows(train.examples, config.context_length, config.packing)
     val_rows = make_rows(val.examples, config.context_length, config.packing)
     micro_per_epoch = math.ceil(len(rows) / config.micro_batch_rows)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accumulation)
+    steps_per_epoch = math.ceil(micro_per_epoch / (config.grad_accumulation * world_size))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     return StepPlan(rows, val_rows, steps_per_epoch, total_steps)
 
 
-def step_batches(train: Split, plan: StepPlan, config: TrainConfig, step: int, pad_id: int) -> list[dict]:
-    """The micro-batches of optimizer step `step` (counted from 0): a pure function of (seed, epoch, step)."""
+def step_batches(
+    train: Split, plan: StepPlan, config: TrainConfig, step: int, pad_id: int, ranks: Ranks = SINGLE
+) -> list[dict]:
+    """This process's micro-batches of optimizer step `step` (counted from 0): a pure function of (seed, epoch,
+    step, rank). The step holds `grad_accumulation` x world size micro-batches, dealt out round-robin, so N
+    processes take the steps one process takes at N times the accumulation (and the last step of an epoch,
+    holding fewer, stays balanced)."""
     epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
     micro = epoch_micro_batches(plan.rows, config.micro_batch_rows, config.seed, epoch)
-    accumulation = config.grad_accumulation
-    return [
-        collate(train.examples, mb, pad_id)
-        for mb in micro[step_in_epoch * accumulation : (step_in_epoch + 1) * accumulation]
-    ]
+    per_step = config.grad_accumulation * ranks.world_size
+    in_step = micro[step_in_epoch * per_step : (step_in_epoch + 1) * per_step]
+    return [collate(train.examples, mb, pad_id) for mb in in_step[ranks.rank :: ranks.world_size]]
 
 
 @dataclass
@@ -359,32 +375,37 @@ class StepResult:
 
 def train_step(
     model, batches: list[dict], optimizer, scheduler, max_grad_norm: float | None, loss_chunk_tokens: int,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, ranks: Ranks = SINGLE,
 ) -> StepResult:
     """One optimizer step accumulated over `batches` (micro-batches of finetune.data.collate).
 
     Each micro-batch backpropagates its loss SUM divided by the trained tokens of the whole step, so the
     accumulated gradient is that of one batch holding every micro-batch: the token mean over the step.
     Then the global norm is clipped (unless `max_grad_norm` is None), and the optimizer and schedule step.
+    Under several processes the step is every process's `batches` together: the token count is summed before
+    backward and the gradients after it (finetune.distributed), so every process takes the same update.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    n_target = sum(b["n_target_tokens"] for b in batches)
+    n_target, n_tokens = distributed.sum_counts(
+        [sum(b["n_target_tokens"] for b in batches), sum(b["n_real_tokens"] for b in batches)], ranks, device
+    )
     loss_total = 0.0
     for batch in batches:
         with modeling.autocast_context(device, dtype):
             loss, _ = modeling.loss_sum(model, batch, loss_chunk_tokens)
         (loss / n_target).backward()
         loss_total += float(loss.detach())
+    distributed.sum_gradients(params, ranks)
+    (loss_total,) = distributed.sum_floats([loss_total], ranks, device)
     grad_norm = _clip_gradients(params, max_grad_norm)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":  # the caller times the step: wait for its kernels
-        torch.cuda.synchronize()
+    if device.type == "cuda":  # the caller times the step: wait for its kernels, on the run's own device
+        torch.cuda.synchronize(device)
     return StepResult(
-        loss=loss_total / n_target, n_target_tokens=n_target, n_tokens=sum(b["n_real_tokens"] for b in batches),
-        grad_norm=grad_norm, lr=lr,
+        loss=loss_total / n_target, n_target_tokens=n_target, n_tokens=n_tokens, grad_norm=grad_norm, lr=lr,
     )
 
 
@@ -416,30 +437,44 @@ def _with_absolute_model_path(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _checkpoint_to_resume(output_dir: Path, run: dict) -> tuple[Path, dict]:
+def _checkpoint_to_resume(output_dir: Path, run: dict, ranks: Ranks = SINGLE) -> tuple[Path, dict]:
     """The latest checkpoint and its trainer state, refused unless it is of this very run."""
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is None:
         raise CurateError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
     saved = read_trainer_state(checkpoint)
+    check_same_world_size(checkpoint, saved.get("world_size", 1), ranks.world_size)
     check_same_run(checkpoint, saved.get("run"), run)
     return checkpoint, saved
 
 
-def _ready_model(config: TrainConfig, model, train: Split):
-    """Device, dtype and the model (built from `config.model` unless given), checked against the data."""
-    device = modeling.resolve_device(config.device)
+def check_same_world_size(checkpoint: Path, saved: int, current: int) -> None:
+    """Refuse to resume on another number of processes: a step's micro-batches are dealt out over the processes,
+    so another number would take other batches per step, and each process restores its own RNG states."""
+    if saved != current:
+        launch = f"torchrun --nproc_per_node {saved} -m curator.cli train ..." if saved > 1 else "curate train ..."
+        raise CurateError(
+            f"{checkpoint}: written by a run on {saved} process(es), this one has {current}; --resume needs the same "
+            f"number ({launch} --resume), or train into another --output"
+        )
+
+
+def _ready_model(config: TrainConfig, model, train: Split, device: torch.device, ranks: Ranks = SINGLE):
+    """Dtype and the model (built from `config.model` unless given), checked against the data."""
     dtype = modeling.resolve_dtype(config.precision, device)
     _seed_everything(config.seed)  # before the model is built: the LoRA init is part of the run
     if model is None:
         model = modeling.build_training_model(config, device, dtype)
+    if ranks.distributed:
+        distributed.broadcast_from_main([p for p in model.parameters() if p.requires_grad], ranks)
+        torch.manual_seed(config.seed + ranks.rank)  # each process draws its own dropout masks
     if config.packing:
         modeling.check_packed_attention(model, device, dtype, config.micro_batch_rows)
     vocab = modeling.causal_lm(model).get_input_embeddings().num_embeddings
     biggest = max(max(e.ids) for e in train.examples)
     if biggest >= vocab:
         raise CurateError(f"{config.model}: embedding holds {vocab} tokens but the tokenizer produced id {biggest}")
-    return device, dtype, model
+    return dtype, model
 
 
 def _write_run_description(output_dir: Path, config: TrainConfig, train: Split, val: Split) -> None:
@@ -477,21 +512,28 @@ class _Session:
     output_dir: Path
     run: dict
     bleu_items: list
+    ranks: Ranks = SINGLE
+    progress: RunProgress = field(default_factory=lambda: RunProgress(enabled=False))
 
 
 def evaluate_adapter(s: _Session) -> dict:
-    """Val loss, perplexity and token count, and BLEU on the fixed sample when there is one."""
+    """Val loss, perplexity and token count, and BLEU on the fixed sample when there is one (each process
+    evaluates its share; all get the whole result)."""
     config = s.config
-    ppl = streaming_perplexity(
-        s.model, s.val.examples, s.plan.val_rows, config.micro_batch_rows, s.tokenizer.pad_id,
-        config.loss_chunk_tokens, s.device, s.dtype,
-    )
+    rows_per_batch, gen_batch = config.micro_batch_rows, config.eval.generation_batch_size
+    n_batches = math.ceil(len(s.plan.val_rows) / rows_per_batch)
+    with s.progress.task("eval", distributed.share_size(n_batches, 1, s.ranks)) as advance:
+        ppl = streaming_perplexity(
+            s.model, s.val.examples, s.plan.val_rows, rows_per_batch, s.tokenizer.pad_id, config.loss_chunk_tokens,
+            s.device, s.dtype, s.ranks, advance,
+        )
     values = {"val_loss": ppl.loss, "val_perplexity": ppl.perplexity, "val_tokens": ppl.n_tokens}
     if s.bleu_items:
-        answers = generate(
-            s.model, [item.ids for item in s.bleu_items], s.tokenizer, config.eval.max_new_tokens,
-            config.eval.generation_batch_size, s.device, s.dtype,
-        )
+        with s.progress.task("bleu", distributed.share_size(len(s.bleu_items), gen_batch, s.ranks)) as advance:
+            answers = generate(
+                s.model, [item.ids for item in s.bleu_items], s.tokenizer, config.eval.max_new_tokens, gen_batch,
+                s.device, s.dtype, s.ranks, advance,
+            )
         values["bleu"] = corpus_bleu(answers, [item.reference for item in s.bleu_items])
         values["bleu_samples"] = len(s.bleu_items)
     return values
@@ -540,7 +582,7 @@ def _log_step(s: _Session, state: TrainState, step: StepResult, tokens_per_s: fl
 
 
 def _train_loop(
-    s: _Session, state: TrainState, best: dict | None, result: TrainResult, show_progress: bool,
+    s: _Session, state: TrainState, best: dict | None, result: TrainResult,
     on_step: Callable[[int, float], None] | None,
 ) -> dict | None:
     """Optimizer steps until the last or an early stop, with evaluations and checkpoints as they fall due;
@@ -548,36 +590,41 @@ def _train_loop(
     config, total_steps = s.config, s.plan.total_steps
     keep_best = config.eval.early_stopping_patience is not None
     s.model.train()
-    progress = _progress(show_progress)
-    with progress:
-        task = progress.add_task("train", total=total_steps, completed=state.step, tps=0.0, loss=float("nan"))
-        while state.step < total_steps and not state.stopped_early:
-            batches = step_batches(s.train, s.plan, config, state.step, s.tokenizer.pad_id)
-            started = time.perf_counter()
-            step = train_step(
-                s.model, batches, s.optimizer, s.scheduler, config.max_grad_norm, config.loss_chunk_tokens,
-                s.device, s.dtype,
-            )
-            seconds = time.perf_counter() - started
-            state.step += 1
-            state.tokens_seen += step.n_tokens
-            result.train_losses.append(step.loss)
-            tps = step.n_tokens / seconds if seconds > 0 else 0.0
-            progress.update(task, completed=state.step, tps=tps, loss=step.loss)
-            if on_step is not None:
-                on_step(state.step, step.loss)
-            _log_step(s, state, step, tps)
-            if s.val.examples and _evaluation_due(config, s.plan, state.step):
-                values = evaluate_adapter(s)
-                if track_best(state, values, config.eval.early_stopping_patience) and keep_best:
-                    best = _trainable_weights_copy(s.model)
-                s.log.write("eval", state.step, values)
-                result.evals.append({"step": state.step, **values})
-            if _checkpoint_due(config, state, total_steps):
-                save_checkpoint(
-                    s.model, s.optimizer, s.scheduler, state, s.output_dir, config.keep_checkpoints, s.run, best
-                )
+    s.progress.start_training(total_steps, state.step)
+    while state.step < total_steps and not state.stopped_early:
+        batches = step_batches(s.train, s.plan, config, state.step, s.tokenizer.pad_id, s.ranks)
+        started = time.perf_counter()
+        step = train_step(
+            s.model, batches, s.optimizer, s.scheduler, config.max_grad_norm, config.loss_chunk_tokens,
+            s.device, s.dtype, s.ranks,
+        )
+        seconds = time.perf_counter() - started
+        state.step += 1
+        state.tokens_seen += step.n_tokens
+        result.train_losses.append(step.loss)
+        tps = step.n_tokens / seconds if seconds > 0 else 0.0  # of every process together
+        s.progress.step_done(state.step, tps, step.loss)
+        if on_step is not None:
+            on_step(state.step, step.loss)
+        _log_step(s, state, step, tps)
+        if s.val.examples and _evaluation_due(config, s.plan, state.step):
+            values = evaluate_adapter(s)
+            if track_best(state, values, config.eval.early_stopping_patience) and keep_best:
+                best = _trainable_weights_copy(s.model)
+            s.log.write("eval", state.step, values)
+            result.evals.append({"step": state.step, **values})
+        if _checkpoint_due(config, state, total_steps):
+            _save_run_checkpoint(s, state, best)
     return best
+
+
+def _save_run_checkpoint(s: _Session, state: TrainState, best: dict | None) -> None:
+    """The checkpoint, written by rank 0 with every process's RNG states."""
+    rank_rng = distributed.gather(_rng_state(s.device), s.ranks)
+    if s.ranks.main:
+        save_checkpoint(
+            s.model, s.optimizer, s.scheduler, state, s.output_dir, s.config.keep_checkpoints, s.run, best, rank_rng
+        )
 
 
 def _restore_weights(model, weights: dict) -> None:
@@ -588,18 +635,31 @@ def _restore_weights(model, weights: dict) -> None:
 
 
 def _write_outputs(s: _Session) -> None:
-    """The adapter with tokenizer and chat template, and compare.html (base vs fine-tuned)."""
+    """The adapter with tokenizer and chat template, and compare.html (base vs fine-tuned); rank 0 writes them,
+    every process generates its share of the sheet's answers."""
     from finetune.export import save_adapter
 
     config = s.config
-    save_adapter(s.model, s.tokenizer, s.output_dir, base_model=config.model)
+    if s.ranks.main:
+        save_adapter(s.model, s.tokenizer, s.output_dir, base_model=config.model)
     if config.eval.compare_sheet_samples and s.val.records:
         from finetune.compare_sheet import write_compare_sheet
 
         write_compare_sheet(
             s.model, s.tokenizer, s.val.records, s.output_dir / "compare.html", config.eval.compare_sheet_samples,
             config.eval.max_new_tokens, config.eval.generation_batch_size, config.seed, s.device, s.dtype,
+            ranks=s.ranks, progress=s.progress,
         )
+
+
+class _NoLog:
+    """The metrics log of a process other than rank 0: rank 0 writes metrics.jsonl and TensorBoard."""
+
+    def write(self, kind: str, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def run_training(
@@ -618,46 +678,66 @@ def run_training(
 
     `model` may be given (a peft model already on its device), for tests and benchmarks; otherwise it is built
     from `config.model`. A folder holding an earlier run is refused unless `resume`, or `overwrite` (then its
-    checkpoints/ and tensorboard/ are cleared first).
+    checkpoints/ and tensorboard/ are cleared first). Launched on several processes (torchrun, accelerate
+    launch; finetune.distributed), each trains on its share of every step, and rank 0 writes every file.
     """
     if config.context_length is None:
         raise ValueError("context_length: unset; train_from_folder takes it from the curated folder's manifest")
-    output_dir = Path(output_dir)
-    prepare_output_dir(output_dir, resume, overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ranks = distributed.current_ranks()
+    device = distributed.rank_device(config.device, ranks)
+    created = distributed.join_process_group(ranks, device)
+    try:
+        return _run_training(
+            config, train, val, tokenizer, Path(output_dir), resume, show_progress, model, on_step, overwrite, ranks,
+            device,
+        )
+    finally:
+        distributed.leave_process_group(created)
+
+
+def _run_training(
+    config: TrainConfig, train: Split, val: Split, tokenizer, output_dir: Path, resume: bool, show_progress: bool,
+    model, on_step: Callable[[int, float], None] | None, overwrite: bool, ranks: Ranks, device: torch.device,
+) -> TrainResult:
+    if ranks.main:
+        prepare_output_dir(output_dir, resume, overwrite)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(ranks)  # no process reads the folder before rank 0 has cleared it
     if not train.examples:
         raise CurateError("train.jsonl: no example left to train on (all skipped: see data_report.json)")
     config = _with_absolute_model_path(config)
     run = run_settings(config, train)
     # read and checked before the model loads: a refused checkpoint is refused at once
-    checkpoint, saved = _checkpoint_to_resume(output_dir, run) if resume else (None, None)
-    device, dtype, model = _ready_model(config, model, train)
-    _write_run_description(output_dir, config, train, val)
-    plan = plan_steps(config, train, val)
+    checkpoint, saved = _checkpoint_to_resume(output_dir, run, ranks) if resume else (None, None)
+    dtype, model = _ready_model(config, model, train, device, ranks)
+    if ranks.main:
+        _write_run_description(output_dir, config, train, val)
+    plan = plan_steps(config, train, val, ranks.world_size)
     optimizer, scheduler = make_optimizer(model, config, device, plan.total_steps)
 
     state, best = TrainState(), None  # best: CPU copy of the trainable weights at the best evaluation
     if saved is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler, saved)
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, saved, ranks)
         best = saved.get("best")
-    log = MetricsLog(output_dir, state.step if saved is not None else None)
+    log = MetricsLog(output_dir, state.step if saved is not None else None) if ranks.main else _NoLog()
     session = _Session(
         config, model, tokenizer, train, val, plan, optimizer, scheduler, device, dtype, log, output_dir, run,
-        bleu_sample(val, tokenizer, config),
+        bleu_sample(val, tokenizer, config), ranks, RunProgress(enabled=show_progress and ranks.main),
     )
     result = TrainResult(
         output_dir=output_dir, steps=state.step, total_steps=plan.total_steps, context_length=config.context_length
     )
-    best = _train_loop(session, state, best, result, show_progress, on_step)
-    log.close()
-
-    if best is not None and state.best_step != state.step:
-        # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one, whether
-        # patience ran out or the run reached its last step first; the checkpoint keeps the last weights, as
-        # a checkpoint is where training stood
-        _restore_weights(model, best)
-        result.best_step = state.best_step
-    _write_outputs(session)
+    with session.progress:
+        best = _train_loop(session, state, best, result, on_step)
+        log.close()
+        if best is not None and state.best_step != state.step:
+            # the adapter (and compare.html) of the best evaluation, not of the last, non-improving one, whether
+            # patience ran out or the run reached its last step first; the checkpoint keeps the last weights, as
+            # a checkpoint is where training stood
+            _restore_weights(model, best)
+            result.best_step = state.best_step
+        _write_outputs(session)
+    distributed.barrier(ranks)  # every process returns once the outputs are written
     result.steps = state.step
     result.stopped_early = state.stopped_early
     result.skipped_over_context = {

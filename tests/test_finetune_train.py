@@ -22,6 +22,7 @@ from tests.finetune_support import (  # noqa: E402
     one_torch_thread,
     real_records,
     save_tiny_mistral,
+    tiny_mistral,
     tiny_train_settings,
     write_curated_folder,
 )
@@ -493,3 +494,47 @@ def test_a_model_that_is_neither_a_folder_nor_cached_fails_at_once_in_one_line(w
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].endswith(message), result.output
+
+
+def test_progress_names_evaluation_and_generation_with_their_counts(workspace, tmp_path, capsys):
+    settings = tiny_train_settings(workspace["model"], context_length=256, max_steps=2)
+    settings["eval"] = {"every_steps": 1, "bleu_samples": 3, "max_new_tokens": 2, "generation_batch_size": 2,
+                        "compare_sheet_samples": 2}
+    run_training(TrainConfig.model_validate(settings), *_splits(workspace), chat_tokenizer(), tmp_path,
+                 show_progress=True)
+    err = capsys.readouterr().err
+    bars = {line.split()[0]: line.split()[2:4] for line in err.splitlines() if line.split()[:1] in (
+        ["train"], ["eval"], ["bleu"], ["compare"])}
+    # the 6 val examples pack into 1 batch of 2 rows; the second evaluation restarted the bars of the first
+    assert bars == {
+        "train": ["2/2", "steps"], "eval": ["1/1", "batches"], "bleu": ["3/3", "prompts"],
+        "compare": ["4/4", "answers"],  # 2 prompts, answered by the base model and the fine-tuned one
+    }
+
+
+def test_compiled_layers_keep_one_graph_across_row_widths_evaluation_and_generation(workspace, tmp_path):
+    from torch._dynamo.testing import CompileCounter
+
+    from finetune import modeling
+    from finetune.train import plan_steps, step_batches
+
+    # unpacked rows, 2 per micro-batch: every micro-batch has its own width; evaluation, BLEU generation and the
+    # comparison sheet come between training steps
+    settings = _quick_settings(workspace, max_steps=4, packing=False)
+    settings["eval"] = {"every_steps": 2, "bleu_samples": 2, "max_new_tokens": 3, "compare_sheet_samples": 2}
+    config = TrainConfig.model_validate(settings)
+    train, val = _splits(workspace)
+    plan = plan_steps(config, train, val)
+    widths = {b["input_ids"].shape[1] for step in range(4) for b in step_batches(train, plan, config, step, 0)}
+    assert len(widths) == 4  # compiled for fixed shapes, each width was a graph of its own
+    torch._dynamo.reset()
+    try:
+        graphs = CompileCounter()  # a cheap backend: counts the graphs dynamo hands it
+        model = modeling.add_lora(tiny_mistral(), config.lora, config.seed)
+        modeling.enable_gradient_checkpointing(model)
+        modeling.compile_decoder_layers(model, backend=graphs)
+        result = run_training(config, train, val, chat_tokenizer(), tmp_path, show_progress=False, model=model)
+        assert result.steps == 4 and [e["step"] for e in result.evals] == [2, 4]
+        assert 1 <= graphs.frame_count <= 2
+    finally:
+        torch._dynamo.reset()
