@@ -333,6 +333,6 @@ def test_start_of_run_guard_probes_the_configured_rows_per_micro_batch(monkeypat
     train = Split([], _examples(2), {})
     if refused:
         with pytest.raises(CurateError, match=r"attn_implementation flash_attention_2 at 2 row\(s\) per micro-batch"):
-            _ready_model(config, model, train)
+            _ready_model(config, model, train, torch.device("cpu"))
     else:
-        _ready_model(config, model, train)
+        _ready_model(config, model, train, torch.device("cpu"))
