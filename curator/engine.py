@@ -234,15 +234,17 @@ def _summary_columns(stage: registry.Stage) -> list[str]:
     return [c for c in stage.writes if c not in TEXT_COLUMNS] + [C.REJECT_REASONS]
 
 
-def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext) -> int:
+def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int) -> int:
     """Run a row stage on every shard's live rows (an empty shard too: its columns must exist);
-    return how many rows are alive after it. Its summary is merged from every shard's."""
+    return how many rows are alive after it. Its summary is merged from every shard's. Over several
+    shards the stage's own bars are hidden and one bar counts the `alive_in` rows it is given."""
     many = len(shards) > 1
     merge = stage.summary is not None
     partials: list[dict] = []
     returned: list[pl.DataFrame] = []
     alive = 0
-    with (ctx.progress.task(f"{stage.name} (shards)") if many else _no_bar()) as advance:
+    bar = ctx.progress.task(f"{stage.name} ({len(shards):,} shards)", total=alive_in) if many else _no_bar()
+    with bar as advance:
         for i in range(len(shards)):
             live = shards.live(i)
             out = stage.run(live, _quiet(ctx) if many else ctx)
@@ -270,7 +272,7 @@ def _in_row_order(out: pl.DataFrame, given: pl.DataFrame, stage: registry.Stage)
     return out
 
 
-def run_global_stage(stage: registry.Stage, shards: Shards, ctx: StageContext) -> int:
+def run_global_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int = 0) -> int:
     """Run a global stage once, on the live rows of every shard narrowed to what it reads, and merge
     the verdict and the columns it writes back into each shard by row; return how many rows are alive."""
     wanted = set(stage.reads) | set(BOOKKEEPING)
@@ -326,7 +328,7 @@ def run_segments(
     for stage in map(_declared, stages):
         started = time.perf_counter()
         runner = run_row_stage if stage.kind == "row" else run_global_stage
-        alive = runner(stage, shards, ctx)
+        alive = runner(stage, shards, ctx, alive)
         timings.append((stage.name, time.perf_counter() - started))
         funnel.append({"stage": stage.name, "alive_after": alive})
     return funnel, timings
