@@ -30,7 +30,7 @@ from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
 from curator.manifest import MANIFEST_VERSION, Manifest
-from curator.stages import registry, validate
+from curator.stages import registry
 from curator.stages.base import Progress, StageContext
 
 
