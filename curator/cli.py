@@ -283,10 +283,11 @@ def _format_values(options: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--format", "old_input_format", multiple=True, hidden=True)
 @click.option("--rules", type=click.Path(path_type=Path), default=None, help="Quality rule file (default: rules/default.yaml).")
 @click.option("--model", default=None, help="Model profile or tokenizer folder for the token budget.")
+@click.option("--engine", type=click.Choice(["auto", "local", "stream"]), default=None, help="local: every record in memory; stream: batches of engine.batch_rows records as Parquet shards, for inputs larger than memory; auto (the default, engine.name): stream from engine.auto_stream_bytes (1 GB) of input. The outputs are the same bytes either way.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is not empty.")
 @click.option("--no-gate", is_flag=True, help="Report failed gates but exit 0.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
-def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], old_input_format: tuple[str, ...], rules: Path | None, model: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
+def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], old_input_format: tuple[str, ...], rules: Path | None, model: str | None, engine: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
     """Curate RAW (a file or folder of .jsonl/.jsonl.gz/.json) into OUT.
 
     Writes train.jsonl, val.jsonl, rejects.jsonl, annotations.parquet, manifest.json and
@@ -296,6 +297,7 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     \b
     Example:
       curate run raw/ out/ --config curate.yaml -s split.val_fraction=0.05
+      curate run big/ out/ --engine stream -s engine.batch_rows=20000
     """
     from curator.config import load_config
     from curator.pipeline import run
@@ -306,6 +308,8 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
         values["quality.rules"] = str(rules)
     if model:
         values["tokens.model"] = model
+    if engine:
+        values["engine.name"] = engine
     config = load_config(config_path, list(overrides), values=values)
     result = _run_with_progress_on_stderr(run, raw, out, config, force=force, progress=not quiet)
     if result.skipped:  # shown even with --quiet: data the user may have meant to include
@@ -363,7 +367,7 @@ def _print_summary(result) -> None:
         for line in advice_lines(advice):
             console.print(f"- {escape(line)}", soft_wrap=True)
     timing = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.timings)
-    console.print(f"[dim]{timing}[/]")
+    console.print(f"[dim]{result.engine} engine: {timing}[/]")
 
 
 @cli.command("config")

@@ -67,6 +67,29 @@ class GateConfig(BaseModel):
     min_examples: int | None = Field(10_000, description="kept set must hold at least this many examples")
 
 
+# The input size at which `engine.name: auto` picks the stream engine: below it, the whole frame fits
+# comfortably in memory on a laptop (see docs/scaling.md for memory per record).
+AUTO_STREAM_BYTES = 1_000_000_000
+
+
+class EngineConfig(BaseModel):
+    """How `curate run` executes the stages; the outputs are the same bytes whichever engine runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["auto", "local", "stream"] = Field(
+        "auto",
+        description="local: every record in memory at once | stream: batches of batch_rows records kept as "
+        "Parquet shards in OUT's staging folder, global stages on a narrow frame | auto: stream when the "
+        "input is at least auto_stream_bytes, else local",
+    )
+    batch_rows: int = Field(50_000, ge=1, description="records per shard under the stream engine")
+    auto_stream_bytes: int = Field(
+        AUTO_STREAM_BYTES,
+        ge=0,
+        description="input size (bytes on disk, .gz counted 4 times) from which auto picks stream",
+    )
+
+
 class _Settings(BaseModel):
     """The run-wide settings; CurateConfig adds one section per stage (curator/stages/registry.py)."""
 
@@ -99,8 +122,9 @@ class _Settings(BaseModel):
         return value
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain data, as written to manifest.json."""
-        return json.loads(self.model_dump_json(by_alias=True))
+        """The config as plain data, as written to manifest.json. The engine section is left out: it
+        changes how the run executes, not what it writes (manifest.json records it under `engine`)."""
+        return json.loads(self.model_dump_json(by_alias=True, exclude={"engine"}))
 
 
 def _stage_section(stage) -> tuple[Any, Any]:
@@ -117,6 +141,7 @@ CurateConfig = create_model(
     **{(f"{s.name}_" if s.name == "validate" else s.name): _stage_section(s) for s in STAGES},
     output=(OutputConfig, OutputConfig()),
     gates=(GateConfig, GateConfig()),
+    engine=(EngineConfig, EngineConfig()),
 )
 
 

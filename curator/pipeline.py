@@ -24,18 +24,18 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from curator import __version__, columns as C, out_dir
+from curator import __version__, columns as C, engine as E, out_dir
 from curator.config import CurateConfig
 from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
 from curator.manifest import MANIFEST_VERSION, Manifest
-from curator.stages import registry, validate
+from curator.stages import registry
 from curator.stages.base import Progress, StageContext
 
 
 # Columns that stay out of annotations.parquet: the text itself lives in the JSONL outputs.
-_TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
+_TEXT_COLUMNS = E.TEXT_COLUMNS
 
 VERSIONED_PACKAGES = (
     "polars",
@@ -56,6 +56,7 @@ class RunResult:
     gates: list[Gate]
     timings: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # files under RAW that were not read, and why
+    engine: str = "local"  # the engine that ran the stages (curator/engine.py)
 
 
 def check_out_path(out: Path, raw: Path | None = None) -> None:
@@ -108,27 +109,11 @@ def run_stages(
     frame: pl.DataFrame, ctx: StageContext, stages: Iterable[registry.Stage] | None = None
 ) -> tuple[pl.DataFrame, list, list]:
     """Run each stage (default: those the config keeps) on the rows still alive; return (all rows
-    sorted by `row`, funnel, timings)."""
-    stages = registry.active(ctx.config.skip_stages) if stages is None else stages
-    mask = _alive_mask(frame)
-    live = frame.filter(mask)
-    dead_parts = [frame.filter(~mask)]
-    funnel = [{"stage": "read", "alive_after": frame.height}, {"stage": "validate", "alive_after": live.height}]
-    timings = []
-    for stage in stages:
-        started = time.perf_counter()
-        before = live.height
-        live = stage.run(live, ctx)
-        if live.height != before:
-            raise RuntimeError(f"stage {stage.name} changed the number of rows ({before} -> {live.height})")
-        mask = _alive_mask(live)
-        if not mask.all():
-            dead_parts.append(live.filter(~mask))
-            live = live.filter(mask)
-        timings.append((stage.name, time.perf_counter() - started))
-        funnel.append({"stage": stage.name, "alive_after": live.height})
-    everything = pl.concat([live, *dead_parts], how="diagonal_relaxed").sort(C.ROW)
-    return everything, funnel, timings
+    sorted by `row`, funnel, timings). The local engine, on a frame already built."""
+    shards = E.MemoryShards()
+    shards.add(frame)
+    funnel, timings = E.run_segments(shards, ctx, stages)
+    return shards.finished(0), [{"stage": "read", "alive_after": frame.height}, *funnel], timings
 
 
 def _sha256_file(path: Path) -> str:
@@ -208,12 +193,6 @@ def output_lines(kept: pl.DataFrame) -> list[str]:
         ]
         encoded = pl.concat([encoded, pl.DataFrame({C.ROW: special.get_column(C.ROW), "line": lines})])
     return encoded.sort(C.ROW).get_column("line").to_list()
-
-
-def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _reject_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -327,21 +306,43 @@ def llamafactory_dataset_info() -> dict[str, Any]:
     }
 
 
-def write_outputs(tmp: Path, frame: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
-    """Write the split, the rejects, the annotations and the stage artifacts; return their sha256s."""
-    alive = _alive_mask(frame)
-    kept = frame.filter(alive)
-    for side in ("train", "val"):
-        lines = output_lines(kept.filter(pl.col(C.SPLIT) == side))
-        with _naming(tmp / f"{side}.jsonl"), (tmp / f"{side}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(line + "\n" for line in lines)
-    frame = redact_annotations(frame, ctx.config)
-    rejected = _rejected_raw(frame.filter(~alive), ctx.config.output.rejects_raw, ctx.config)
+def write_records(tmp: Path, frames: Iterable[pl.DataFrame], ctx: StageContext) -> pl.DataFrame:
+    """Write train.jsonl, val.jsonl and rejects.jsonl from `frames` (every row, in row order, in
+    batches); return the rows without their text (the annotations, not yet redacted)."""
+    narrow: list[pl.DataFrame] = []
+    paths = {name: tmp / name for name in ("train.jsonl", "val.jsonl", "rejects.jsonl")}
+    handles = {name: path.open("w", encoding="utf-8", newline="\n") for name, path in paths.items()}
+    try:
+        for frame in frames:
+            alive = _alive_mask(frame)
+            kept = frame.filter(alive)
+            for side in ("train", "val"):
+                with _naming(paths[f"{side}.jsonl"]):
+                    handles[f"{side}.jsonl"].writelines(line + "\n" for line in output_lines(kept.filter(pl.col(C.SPLIT) == side)))
+            with _naming(paths["rejects.jsonl"]):
+                _write_rejects(handles["rejects.jsonl"], frame.filter(~alive), ctx.config)
+            narrow.append(frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]))
+    finally:
+        for name, fh in handles.items():
+            with _naming(paths[name]):
+                fh.close()
+    return narrow[0] if len(narrow) == 1 else pl.concat(narrow, how="diagonal_relaxed").rechunk()
+
+
+def _write_rejects(fh, rejected: pl.DataFrame, cfg: CurateConfig) -> None:
+    """One JSON line per rejected row, its texts redacted as `output.rejects_raw` and
+    `redact_annotations` say."""
+    rejected = _rejected_raw(redact_annotations(rejected, cfg), cfg.output.rejects_raw, cfg)
     reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
-    with _naming(tmp / "rejects.jsonl"):
-        _write_jsonl(tmp / "rejects.jsonl", (_reject_record(r) for r in rejected.select(reject_cols).iter_rows(named=True)))
+    for r in rejected.select(reject_cols).iter_rows(named=True):
+        fh.write(json.dumps(_reject_record(r), ensure_ascii=False) + "\n")
+
+
+def write_outputs(tmp: Path, annotations: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
+    """Write the annotations and the stage artifacts beside the records `write_records` wrote; return
+    the sha256 of every output."""
     with _naming(tmp / "annotations.parquet"):
-        frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]).write_parquet(tmp / "annotations.parquet")
+        redact_annotations(annotations, ctx.config).write_parquet(tmp / "annotations.parquet")
     with _naming(tmp / "dataset_info.json"):
         text = json.dumps(llamafactory_dataset_info(), indent=2) + "\n"
         (tmp / "dataset_info.json").write_text(text, encoding="utf-8")
@@ -462,15 +463,43 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
         raise CurateError(f"{raw}: no .jsonl, .jsonl.gz or .json files found{_skipped_note(found.skipped)}")
     check_resources(config)
     ctx = StageContext(config=config, progress=Progress(progress))
+    engine, chosen_by = E.choose_engine(files, config)
 
-    started = time.perf_counter()
-    digests: dict[Path, ReadDigest] = {}  # the manifest hashes the bytes read, not the files as they are later
-    frame = validate.build_frame(read_lines(files, config, ctx.progress, digests), ctx)
-    read_time = time.perf_counter() - started
-    n_read = frame.height
+    # the staging folder holds the stream engine's shards while the stages run, then the new run;
+    # on any failure it goes, shards and all, and OUT stays as it was
+    tmp = out_dir.staging_dir(out)
+    tmp.mkdir()
+    try:
+        with _machine_errors_said(out, tmp):
+            result = _run_staged(files, found.skipped, tmp, out, ctx, engine, chosen_by)
+            out_dir.checkpoint("staged")
+            out_dir.put_in_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
 
-    frame, funnel, timings = run_stages(frame, ctx)
-    timings.insert(0, ("read + validate", read_time))
+
+def _run_staged(
+    files: list[Path], skipped: list[tuple[str, str]], tmp: Path, out: Path, ctx: StageContext, engine: str, chosen_by: str
+) -> RunResult:
+    """Read, run the stages under `engine` and write every output into `tmp`."""
+    config = ctx.config
+    shards = E.open_shards(engine, tmp)
+    try:
+        started = time.perf_counter()
+        digests: dict[Path, ReadDigest] = {}  # the manifest hashes the bytes read, not the files as they are later
+        batch_rows = config.engine.batch_rows if engine == "stream" else None
+        n_read = E.read_into(shards, read_lines(files, config, ctx.progress, digests), ctx, batch_rows)
+        read_time = time.perf_counter() - started
+
+        funnel, timings = E.run_segments(shards, ctx)
+        funnel.insert(0, {"stage": "read", "alive_after": n_read})
+        timings.insert(0, ("read + validate", read_time))
+        n_shards = len(shards)
+        frame = write_records(tmp, (shards.finished(i) for i in range(n_shards)), ctx)
+    finally:
+        shards.close()
 
     alive = _alive_mask(frame)
     kept = frame.filter(alive)
@@ -490,35 +519,27 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
         "with_warnings": int((frame.get_column(C.WARNINGS).list.len() > 0).sum()),
     }
 
-    tmp = out_dir.staging_dir(out)
-    tmp.mkdir()
-    try:
-        with _machine_errors_said(out, tmp):
-            outputs = write_outputs(tmp, frame, ctx)
-            manifest = Manifest.model_validate(
-                {
-                    "manifest_version": MANIFEST_VERSION,
-                    "config": config.resolved(),
-                    "versions": _versions(),
-                    "inputs": {display_name(p): digests[p].hexdigest() for p in files},
-                    "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in found.skipped],
-                    "outputs": outputs,
-                    "counts": counts,
-                    "funnel": funnel,
-                    "gates": [g.to_dict() for g in gates],
-                    "stages": ctx.manifest,
-                    "summaries": ctx.summaries,
-                }
-            )
-            with _naming(tmp / "manifest.json"):
-                (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-            from curator.report import write_reports
+    outputs = write_outputs(tmp, frame, ctx)
+    manifest = Manifest.model_validate(
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "config": config.resolved(),
+            "engine": {"name": engine, "chosen_by": chosen_by, "batch_rows": batch_rows, "shards": n_shards},
+            "versions": _versions(),
+            "inputs": {display_name(p): digests[p].hexdigest() for p in files},
+            "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in skipped],
+            "outputs": outputs,
+            "counts": counts,
+            "funnel": funnel,
+            "gates": [g.to_dict() for g in gates],
+            "stages": ctx.manifest,
+            "summaries": ctx.summaries,
+        }
+    )
+    with _naming(tmp / "manifest.json"):
+        (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    from curator.report import write_reports
 
-            with _naming(tmp / "report.{json,md,html}"):
-                write_reports(tmp)
-            out_dir.checkpoint("staged")
-            out_dir.put_in_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return RunResult(out, counts, gates, timings, found.skipped)
+    with _naming(tmp / "report.{json,md,html}"):
+        write_reports(tmp)
+    return RunResult(out, counts, gates, timings, skipped, engine)

@@ -279,13 +279,13 @@ def test_a_full_disk_is_one_line_naming_out_and_the_file(tmp_path, monkeypatch):
     raw = write_lines(tmp_path / "raw" / "a.jsonl", [GOOD]).parent
     out = tmp_path / "out"
 
-    def to_a_full_disk(path, records):
+    def to_a_full_disk(*args):
         with open("/dev/full", "w") as fh:  # fails at the write or the close, with no file name
             fh.write("x" * 100_000)
 
     args = ["run", str(raw), str(out), "--quiet", "--no-gate", "-s", QUICK]
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "_write_jsonl", to_a_full_disk)
+        m.setattr(pipeline, "_write_rejects", to_a_full_disk)
         result = CliRunner().invoke(cli, args)
     assert (result.exit_code, result.stderr) == (1, f"error: {out}: disk full while writing rejects.jsonl\n")
     import polars as pl

@@ -169,7 +169,7 @@ def test_a_failed_run_leaves_no_partial_output(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "_write_jsonl", boom)
+    monkeypatch.setattr(pipeline, "_write_rejects", boom)
     with pytest.raises(OSError):
         run(tmp_path / "raw", tmp_path / "out", foundation_config())
     assert not (tmp_path / "out").exists()

@@ -284,6 +284,11 @@ def summarize(df: pl.DataFrame) -> dict:
     }
 
 
+def merge_summary(out: pl.DataFrame, partials: list[dict], ctx: StageContext) -> dict:
+    """The run's summary from the code columns of every row the stage saw, in whatever batches."""
+    return summarize(out)
+
+
 def gates(kept_df: pl.DataFrame, ctx: StageContext) -> list[Gate]:
     """The diversity gate on the kept set; the distribution goes to the report either way."""
     cfg = _config(ctx)

@@ -484,19 +484,39 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         pl.Series(C.USER_LANG, [u[0] for u in users], dtype=pl.Utf8),
         pl.Series(C.ASSISTANT_LANG, [a[0] for a in assistants], dtype=pl.Utf8),
     )
-    ctx.summaries[NAME] = {
-        "lang": _counts(langs),
-        C.USER_LANG: _counts([u[0] for u in users]),
-        C.ASSISTANT_LANG: _counts([a[0] for a in assistants]),
-        "und_reasons": _counts([r for r in reasons if r is not None]),
-        "distinct_samples_by_decision": dict(det.counts),
-    }
+    ctx.summaries[NAME] = _summary(langs, [u[0] for u in users], [a[0] for a in assistants], reasons, dict(det.counts))
     ctx.manifest[NAME] = {
         "langdetect": metadata.version("langdetect"),
         "seed": ctx.config.seed,
         "fast_confidence": FAST_CONFIDENCE,
     }
     return df
+
+
+def _summary(langs: list, users: list, assistants: list, reasons: list, decisions: dict[str, int]) -> dict:
+    return {
+        "lang": _counts(langs),
+        C.USER_LANG: _counts(users),
+        C.ASSISTANT_LANG: _counts(assistants),
+        "und_reasons": _counts([r for r in reasons if r is not None]),
+        "distinct_samples_by_decision": decisions,
+    }
+
+
+def merge_summary(out: pl.DataFrame, partials: list[dict], ctx: StageContext) -> dict:
+    """The run's summary from the language columns of every row the stage saw. A detector (and its
+    cache) lives for one batch, so `distinct_samples_by_decision` counts a sample once per batch it
+    is in: the detector's work, summed (equal to a single pass when one batch holds every record)."""
+    decisions: Counter[str] = Counter()
+    for partial in partials:
+        decisions.update(partial.get("distinct_samples_by_decision") or {})
+    return _summary(
+        out.get_column(C.LANG).to_list(),
+        out.get_column(C.USER_LANG).to_list(),
+        out.get_column(C.ASSISTANT_LANG).to_list(),
+        out.get_column(C.LANG_REASON).to_list(),
+        dict(decisions),
+    )
 
 
 def _counts(values: list) -> dict[str, int]:

@@ -143,7 +143,14 @@ def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
         }
         for r in compiled.rules
     ]
-    scores = out.get_column(C.QUALITY_SCORE)
+    return _summary_of(out, rules, cfg)
+
+
+def _summary_of(out: pl.DataFrame, rules: list[dict], cfg: Config) -> dict:
+    """The summary of the scored rows `out`, with each rule's hits counted (`rules`)."""
+    n = out.height
+    # one chunk: a float mean depends on how the column is cut, and batches must not change it
+    scores = out.get_column(C.QUALITY_SCORE).rechunk()
     edges = [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
     # bin i holds edges[i] <= score < edges[i+1]; the last bin also holds 1.0
     bins = (scores * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int64)
@@ -162,6 +169,20 @@ def _summary(out: pl.DataFrame, compiled: CompiledRules, cfg: Config) -> dict:
         "rules": rules,
         "score_histogram": {"edges": edges, "counts": per_bin},
     }
+
+
+def merge_summary(out: pl.DataFrame, partials: list[dict], ctx: StageContext) -> dict:
+    """The run's summary from the score columns of every row the stage saw; each rule's hits (counted
+    from columns the stage does not keep) are summed over the batches."""
+    first = partials[0]
+    n = out.height
+    rules = []
+    for i, rule in enumerate(first["rules"]):
+        hits = sum(int(p["rules"][i]["hits"]) for p in partials)
+        rules.append({**rule, "hits": hits, "rate": (hits / n) if n else 0.0})
+    summary = _summary_of(out, rules, ctx.config.quality)
+    summary["skipped_rules"] = first["skipped_rules"]
+    return summary
 
 
 def _decimals(rate: float, need: float) -> int:

@@ -5,8 +5,10 @@ the gates, `curate config` and the stage table of docs/ARCHITECTURE.md all come 
 
 Each entry declares what the stage is; its module (`module`) holds how it works, and is imported
 only when the stage runs, so reading a config imports pydantic alone. A stage module provides
-`run(df, ctx) -> df` and optionally `gates(kept, ctx) -> list[Gate]` and `preflight(config)` (a
-check run before RAW is read, so a bad setting fails in a second, not after minutes of work).
+`run(df, ctx) -> df` and optionally `gates(kept, ctx) -> list[Gate]`, `preflight(config)` (a
+check run before RAW is read, so a bad setting fails in a second, not after minutes of work) and,
+for a row stage with a summary, `merge_summary(out, partials, ctx) -> dict` (the summary of the
+whole run when the stage ran in batches: curator/engine.py).
 
 `kind` is what lets the pipeline run in batches: a `row` stage's result for a row depends on
 that row alone (the same output under any batching: tests/test_stage_contract.py checks it);
@@ -65,6 +67,15 @@ class Stage:
     def gates(self, kept: "pl.DataFrame", ctx: "StageContext") -> list["Gate"]:
         check = getattr(self.implementation(), "gates", None)
         return [] if check is None else check(kept, ctx)
+
+    def merge_summary(
+        self, out: "pl.DataFrame", partials: list[dict[str, Any]], ctx: "StageContext"
+    ) -> dict[str, Any] | None:
+        """A row stage's summary of the whole run from its batches: `out`, the columns it returned for
+        every row it saw (text left out), and `partials`, the summary each batch left; None when the
+        module has no `merge_summary`."""
+        merge = getattr(self.implementation(), "merge_summary", None)
+        return None if merge is None else merge(out, partials, ctx)
 
     def preflight(self, config: Any) -> None:
         check = getattr(self.implementation(), "preflight", None)

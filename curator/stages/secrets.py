@@ -437,3 +437,8 @@ def _summary(df: pl.DataFrame, policy: dict[str, str]) -> dict:
         "rows_with_findings": int(df.select((pl.col(C.SECRET_FINDINGS).list.len() > 0).sum()).item()) if df.height else 0,
         "kinds": {k: {"rows": int(counts.get(k, 0)), "action": policy[k]} for k in KINDS},
     }
+
+
+def merge_summary(out: pl.DataFrame, partials: list[dict], ctx: StageContext) -> dict:
+    """The run's summary from `secret_findings` of every row the stage saw, in whatever batches."""
+    return _summary(out, ctx.config.secrets.policy.model_dump())

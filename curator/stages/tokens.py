@@ -189,6 +189,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     df = with_reject(df, pl.col("_error").is_not_null(), TEMPLATE_ERROR, pl.col("_error"))
 
     _summarise(df, ctx, cfg, tok, n_over=len(over), n_truncated=len(truncated))
+    ctx.manifest[NAME] = _manifest(tok, cfg.policy)
     ctx.manifest[NAME].update(_write_template(ctx, tok))
     return df.drop("_error", "_last_alone")
 
@@ -254,7 +255,16 @@ def _summarise(df: pl.DataFrame, ctx: StageContext, cfg: Config, tok, n_over: in
         "kept_tokens_trained": trained,
         "cost": _cost(ctx, cfg, tok, seen, trained),
     }
-    ctx.manifest[NAME] = _manifest(tok, cfg.policy)
+
+
+def merge_summary(out: pl.DataFrame, partials: list[dict], ctx: StageContext) -> dict:
+    """The run's summary from the token columns of every row the stage saw (percentiles need them
+    all); the examples over budget before truncation are counted by each batch and summed."""
+    cfg: Config = ctx.config.tokens
+    n_over = sum(int(p.get("over_budget") or 0) for p in partials)
+    n_truncated = sum(int(p.get("truncated_examples") or 0) for p in partials)
+    _summarise(out, ctx, cfg, _tokenizer(cfg), n_over=n_over, n_truncated=n_truncated)
+    return ctx.summaries[NAME]
 
 
 def _manifest(tok, policy: str) -> dict:

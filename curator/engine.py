@@ -1,0 +1,334 @@
+"""The engines of `curate run`: how the stages run over the records, not what they compute.
+
+The records are cut into shards: batches of rows in row order, each built by `validate.build_frame`
+from its batch of input lines. Stages run in order, each as one segment:
+
+- a `row` stage runs shard by shard, on the shard's live rows, exactly as it would on all of them;
+- a `global` stage runs once, on the live rows of every shard narrowed to the columns it reads
+  (and the bookkeeping columns), and its columns are merged back into each shard by row.
+
+`local` keeps one shard, in memory, holding every record: today's single frame. `stream` keeps
+shards of `engine.batch_rows` records as Parquet files in OUT's staging folder, so only one shard's
+text is in memory at a time (and the text a global stage reads: docs/scaling.md). Since a row stage
+gives the same result under any batching (tests/test_stage_contract.py), both engines write the same
+bytes. A row stage's summary is merged from what every shard returned (`merge_summary` in its module).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import polars as pl
+
+from curator import columns as C
+from curator.stages import registry, validate
+from curator.stages.base import Progress, StageContext
+
+ENGINES = ("local", "stream")
+SHARD_FOLDER = ".shards"  # inside OUT's staging folder; hidden, so discover() never reads it as input
+# Columns that carry the record's text; annotations.parquet and the narrow frames leave them out.
+TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
+# Columns every stage may read and update: the verdict, and where a row came from.
+BOOKKEEPING = (C.ROW, C.REF, C.SOURCE_FILE, C.SOURCE_LINE, C.REJECT_REASONS, C.REJECT_DETAILS, C.WARNINGS)
+# A gzip'd JSONL file holds several times its size in text: it counts this many times its size.
+GZIP_FACTOR = 4
+
+
+def input_bytes(files: Iterable[Path]) -> int:
+    """The size of the input as `engine.auto_stream_bytes` measures it: bytes on disk, .gz counted
+    GZIP_FACTOR times."""
+    total = 0
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except OSError:  # unreadable files become rejects later; they hold no records to keep in memory
+            continue
+        total += size * GZIP_FACTOR if path.name.lower().endswith(".gz") else size
+    return total
+
+
+def choose_engine(files: list[Path], cfg: Any) -> tuple[str, str]:
+    """(engine, why): `engine.name` when it names one, else stream from `auto_stream_bytes` of input on."""
+    name = cfg.engine.name
+    if name != "auto":
+        return name, "engine.name"
+    size, limit = input_bytes(files), cfg.engine.auto_stream_bytes
+    if size >= limit:
+        return "stream", f"auto: {size:,} input bytes >= engine.auto_stream_bytes {limit:,}"
+    return "local", f"auto: {size:,} input bytes < engine.auto_stream_bytes {limit:,}"
+
+
+def _alive(df: pl.DataFrame) -> pl.Series:
+    return df.select(C.alive()).to_series()
+
+
+# --- where the shards live --------------------------------------------------------------------------
+
+
+class Shards:
+    """The shards of a run, in row order: each holds its live rows, and the rows that left it, one
+    frame per stage that rejected some (the first, those validate rejected, always)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """A new shard from the frame validate built: its live rows, and those it rejected."""
+        mask = _alive(frame)
+        self._append(frame.filter(mask), frame.filter(~mask))
+
+    def live(self, i: int, columns: list[str] | None = None) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def replace_live(self, i: int, live: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def add_dead(self, i: int, dead: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def dead(self, i: int) -> list[pl.DataFrame]:
+        raise NotImplementedError
+
+    def finished(self, i: int) -> pl.DataFrame:
+        """Every row of shard `i` sorted by row, rows that left early with nulls in later columns."""
+        return pl.concat([self.live(i), *self.dead(i)], how="diagonal_relaxed").sort(C.ROW)
+
+    def close(self) -> None:
+        """Forget the shards (remove their files)."""
+
+    def _append(self, live: pl.DataFrame, dead: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+
+class MemoryShards(Shards):
+    """Shards held as frames in memory (the local engine: one shard)."""
+
+    def __init__(self) -> None:
+        self._live: list[pl.DataFrame] = []
+        self._dead: list[list[pl.DataFrame]] = []
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def _append(self, live: pl.DataFrame, dead: pl.DataFrame) -> None:
+        self._live.append(live)
+        self._dead.append([dead])
+
+    def live(self, i: int, columns: list[str] | None = None) -> pl.DataFrame:
+        return self._live[i] if columns is None else self._live[i].select(columns)
+
+    def replace_live(self, i: int, live: pl.DataFrame) -> None:
+        self._live[i] = live
+
+    def add_dead(self, i: int, dead: pl.DataFrame) -> None:
+        self._dead[i].append(dead)
+
+    def dead(self, i: int) -> list[pl.DataFrame]:
+        return self._dead[i]
+
+    def close(self) -> None:
+        self._live, self._dead = [], []
+
+
+class ParquetShards(Shards):
+    """Shards as Parquet files in `folder` (the stream engine): `NNNNNN.live.parquet` and one
+    `NNNNNN.dead-K.parquet` per frame of rows that left. Only the shard being worked on is in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+        self._n_dead: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._n_dead)
+
+    def _path(self, i: int, part: str) -> Path:
+        return self.folder / f"{i:06d}.{part}.parquet"
+
+    def _write(self, frame: pl.DataFrame, path: Path) -> None:
+        from curator.pipeline import _naming
+
+        with _naming(path):
+            # lz4 and no statistics: these files are read once or twice, by this run, whole
+            frame.write_parquet(path, compression="lz4", statistics=False)
+
+    def _append(self, live: pl.DataFrame, dead: pl.DataFrame) -> None:
+        i = len(self._n_dead)
+        self._n_dead.append(0)
+        self._write(live, self._path(i, "live"))
+        self.add_dead(i, dead)
+
+    def live(self, i: int, columns: list[str] | None = None) -> pl.DataFrame:
+        return pl.read_parquet(self._path(i, "live"), columns=columns)
+
+    def live_columns(self, i: int) -> list[str]:
+        return list(pl.read_parquet_schema(self._path(i, "live")))
+
+    def replace_live(self, i: int, live: pl.DataFrame) -> None:
+        self._write(live, self._path(i, "live"))
+
+    def add_dead(self, i: int, dead: pl.DataFrame) -> None:
+        self._write(dead, self._path(i, f"dead-{self._n_dead[i]:03d}"))
+        self._n_dead[i] += 1
+
+    def dead(self, i: int) -> list[pl.DataFrame]:
+        return [pl.read_parquet(self._path(i, f"dead-{k:03d}")) for k in range(self._n_dead[i])]
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def open_shards(engine: str, staging: Path) -> Shards:
+    """Where the shards of a run under `engine` live: memory (local), or Parquet files in a hidden
+    folder of OUT's staging folder (stream), removed with it."""
+    if engine == "local":
+        return MemoryShards()
+    if engine == "stream":
+        return ParquetShards(staging / SHARD_FOLDER)
+    raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+
+
+def read_into(shards: Shards, lines: Iterator, ctx: StageContext, batch_rows: int | None) -> int:
+    """Validate `lines` into `shards`, `batch_rows` lines per shard (None: all in one); return the
+    number of lines read. There is always at least one shard, so every stage runs (and summarizes)
+    even on no input."""
+    if batch_rows is None:
+        frame = validate.build_frame(lines, ctx)
+        shards.add(frame)
+        return frame.height
+    n_read = 0
+    while True:
+        batch = list(islice(lines, batch_rows))
+        if not batch and len(shards):
+            return n_read
+        shards.add(validate.build_frame(batch, ctx, first_row=n_read))
+        n_read += len(batch)
+
+
+# --- the segments -----------------------------------------------------------------------------------
+
+
+def _quiet(ctx: StageContext) -> StageContext:
+    """`ctx` without progress bars: under stream, a row stage's own bars would restart on every shard."""
+    return StageContext(config=ctx.config, progress=Progress(False), artifacts=ctx.artifacts, manifest=ctx.manifest,
+                        summaries=ctx.summaries)
+
+
+def _keep_live(shards: Shards, i: int, out: pl.DataFrame) -> int:
+    """Store what a stage returned for shard `i`: rows it rejected leave the live rows; return how
+    many stay alive."""
+    mask = _alive(out)
+    if not mask.all():
+        shards.add_dead(i, out.filter(~mask))
+        out = out.filter(mask)
+    shards.replace_live(i, out)
+    return out.height
+
+
+def _summary_columns(stage: registry.Stage) -> list[str]:
+    """What a row stage's summary is merged from: the columns it writes, but not the text, and the verdict."""
+    return [c for c in stage.writes if c not in TEXT_COLUMNS] + [C.REJECT_REASONS]
+
+
+def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int) -> int:
+    """Run a row stage on every shard's live rows (an empty shard too: its columns must exist);
+    return how many rows are alive after it. Its summary is merged from every shard's. Over several
+    shards the stage's own bars are hidden and one bar counts the `alive_in` rows it is given."""
+    many = len(shards) > 1
+    merge = stage.summary is not None
+    partials: list[dict] = []
+    returned: list[pl.DataFrame] = []
+    alive = 0
+    bar = ctx.progress.task(f"{stage.name} ({len(shards):,} shards)", total=alive_in) if many else _no_bar()
+    with bar as advance:
+        for i in range(len(shards)):
+            live = shards.live(i)
+            out = stage.run(live, _quiet(ctx) if many else ctx)
+            if out.height != live.height:
+                raise RuntimeError(f"stage {stage.name} changed the number of rows ({live.height} -> {out.height})")
+            if merge:
+                partials.append(ctx.summaries.get(stage.name) or {})
+                returned.append(out.select(_summary_columns(stage)))
+            alive += _keep_live(shards, i, out)
+            advance(live.height)
+    if merge:
+        summary = stage.merge_summary(pl.concat(returned, how="vertical_relaxed"), partials, ctx)
+        if summary is not None:
+            ctx.summaries[stage.name] = summary
+    return alive
+
+
+def _in_row_order(out: pl.DataFrame, given: pl.DataFrame, stage: registry.Stage) -> pl.DataFrame:
+    """`out` in the row order of `given` (a stage may reorder rows; each shard gets its own back)."""
+    if out.get_column(C.ROW).equals(given.get_column(C.ROW)):
+        return out
+    out = out.sort(C.ROW)
+    if not out.get_column(C.ROW).equals(given.get_column(C.ROW)):
+        raise RuntimeError(f"stage {stage.name} returned other rows than it was given")
+    return out
+
+
+def run_global_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int = 0) -> int:
+    """Run a global stage once, on the live rows of every shard narrowed to what it reads, and merge
+    the verdict and the columns it writes back into each shard by row; return how many rows are alive."""
+    wanted = set(stage.reads) | set(BOOKKEEPING)
+    parts = []
+    for i in range(len(shards)):
+        columns = shards.live_columns(i) if isinstance(shards, ParquetShards) else shards.live(i).columns
+        parts.append(shards.live(i, [c for c in columns if c in wanted]))
+    given = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed")
+    sizes = [p.height for p in parts]
+    del parts
+    out = stage.run(given, ctx)
+    if out.height != given.height:
+        raise RuntimeError(f"stage {stage.name} changed the number of rows ({given.height} -> {out.height})")
+    out = _in_row_order(out, given, stage)
+    del given
+    merged = [c for c in out.columns if c in (C.REJECT_REASONS, C.REJECT_DETAILS, C.WARNINGS) or c in stage.writes]
+    out = out.select(merged)
+    alive, offset = 0, 0
+    for i, size in enumerate(sizes):
+        live = shards.live(i)
+        live = live.with_columns(out.slice(offset, size).get_columns())
+        offset += size
+        alive += _keep_live(shards, i, live)
+    return alive
+
+
+class _no_bar:
+    """A progress task that shows nothing (a stage on one shard shows its own bars)."""
+
+    def __enter__(self):
+        return lambda n=1: None
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+
+def _declared(stage: Any) -> registry.Stage:
+    """The registry's entry of `stage`, given as that entry or as the stage's module."""
+    if isinstance(stage, registry.Stage):
+        return stage
+    return registry.BY_NAME[stage.__name__.rsplit(".", 1)[-1]]
+
+
+def run_segments(
+    shards: Shards, ctx: StageContext, stages: Iterable[registry.Stage] | None = None
+) -> tuple[list[dict], list[tuple[str, float]]]:
+    """Run each stage (default: those the config keeps) over the shards; return (the funnel from
+    validate on, the time per stage, over all shards)."""
+    stages = registry.active(ctx.config.skip_stages) if stages is None else stages
+    alive = sum(shards.live(i, [C.ROW]).height for i in range(len(shards)))
+    funnel = [{"stage": "validate", "alive_after": alive}]
+    timings = []
+    for stage in map(_declared, stages):
+        started = time.perf_counter()
+        runner = run_row_stage if stage.kind == "row" else run_global_stage
+        alive = runner(stage, shards, ctx, alive)
+        timings.append((stage.name, time.perf_counter() - started))
+        funnel.append({"stage": stage.name, "alive_after": alive})
+    return funnel, timings
