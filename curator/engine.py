@@ -34,8 +34,8 @@ from curator.stages.base import Progress, StageContext
 
 ENGINES = ("local", "stream", "ray")
 SHARDED = ("stream", "ray")  # the engines that keep Parquet shards of engine.batch_rows records
-SHARD_FOLDER = ".shards"
-NEXT_LIVE = "live-next"  # where a Ray task writes a shard's new live rows: the driver takes them  # inside OUT's staging folder; hidden, so discover() never reads it as input
+SHARD_FOLDER = ".shards"  # inside OUT's staging folder; hidden, so discover() never reads it as input
+NEXT_LIVE = "live-next"  # where a Ray task writes a shard's new live rows; the driver then takes them
 # Columns that carry the record's text; annotations.parquet and the narrow frames leave them out.
 TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
 # Columns every stage may read and update: the verdict, and where a row came from.
