@@ -1,17 +1,19 @@
 """Ray engine benchmark: wall time of `curate run` under local, and under ray on a local Ray of 1 and 2 CPUs.
 
-    python bench/ray_bench.py [--corpus bench/corpus/corpus50k.jsonl] [--batch-rows 12500] [--cpus 1 2]
+    python bench/ray_bench.py [--corpus bench/corpus/corpus50k.jsonl] [--batch-rows 12500] [--cpus 1 2] [--rounds 3]
 
 Each run is a process of its own. A ray run starts its Ray (`ray.init(num_cpus=N)`) before
 `curate run`, which then uses it, so its wall time includes starting Ray and its workers. Peak RSS
 is not reported: Ray's workers are not children of the measured process. The outputs of each ray
-run are compared byte for byte with local's.
+run are compared byte for byte with local's. The runs alternate, round after round (on a shared box
+the load drifts), and the median of each is reported with every round's time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,22 +47,27 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=BENCH / "corpus" / "corpus50k.jsonl")
     parser.add_argument("--batch-rows", type=int, default=12_500)
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
-    rows = []
+    runs = [("local", None)] + [("ray", n) for n in opts.cpus]
+    times: dict = {run: [] for run in runs}
+    same: dict = {run: True for run in runs}
+    loads = []
     with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
-        runs = [("local", None)] + [("ray", n) for n in opts.cpus]
-        for engine, cpus in runs:
-            out = Path(tmp) / f"{engine}-{cpus}"
-            load = os.getloadavg()[0]
-            seconds = timed_run(opts.corpus, out, engine, opts.batch_rows, cpus)
-            same = engine == "local" or same_outputs(Path(tmp) / "local-None", out)
-            rows.append((engine, cpus, seconds, load, os.getloadavg()[0], same))
-            print(f"  {engine} cpus={cpus}: {seconds:.1f} s", file=sys.stderr)
-    print(f"{opts.corpus.name}, batch_rows {opts.batch_rows:,} under ray, {os.cpu_count()} cores\n")
-    print("| engine | Ray CPUs | wall s | load before, after | same bytes as local |")
+        for _ in range(opts.rounds):
+            for engine, cpus in runs:
+                out = Path(tmp) / f"{engine}-{cpus}"
+                loads.append(os.getloadavg()[0])
+                times[engine, cpus].append(timed_run(opts.corpus, out, engine, opts.batch_rows, cpus))
+                same[engine, cpus] &= engine == "local" or same_outputs(Path(tmp) / "local-None", out)
+                print(f"  {engine} cpus={cpus}: {times[engine, cpus][-1]:.1f} s", file=sys.stderr)
+    print(f"{opts.corpus.name}, batch_rows {opts.batch_rows:,} under ray, {os.cpu_count()} cores, "
+          f"load average {min(loads):.1f} to {max(loads):.1f} before the runs\n")
+    print("| engine | Ray CPUs | median wall s | each round, s | same bytes as local |")
     print("|---|---|---|---|---|")
-    for engine, cpus, seconds, before, after, same in rows:
-        print(f"| {engine} | {cpus or '-'} | {seconds:.1f} | {before:.1f}, {after:.1f} | {'yes' if same else 'NO'} |")
+    for (engine, cpus), seconds in times.items():
+        each = ", ".join(f"{s:.1f}" for s in seconds)
+        print(f"| {engine} | {cpus or '-'} | {statistics.median(seconds):.1f} | {each} | {'yes' if same[engine, cpus] else 'NO'} |")
 
 
 if __name__ == "__main__":

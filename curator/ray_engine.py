@@ -2,9 +2,9 @@
 
 A task gets a stage, the run's config (as plain data, rebuilt in the task) and one shard's path in
 OUT's staging folder; it runs the stage on the shard's live rows exactly as stream does
-(`engine.run_row_shard`), writes the shard's new live rows beside its live file (the driver puts
-them in its place once every task is done) and its rejected rows, and returns what the driver merges the stage's
-summary from. The driver applies each shard's side outputs in shard order and merges the summary
+(`engine.run_row_shard`), writes the shard's rejected rows and its new live rows beside its live
+file (the driver puts them in its place once every task is done), and returns what the driver
+merges the stage's summary from. The driver applies each shard's side outputs in shard order and merges the summary
 as stream does, so the outputs are the same bytes. Global stages run on the driver (curator/engine.py).
 
 Tasks over shard files rather than Ray Data's `map_batches`: the shard files stay the one copy of
@@ -47,15 +47,30 @@ def connected(address: str | None) -> Iterator[E.RowRunner]:
         ray.shutdown()
 
 
-def _shard_task(stage: registry.Stage, config: dict[str, Any], folder: str, n_dead: list[int], i: int) -> tuple:
-    """In a Ray worker: run `stage` on shard `i` of the shards in `folder`; return (what it did,
-    the frames of rejected rows shard `i` now has, its side outputs: manifest, artifacts, summaries)."""
+def _shard_task(stage: registry.Stage, config: dict[str, Any], where: tuple[str, str], n_dead: list[int], i: int) -> tuple:
+    """In a Ray worker: run `stage` on shard `i` of the shards in `where` (the driver's working
+    folder, the shard folder); return (what it did, the frames of rejected rows shard `i` now has,
+    its side outputs: manifest, artifacts, summaries)."""
     from curator.config import CurateConfig
 
-    ctx = StageContext(config=CurateConfig.model_validate(config))
-    shards = E.ParquetShards.attach(Path(folder), n_dead, live_out=E.NEXT_LIVE)
-    result = E.run_row_shard(stage, shards, i, ctx)
+    cwd, folder = where
+    with _working_folder(cwd):
+        ctx = StageContext(config=CurateConfig.model_validate(config))
+        shards = E.ParquetShards.attach(Path(folder), n_dead, live_out=E.NEXT_LIVE)
+        result = E.run_row_shard(stage, shards, i, ctx)
     return result, shards.n_dead(i), (ctx.manifest, ctx.artifacts, ctx.summaries)
+
+
+@contextmanager
+def _working_folder(path: str) -> Iterator[None]:
+    """Work in the driver's working folder: relative paths of the config (a rule file, a tokenizer
+    folder) and of OUT are found, and recorded, as under the driver."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def run_row_stage(stage: registry.Stage, shards: E.Shards, ctx: StageContext, alive_in: int) -> int:
@@ -65,7 +80,8 @@ def run_row_stage(stage: registry.Stage, shards: E.Shards, ctx: StageContext, al
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, num_cpus=1)(_shard_task)
     config = ray.put(ctx.config.model_dump(mode="json", by_alias=True))
     n_dead = [shards.n_dead(i) for i in range(len(shards))]
-    refs = [task.remote(stage, config, str(shards.folder), n_dead, i) for i in range(len(shards))]
+    where = (os.getcwd(), str(shards.folder))
+    refs = [task.remote(stage, config, where, n_dead, i) for i in range(len(shards))]
     done = _gather(refs, E.row_bar(stage, shards, ctx, alive_in))
     results = []
     for i, (result, dead, side) in enumerate(done):

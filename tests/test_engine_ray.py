@@ -76,6 +76,17 @@ def test_shared_files_give_the_same_bytes_under_ray(tmp_path, path, batch_rows):
     assert manifest(outs["ray"])["engine"]["shards"] >= 2
 
 
+def test_relative_paths_are_found_by_the_workers_as_by_the_driver(tmp_path, monkeypatch):
+    """OUT, and the default rule file (found from the source tree, not the working folder: the
+    manifest records where), are taken from the driver's working folder, not the workers'."""
+    _twelve(tmp_path)
+    monkeypatch.chdir(tmp_path)  # source_file is relative under both engines
+    run(Path("raw"), Path("local"), load_config(None, ["engine.name=local", *QUICK]))
+    run(Path("raw"), Path("ray"), load_config(None, ["engine.name=ray", *QUICK]))
+    assert_same_outputs({"local": tmp_path / "local", "ray": tmp_path / "ray"})
+    assert manifest(tmp_path / "ray")["stages"]["quality"]["rules_file"] == str(ROOT / "rules" / "default.yaml")
+
+
 # --- stages that misbehave in a Ray worker ----------------------------------------------------------------
 # A monkeypatch reaches only this process; these stages travel to the workers with the task, and
 # leave in `log` the first row of each shard they are called on.
