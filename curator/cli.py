@@ -283,11 +283,12 @@ def _format_values(options: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--format", "old_input_format", multiple=True, hidden=True)
 @click.option("--rules", type=click.Path(path_type=Path), default=None, help="Quality rule file (default: rules/default.yaml).")
 @click.option("--model", default=None, help="Model profile or tokenizer folder for the token budget.")
-@click.option("--engine", type=click.Choice(["auto", "local", "stream"]), default=None, help="local: every record in memory; stream: batches of engine.batch_rows records as Parquet shards, for inputs larger than memory; auto (the default, engine.name): stream from engine.auto_stream_bytes (1 GB) of input. The outputs are the same bytes either way.")
+@click.option("--engine", type=click.Choice(["auto", "local", "stream", "ray"]), default=None, help="local: every record in memory; stream: batches of engine.batch_rows records as Parquet shards, for inputs larger than memory; ray: stream's shards, row stages run on them in parallel on a Ray cluster (pip install 'curator[ray]'); auto (the default, engine.name): stream from engine.auto_stream_bytes (1 GB) of input. The outputs are the same bytes either way.")
+@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster of --engine ray (engine.ray_address); default: RAY_ADDRESS, else a local Ray with this machine's CPUs.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is not empty.")
 @click.option("--no-gate", is_flag=True, help="Report failed gates but exit 0.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
-def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], old_input_format: tuple[str, ...], rules: Path | None, model: str | None, engine: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
+def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], input_format: tuple[str, ...], old_input_format: tuple[str, ...], rules: Path | None, model: str | None, engine: str | None, ray_address: str | None, force: bool, no_gate: bool, quiet: bool) -> None:
     """Curate RAW (a file or folder of .jsonl/.jsonl.gz/.json) into OUT.
 
     Writes train.jsonl, val.jsonl, rejects.jsonl, annotations.parquet, manifest.json and
@@ -298,6 +299,7 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
     Example:
       curate run raw/ out/ --config curate.yaml -s split.val_fraction=0.05
       curate run big/ out/ --engine stream -s engine.batch_rows=20000
+      curate run big/ out/ --engine ray --ray-address head:6379
     """
     from curator.config import load_config
     from curator.pipeline import run
@@ -310,6 +312,8 @@ def run_cmd(raw: Path, out: Path, config_path: Path | None, overrides: tuple[str
         values["tokens.model"] = model
     if engine:
         values["engine.name"] = engine
+    if ray_address:
+        values["engine.ray_address"] = ray_address
     config = load_config(config_path, list(overrides), values=values)
     result = _run_with_progress_on_stderr(run, raw, out, config, force=force, progress=not quiet)
     if result.skipped:  # shown even with --quiet: data the user may have meant to include

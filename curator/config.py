@@ -76,13 +76,19 @@ class EngineConfig(BaseModel):
     """How `curate run` executes the stages; the outputs are the same bytes whichever engine runs."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["auto", "local", "stream"] = Field(
+    name: Literal["auto", "local", "stream", "ray"] = Field(
         "auto",
         description="local: every record in memory at once | stream: batches of batch_rows records kept as "
-        "Parquet shards in OUT's staging folder, global stages on a narrow frame | auto: stream when the "
-        "input is at least auto_stream_bytes, else local",
+        "Parquet shards in OUT's staging folder, global stages on a narrow frame | ray: stream's shards, each "
+        "row stage run on them in parallel as Ray tasks (the `ray` extra) | auto: stream when the input is at "
+        "least auto_stream_bytes, else local",
     )
-    batch_rows: int = Field(50_000, ge=1, description="records per shard under the stream engine")
+    batch_rows: int = Field(50_000, ge=1, description="records per shard under the stream and ray engines")
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster the ray engine runs on (e.g. ray://head:10001 or head:6379); unset: "
+        "RAY_ADDRESS, else a local Ray with this machine's CPUs",
+    )
     auto_stream_bytes: int = Field(
         AUTO_STREAM_BYTES,
         ge=0,

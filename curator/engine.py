@@ -12,15 +12,19 @@ shards of `engine.batch_rows` records as Parquet files in OUT's staging folder, 
 text is in memory at a time (and the text a global stage reads: docs/scaling.md). Since a row stage
 gives the same result under any batching (tests/test_stage_contract.py), both engines write the same
 bytes. A row stage's summary is merged from what every shard returned (`merge_summary` in its module).
+`ray` keeps stream's shards and runs each row stage on them in parallel, as Ray tasks
+(curator/ray_engine.py, imported only by that engine); global stages run here, as under stream.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
 
@@ -28,8 +32,10 @@ from curator import columns as C
 from curator.stages import registry, validate
 from curator.stages.base import Progress, StageContext
 
-ENGINES = ("local", "stream")
+ENGINES = ("local", "stream", "ray")
+SHARDED = ("stream", "ray")  # the engines that keep Parquet shards of engine.batch_rows records
 SHARD_FOLDER = ".shards"  # inside OUT's staging folder; hidden, so discover() never reads it as input
+NEXT_LIVE = "live-next"  # where a Ray task writes a shard's new live rows; the driver then takes them
 # Columns that carry the record's text; annotations.parquet and the narrow frames leave them out.
 TEXT_COLUMNS = (C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS)
 # Columns every stage may read and update: the verdict, and where a row came from.
@@ -60,6 +66,16 @@ def choose_engine(files: list[Path], cfg: Any) -> tuple[str, str]:
     if size >= limit:
         return "stream", f"auto: {size:,} input bytes >= engine.auto_stream_bytes {limit:,}"
     return "local", f"auto: {size:,} input bytes < engine.auto_stream_bytes {limit:,}"
+
+
+def check_available(engine: str) -> None:
+    """Raise CurateError, before any input is read, when `engine` needs a package not installed."""
+    import importlib.util
+
+    from curator.errors import CurateError
+
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise CurateError("the ray engine needs Ray: pip install 'curator[ray]' (or --engine stream on one machine)")
 
 
 def _alive(df: pl.DataFrame) -> pl.Series:
@@ -142,6 +158,26 @@ class ParquetShards(Shards):
         self.folder = folder
         folder.mkdir()
         self._n_dead: list[int] = []
+        self._live_out = "live"
+
+    @classmethod
+    def attach(cls, folder: Path, n_dead: list[int], live_out: str = "live") -> "ParquetShards":
+        """The shards another process created in `folder` (a Ray task works on one of them), their
+        new live rows written as `live_out`."""
+        shards = cls.__new__(cls)
+        shards.folder, shards._n_dead, shards._live_out = folder, list(n_dead), live_out
+        return shards
+
+    def commit_live(self, i: int) -> None:
+        """Make the live rows a task wrote for shard `i` (as NEXT_LIVE) its live rows."""
+        self._path(i, NEXT_LIVE).replace(self._path(i, "live"))
+
+    def n_dead(self, i: int) -> int:
+        return self._n_dead[i]
+
+    def set_n_dead(self, i: int, n: int) -> None:
+        """Take note of the frames of rows that left shard `i` that another process wrote."""
+        self._n_dead[i] = n
 
     def __len__(self) -> int:
         return len(self._n_dead)
@@ -169,7 +205,7 @@ class ParquetShards(Shards):
         return list(pl.read_parquet_schema(self._path(i, "live")))
 
     def replace_live(self, i: int, live: pl.DataFrame) -> None:
-        self._write(live, self._path(i, "live"))
+        self._write(live, self._path(i, self._live_out))
 
     def add_dead(self, i: int, dead: pl.DataFrame) -> None:
         self._write(dead, self._path(i, f"dead-{self._n_dead[i]:03d}"))
@@ -184,10 +220,10 @@ class ParquetShards(Shards):
 
 def open_shards(engine: str, staging: Path) -> Shards:
     """Where the shards of a run under `engine` live: memory (local), or Parquet files in a hidden
-    folder of OUT's staging folder (stream), removed with it."""
+    folder of OUT's staging folder (stream, ray), removed with it."""
     if engine == "local":
         return MemoryShards()
-    if engine == "stream":
+    if engine in SHARDED:
         return ParquetShards(staging / SHARD_FOLDER)
     raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
 
@@ -234,32 +270,74 @@ def _summary_columns(stage: registry.Stage) -> list[str]:
     return [c for c in stage.writes if c not in TEXT_COLUMNS] + [C.REJECT_REASONS]
 
 
-def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int) -> int:
-    """Run a row stage on every shard's live rows (an empty shard too: its columns must exist);
-    return how many rows are alive after it. Its summary is merged from every shard's. Over several
-    shards the stage's own bars are hidden and one bar counts the `alive_in` rows it is given."""
-    many = len(shards) > 1
+@dataclass
+class ShardResult:
+    """What a row stage did to one shard: rows in and alive after, and what its summary is merged
+    from (the summary the shard left, the columns it returned without text; None without a summary)."""
+
+    rows: int
+    alive: int
+    partial: dict | None
+    returned: pl.DataFrame | None
+
+
+def run_row_shard(stage: registry.Stage, shards: Shards, i: int, ctx: StageContext) -> ShardResult:
+    """Run a row stage on shard `i`'s live rows and store what it returned."""
+    live = shards.live(i)
+    out = stage.run(live, ctx)
+    if out.height != live.height:
+        raise RuntimeError(f"stage {stage.name} changed the number of rows ({live.height} -> {out.height})")
     merge = stage.summary is not None
-    partials: list[dict] = []
-    returned: list[pl.DataFrame] = []
-    alive = 0
-    bar = ctx.progress.task(f"{stage.name} ({len(shards):,} shards)", total=alive_in) if many else _no_bar()
-    with bar as advance:
+    partial = (ctx.summaries.get(stage.name) or {}) if merge else None
+    returned = out.select(_summary_columns(stage)) if merge else None
+    return ShardResult(live.height, _keep_live(shards, i, out), partial, returned)
+
+
+def merge_row_summary(stage: registry.Stage, results: list[ShardResult], ctx: StageContext) -> None:
+    """Leave the stage's summary of the whole run, merged from every shard's, in ctx.summaries."""
+    if stage.summary is None:
+        return
+    returned = pl.concat([r.returned for r in results], how="vertical_relaxed")
+    summary = stage.merge_summary(returned, [r.partial for r in results], ctx)
+    if summary is not None:
+        ctx.summaries[stage.name] = summary
+
+
+def row_bar(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int):
+    """The progress of a row stage: over several shards one bar counting the `alive_in` rows it is
+    given (the stage's own bars hidden); on one shard the stage's own bars."""
+    if len(shards) > 1:
+        return ctx.progress.task(f"{stage.name} ({len(shards):,} shards)", total=alive_in)
+    return _no_bar()
+
+
+def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int) -> int:
+    """Run a row stage on every shard's live rows, one after another (an empty shard too: its
+    columns must exist); return how many rows are alive after it."""
+    many = len(shards) > 1
+    results = []
+    with row_bar(stage, shards, ctx, alive_in) as advance:
         for i in range(len(shards)):
-            live = shards.live(i)
-            out = stage.run(live, _quiet(ctx) if many else ctx)
-            if out.height != live.height:
-                raise RuntimeError(f"stage {stage.name} changed the number of rows ({live.height} -> {out.height})")
-            if merge:
-                partials.append(ctx.summaries.get(stage.name) or {})
-                returned.append(out.select(_summary_columns(stage)))
-            alive += _keep_live(shards, i, out)
-            advance(live.height)
-    if merge:
-        summary = stage.merge_summary(pl.concat(returned, how="vertical_relaxed"), partials, ctx)
-        if summary is not None:
-            ctx.summaries[stage.name] = summary
-    return alive
+            results.append(run_row_shard(stage, shards, i, _quiet(ctx) if many else ctx))
+            advance(results[-1].rows)
+    merge_row_summary(stage, results, ctx)
+    return sum(r.alive for r in results)
+
+
+RowRunner = Callable[[registry.Stage, Shards, StageContext, int], int]
+
+
+@contextmanager
+def row_runner(engine: str, config: Any) -> Iterator[RowRunner]:
+    """How `engine` runs a row stage over the shards: one after another here, or (ray) as Ray tasks
+    for the time the context is open."""
+    if engine != "ray":
+        yield run_row_stage
+        return
+    from curator import ray_engine  # ray is an optional extra: imported by this engine alone
+
+    with ray_engine.connected(config.engine.ray_address) as run:
+        yield run
 
 
 def _in_row_order(out: pl.DataFrame, given: pl.DataFrame, stage: registry.Stage) -> pl.DataFrame:
@@ -317,17 +395,18 @@ def _declared(stage: Any) -> registry.Stage:
 
 
 def run_segments(
-    shards: Shards, ctx: StageContext, stages: Iterable[registry.Stage] | None = None
+    shards: Shards, ctx: StageContext, stages: Iterable[registry.Stage] | None = None,
+    run_row: RowRunner = run_row_stage,
 ) -> tuple[list[dict], list[tuple[str, float]]]:
-    """Run each stage (default: those the config keeps) over the shards; return (the funnel from
-    validate on, the time per stage, over all shards)."""
+    """Run each stage (default: those the config keeps) over the shards, row stages by `run_row`;
+    return (the funnel from validate on, the time per stage, over all shards)."""
     stages = registry.active(ctx.config.skip_stages) if stages is None else stages
     alive = sum(shards.live(i, [C.ROW]).height for i in range(len(shards)))
     funnel = [{"stage": "validate", "alive_after": alive}]
     timings = []
     for stage in map(_declared, stages):
         started = time.perf_counter()
-        runner = run_row_stage if stage.kind == "row" else run_global_stage
+        runner = run_row if stage.kind == "row" else run_global_stage
         alive = runner(stage, shards, ctx, alive)
         timings.append((stage.name, time.perf_counter() - started))
         funnel.append({"stage": stage.name, "alive_after": alive})

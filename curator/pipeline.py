@@ -464,6 +464,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     check_resources(config)
     ctx = StageContext(config=config, progress=Progress(progress))
     engine, chosen_by = E.choose_engine(files, config)
+    E.check_available(engine)
 
     # the staging folder holds the stream engine's shards while the stages run, then the new run;
     # on any failure it goes, shards and all, and OUT stays as it was
@@ -489,11 +490,12 @@ def _run_staged(
     try:
         started = time.perf_counter()
         digests: dict[Path, ReadDigest] = {}  # the manifest hashes the bytes read, not the files as they are later
-        batch_rows = config.engine.batch_rows if engine == "stream" else None
+        batch_rows = config.engine.batch_rows if engine in E.SHARDED else None
         n_read = E.read_into(shards, read_lines(files, config, ctx.progress, digests), ctx, batch_rows)
         read_time = time.perf_counter() - started
 
-        funnel, timings = E.run_segments(shards, ctx)
+        with E.row_runner(engine, config) as run_row:
+            funnel, timings = E.run_segments(shards, ctx, run_row=run_row)
         funnel.insert(0, {"stage": "read", "alive_after": n_read})
         timings.insert(0, ("read + validate", read_time))
         n_shards = len(shards)
