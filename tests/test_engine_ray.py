@@ -23,7 +23,7 @@ from curator.errors import CurateError
 from curator.pipeline import run
 from curator.stages import registry
 from tests.conftest import CHAT_DATA, NATIVE_DATA, ROOT, chat, write_lines
-from tests.test_engine import PER_SHARD, _names_beside, assert_same_outputs, comparable, manifest, run_both
+from tests.test_engine import _names_beside, assert_same_outputs, manifest, run_both
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'curator[ray]')")
 
