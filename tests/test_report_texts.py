@@ -165,3 +165,14 @@ def test_the_last_axis_label_ends_at_the_axis_instead_of_past_the_edge():
     assert '<text x="628.0" y="202" text-anchor="end" class="val">10,240</text>' in chart
     assert 'text-anchor="end" class="val">budget 10,000</text>' in chart  # written leftwards of the line
 
+
+
+def test_a_removed_copy_that_ends_early_says_so_beside_the_kept_turn():
+    from curator.report.render_md import _pair_line
+
+    turns = [{"role": "user", "text": "Hi", "marks": []}, {"role": "assistant", "text": "Hello", "marks": []}]
+    extra = {"role": "user", "text": "And more?", "marks": [[0, 9]]}
+    pair = {"removed": "a.jsonl:2", "kept": "a.jsonl:1", "jaccard": 0.9, "removed_turns": turns,
+            "kept_turns": [*turns, extra]}
+    assert _pair_line(pair) == ("  - removed `a.jsonl:2` J=0.9, kept `a.jsonl:1`: *(no user turn here)* ⟷ kept: "
+                                "<b>And more?</b>")

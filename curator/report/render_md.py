@@ -65,6 +65,8 @@ def _pair_line(p: dict) -> str:
     mine, theirs = _first_difference(p["removed_turns"], p["kept_turns"])
     if mine is not None:
         line += f": **{_data(mine['role'] or 'line')}** {_marked(mine, 160)}"
+    elif theirs is not None:  # the kept copy goes on where the removed one ends
+        line += f": *(no {_data(theirs['role'] or 'such')} turn here)*"
     if theirs is not None:
         line += f" ⟷ kept: {_marked(theirs, 160)}"
     return line
