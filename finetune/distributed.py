@@ -141,14 +141,7 @@ def barrier(ranks: Ranks) -> None:
 
 def sum_counts(values: Sequence[int], ranks: Ranks, device: "torch.device") -> list[int]:
     """Integers summed over every process (the trained tokens of a step, say); as given on one process."""
-    if not ranks.distributed:
-        return list(values)
-    import torch
-    import torch.distributed as dist
-
-    total = torch.tensor(list(values), dtype=torch.int64, device=device)
-    dist.all_reduce(total)
-    return [int(v) for v in total.tolist()]
+    return [int(v) for v in _summed(values, "int64", ranks, device)]
 
 
 def sum_gradients(params: Sequence["torch.Tensor"], ranks: Ranks) -> None:
@@ -224,11 +217,16 @@ def share_size(n_items: int, chunk: int, ranks: Ranks) -> int:
 
 def sum_floats(values: Sequence[float], ranks: Ranks, device: "torch.device") -> list[float]:
     """Floats summed over every process in float64, the same value on each; as given on one process."""
+    return [float(v) for v in _summed(values, "float64", ranks, device)]
+
+
+def _summed(values: Sequence, dtype: str, ranks: Ranks, device: "torch.device") -> list:
+    """`values` all-reduced (summed) as one tensor of `dtype`; as given on one process."""
     if not ranks.distributed:
         return list(values)
     import torch
     import torch.distributed as dist
 
-    total = torch.tensor(list(values), dtype=torch.float64, device=device)
+    total = torch.tensor(list(values), dtype=getattr(torch, dtype), device=device)
     dist.all_reduce(total)
-    return [float(v) for v in total.tolist()]
+    return total.tolist()
