@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -30,7 +30,7 @@ import polars as pl
 
 from curator import columns as C
 from curator.stages import registry, validate
-from curator.stages.base import Progress, StageContext
+from curator.stages.base import Progress, StageContext, StreamedColumns
 
 ENGINES = ("local", "stream", "ray")
 SHARDED = ("stream", "ray")  # the engines that keep Parquet shards of engine.batch_rows records
@@ -354,6 +354,9 @@ def run_global_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, a
     """Run a global stage once, on the live rows of every shard narrowed to what it reads, and merge
     the verdict and the columns it writes back into each shard by row; return how many rows are alive."""
     wanted = set(stage.reads) | set(BOOKKEEPING)
+    if isinstance(shards, ParquetShards) and stage.streams:
+        wanted -= set(stage.streams)
+        ctx = replace(ctx, streamed=StreamedColumns(len(shards), shards.live, shards.folder / f"{stage.name}.scratch"))
     parts = []
     for i in range(len(shards)):
         columns = shards.live_columns(i) if isinstance(shards, ParquetShards) else shards.live(i).columns

@@ -166,13 +166,27 @@ def band_pairs(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     band instead of one dict insert per record and band (datasketch's index took most of the stage's time).
     Returns unique pairs as an (m, 2) int64 array, sorted.
     """
-    n = sig.shape[1]
-    codes = []
+    return pairs_of_band_keys(band_keys(sig, bands, rows))
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(bands, columns) uint64: each band's rows of each column folded into one key (a column at a time, so
+    keys computed chunk by chunk are the keys of the whole)."""
+    keys = np.empty((bands, sig.shape[1]), dtype=np.uint64)
     for band in range(bands):
         block = sig[band * rows : (band + 1) * rows].astype(np.uint64)
         key = block[0].copy()
         for row in block[1:]:
             key = key * _BAND_MIX + row
+        keys[band] = key
+    return keys
+
+
+def pairs_of_band_keys(keys: np.ndarray) -> np.ndarray:
+    """Unique pairs (i < j, sorted) of columns sharing the key of at least one band (row of `keys`)."""
+    n = keys.shape[1]
+    codes = []
+    for key in keys:
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1

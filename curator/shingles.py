@@ -86,23 +86,10 @@ class ShingleSets:
         return np.unique(self.raw(i))
 
 
-def tokenize_turns(
-    messages: pl.Series,
-    roles: list[str] | tuple[str, ...],
-    system_prompt: str = "drop_shared",
-    shared_system_min_records: int = 2,
-) -> Turns:
-    """Tokenise the turns of `roles` in `messages` (a List(MESSAGE) Series, one entry per record).
-
-    With `system_prompt="drop_shared"`, a system prompt whose exact normalised text occurs in at least
-    `shared_system_min_records` records is left out; "drop" leaves every system prompt out, "keep"
-    keeps them all (both only matter when "system" is in `roles`).
-    """
-    if system_prompt not in SYSTEM_PROMPT_POLICIES:
-        raise ValueError(f"system_prompt must be one of {', '.join(SYSTEM_PROMPT_POLICIES)}, got {system_prompt!r}")
-    n = len(messages)
-    turns = (
-        pl.DataFrame({"_rec": np.arange(n, dtype=np.int64), "_m": messages})
+def _turn_frame(messages: pl.Series, roles: list[str] | tuple[str, ...]) -> pl.DataFrame:
+    """One row per turn of `roles`: record index, role and content (null content as "")."""
+    return (
+        pl.DataFrame({"_rec": np.arange(len(messages), dtype=np.int64), "_m": messages})
         .explode("_m")
         .filter(pl.col("_m").is_not_null())
         .select(
@@ -112,19 +99,64 @@ def tokenize_turns(
         )
         .filter(pl.col("_role").is_in(list(roles)))
     )
+
+
+# A system prompt is known by two 64-bit hashes of its text (a false match needs a 128-bit collision), so
+# prompts can be counted chunk by chunk without keeping their text.
+_PROMPT_KEY = ("_h0", "_h1")
+
+
+def _with_prompt_key(turns: pl.DataFrame) -> pl.DataFrame:
+    return turns.with_columns(
+        pl.col("_content").hash(seed=0).alias("_h0"), pl.col("_content").hash(seed=1).alias("_h1")
+    )
+
+
+def system_prompt_counts(messages: pl.Series) -> pl.DataFrame:
+    """(_h0, _h1, records): each distinct system prompt of `messages`, by key, and the records holding it.
+    Records of different calls are different records, so counts of chunks add up."""
+    system = _with_prompt_key(_turn_frame(messages, ["system"]))
+    return system.group_by(*_PROMPT_KEY).agg(pl.col("_rec").n_unique().alias("records"))
+
+
+def shared_system_prompts(counts: list[pl.DataFrame], min_records: int) -> pl.DataFrame:
+    """The keys (_h0, _h1) of the system prompts held by at least `min_records` records, from chunk counts."""
+    total = pl.concat(counts).group_by(*_PROMPT_KEY).agg(pl.col("records").sum())
+    return total.filter(pl.col("records") >= min_records).select(*_PROMPT_KEY)
+
+
+def tokenize_turns(
+    messages: pl.Series,
+    roles: list[str] | tuple[str, ...],
+    system_prompt: str = "drop_shared",
+    shared_system_min_records: int = 2,
+    shared: pl.DataFrame | None = None,
+) -> Turns:
+    """Tokenise the turns of `roles` in `messages` (a List(MESSAGE) Series, one entry per record).
+
+    With `system_prompt="drop_shared"`, a system prompt whose exact normalised text occurs in at least
+    `shared_system_min_records` records is left out (`shared`: the keys of those prompts, counted over
+    more records than `messages` by `shared_system_prompts`; None: counted in `messages`); "drop" leaves
+    every system prompt out, "keep" keeps them all (both only matter when "system" is in `roles`).
+    """
+    if system_prompt not in SYSTEM_PROMPT_POLICIES:
+        raise ValueError(f"system_prompt must be one of {', '.join(SYSTEM_PROMPT_POLICIES)}, got {system_prompt!r}")
+    n = len(messages)
+    turns = _turn_frame(messages, roles)
     dropped = 0
     if "system" in roles and system_prompt != "keep":
         is_system = pl.col("_role") == "system"
         if system_prompt == "drop":
-            drop = is_system
+            turns = turns.filter(~is_system)
         else:
-            n_records = pl.col("_rec").n_unique().over("_content")
-            shared = turns.filter(is_system).select(
-                pl.col("_content").filter(n_records >= shared_system_min_records).unique()
-            )
+            if shared is None:
+                shared = shared_system_prompts([system_prompt_counts(messages)], shared_system_min_records)
             dropped = shared.height
-            drop = is_system & pl.col("_content").is_in(shared.get_column("_content").implode())
-        turns = turns.filter(~drop)
+            marked = _with_prompt_key(turns).join(
+                shared.with_columns(pl.lit(True).alias("_shared")), on=list(_PROMPT_KEY), how="left",
+                maintain_order="left",
+            )
+            turns = marked.filter(~(is_system & pl.col("_shared").fill_null(False))).select(turns.columns)
     token_lists = turns.select(pl.col("_content").str.to_lowercase().str.extract_all(TOKEN_PATTERN)).to_series()
     length = token_lists.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = token_lists.explode().drop_nulls()

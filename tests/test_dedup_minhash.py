@@ -335,8 +335,7 @@ def test_answer_jaccard_uses_the_short_ngram_for_short_answers(tmp_path):
     df = stage_frame(tmp_path, doc_records([answer, answer.replace("w5", "changed"), text(100, 60),
                                             text(100, 60).replace("w130", "changed")]))
     cfg = dedup_minhash.Config()
-    turns = tokenize_turns(df.get_column(C.MESSAGES), ["user", "assistant"])
-    answers = dedup_minhash.AnswerSets(turns, cfg)
+    answers = dedup_minhash.shingle_records(df.get_column(C.MESSAGES), cfg).answers
     got = answers.jaccard(np.array([0, 2]), np.array([1, 3]))
     assert got.tolist() == [7 / 11, 51 / 61]  # 60 words: 5-grams, 5 of 56 changed
     out, _ = run_stage(df)

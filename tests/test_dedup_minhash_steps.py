@@ -1,4 +1,4 @@
-"""The near-duplicate stage's steps one at a time: shingle, sign, band, verify, cluster, choose, describe.
+"""The near-duplicate stage's steps one at a time: shingle and sign, band, verify, cluster, choose, describe.
 
 Rows are built inline from distinct words (w0, w1, ...), so every Jaccard below is an exact fraction.
 """
@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from curator import columns as C
-from curator.lsh import Signatures, choose_bands, min_agreement
+from curator.chunked import ChunkedSets, ChunkedSignatures, ChunkStore
+from curator.lsh import band_keys, choose_bands, min_agreement
 from curator.shingles import SortedSets
 from curator.stages import dedup_minhash as dm
 from curator.stages.dedup_minhash import (
@@ -66,14 +67,19 @@ def test_shingle_puts_each_record_in_the_views_that_can_judge_it():
     assert [(v.name, v.ngram, v.threshold) for v in (shingled.long, shingled.short, shingled.prompt)] == [
         ("long", 5, 0.8), ("short", 2, 0.8), ("prompt", 2, 0.9)]
     assert (shingled.long.bands.bands, shingled.long.bands.rows) == (16, 6)
-    assert shingled.long.signatures is None
+    # every view comes signed: exactly its members, one column each
+    for view in shingled.views:
+        assert view.signatures.records.tolist() == view.members.tolist()
+        assert view.signatures.num_perm == 128
+    assert shingled.short.signatures.column.tolist() == [-1, 0, 1, -1]
 
 
 def test_shingle_counts_only_the_compared_roles_but_always_reads_the_prompts():
-    shingled = dm.shingle_records(messages([("user", text(0, 30)), ("assistant", text(50, 30))]),
-                                  Config(roles=["assistant"]))
+    records, cfg = messages([("user", text(0, 30)), ("assistant", text(50, 30))]), Config(roles=["assistant"])
+    shingled = dm.shingle_records(records, cfg)
     assert shingled.words.tolist() == [30]
-    assert sorted(set(shingled.turns.role.tolist())) == ["assistant", "user"]
+    assert sorted(set(dm.tokenize(records, cfg).role.tolist())) == ["assistant", "user"]
+    assert shingled.answers.words.tolist() == [30]
     assert shingled.prompt.sets.sizes().tolist() == [29]
     assert shingled.short.sets.sizes().tolist() == [29]  # the assistant turn's bigrams only
 
@@ -85,6 +91,11 @@ def test_no_short_record_leaves_the_short_view_empty():
 
 
 # ---------------------------------------------------------------------------------------------------- sign
+
+
+def whole_matrix(signatures: ChunkedSignatures) -> np.ndarray:
+    """Every column of `signatures`, as one (num_perm, columns) matrix."""
+    return signatures.block(list(range(len(signatures.keys))))
 
 
 def long_records() -> pl.Series:
@@ -101,16 +112,17 @@ def test_sign_gives_each_member_its_datasketch_signature():
 
     from curator.lsh import minhash_inputs
 
-    view = dm.shingle_records(long_records(), Config()).long
-    signed = dm.sign(view, 128, seed=1)
-    assert signed.signatures.matrix.shape == (128, 3)
+    signed = dm.shingle_records(long_records(), Config(seed=1)).long
+    matrix = whole_matrix(signed.signatures)
+    assert matrix.shape == (128, 3)
     assert signed.signatures.column.tolist() == [0, 1, 2, -1]
-    [theirs] = MinHash.bulk([[minhash_inputs(view.sets.set_of(2))]], num_perm=128, seed=1, scheme="affine32",
-                            hashfunc=lambda v: v)
-    assert np.array_equal(signed.signatures.matrix[:, 2], theirs.hashvalues)
+    [theirs] = MinHash.bulk([[minhash_inputs(signed.sets.chunk(0).set_of(2))]], num_perm=128, seed=1,
+                            scheme="affine32", hashfunc=lambda v: v)
+    assert np.array_equal(matrix[:, 2], theirs.hashvalues)
     assert signed.estimate(np.array([0, 0]), np.array([1, 3])) == [1.0, None]  # equal sets; 3 is not signed
-    assert view.estimate(np.array([0]), np.array([1])) == [None]  # the unsigned view is left as it was
-    assert np.array_equal(dm.sign(view, 128, seed=1, workers=2).signatures.matrix, signed.signatures.matrix)
+    assert signed.estimate(np.array([3]), np.array([0])) == [None]  # unsigned on either side
+    threaded = dm.shingle_records(long_records(), Config(seed=1), workers=2).long
+    assert np.array_equal(whole_matrix(threaded.signatures), matrix)
 
 
 # ---------------------------------------------------------------------------------------------------- band
@@ -124,9 +136,9 @@ def test_band_finds_the_pair_sharing_a_band_and_honours_accept():
             [("user", "q"), ("assistant", text(200, 100))],
             [("user", "q"), ("assistant", original.replace("w50", "changed"))],  # J = 92 / 102
         ),
-        Config(),
+        Config(seed=1),
     )
-    view = dm.sign(shingled.long, 128, seed=1)
+    view = shingled.long
     found = dm.band(view)
     assert (found.pairs.tolist(), found.found) == ([[0, 2]], 1)
     assert dm.band(view, accept=np.array([True, False, False])).pairs.tolist() == [[0, 2]]
@@ -138,9 +150,14 @@ def signed_pair(agreeing: int) -> dm.View:
     """A view of two records whose signatures agree on the first `agreeing` of 128 permutations."""
     matrix = np.arange(256, dtype=np.uint32).reshape(128, 2)  # every minimum differs ...
     matrix[:agreeing, 1] = matrix[:agreeing, 0]  # ... but the first `agreeing`
-    sets = SortedSets(np.array([1, 2], np.uint64), np.array([0, 1, 2], np.int64))
-    return dm.View("long", 5, sets, np.array([0, 1]), 0.8, choose_bands(0.8, 128),
-                   Signatures(matrix, np.array([0, 1])))
+    bands = choose_bands(0.8, 128)
+    store = ChunkStore()
+    sets = ChunkedSets(store)
+    sets.append(SortedSets(np.array([1, 2], np.uint64), np.array([0, 1, 2], np.int64)))
+    signatures = ChunkedSignatures(store, 128)
+    signatures.append(matrix, np.array([0, 1]), band_keys(matrix, bands.bands, bands.rows))
+    signatures.close(2)
+    return dm.View("long", 5, sets, np.array([0, 1]), 0.8, bands, signatures)
 
 
 def test_band_drops_pairs_whose_minima_agree_too_rarely_for_the_threshold():
@@ -163,7 +180,7 @@ def test_verify_keeps_pairs_at_the_threshold_and_skips_pairs_already_connected()
     view = shingled.long
     assert view.exact(np.array([0]), np.array([3])).tolist() == [26 / 78]  # only the prompt in common
     candidates = Candidates(np.array([[0, 1], [0, 2], [0, 3], [1, 2]]), found=4)
-    edges = dm.verify(view, candidates, AnswerSets(shingled.turns, cfg), cfg.answer_threshold)
+    edges = dm.verify(view, candidates, shingled.answers, cfg.answer_threshold)
     # (1, 2) is not verified: 0 ~ 1 and 0 ~ 2 already joined them
     assert edges == Edges([(0, 1, 1.0), (0, 2, 1.0)], candidates=4, verified=3, answer_dropped=0)
 
@@ -178,7 +195,8 @@ def test_verify_drops_pairs_whose_answers_differ():
         ),
         Config(),
     )
-    answers = AnswerSets(shingled.turns, Config())
+    answers = shingled.answers
+    assert isinstance(answers, AnswerSets)
     # 10-word answers are compared as bigrams: 7 of 11 shared with one word changed, none between a0 and a1
     assert answers.jaccard(np.array([0, 0, 1]), np.array([1, 2, 2])).tolist() == [0.0, 7 / 11, 0.0]
     candidates = Candidates(np.array([[0, 1], [0, 2], [1, 2]]), found=3)
@@ -243,7 +261,7 @@ def test_choose_keeps_each_clusters_best_copy():
 
 
 def test_kept_check_judges_a_pair_at_its_shorter_members_ngram_and_checks_answers():
-    cfg = Config()
+    cfg = Config(seed=1)
     original, short = text(0, 100), text(200, 20)
     shingled = dm.shingle_records(
         messages(
@@ -255,8 +273,8 @@ def test_kept_check_judges_a_pair_at_its_shorter_members_ngram_and_checks_answer
         ),
         cfg,
     )
-    long, short_view = (dm.sign(v, 128, seed=1) for v in (shingled.long, shingled.short))
-    check = dm.KeptCheck(long, short_view, AnswerSets(shingled.turns, cfg), shingled.words, 49, 0.8, 0.3)
+    long, short_view = shingled.long, shingled.short
+    check = dm.KeptCheck(long, short_view, shingled.answers, shingled.words, 49, 0.8, 0.3)
     near, jac = check(np.array([1, 3, 4]), np.array([0, 2, 2]))
     # 5-grams: 92 of 102; bigrams: 18 of 22 (17 user bigrams and "ok"); 19 of 21, but the answers differ
     assert jac.tolist() == [92 / 102, 18 / 22, 19 / 21]
@@ -294,7 +312,7 @@ def test_judge_prompt_groups_compares_each_member_with_the_best_copy(policy, kep
         cfg,
     )
     rank = np.array([1, 2, 0, 3, 4])  # record 2 is the first group's best copy
-    groups = dm.judge_prompt_groups([[0, 1, 2], [3, 4]], rank, shingled.prompt, AnswerSets(shingled.turns, cfg), cfg)
+    groups = dm.judge_prompt_groups([[0, 1, 2], [3, 4]], rank, shingled.prompt, shingled.answers, cfg)
     assert groups == [
         PromptGroup(2, [GroupMember(0, 1.0, 1.0, True, kept[0]), GroupMember(1, 1.0, 0.0, False, kept[1]),
                         GroupMember(2, None, None, True, kept[2])]),

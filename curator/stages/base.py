@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class StageContext:
     - `manifest`: per-stage metadata for manifest.json (e.g. the MinHash scheme and seed),
       stored under manifest["stages"][stage name].
     - `summaries`: per-stage figures for report.json, stored under report["stages"][stage name].
+    - `streamed`: for a global stage that reads its text shard by shard (`Stage.streams`), under an engine
+      that keeps shards: the live rows' streamed columns, shard by shard; None otherwise (the columns are
+      in the frame the stage is given).
     """
 
     config: "CurateConfig"
@@ -58,3 +62,14 @@ class StageContext:
     artifacts: dict[str, bytes] = field(default_factory=dict)
     manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    streamed: "StreamedColumns | None" = None
+
+
+class StreamedColumns:
+    """The columns a global stage streams: the live rows of shard k, in the order of the frame it was given;
+    and a folder of its own for what it keeps of them (removed with the run's staging folder)."""
+
+    def __init__(self, n_chunks: int, read: Callable[[int, list[str]], Any], scratch: Path) -> None:
+        self.n_chunks = n_chunks
+        self.read = read  # (k, columns) -> polars DataFrame
+        self.scratch = scratch

@@ -19,9 +19,10 @@ per step, composed by `find_near_duplicates`:
 
 1. shingle (`shingle_records`, on curator/shingles.py): word n-grams (default 5, as datatrove and text-dedup)
    over the user and assistant turns, shared system prompts left out; three views (long, short, prompt, below).
-2. sign (`sign`, on curator/lsh.py): datasketch's MinHash, scheme "affine32" (its default), `num_perm`
-   permutations drawn from `seed` by datasketch; computed for all records at once, one permutation at a time, bit
-   for bit what `MinHash.bulk` returns (tested), because MinHash.bulk's per-record objects cost 6x more time.
+2. sign (`sign_chunk`, on curator/lsh.py): datasketch's MinHash, scheme "affine32" (its default), `num_perm`
+   permutations drawn from `seed` by datasketch; computed for a chunk's records at once, one permutation at a
+   time, bit for bit what `MinHash.bulk` returns (tested), because MinHash.bulk's per-record objects cost 6x
+   more time.
 3. band (`band`): LSH banding with (bands, rows) chosen here, not by datasketch's default
    optimiser (which weighs false positives and negatives equally and gives 9 bands x 13 rows at 0.8/128, recall 0.40 at
    the threshold): the (b, r) with b*r <= num_perm whose recall at the threshold, 1 - (1 - t^r)^b, is at least
@@ -45,6 +46,13 @@ per step, composed by `find_near_duplicates`:
    seen (`row`); missing columns or nulls rank last.
 7. describe (`row_columns`, `duplicates_jsonl`, `summarize`, `manifest_of`): the columns, the artifact, the
    summary and the manifest.
+
+Chunks: steps 1 and 2 read the text chunk by chunk (`TextSource`: the whole column under the local engine, a
+shard's live rows at a time under stream and ray) and keep only sets and signatures, in memory or as files
+(curator/chunked.py); the later steps ask about pairs, answered block by block from those. Everything but the
+short view depends on a record alone; the short view's reach needs every record, so the records it adds are
+read again once it is known. Shared system prompts are counted over all chunks first. The decisions do not
+depend on the chunking (tests/test_chunked.py).
 
 Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
 threshold t after a single substitution once L < 2n / (1 - t) - 1 (49 tokens for n=5, t=0.8). Records shorter
@@ -82,7 +90,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+import shutil
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, NamedTuple
 
@@ -90,26 +99,29 @@ import numpy as np
 import polars as pl
 
 from curator import columns as C
+from curator.chunked import ChunkedSets, ChunkedSignatures, ChunkStore
 from curator.columns import with_reject
 from curator.lsh import (
     SCHEME,
     Bands,
-    Signatures,
     UnionFind,
-    agreements,
-    band_pairs,
+    band_keys,
     choose_bands,
     connected_components,
     min_agreement,
+    pairs_of_band_keys,
 )
+from curator.lsh import signatures as minhash_signatures
 from curator.shingles import (
+    ShingleSets,
     SortedSets,
     Turns,
     distinct_tokens,
-    jaccard_many,
     merge_sorted_sets,
     shingle,
+    shared_system_prompts,
     sorted_sets,
+    system_prompt_counts,
     tokenize_turns,
 )
 from curator.stages.base import StageContext
@@ -130,38 +142,37 @@ class View:
 
     name: str
     ngram: int
-    sets: SortedSets  # distinct shingles (sorted) of at least the members: what exact Jaccard reads
+    sets: ChunkedSets  # distinct shingles (sorted) of at least the members: what exact Jaccard reads
     members: np.ndarray  # ascending record indices with a non-empty set that take part
     threshold: float
     bands: Bands
-    signatures: Signatures | None = None  # the members', once `sign` has run
+    signatures: ChunkedSignatures  # the members' MinHash signatures
 
     @property
     def n_records(self) -> int:
-        return len(self.sets.offsets) - 1
+        return self.sets.n_records
 
     def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Exact Jaccard of the shingle sets (64-bit values) of each pair (i[p], j[p])."""
-        return jaccard_many(self.sets, i, j)
+        return self.sets.exact(i, j)
 
     def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
-        """MinHash estimates of each pair (None when unsigned)."""
-        if self.signatures is None:
-            return [None] * len(i)
+        """MinHash estimates of each pair (None when a member of the pair is not signed)."""
         return self.signatures.estimate(i, j)
 
 
 @dataclass(frozen=True, eq=False)
 class Shingled:
-    """The shingle step's result: the tokenised turns, each record's length, and the three views."""
+    """The shingle step's result: each record's length, the three signed views and the answers' sets."""
 
-    turns: Turns
     words: np.ndarray  # tokens per record in the turns of `roles`
     short_words: int  # records with fewer tokens are short: compared with short_ngram-grams
     reach: int  # the short view's bound on a record's distinct short-n shingles (-1: no short record)
     long: View
     short: View
     prompt: View
+    answers: "AnswerSets"
+    dropped_system_prompts: int  # distinct shared system prompts left out
 
     @property
     def is_short(self) -> np.ndarray:
@@ -172,73 +183,169 @@ class Shingled:
         return self.long, self.short, self.prompt
 
 
-def tokenize(messages: pl.Series, cfg: Config) -> Turns:
+@dataclass(frozen=True)
+class TextSource:
+    """The records' `messages`, chunk by chunk in record order; `read(k)` may be called again for a later pass."""
+
+    n_chunks: int
+    read: Callable[[int], pl.Series]
+
+    @classmethod
+    def of(cls, messages: pl.Series) -> "TextSource":
+        return cls(1, lambda k: messages)
+
+
+def tokenize(messages: pl.Series, cfg: Config, shared: pl.DataFrame | None = None) -> Turns:
     """The turns of `roles`, tokenised, and always the user and assistant turns: the prompt view reads the user
-    turns and the answer check the assistant turns, whatever `roles` (the near-duplicate views' turns) says."""
+    turns and the answer check the assistant turns, whatever `roles` (the near-duplicate views' turns) says.
+    `shared`: the keys of the shared system prompts over all records (`shared_prompts`)."""
     roles = sorted(set(cfg.roles) | {"user", "assistant"})
-    return tokenize_turns(messages, roles, cfg.system_prompt, cfg.shared_system_min_records)
+    return tokenize_turns(messages, roles, cfg.system_prompt, cfg.shared_system_min_records, shared)
 
 
-def long_view(turns: Turns, near_turns: np.ndarray, is_short: np.ndarray, cfg: Config, bands: Bands) -> View:
-    """Records of at least `short_words` tokens, as `ngram`-grams of their turns in `near_turns`."""
-    sets = shingle(turns, cfg.ngram, near_turns & ~is_short[turns.record])
-    members = np.flatnonzero(~is_short & (sets.sizes() > 0))
-    return View("long", cfg.ngram, sorted_sets(sets, members), members, cfg.threshold, bands)
+def shared_prompts(source: TextSource, cfg: Config) -> pl.DataFrame | None:
+    """The keys of the system prompts `drop_shared` leaves out, counted over every chunk (None: no such policy)."""
+    if "system" not in cfg.roles or cfg.system_prompt != "drop_shared":
+        return None
+    counts = [system_prompt_counts(source.read(k)) for k in range(source.n_chunks)]
+    return shared_system_prompts(counts, cfg.shared_system_min_records)
 
 
-def short_view(
-    turns: Turns, near_turns: np.ndarray, is_short: np.ndarray, cfg: Config, bands: Bands
-) -> tuple[View, int]:
-    """Short records, and every record that can be within the threshold of one, as `short_ngram`-grams; with the
-    bound that admits the latter (`reach`, -1 when no record is short).
+@dataclass(frozen=True, eq=False)
+class ChunkShingles:
+    """One chunk's records shingled: their lengths and, per view, their sets (chunk-local record indices)."""
 
-    Jaccard bounds set sizes (|A| / |B| >= J), and repetition makes a long record's set small (an answer said twice,
-    an exchange repeated), so the bound is on distinct short-n shingles, not on words: a record takes part when its
-    set is no larger than the largest short record's divided by the threshold. Only records whose lower bound
-    (distinct tokens, `distinct_tokens`) allows it are shingled to count exactly.
-    """
-    short_distinct = sorted_sets(shingle(turns, cfg.short_ngram, near_turns & is_short[turns.record]))
-    reach = -1
-    if is_short.any():
-        reach = math.floor(Fraction(int(short_distinct.sizes()[is_short].max())) / Fraction(str(cfg.threshold)))
-    n_turns = np.bincount(turns.record[near_turns & (turns.length > 0)], minlength=turns.n_records)
-    at_least = distinct_tokens(turns, near_turns) - (cfg.short_ngram - 1) * n_turns
-    maybe = ~is_short & (at_least <= reach)
-    if maybe.any():
-        sets = shingle(turns, cfg.short_ngram, near_turns & maybe[turns.record])
-        short_distinct = merge_sorted_sets(short_distinct, sorted_sets(sets))
-    sizes = short_distinct.sizes()
-    members = np.flatnonzero((is_short | (maybe & (sizes <= reach))) & (sizes > 0))
-    return View("short", cfg.short_ngram, short_distinct, members, cfg.threshold, bands), reach
+    words: np.ndarray  # tokens in the turns of `roles`
+    at_least: np.ndarray  # lower bound of distinct short-n shingles (`distinct_tokens`)
+    long: SortedSets  # of the long members only
+    long_members: np.ndarray
+    short: SortedSets  # of the short records only (records within reach are added once `reach` is known)
+    prompt: SortedSets
+    prompt_members: np.ndarray
+    answer_words: np.ndarray  # tokens in the assistant turns
+    answers: dict[int, SortedSets]  # assistant-turn sets at each n the answer check uses
 
 
-def prompt_view(turns: Turns, cfg: Config) -> View:
-    """Every record with a user turn, as `prompt_ngram`-grams of its user turns (whatever `roles` says)."""
-    bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    sets = shingle(turns, cfg.prompt_ngram, turns.role == "user")
-    members = np.flatnonzero(sets.sizes() > 0)
-    return View("prompt", cfg.prompt_ngram, sorted_sets(sets, members), members, cfg.prompt_threshold, bands)
-
-
-def shingle_records(messages: pl.Series, cfg: Config) -> Shingled:
-    """Tokenise the records and build the long, short and prompt views."""
-    turns = tokenize(messages, cfg)
+def shingle_chunk(messages: pl.Series, cfg: Config, shared: pl.DataFrame | None) -> ChunkShingles:
+    """Tokenise a chunk and build every set that depends on its records alone."""
+    turns = tokenize(messages, cfg, shared)
     near_turns = np.isin(turns.role, list(cfg.roles))
     words = turns.words(near_turns)
-    short_words = cfg.short_words()
-    is_short = words < short_words
-    bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    short, reach = short_view(turns, near_turns, is_short, cfg, bands)
-    long = long_view(turns, near_turns, is_short, cfg, bands)
-    return Shingled(turns, words, short_words, reach, long, short, prompt_view(turns, cfg))
+    is_short = words < cfg.short_words()
+    long = shingle(turns, cfg.ngram, near_turns & ~is_short[turns.record])
+    long_members = np.flatnonzero(~is_short & (long.sizes() > 0))
+    n_turns = np.bincount(turns.record[near_turns & (turns.length > 0)], minlength=turns.n_records)
+    prompt = shingle(turns, cfg.prompt_ngram, turns.role == "user")
+    prompt_members = np.flatnonzero(prompt.sizes() > 0)
+    is_answer = turns.role == "assistant"
+    answer_words = turns.words(is_answer)
+    answered = is_answer & (answer_words > 0)[turns.record]
+    return ChunkShingles(
+        words=words,
+        at_least=distinct_tokens(turns, near_turns) - (cfg.short_ngram - 1) * n_turns,
+        long=sorted_sets(long, long_members),
+        long_members=long_members,
+        short=sorted_sets(shingle(turns, cfg.short_ngram, near_turns & is_short[turns.record])),
+        prompt=sorted_sets(prompt, prompt_members),
+        prompt_members=prompt_members,
+        answer_words=answer_words,
+        answers={n: sorted_sets(shingle(turns, n, answered)) for n in sorted({cfg.short_ngram, cfg.ngram})},
+    )
 
 
-# ---------------------------------------------------------------------------------------------------- sign
+def sign_chunk(
+    signatures: ChunkedSignatures, sets: SortedSets, members: np.ndarray, offset: int, bands: Bands, cfg: Config,
+    workers: int,
+) -> None:
+    """Sign a chunk's `members` (chunk-local) with datasketch's affine32 permutations drawn from `seed`, and add
+    their signatures and band keys to `signatures`."""
+    matrix = minhash_signatures(ShingleSets(sets.values, sets.offsets), members, cfg.num_perm, cfg.seed, workers)
+    signatures.append(matrix, members + offset, band_keys(matrix, bands.bands, bands.rows))
 
 
-def sign(view: View, num_perm: int, seed: int, workers: int = 1) -> View:
-    """The view with its members' MinHash signatures (datasketch's affine32 permutations drawn from `seed`)."""
-    return replace(view, signatures=Signatures.of(view.sets, view.members, num_perm, seed, workers))
+def add_within_reach(
+    source: TextSource, short: ChunkedSets, maybe: np.ndarray, cfg: Config, shared: pl.DataFrame | None
+) -> None:
+    """Add to the short view's sets those of the longer records `maybe` that may be within reach of a short
+    record, reading again only the chunks that hold one."""
+    for k in range(source.n_chunks):
+        lo, hi = int(short.bounds[k]), int(short.bounds[k + 1])
+        local = maybe[lo:hi]
+        if not local.any():
+            continue
+        turns = tokenize(source.read(k), cfg, shared)
+        near_turns = np.isin(turns.role, list(cfg.roles))
+        sets = shingle(turns, cfg.short_ngram, near_turns & local[turns.record])
+        short.replace(k, merge_sorted_sets(short.chunk(k), sorted_sets(sets)))
+
+
+def shingle_records(
+    source: TextSource | pl.Series, cfg: Config, store: ChunkStore | None = None,
+    advance: Callable[[int], None] = lambda n: None, workers: int = 1,
+) -> Shingled:
+    """Tokenise the records chunk by chunk, build and sign the long, short and prompt views and the answers' sets.
+
+    Every set and signature depends on its record alone, except the short view's: which longer records it
+    takes in depends on the largest short record of all (`reach`), so those are added after the first pass.
+    `advance(n)` is called after each chunk (its records) and once more after the short view is signed.
+    """
+    if isinstance(source, pl.Series):
+        source = TextSource.of(source)
+    store = store or ChunkStore()
+    shared = shared_prompts(source, cfg)
+    near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    long, short, prompt = ChunkedSets(store), ChunkedSets(store), ChunkedSets(store)
+    answer_sets = {n: ChunkedSets(store) for n in sorted({cfg.short_ngram, cfg.ngram})}
+    long_sig, short_sig, prompt_sig = (ChunkedSignatures(store, cfg.num_perm) for _ in range(3))
+    words, at_least, answer_words = [], [], []
+    offset = 0
+    for k in range(source.n_chunks):
+        chunk = shingle_chunk(source.read(k), cfg, shared)
+        long.append(chunk.long)
+        sign_chunk(long_sig, chunk.long, chunk.long_members, offset, near_bands, cfg, workers)
+        prompt.append(chunk.prompt)
+        sign_chunk(prompt_sig, chunk.prompt, chunk.prompt_members, offset, prompt_bands, cfg, workers)
+        short.append(chunk.short)
+        for n, sets in chunk.answers.items():
+            answer_sets[n].append(sets)
+        words.append(chunk.words)
+        at_least.append(chunk.at_least)
+        answer_words.append(chunk.answer_words)
+        offset += len(chunk.words)
+        advance(len(chunk.words))
+    n = offset
+    words_all = np.concatenate(words)
+    is_short = words_all < cfg.short_words()
+
+    # the short view: short records, and every record that can be within the threshold of one (see the module doc)
+    reach = -1
+    if is_short.any():
+        reach = math.floor(Fraction(int(short.sizes()[is_short].max())) / Fraction(str(cfg.threshold)))
+    maybe = ~is_short & (np.concatenate(at_least) <= reach)
+    if maybe.any():
+        add_within_reach(source, short, maybe, cfg, shared)
+    sizes = short.sizes()
+    short_members = np.flatnonzero((is_short | (maybe & (sizes <= reach))) & (sizes > 0))
+    for k in range(source.n_chunks):
+        lo, hi = int(short.bounds[k]), int(short.bounds[k + 1])
+        members = short_members[(short_members >= lo) & (short_members < hi)] - lo
+        sign_chunk(short_sig, short.chunk(k), members, lo, near_bands, cfg, workers)
+    advance(n)
+
+    for signatures in (long_sig, short_sig, prompt_sig):
+        signatures.close(n)
+    return Shingled(
+        words=words_all,
+        short_words=cfg.short_words(),
+        reach=reach,
+        long=View("long", cfg.ngram, long, long_sig.records, cfg.threshold, near_bands, long_sig),
+        short=View("short", cfg.short_ngram, short, short_members, cfg.threshold, near_bands, short_sig),
+        prompt=View("prompt", cfg.prompt_ngram, prompt, prompt_sig.records, cfg.prompt_threshold, prompt_bands,
+                    prompt_sig),
+        answers=AnswerSets(answer_sets, np.concatenate(answer_words), cfg),
+        dropped_system_prompts=0 if shared is None else shared.height,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- band
@@ -258,14 +365,12 @@ def band(view: View, accept: np.ndarray | None = None) -> Candidates:
     `accept` (bool per record) keeps only pairs with at least one accepted member. A pair whose signatures agree
     on fewer permutations than the binomial cut-off (`min_agreement`) is an LSH false positive and is dropped.
     """
-    assert view.signatures is not None, "band needs a signed view"
-    sig = view.signatures.matrix
-    cols = band_pairs(sig, view.bands.bands, view.bands.rows)
+    cols = pairs_of_band_keys(view.signatures.band_keys())
     found = len(cols)
     if accept is not None:
         cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
-    cols = cols[agreements(sig, cols) >= min_agreement(sig.shape[0], view.threshold)]
-    # `members` is ascending and band_pairs sorts (lo, hi), so record pairs come out as i < j, sorted.
+    cols = cols[view.signatures.agreements(cols) >= min_agreement(view.signatures.num_perm, view.threshold)]
+    # `members` is ascending and pairs_of_band_keys sorts (lo, hi), so record pairs come out as i < j, sorted.
     return Candidates(view.members[cols], found)
 
 
@@ -278,30 +383,14 @@ class AnswerSets:
     Near-duplicate edges need it (`answer_threshold`): the whole-record Jaccard of two records sharing a long
     prompt (a document, a task statement) stays high whatever their answers say. A pair's answers are compared
     at the n-gram the shorter answer calls for, by the rule records follow: `short_ngram` below `short_words`
-    tokens, else `ngram`. Sets are built only for the records asked about, once per n. Two answers without any
-    token agree (1.0); one without against one with is 0.0.
+    tokens, else `ngram`. Two answers without any token agree (1.0); one without against one with is 0.0.
     """
 
-    def __init__(self, turns: Turns, cfg: Config) -> None:
-        self.turns = turns
-        self.mask = turns.role == "assistant"
-        self.words = turns.words(self.mask)
+    def __init__(self, sets: dict[int, ChunkedSets], words: np.ndarray, cfg: Config) -> None:
+        self.sets = sets  # every answered record's assistant-turn set, at short_ngram and at ngram
+        self.words = words  # tokens in each record's assistant turns
         self.short_words = cfg.short_words()
         self.short_ngram, self.ngram = cfg.short_ngram, cfg.ngram
-        self._sets: dict[int, SortedSets] = {}
-
-    def _distinct(self, n: int, records: np.ndarray) -> SortedSets:
-        have = self._sets.get(n)
-        need = np.zeros(self.turns.n_records, dtype=bool)
-        need[records] = True
-        need &= self.words > 0
-        if have is not None:
-            need &= have.sizes() == 0
-        if need.any() or have is None:
-            new = sorted_sets(shingle(self.turns, n, self.mask & need[self.turns.record]))
-            have = new if have is None else merge_sorted_sets(have, new)
-            self._sets[n] = have
-        return have
 
     def jaccard(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Exact answer Jaccard of each pair (i[p], j[p])."""
@@ -311,7 +400,7 @@ class AnswerSets:
         short = np.minimum(self.words[i], self.words[j]) < self.short_words
         for n, sel in ((self.short_ngram, short), (self.ngram, ~short)):
             if sel.any():
-                out[sel] = jaccard_many(self._distinct(n, np.concatenate((i[sel], j[sel]))), i[sel], j[sel])
+                out[sel] = self.sets[n].exact(i[sel], j[sel])
         out[(self.words[i] == 0) & (self.words[j] == 0)] = 1.0
         return out
 
@@ -774,7 +863,7 @@ def summarize(
         "answer_check_dropped_pairs": sum(e.answer_dropped for e in edges),
         "short_records": int(shingled.is_short.sum()),
         "records_without_shingles": int((shingled.words == 0).sum()),  # no token in any shingled turn
-        "shared_system_prompts_dropped": shingled.turns.dropped_system_prompts,
+        "shared_system_prompts_dropped": shingled.dropped_system_prompts,
         "lsh": {
             v.name: {"signed": len(v.members), "candidate_pairs": e.candidates, "verified_pairs": e.verified}
             for v, e in zip(views, edges)
@@ -858,20 +947,24 @@ class Result:
 PROGRESS_STEPS = 4
 
 
-def find_near_duplicates(df: pl.DataFrame, cfg: Config, advance: Callable[[int], None] = lambda n: None) -> Result:
-    """Everything the stage decides for the rows of `df` (all alive): shingle, sign, band, verify, cluster and
+def find_near_duplicates(
+    df: pl.DataFrame, cfg: Config, advance: Callable[[int], None] = lambda n: None,
+    source: TextSource | None = None, store: ChunkStore | None = None,
+) -> Result:
+    """Everything the stage decides for the rows of `df` (all alive): shingle and sign, band, verify, cluster and
     choose for near duplicates, then the same for prompts between the copies kept, then describe.
-    `advance(len(df))` is called after shingling, signing, near-duplicate clustering and prompt groups."""
+
+    The records' text is `df`'s `messages`, or `source` chunk by chunk (then `df` needs no text); what is kept of
+    it (sets, signatures) lives in `store` (default: memory). `advance` counts records: 2 x len(df) while
+    shingling and signing, then len(df) after near-duplicate clustering and after prompt groups."""
     n = df.height
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
-    shingled = shingle_records(df.get_column(C.MESSAGES), cfg)
-    advance(n)
-    long, short, prompt = (sign(view, cfg.num_perm, cfg.seed, workers) for view in shingled.views)
-    advance(n)
+    shingled = shingle_records(source or TextSource.of(df.get_column(C.MESSAGES)), cfg, store, advance, workers)
+    long, short, prompt = shingled.views
 
     # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
     # with a short record
-    answers = AnswerSets(shingled.turns, cfg)
+    answers = shingled.answers
     near_edges = (
         verify(long, band(long), answers, cfg.answer_threshold),
         verify(short, band(short, accept=shingled.is_short), answers, cfg.answer_threshold),
@@ -918,8 +1011,17 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
         if not cfg.enabled:  # the report says "disabled", not 0 near-duplicates found
             ctx.summaries[NAME] = {"enabled": False}
         return _null_columns(df)
-    with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
-        result = find_near_duplicates(df, cfg, advance)
+    source, store = None, None
+    if C.MESSAGES not in df.columns and ctx.streamed is not None:  # the engine keeps the text in shards
+        streamed = ctx.streamed
+        source = TextSource(streamed.n_chunks, lambda k: streamed.read(k, [C.MESSAGES]).get_column(C.MESSAGES))
+        store = ChunkStore(streamed.scratch / NAME)
+    try:
+        with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
+            result = find_near_duplicates(df, cfg, advance, source, store)
+    finally:
+        if store is not None and store.folder is not None:
+            shutil.rmtree(store.folder, ignore_errors=True)
     ctx.manifest[NAME] = result.manifest
     ctx.summaries[NAME] = result.summary
     ctx.artifacts[ARTIFACT] = result.artifact

@@ -53,6 +53,9 @@ class Stage:
     skippable: bool = True
     # validate runs while the frame is built from the input lines, not as a step over the frame
     on_read: bool = False
+    # columns of `reads` a global stage reads shard by shard (ctx.streamed) when the engine keeps shards,
+    # instead of in the frame it is given: its text, so the text of every record is never in memory at once
+    streams: tuple[C.Column, ...] = ()
 
     @property
     def module(self) -> str:
@@ -178,6 +181,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=("dup.near", "dup.prompt_conflict"),
         doc="near-duplicates by MinHash LSH, verified by exact Jaccard; keeps the best copy of each cluster",
         summary=R.DedupMinhashSummary,
+        streams=(C.MESSAGES,),
     ),
     Stage(
         "select",

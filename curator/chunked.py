@@ -1,0 +1,257 @@
+"""Per-record arrays kept in chunks of consecutive records, in memory or as files: what near-duplicate
+detection keeps of the text when the records do not fit in memory at once.
+
+Near-duplicate detection needs, for every record, its shingle sets (to verify candidate pairs exactly) and its
+MinHash signatures (to band and prefilter them). Under the stream engine the records come shard by shard, so
+these arrays are built one chunk (a shard's live rows) at a time and, when a folder is given, written there as
+.npy files and dropped from memory. A question about pairs of records (their exact Jaccard, their signatures'
+agreement) is then answered block by block: chunks are grouped into blocks of at most `block_bytes`, and the
+pairs are visited grouped by the two blocks that hold their members, so at most two blocks are in memory at
+once. In memory (the local engine: one chunk) the whole collection is one block and nothing is copied.
+
+Every figure is computed per pair from the same arrays, so the answers do not depend on the chunking.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Generic, Iterator, TypeVar
+
+import numpy as np
+
+from curator.shingles import SortedSets, jaccard_many
+
+# The most bytes of one block of chunks read back from files at a time (two are held for pairs across blocks).
+BLOCK_BYTES = 256 << 20
+
+_ids = itertools.count()
+
+
+class ChunkStore:
+    """Where chunk arrays live: in memory (`folder` None), or as .npy files in `folder` (created on first use)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._held: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def in_memory(self) -> bool:
+        return self.folder is None
+
+    def put(self, arrays: dict[str, np.ndarray]) -> str:
+        """Keep `arrays`; return the key to get them back with."""
+        key = f"{next(_ids):08d}"
+        if self.folder is None:
+            self._held[key] = arrays
+            return key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            np.save(self.folder / f"{key}.{name}.npy", array, allow_pickle=False)
+        return key
+
+    def get(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        if self.folder is None:
+            return self._held[key]
+        return {name: np.load(self.folder / f"{key}.{name}.npy", allow_pickle=False) for name in names}
+
+    def drop(self, key: str, names: tuple[str, ...]) -> None:
+        if self.folder is None:
+            self._held.pop(key, None)
+            return
+        for name in names:
+            (self.folder / f"{key}.{name}.npy").unlink(missing_ok=True)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Chunked(Generic[T]):
+    """Items (records, or signed records) in chunks: chunk k holds items `bounds[k]` to `bounds[k + 1]` - 1."""
+
+    store: ChunkStore
+    keys: list[str]
+    bounds: np.ndarray  # int64, chunks + 1
+    nbytes: list[int]  # bytes of each chunk's arrays
+
+    NAMES: ClassVar[tuple[str, ...]] = ()  # the arrays of one chunk
+
+    def _load(self, k: int) -> T:
+        raise NotImplementedError
+
+    def _concat(self, parts: list[T]) -> T:
+        raise NotImplementedError
+
+    def blocks(self) -> list[list[int]]:
+        """Consecutive chunks grouped into blocks of at most BLOCK_BYTES each (a larger chunk is a block)."""
+        if self.store.in_memory:
+            return [list(range(len(self.keys)))]
+        out: list[list[int]] = []
+        size = 0
+        for k, nbytes in enumerate(self.nbytes):
+            if out and size + nbytes <= BLOCK_BYTES:
+                out[-1].append(k)
+                size += nbytes
+            else:
+                out.append([k])
+                size = nbytes
+        return out
+
+    def block(self, chunks: list[int]) -> T:
+        parts = [self._load(k) for k in chunks]
+        return parts[0] if len(parts) == 1 else self._concat(parts)
+
+    def pairwise(self, i: np.ndarray, j: np.ndarray, compute: Callable[[T, np.ndarray, np.ndarray], np.ndarray],
+                 dtype: type) -> np.ndarray:
+        """`compute(data, a, b)` for each pair of items (i[p], j[p]), where `data` holds both items' arrays and
+        a, b are their positions in it; evaluated block pair by block pair."""
+        i = np.asarray(i, dtype=np.int64)
+        j = np.asarray(j, dtype=np.int64)
+        out = np.zeros(len(i), dtype=dtype)
+        if len(i) == 0:
+            return out
+        blocks = self.blocks()
+        first_item = np.array([self.bounds[b[0]] for b in blocks] + [self.bounds[-1]], dtype=np.int64)
+        bi = np.searchsorted(first_item, i, side="right") - 1
+        bj = np.searchsorted(first_item, j, side="right") - 1
+        lo, hi = np.minimum(bi, bj), np.maximum(bi, bj)
+        order = np.lexsort((hi, lo))
+        for a, a_positions in _runs(lo, order):
+            data_a = self.block(blocks[a])
+            for b, positions in _runs(hi, a_positions):
+                if b == a:
+                    data, shift = data_a, {a: 0}
+                else:
+                    data = self._concat([data_a, self.block(blocks[b])])
+                    shift = {a: 0, b: int(first_item[a + 1] - first_item[a])}
+                pi, pj = i[positions], j[positions]
+                ai = pi - first_item[bi[positions]] + np.array([shift[x] for x in bi[positions].tolist()], np.int64)
+                aj = pj - first_item[bj[positions]] + np.array([shift[x] for x in bj[positions].tolist()], np.int64)
+                out[positions] = compute(data, ai, aj)
+        return out
+
+
+def _runs(keys: np.ndarray, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(key, positions) for each run of equal `keys[positions]` (positions already grouped by key)."""
+    values = keys[positions]
+    cut = np.flatnonzero(values[1:] != values[:-1]) + 1
+    for part in np.split(positions, cut):
+        if len(part):
+            yield int(keys[part[0]]), part
+
+
+def concat_sets(parts: list[SortedSets]) -> SortedSets:
+    """The records of `parts`, one after another, as one SortedSets (a part may hold no record)."""
+    offsets, end = [np.zeros(1, dtype=np.int64)], 0
+    for part in parts:
+        offsets.append(part.offsets[1:] - part.offsets[0] + end)
+        end += int(part.offsets[-1] - part.offsets[0])
+    return SortedSets(values=np.concatenate([p.values for p in parts]), offsets=np.concatenate(offsets))
+
+
+class ChunkedSets(Chunked[SortedSets]):
+    """Each record's sorted shingle set, in chunks; with every record's set size in memory."""
+
+    NAMES = ("values", "offsets")
+
+    def __init__(self, store: ChunkStore) -> None:
+        super().__init__(store, [], np.zeros(1, dtype=np.int64), [])
+        self._sizes: list[np.ndarray] = []
+
+    def append(self, sets: SortedSets) -> None:
+        """Add the next chunk's records."""
+        self.keys.append(self.store.put({"values": sets.values, "offsets": sets.offsets - sets.offsets[0]}))
+        self.bounds = np.append(self.bounds, self.bounds[-1] + len(sets.offsets) - 1)
+        self.nbytes.append(sets.values.nbytes + sets.offsets.nbytes)
+        self._sizes.append(np.diff(sets.offsets))
+
+    def replace(self, k: int, sets: SortedSets) -> None:
+        """Chunk `k`'s records with new sets."""
+        self.store.drop(self.keys[k], self.NAMES)
+        self.keys[k] = self.store.put({"values": sets.values, "offsets": sets.offsets - sets.offsets[0]})
+        self.nbytes[k] = sets.values.nbytes + sets.offsets.nbytes
+        self._sizes[k] = np.diff(sets.offsets)
+
+    def chunk(self, k: int) -> SortedSets:
+        return self._load(k)
+
+    def _load(self, k: int) -> SortedSets:
+        arrays = self.store.get(self.keys[k], self.NAMES)
+        return SortedSets(values=arrays["values"], offsets=arrays["offsets"])
+
+    def _concat(self, parts: list[SortedSets]) -> SortedSets:
+        return concat_sets(parts)
+
+    @property
+    def n_records(self) -> int:
+        return int(self.bounds[-1])
+
+    def sizes(self) -> np.ndarray:
+        """Distinct shingles of every record."""
+        return np.concatenate(self._sizes) if self._sizes else np.zeros(0, dtype=np.int64)
+
+    def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of each pair of records (i[p], j[p]) (0.0 when either set is empty)."""
+        return self.pairwise(i, j, jaccard_many, np.float64)
+
+
+class ChunkedSignatures(Chunked[np.ndarray]):
+    """MinHash signatures of the signed records, in chunks of columns, with every column's band keys in memory."""
+
+    NAMES = ("matrix",)
+
+    def __init__(self, store: ChunkStore, num_perm: int) -> None:
+        super().__init__(store, [], np.zeros(1, dtype=np.int64), [])
+        self.num_perm = num_perm
+        self._records: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+        self.records = np.zeros(0, dtype=np.int64)  # the signed records, ascending, by column (once closed)
+        self.column = np.zeros(0, dtype=np.int64)  # record -> column, -1 when not signed (once closed)
+
+    def append(self, matrix: np.ndarray, records: np.ndarray, band_keys: np.ndarray) -> None:
+        """Add the next chunk's signatures (num_perm, len(records)) of `records` (global, ascending, after those
+        of earlier chunks), with their band keys (bands, len(records))."""
+        self._records.append(np.asarray(records, dtype=np.int64))
+        self.keys.append(self.store.put({"matrix": matrix}))
+        self.bounds = np.append(self.bounds, self.bounds[-1] + len(records))
+        self.nbytes.append(matrix.nbytes)
+        self._keys.append(band_keys)
+
+    def close(self, n_records: int) -> None:
+        """Every chunk is in: map the `n_records` records to their columns."""
+        self.records = np.concatenate(self._records) if self._records else np.zeros(0, dtype=np.int64)
+        self._records = []
+        self.column = np.full(n_records, -1, dtype=np.int64)
+        self.column[self.records] = np.arange(len(self.records))
+
+    def _load(self, k: int) -> np.ndarray:
+        return self.store.get(self.keys[k], self.NAMES)["matrix"]
+
+    def _concat(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=1)
+
+    def band_keys(self) -> np.ndarray:
+        """(bands, columns) uint64: the key of each band of each signed record."""
+        return np.concatenate(self._keys, axis=1) if self._keys else np.zeros((0, 0), dtype=np.uint64)
+
+    def agreements(self, cols: np.ndarray) -> np.ndarray:
+        """For each pair of columns (cols[p, 0], cols[p, 1]), how many permutations give both the same minimum."""
+        from curator.lsh import agreements
+
+        def count(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return agreements(matrix, np.stack((a, b), axis=1))
+
+        return self.pairwise(cols[:, 0], cols[:, 1], count, np.int64)
+
+    def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
+        """MinHash Jaccard estimates of record pairs: the share of permutations whose minima agree (None when one
+        is not signed)."""
+        a, b = self.column[i], self.column[j]
+        ok = (a >= 0) & (b >= 0)
+        est = self.agreements(np.stack((a[ok], b[ok]), axis=1)) / self.num_perm
+        out: list[float | None] = [None] * len(i)
+        for k, e in zip(np.flatnonzero(ok).tolist(), est.tolist()):
+            out[k] = e
+        return out
