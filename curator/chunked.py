@@ -24,7 +24,7 @@ import numpy as np
 from curator.shingles import SortedSets, jaccard_many
 
 # The most bytes of one block of chunks read back from files at a time (two are held for pairs across blocks).
-BLOCK_BYTES = 256 << 20
+BLOCK_BYTES = 128 << 20
 
 _ids = itertools.count()
 
@@ -200,13 +200,13 @@ class ChunkedSets(Chunked[SortedSets]):
 class ChunkedSignatures(Chunked[np.ndarray]):
     """MinHash signatures of the signed records, in chunks of columns, with every column's band keys in memory."""
 
-    NAMES = ("matrix",)
+    NAMES = ("matrix", "bands")
 
     def __init__(self, store: ChunkStore, num_perm: int) -> None:
         super().__init__(store, [], np.zeros(1, dtype=np.int64), [])
         self.num_perm = num_perm
         self._records: list[np.ndarray] = []
-        self._keys: list[np.ndarray] = []
+        self.n_bands = 0
         self.records = np.zeros(0, dtype=np.int64)  # the signed records, ascending, by column (once closed)
         self.column = np.zeros(0, dtype=np.int64)  # record -> column, -1 when not signed (once closed)
 
@@ -214,10 +214,11 @@ class ChunkedSignatures(Chunked[np.ndarray]):
         """Add the next chunk's signatures (num_perm, len(records)) of `records` (global, ascending, after those
         of earlier chunks), with their band keys (bands, len(records))."""
         self._records.append(np.asarray(records, dtype=np.int64))
-        self.keys.append(self.store.put({"matrix": matrix}))
+        # band keys sit beside the signatures, so that only one band's keys are in memory while banding
+        self.keys.append(self.store.put({"matrix": matrix, "bands": band_keys}))
         self.bounds = np.append(self.bounds, self.bounds[-1] + len(records))
         self.nbytes.append(matrix.nbytes)
-        self._keys.append(band_keys)
+        self.n_bands = band_keys.shape[0]
 
     def close(self, n_records: int) -> None:
         """Every chunk is in: map the `n_records` records to their columns."""
@@ -227,14 +228,26 @@ class ChunkedSignatures(Chunked[np.ndarray]):
         self.column[self.records] = np.arange(len(self.records))
 
     def _load(self, k: int) -> np.ndarray:
-        return self.store.get(self.keys[k], self.NAMES)["matrix"]
+        return self.store.get(self.keys[k], ("matrix",))["matrix"]
 
     def _concat(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=1)
 
+    def band_key(self, band: int) -> np.ndarray:
+        """The key of band `band` of every signed record, by column (uint64)."""
+        if not self.keys:
+            return np.zeros(0, dtype=np.uint64)
+        if self.store.in_memory:
+            return np.concatenate([self.store.get(k, ("bands",))["bands"][band] for k in self.keys])
+        assert self.store.folder is not None
+        # a memory map reads one row of each chunk's keys, not the chunk's every band
+        return np.concatenate(
+            [np.load(self.store.folder / f"{k}.bands.npy", mmap_mode="r", allow_pickle=False)[band] for k in self.keys]
+        )
+
     def band_keys(self) -> np.ndarray:
         """(bands, columns) uint64: the key of each band of each signed record."""
-        return np.concatenate(self._keys, axis=1) if self._keys else np.zeros((0, 0), dtype=np.uint64)
+        return np.stack([self.band_key(b) for b in range(self.n_bands)]) if self.n_bands else np.zeros((0, 0), np.uint64)
 
     def agreements(self, cols: np.ndarray) -> np.ndarray:
         """For each pair of columns (cols[p, 0], cols[p, 1]), how many permutations give both the same minimum."""

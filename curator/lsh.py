@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Iterable
+
 import numpy as np
 
 from curator.lsh_params import band_options  # noqa: F401  (re-exported: the LSH parameter arithmetic)
@@ -166,7 +168,7 @@ def band_pairs(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     band instead of one dict insert per record and band (datasketch's index took most of the stage's time).
     Returns unique pairs as an (m, 2) int64 array, sorted.
     """
-    return pairs_of_band_keys(band_keys(sig, bands, rows))
+    return pairs_of_band_keys(band_keys(sig, bands, rows), sig.shape[1])
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -182,9 +184,9 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def pairs_of_band_keys(keys: np.ndarray) -> np.ndarray:
-    """Unique pairs (i < j, sorted) of columns sharing the key of at least one band (row of `keys`)."""
-    n = keys.shape[1]
+def pairs_of_band_keys(keys: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Unique pairs (i < j, sorted) of the `n` columns sharing the key of at least one band (each of `keys` is
+    one band's key of every column: a band at a time is enough)."""
     codes = []
     for key in keys:
         order = np.argsort(key, kind="stable")

@@ -303,8 +303,9 @@ def test_find_near_duplicates_chunk_by_chunk_on_files_equals_all_at_once(tmp_pat
     assert by_chunk.artifact == whole.artifact
     assert by_chunk.summary == whole.summary
     assert by_chunk.manifest == whole.manifest
-    # 3 views' sets (values, offsets) and signatures, 2 answer sets, 3 chunks each: the replaced short sets dropped
-    assert len(list((tmp_path / "store").glob("*.npy"))) == 3 * (3 * 2 + 3 * 1 + 2 * 2)
+    # 3 views' sets (values, offsets) and signatures (matrix, band keys), 2 answer sets, 3 chunks each: the
+    # replaced short sets dropped
+    assert len(list((tmp_path / "store").glob("*.npy"))) == 3 * (3 * 2 + 3 * 2 + 2 * 2)
     # the budget makes blocks of single chunks, so pairs across chunks span two blocks
     probe = dm.shingle_records(source, cfg, ChunkStore(tmp_path / "probe"))
     assert [v.sets.blocks() for v in probe.views] == [[[0], [1, 2]], [[0], [1], [2]], [[0], [1], [2]]]

@@ -365,11 +365,12 @@ def band(view: View, accept: np.ndarray | None = None) -> Candidates:
     `accept` (bool per record) keeps only pairs with at least one accepted member. A pair whose signatures agree
     on fewer permutations than the binomial cut-off (`min_agreement`) is an LSH false positive and is dropped.
     """
-    cols = pairs_of_band_keys(view.signatures.band_keys())
+    sig = view.signatures
+    cols = pairs_of_band_keys((sig.band_key(b) for b in range(sig.n_bands)), len(sig.records))
     found = len(cols)
     if accept is not None:
         cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
-    cols = cols[view.signatures.agreements(cols) >= min_agreement(view.signatures.num_perm, view.threshold)]
+    cols = cols[sig.agreements(cols) >= min_agreement(sig.num_perm, view.threshold)]
     # `members` is ascending and pairs_of_band_keys sorts (lo, hi), so record pairs come out as i < j, sorted.
     return Candidates(view.members[cols], found)
 
