@@ -14,7 +14,7 @@ Every figure is computed per pair from the same arrays, so the answers do not de
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Generic, Iterator, TypeVar
@@ -25,9 +25,6 @@ from curator.shingles import SortedSets, jaccard_many
 
 # The most bytes of one block of chunks read back from files at a time (two are held for pairs across blocks).
 BLOCK_BYTES = 128 << 20
-
-_ids = itertools.count()
-
 
 class ChunkStore:
     """Where chunk arrays live: in memory (`folder` None), or as .npy files in `folder` (created on first use)."""
@@ -41,8 +38,9 @@ class ChunkStore:
         return self.folder is None
 
     def put(self, arrays: dict[str, np.ndarray]) -> str:
-        """Keep `arrays`; return the key to get them back with."""
-        key = f"{next(_ids):08d}"
+        """Keep `arrays`; return the key to get them back with (unique across processes, so that workers of
+        another process may put chunks into the same folder)."""
+        key = uuid.uuid4().hex
         if self.folder is None:
             self._held[key] = arrays
             return key
@@ -151,6 +149,37 @@ def concat_sets(parts: list[SortedSets]) -> SortedSets:
     return SortedSets(values=np.concatenate([p.values for p in parts]), offsets=np.concatenate(offsets))
 
 
+@dataclass(frozen=True)
+class StoredSets:
+    """A chunk's sets once put in a store: what a ChunkedSets takes it in by (small: one size per record)."""
+
+    key: str
+    nbytes: int
+    sizes: np.ndarray  # distinct shingles of each of the chunk's records
+
+    @classmethod
+    def put(cls, store: ChunkStore, sets: SortedSets) -> "StoredSets":
+        offsets = sets.offsets - sets.offsets[0]
+        key = store.put({"values": sets.values, "offsets": offsets})
+        return cls(key, sets.values.nbytes + offsets.nbytes, np.diff(offsets))
+
+
+@dataclass(frozen=True)
+class StoredSignatures:
+    """A chunk's signatures and band keys once put in a store, and the records (chunk-local) they sign."""
+
+    key: str
+    nbytes: int
+    records: np.ndarray
+    n_bands: int
+
+    @classmethod
+    def put(cls, store: ChunkStore, matrix: np.ndarray, records: np.ndarray, band_keys: np.ndarray) -> "StoredSignatures":
+        # band keys sit beside the signatures, so that only one band's keys are in memory while banding
+        key = store.put({"matrix": matrix, "bands": band_keys})
+        return cls(key, matrix.nbytes, np.asarray(records, dtype=np.int64), band_keys.shape[0])
+
+
 class ChunkedSets(Chunked[SortedSets]):
     """Each record's sorted shingle set, in chunks; with every record's set size in memory."""
 
@@ -162,17 +191,20 @@ class ChunkedSets(Chunked[SortedSets]):
 
     def append(self, sets: SortedSets) -> None:
         """Add the next chunk's records."""
-        self.keys.append(self.store.put({"values": sets.values, "offsets": sets.offsets - sets.offsets[0]}))
-        self.bounds = np.append(self.bounds, self.bounds[-1] + len(sets.offsets) - 1)
-        self.nbytes.append(sets.values.nbytes + sets.offsets.nbytes)
-        self._sizes.append(np.diff(sets.offsets))
+        self.add(StoredSets.put(self.store, sets))
+
+    def add(self, stored: StoredSets) -> None:
+        """Add the next chunk's records, already in the store."""
+        self.keys.append(stored.key)
+        self.bounds = np.append(self.bounds, self.bounds[-1] + len(stored.sizes))
+        self.nbytes.append(stored.nbytes)
+        self._sizes.append(stored.sizes)
 
     def replace(self, k: int, sets: SortedSets) -> None:
         """Chunk `k`'s records with new sets."""
         self.store.drop(self.keys[k], self.NAMES)
-        self.keys[k] = self.store.put({"values": sets.values, "offsets": sets.offsets - sets.offsets[0]})
-        self.nbytes[k] = sets.values.nbytes + sets.offsets.nbytes
-        self._sizes[k] = np.diff(sets.offsets)
+        stored = StoredSets.put(self.store, sets)
+        self.keys[k], self.nbytes[k], self._sizes[k] = stored.key, stored.nbytes, stored.sizes
 
     def chunk(self, k: int) -> SortedSets:
         return self._load(k)
@@ -213,12 +245,15 @@ class ChunkedSignatures(Chunked[np.ndarray]):
     def append(self, matrix: np.ndarray, records: np.ndarray, band_keys: np.ndarray) -> None:
         """Add the next chunk's signatures (num_perm, len(records)) of `records` (global, ascending, after those
         of earlier chunks), with their band keys (bands, len(records))."""
-        self._records.append(np.asarray(records, dtype=np.int64))
-        # band keys sit beside the signatures, so that only one band's keys are in memory while banding
-        self.keys.append(self.store.put({"matrix": matrix, "bands": band_keys}))
-        self.bounds = np.append(self.bounds, self.bounds[-1] + len(records))
-        self.nbytes.append(matrix.nbytes)
-        self.n_bands = band_keys.shape[0]
+        self.add(StoredSignatures.put(self.store, matrix, records, band_keys), 0)
+
+    def add(self, stored: StoredSignatures, offset: int) -> None:
+        """Add the next chunk's signatures, already in the store; its records are `offset` + `stored.records`."""
+        self._records.append(stored.records + offset)
+        self.keys.append(stored.key)
+        self.bounds = np.append(self.bounds, self.bounds[-1] + len(stored.records))
+        self.nbytes.append(stored.nbytes)
+        self.n_bands = stored.n_bands
 
     def close(self, n_records: int) -> None:
         """Every chunk is in: map the `n_records` records to their columns."""

@@ -325,6 +325,17 @@ def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, aliv
 
 
 RowRunner = Callable[[registry.Stage, Shards, StageContext, int], int]
+ChunkMap = Callable[[Callable[[int], Any], int], Iterable[Any]]
+
+
+def chunk_map(engine: str) -> ChunkMap | None:
+    """Where a global stage runs its work on each shard (near-dup's shingles and signatures): as Ray tasks
+    under ray (while `row_runner` is open), else in this process (None)."""
+    if engine != "ray":
+        return None
+    from curator import ray_engine
+
+    return ray_engine.map_chunks
 
 
 @contextmanager
@@ -350,13 +361,20 @@ def _in_row_order(out: pl.DataFrame, given: pl.DataFrame, stage: registry.Stage)
     return out
 
 
-def run_global_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int = 0) -> int:
+def run_global_stage(
+    stage: registry.Stage, shards: Shards, ctx: StageContext, alive_in: int = 0, map_chunks: ChunkMap | None = None
+) -> int:
     """Run a global stage once, on the live rows of every shard narrowed to what it reads, and merge
-    the verdict and the columns it writes back into each shard by row; return how many rows are alive."""
+    the verdict and the columns it writes back into each shard by row; return how many rows are alive.
+
+    The columns a stage streams (`Stage.streams`: near-dup's text) are left out of that frame when the
+    shards are files: the stage reads them shard by shard (ctx.streamed), and `map_chunks` is where it
+    may run work on each (ray: tasks on the cluster)."""
     wanted = set(stage.reads) | set(BOOKKEEPING)
     if isinstance(shards, ParquetShards) and stage.streams:
         wanted -= set(stage.streams)
-        ctx = replace(ctx, streamed=StreamedColumns(len(shards), shards.live, shards.folder / f"{stage.name}.scratch"))
+        scratch = shards.folder / f"{stage.name}.scratch"
+        ctx = replace(ctx, streamed=StreamedColumns(len(shards), shards.live, scratch, map_chunks))
     parts = []
     for i in range(len(shards)):
         columns = shards.live_columns(i) if isinstance(shards, ParquetShards) else shards.live(i).columns
@@ -399,7 +417,7 @@ def _declared(stage: Any) -> registry.Stage:
 
 def run_segments(
     shards: Shards, ctx: StageContext, stages: Iterable[registry.Stage] | None = None,
-    run_row: RowRunner = run_row_stage,
+    run_row: RowRunner = run_row_stage, map_chunks: ChunkMap | None = None,
 ) -> tuple[list[dict], list[tuple[str, float]]]:
     """Run each stage (default: those the config keeps) over the shards, row stages by `run_row`;
     return (the funnel from validate on, the time per stage, over all shards)."""
@@ -409,8 +427,10 @@ def run_segments(
     timings = []
     for stage in map(_declared, stages):
         started = time.perf_counter()
-        runner = run_row if stage.kind == "row" else run_global_stage
-        alive = runner(stage, shards, ctx, alive)
+        if stage.kind == "row":
+            alive = run_row(stage, shards, ctx, alive)
+        else:
+            alive = run_global_stage(stage, shards, ctx, alive, map_chunks)
         timings.append((stage.name, time.perf_counter() - started))
         funnel.append({"stage": stage.name, "alive_after": alive})
     return funnel, timings

@@ -495,7 +495,7 @@ def _run_staged(
         read_time = time.perf_counter() - started
 
         with E.row_runner(engine, config) as run_row:
-            funnel, timings = E.run_segments(shards, ctx, run_row=run_row)
+            funnel, timings = E.run_segments(shards, ctx, run_row=run_row, map_chunks=E.chunk_map(engine))
         funnel.insert(0, {"stage": "read", "alive_after": n_read})
         timings.insert(0, ("read + validate", read_time))
         n_shards = len(shards)

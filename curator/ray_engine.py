@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import ray
 
@@ -93,7 +93,24 @@ def run_row_stage(stage: registry.Stage, shards: E.Shards, ctx: StageContext, al
     return sum(r.alive for r in results)
 
 
-def _gather(refs: list, bar) -> list:
+def _chunk_task(fn: Callable[[int], Any], cwd: str, k: int) -> Any:
+    """In a Ray worker: fn(k), in the driver's working folder."""
+    with _working_folder(cwd):
+        return fn(k)
+
+
+def map_chunks(fn: Callable[[int], Any], n: int) -> list[Any]:
+    """fn(0) .. fn(n - 1) as one Ray task each (a global stage's work on each shard: near-dup's shingles and
+    signatures, which the task writes into the stage's scratch folder on the shared filesystem); their results
+    in order. A task whose worker dies is run again; `fn` writes files under fresh names, so a rerun never
+    reads what a dead attempt left."""
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, num_cpus=1)(_chunk_task)
+    fn_ref, cwd = ray.put(fn), os.getcwd()
+    refs = [task.remote(fn_ref, cwd, k) for k in range(n)]
+    return _gather(refs, E._no_bar(), rows=lambda result: 0)
+
+
+def _gather(refs: list, bar, rows: Callable[[Any], int] = lambda result: result[0].rows) -> list:
     """The results of `refs` in their order, the bar advanced as each task ends. When one fails,
     the others are cancelled and waited for (none may write into a staging folder being removed)
     and its own exception is raised."""
@@ -106,7 +123,7 @@ def _gather(refs: list, bar) -> list:
                 ready, pending = ray.wait(pending, num_returns=1)
                 k = by_ref[ready[0]]
                 results[k] = ray.get(ready[0])
-                advance(results[k][0].rows)
+                advance(rows(results[k]))
     except BaseException as exc:
         _cancel(pending)
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, Exception):

@@ -159,6 +159,61 @@ def test_a_worker_that_dies_is_run_again_and_the_output_is_unchanged(tmp_path, m
     assert_same_outputs({"local": tmp_path / "local", "ray": tmp_path / "ray"})
 
 
+@dataclass(frozen=True)
+class ChunkWorkDiesOnce:
+    """Near-dup's work on chunk k (`fn`), noting in `log` which work ran on which chunk in which process; the
+    worker running the shingles of chunk `chunk` dies the first time."""
+
+    fn: object
+    log: str
+    marker: str
+    chunk: int
+
+    def __call__(self, k: int):
+        work = self.fn.func.__name__
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(f"{work} {k} {os.getpid()}\n")
+        if work == "shingle_and_sign" and k == self.chunk and not os.path.exists(self.marker):
+            Path(self.marker).write_text("died once")
+            os._exit(1)
+        return self.fn(k)
+
+
+def test_near_dup_shingles_each_shard_in_a_ray_task_and_a_dead_one_is_run_again(tmp_path, monkeypatch):
+    from curator import ray_engine
+
+    raw = _near_dups(tmp_path)
+    run(raw, tmp_path / "local", load_config(None, ["engine.name=local", *QUICK]))
+    log, marker = tmp_path / "chunks.log", tmp_path / "died"
+
+    def dying_map(engine):
+        return lambda fn, n: ray_engine.map_chunks(ChunkWorkDiesOnce(fn, str(log), str(marker), 1), n)
+
+    monkeypatch.setattr(E, "chunk_map", dying_map)
+    run(raw, tmp_path / "ray", load_config(None, ["engine.name=ray", *QUICK]))
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert sorted((work, int(k)) for work, k, _ in calls) == sorted(
+        [("_prompt_counts", k) for k in range(4)] + [("shingle_and_sign", k) for k in (0, 1, 1, 2, 3)])
+    assert str(os.getpid()) not in {pid for _, _, pid in calls}  # in Ray's workers, not in the driver
+    assert marker.read_text() == "died once"
+    assert_same_outputs({"local": tmp_path / "local", "ray": tmp_path / "ray"})
+    dups = [line for line in (tmp_path / "ray" / "rejects.jsonl").read_text().splitlines() if "dup.near" in line]
+    assert len(dups) == 3  # the copies in shards 1-3 of the record in shard 0
+
+
+def _near_dups(tmp_path: Path) -> Path:
+    """16 records in 4 shards of 4: one long answer in shard 0, and an edited copy of it in each later shard."""
+    answer = " ".join(f"word{i}" for i in range(80))
+    lines = []
+    for i in range(16):
+        if i % 4 == 1:
+            text = answer if i == 1 else answer.replace(f" word{i} ", " changed ")
+            lines.append(chat(("user", "explain the list"), ("assistant", text)))
+        else:
+            lines.append(chat(("user", f"q{i} of the set"), ("assistant", f"a{i} of the set")))
+    return write_lines(tmp_path / "raw" / "a.jsonl", lines).parent
+
+
 def test_a_stage_that_raises_fails_the_run_and_leaves_no_shard(tmp_path, monkeypatch):
     raw, out = _twelve(tmp_path), tmp_path / "out"
     run(raw, out, load_config(None, ["engine.name=ray", *QUICK]))

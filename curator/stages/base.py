@@ -69,7 +69,12 @@ class StreamedColumns:
     """The columns a global stage streams: the live rows of shard k, in the order of the frame it was given;
     and a folder of its own for what it keeps of them (removed with the run's staging folder)."""
 
-    def __init__(self, n_chunks: int, read: Callable[[int, list[str]], Any], scratch: Path) -> None:
+    def __init__(
+        self, n_chunks: int, read: Callable[[int, list[str]], Any], scratch: Path,
+        map: Callable[[Callable[[int], Any], int], Any] | None = None,
+    ) -> None:
         self.n_chunks = n_chunks
         self.read = read  # (k, columns) -> polars DataFrame
         self.scratch = scratch
+        # map(fn, n): fn(0) .. fn(n - 1) in order, where the engine runs work on chunks (None: here, in turn)
+        self.map = map

@@ -93,13 +93,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, NamedTuple
+from functools import partial
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import polars as pl
 
 from curator import columns as C
-from curator.chunked import ChunkedSets, ChunkedSignatures, ChunkStore
+from curator.chunked import ChunkedSets, ChunkedSignatures, ChunkStore, StoredSets, StoredSignatures
 from curator.columns import with_reject
 from curator.lsh import (
     SCHEME,
@@ -183,12 +184,21 @@ class Shingled:
         return self.long, self.short, self.prompt
 
 
+def _in_order(fn: Callable[[int], Any], n: int) -> Iterable[Any]:
+    return map(fn, range(n))
+
+
 @dataclass(frozen=True)
 class TextSource:
-    """The records' `messages`, chunk by chunk in record order; `read(k)` may be called again for a later pass."""
+    """The records' `messages`, chunk by chunk in record order; `read(k)` may be called again for a later pass.
+
+    `map(fn, n)` gives fn(0) .. fn(n - 1) in order: here, one after another; under the ray engine, as tasks on
+    the cluster's workers (`fn` then runs in another process: it writes what it keeps into a store on files).
+    """
 
     n_chunks: int
     read: Callable[[int], pl.Series]
+    map: Callable[[Callable[[int], Any], int], Iterable[Any]] = _in_order
 
     @classmethod
     def of(cls, messages: pl.Series) -> "TextSource":
@@ -207,8 +217,12 @@ def shared_prompts(source: TextSource, cfg: Config) -> pl.DataFrame | None:
     """The keys of the system prompts `drop_shared` leaves out, counted over every chunk (None: no such policy)."""
     if "system" not in cfg.roles or cfg.system_prompt != "drop_shared":
         return None
-    counts = [system_prompt_counts(source.read(k)) for k in range(source.n_chunks)]
+    counts = list(source.map(partial(_prompt_counts, source.read), source.n_chunks))
     return shared_system_prompts(counts, cfg.shared_system_min_records)
+
+
+def _prompt_counts(read: Callable[[int], pl.Series], k: int) -> pl.DataFrame:
+    return system_prompt_counts(read(k))
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,14 +267,49 @@ def shingle_chunk(messages: pl.Series, cfg: Config, shared: pl.DataFrame | None)
     )
 
 
-def sign_chunk(
-    signatures: ChunkedSignatures, sets: SortedSets, members: np.ndarray, offset: int, bands: Bands, cfg: Config,
-    workers: int,
-) -> None:
-    """Sign a chunk's `members` (chunk-local) with datasketch's affine32 permutations drawn from `seed`, and add
-    their signatures and band keys to `signatures`."""
+def sign_chunk(store: ChunkStore, sets: SortedSets, members: np.ndarray, bands: Bands, cfg: Config,
+               workers: int) -> StoredSignatures:
+    """Sign a chunk's `members` (chunk-local) with datasketch's affine32 permutations drawn from `seed`, and put
+    their signatures and band keys in `store`."""
     matrix = minhash_signatures(ShingleSets(sets.values, sets.offsets), members, cfg.num_perm, cfg.seed, workers)
-    signatures.append(matrix, members + offset, band_keys(matrix, bands.bands, bands.rows))
+    return StoredSignatures.put(store, matrix, members, band_keys(matrix, bands.bands, bands.rows))
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """A chunk shingled and signed, its sets and signatures in the store: what the records' figures are
+    gathered from (one small array per record each)."""
+
+    words: np.ndarray
+    at_least: np.ndarray
+    answer_words: np.ndarray
+    long: StoredSets
+    long_signatures: StoredSignatures
+    short: StoredSets  # short records only
+    prompt: StoredSets
+    prompt_signatures: StoredSignatures
+    answers: dict[int, StoredSets]
+
+
+def shingle_and_sign(
+    read: Callable[[int], pl.Series], cfg: Config, shared: pl.DataFrame | None, store: ChunkStore, workers: int,
+    k: int,
+) -> ChunkDone:
+    """Shingle chunk `k`, sign its long and prompt views and put what is kept into `store`."""
+    chunk = shingle_chunk(read(k), cfg, shared)
+    near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    return ChunkDone(
+        words=chunk.words,
+        at_least=chunk.at_least,
+        answer_words=chunk.answer_words,
+        long=StoredSets.put(store, chunk.long),
+        long_signatures=sign_chunk(store, chunk.long, chunk.long_members, near_bands, cfg, workers),
+        short=StoredSets.put(store, chunk.short),
+        prompt=StoredSets.put(store, chunk.prompt),
+        prompt_signatures=sign_chunk(store, chunk.prompt, chunk.prompt_members, prompt_bands, cfg, workers),
+        answers={n: StoredSets.put(store, sets) for n, sets in chunk.answers.items()},
+    )
 
 
 def add_within_reach(
@@ -300,20 +349,20 @@ def shingle_records(
     long_sig, short_sig, prompt_sig = (ChunkedSignatures(store, cfg.num_perm) for _ in range(3))
     words, at_least, answer_words = [], [], []
     offset = 0
-    for k in range(source.n_chunks):
-        chunk = shingle_chunk(source.read(k), cfg, shared)
-        long.append(chunk.long)
-        sign_chunk(long_sig, chunk.long, chunk.long_members, offset, near_bands, cfg, workers)
-        prompt.append(chunk.prompt)
-        sign_chunk(prompt_sig, chunk.prompt, chunk.prompt_members, offset, prompt_bands, cfg, workers)
-        short.append(chunk.short)
-        for n, sets in chunk.answers.items():
-            answer_sets[n].append(sets)
-        words.append(chunk.words)
-        at_least.append(chunk.at_least)
-        answer_words.append(chunk.answer_words)
-        offset += len(chunk.words)
-        advance(len(chunk.words))
+    run = partial(shingle_and_sign, source.read, cfg, shared, store, workers)
+    for done in source.map(run, source.n_chunks):
+        long.add(done.long)
+        long_sig.add(done.long_signatures, offset)
+        prompt.add(done.prompt)
+        prompt_sig.add(done.prompt_signatures, offset)
+        short.add(done.short)
+        for n, sets in done.answers.items():
+            answer_sets[n].add(sets)
+        words.append(done.words)
+        at_least.append(done.at_least)
+        answer_words.append(done.answer_words)
+        offset += len(done.words)
+        advance(len(done.words))
     n = offset
     words_all = np.concatenate(words)
     is_short = words_all < cfg.short_words()
@@ -330,7 +379,7 @@ def shingle_records(
     for k in range(source.n_chunks):
         lo, hi = int(short.bounds[k]), int(short.bounds[k + 1])
         members = short_members[(short_members >= lo) & (short_members < hi)] - lo
-        sign_chunk(short_sig, short.chunk(k), members, lo, near_bands, cfg, workers)
+        short_sig.add(sign_chunk(store, short.chunk(k), members, near_bands, cfg, workers), lo)
     advance(n)
 
     for signatures in (long_sig, short_sig, prompt_sig):
@@ -1005,6 +1054,10 @@ def _null_columns(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(cols)
 
 
+def _messages_of(read: Callable[[int, list[str]], pl.DataFrame], k: int) -> pl.Series:
+    return read(k, [C.MESSAGES]).get_column(C.MESSAGES)
+
+
 def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     cfg: Config = ctx.config.dedup_minhash
     if not cfg.enabled or df.height == 0:
@@ -1015,7 +1068,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     source, store = None, None
     if C.MESSAGES not in df.columns and ctx.streamed is not None:  # the engine keeps the text in shards
         streamed = ctx.streamed
-        source = TextSource(streamed.n_chunks, lambda k: streamed.read(k, [C.MESSAGES]).get_column(C.MESSAGES))
+        source = TextSource(streamed.n_chunks, partial(_messages_of, streamed.read), streamed.map or _in_order)
         store = ChunkStore(streamed.scratch / NAME)
     try:
         with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
