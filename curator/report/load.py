@@ -16,8 +16,9 @@ policy kept in the split): reports and the review sheet never show one.
 from __future__ import annotations
 
 import base64
+import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ REJECTS_SCHEMA = {
     "reasons": pl.List(pl.Utf8),
     "details": pl.List(pl.Utf8),
 }
+# How much of rejects.jsonl is parsed at once: memory stays this (times a few) however many rejects.
+REJECTS_CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -48,25 +51,26 @@ class Run:
     out_dir: Path
     manifest: dict[str, Any]
     ann: pl.DataFrame
-    _rejects: pl.DataFrame | None = field(default=None, repr=False)
 
     def has(self, column: str) -> bool:
         """True when a stage wrote `column` (a stage not built yet writes nothing)."""
         return column in self.ann.columns
 
-    @property
-    def rejects(self) -> pl.DataFrame:
-        """rejects.jsonl as a frame (read on first use: only samples need the raw lines)."""
-        if self._rejects is None:
-            path = self.out_dir / "rejects.jsonl"
-            if path.stat().st_size == 0:
-                self._rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
-            else:
+    def rejects_of(self, refs: set[str]) -> pl.DataFrame:
+        """The lines of rejects.jsonl whose ref is in `refs`, as a frame. The whole file is checked,
+        but read `REJECTS_CHUNK_BYTES` at a time: it holds the raw text of every reject, and reports
+        need a few samples of it."""
+        path = self.out_dir / "rejects.jsonl"
+        parts = [pl.DataFrame(schema=REJECTS_SCHEMA)]
+        wanted = pl.col("ref").is_in(list(refs))
+        with path.open("rb") as fh:
+            while chunk := fh.readlines(REJECTS_CHUNK_BYTES):  # whole lines: a chunk parses on its own
                 try:
-                    self._rejects = pl.read_ndjson(path, schema=REJECTS_SCHEMA)
+                    frame = pl.read_ndjson(io.BytesIO(b"".join(chunk)), schema=REJECTS_SCHEMA)
                 except Exception as exc:  # polars raises ComputeError with the offending line inside
                     raise CurateError(f"{path}: not valid JSON lines: {exc}") from exc
-        return self._rejects
+                parts.append(frame.filter(wanted))
+        return pl.concat(parts)
 
     def kept_records(self, refs: set[str]) -> dict[str, dict]:
         """The kept records (parsed train/val lines) of the given refs, read from train/val.jsonl.
@@ -102,7 +106,7 @@ class Run:
         """{ref: {"record": parsed JSON or None, "raw": original text, "source_file", "reasons", "details"}}."""
         if not refs:
             return {}
-        rows = self.rejects.filter(pl.col("ref").is_in(list(refs))).to_dicts()
+        rows = self.rejects_of(refs).to_dicts()
         out = {}
         for r in rows:
             raw = r["raw"]
