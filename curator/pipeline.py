@@ -473,6 +473,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     try:
         with _machine_errors_said(out, tmp):
             result = _run_staged(files, found.skipped, tmp, out, ctx, engine, chosen_by)
+            _write_reports(tmp)
             out_dir.checkpoint("staged")
             out_dir.put_in_place(tmp, out)
     except BaseException:
@@ -484,7 +485,8 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
 def _run_staged(
     files: list[Path], skipped: list[tuple[str, str]], tmp: Path, out: Path, ctx: StageContext, engine: str, chosen_by: str
 ) -> RunResult:
-    """Read, run the stages under `engine` and write every output into `tmp`."""
+    """Read, run the stages under `engine` and write every output but the reports into `tmp`. The
+    frames of every record go when it returns, before the reports read annotations.parquet back."""
     config = ctx.config
     shards = E.open_shards(engine, tmp)
     try:
@@ -540,8 +542,12 @@ def _run_staged(
     )
     with _naming(tmp / "manifest.json"):
         (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    return RunResult(out, counts, gates, timings, skipped, engine)
+
+
+def _write_reports(tmp: Path) -> None:
+    """report.json, report.md and report.html of the run staged in `tmp`, from its files alone."""
     from curator.report import write_reports
 
     with _naming(tmp / "report.{json,md,html}"):
         write_reports(tmp)
-    return RunResult(out, counts, gates, timings, skipped, engine)
