@@ -174,10 +174,13 @@ def load_run(out_dir: str | Path) -> Run:
         raise CurateError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
     ann_path = out_dir / "annotations.parquet"
     try:
-        ann = pl.read_parquet(ann_path)
+        read = [pl.read_parquet(ann_path)]  # a list, so the frame read is freed as it is copied below
     except Exception as exc:
         raise CurateError(f"{ann_path}: cannot read parquet: {exc}") from exc
     for col in ("row", "ref", C.REJECT_REASONS):
-        if col not in ann.columns:
-            raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(ann.columns)})")
-    return Run(out_dir=out_dir, manifest=manifest, ann=ann.sort("row"))
+        if col not in read[0].columns:
+            raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(read[0].columns)})")
+    # in one chunk either way (a float sum depends on the chunks); the pipeline writes the rows in
+    # order, and sorting them again would hold two copies of every column
+    ann = C.concat_in_one_chunk(read) if read[0].get_column("row").is_sorted() else read.pop().sort("row")
+    return Run(out_dir=out_dir, manifest=manifest, ann=ann)
