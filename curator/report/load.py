@@ -41,7 +41,7 @@ REJECTS_SCHEMA = {
     "details": pl.List(pl.Utf8),
 }
 # How much of rejects.jsonl is parsed at once: memory stays this (times a few) however many rejects.
-REJECTS_CHUNK_BYTES = 8 << 20
+REJECTS_CHUNK_BYTES = 2 << 20
 
 
 @dataclass
@@ -173,14 +173,19 @@ def load_run(out_dir: str | Path) -> Run:
     if not isinstance(manifest, dict):
         raise CurateError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
     ann_path = out_dir / "annotations.parquet"
-    try:
-        read = [pl.read_parquet(ann_path)]  # a list, so the frame read is freed as it is copied below
-    except Exception as exc:
-        raise CurateError(f"{ann_path}: cannot read parquet: {exc}") from exc
+    ann = _read_annotations(ann_path)
     for col in ("row", "ref", C.REJECT_REASONS):
-        if col not in read[0].columns:
-            raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(read[0].columns)})")
-    # in one chunk either way (a float sum depends on the chunks); the pipeline writes the rows in
-    # order, and sorting them again would hold two copies of every column
-    ann = C.concat_in_one_chunk(read) if read[0].get_column("row").is_sorted() else read.pop().sort("row")
-    return Run(out_dir=out_dir, manifest=manifest, ann=ann)
+        if col not in ann.columns:
+            raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(ann.columns)})")
+    # the pipeline writes the rows in order: sorting them again would hold two copies of every column
+    return Run(out_dir=out_dir, manifest=manifest, ann=ann if ann.get_column("row").is_sorted() else ann.sort("row"))
+
+
+def _read_annotations(path: Path) -> pl.DataFrame:
+    """annotations.parquet with each column in one chunk (a float sum depends on the chunks), read a
+    column at a time: read whole, then put in one chunk, every column would be held twice."""
+    try:
+        names = list(pl.read_parquet_schema(path))
+        return pl.DataFrame([pl.read_parquet(path, columns=[name]).to_series().rechunk() for name in names])
+    except Exception as exc:
+        raise CurateError(f"{path}: cannot read parquet: {exc}") from exc
