@@ -114,6 +114,21 @@ def _message_dtype() -> "pl.Struct":
     )
 
 
+def concat_in_one_chunk(frames: "list[pl.DataFrame]") -> "pl.DataFrame":
+    """`frames` one after another (columns matched by name), each column in one chunk, as one frame
+    built whole has it. The list is emptied so that each frame's chunk is freed as its column is
+    copied: this needs one column more, where `pl.concat(frames).rechunk()` needs a second frame."""
+    import polars as pl
+
+    frame = pl.concat(frames, how="diagonal_relaxed", rechunk=False)
+    frames.clear()
+    columns = []
+    for name in frame.columns:
+        columns.append(frame.get_column(name).rechunk())
+        frame = frame.drop(name)
+    return pl.DataFrame(columns)
+
+
 def alive() -> "pl.Expr":
     """True for rows no stage has rejected yet."""
     import polars as pl

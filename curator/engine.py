@@ -266,14 +266,16 @@ def _keep_live(shards: Shards, i: int, out: pl.DataFrame) -> int:
 
 
 def _summary_columns(stage: registry.Stage) -> list[str]:
-    """What a row stage's summary is merged from: the columns it writes, but not the text, and the verdict."""
-    return [c for c in stage.writes if c not in TEXT_COLUMNS] + [C.REJECT_REASONS]
+    """What a row stage's summary is merged from: the columns its `merge_summary` reads, and no more,
+    since they are kept for every row until the last shard is done."""
+    return list(stage.summary_reads)
 
 
 @dataclass
 class ShardResult:
     """What a row stage did to one shard: rows in and alive after, and what its summary is merged
-    from (the summary the shard left, the columns it returned without text; None without a summary)."""
+    from (the summary the shard left, the columns `_summary_columns` of the rows it returned; None
+    without a summary)."""
 
     rows: int
     alive: int

@@ -308,41 +308,47 @@ def llamafactory_dataset_info() -> dict[str, Any]:
 
 def write_records(tmp: Path, frames: Iterable[pl.DataFrame], ctx: StageContext) -> pl.DataFrame:
     """Write train.jsonl, val.jsonl and rejects.jsonl from `frames` (every row, in row order, in
-    batches); return the rows without their text (the annotations, not yet redacted)."""
-    narrow: list[pl.DataFrame] = []
+    batches); return the annotations: every row without its text, redacted (`redact_annotations`)."""
     paths = {name: tmp / name for name in ("train.jsonl", "val.jsonl", "rejects.jsonl")}
     handles = {name: path.open("w", encoding="utf-8", newline="\n") for name, path in paths.items()}
-    try:
-        for frame in frames:
-            alive = _alive_mask(frame)
-            kept = frame.filter(alive)
-            for side in ("train", "val"):
-                with _naming(paths[f"{side}.jsonl"]):
-                    handles[f"{side}.jsonl"].writelines(line + "\n" for line in output_lines(kept.filter(pl.col(C.SPLIT) == side)))
-            with _naming(paths["rejects.jsonl"]):
-                _write_rejects(handles["rejects.jsonl"], frame.filter(~alive), ctx.config)
-            narrow.append(frame.drop([c for c in _TEXT_COLUMNS if c in frame.columns]))
+    try:  # a comprehension, so no batch's text is held after it is written
+        narrow = [_write_batch(frame, handles, paths, ctx) for frame in frames]
     finally:
         for name, fh in handles.items():
             with _naming(paths[name]):
                 fh.close()
-    return narrow[0] if len(narrow) == 1 else pl.concat(narrow, how="diagonal_relaxed").rechunk()
+    # in one chunk, as local's single batch has it: Parquet's bytes depend on the chunks
+    return narrow[0] if len(narrow) == 1 else C.concat_in_one_chunk(narrow)
+
+
+def _write_batch(frame: pl.DataFrame, handles: dict, paths: dict[str, Path], ctx: StageContext) -> pl.DataFrame:
+    """Write one batch's rows to train/val/rejects.jsonl; return its annotations (`write_records`)."""
+    alive = _alive_mask(frame)
+    kept = frame.filter(alive)
+    for side in ("train", "val"):
+        with _naming(paths[f"{side}.jsonl"]):
+            handles[f"{side}.jsonl"].writelines(line + "\n" for line in output_lines(kept.filter(pl.col(C.SPLIT) == side)))
+    # redacted a batch at a time (it goes row by row): never a second copy of every row's annotations
+    redacted = redact_annotations(frame, ctx.config)
+    with _naming(paths["rejects.jsonl"]):
+        _write_rejects(handles["rejects.jsonl"], redacted.filter(~alive), ctx.config)
+    return redacted.drop([c for c in _TEXT_COLUMNS if c in frame.columns])
 
 
 def _write_rejects(fh, rejected: pl.DataFrame, cfg: CurateConfig) -> None:
-    """One JSON line per rejected row, its texts redacted as `output.rejects_raw` and
-    `redact_annotations` say."""
-    rejected = _rejected_raw(redact_annotations(rejected, cfg), cfg.output.rejects_raw, cfg)
+    """One JSON line per rejected row, given with its annotations redacted (`redact_annotations`),
+    its raw text as `output.rejects_raw` says."""
+    rejected = _rejected_raw(rejected, cfg.output.rejects_raw, cfg)
     reject_cols = [C.SOURCE_FILE, C.SOURCE_LINE, C.REF, C.REJECT_REASONS, C.REJECT_DETAILS, C.RAW, C.RAW_B64]
     for r in rejected.select(reject_cols).iter_rows(named=True):
         fh.write(json.dumps(_reject_record(r), ensure_ascii=False) + "\n")
 
 
 def write_outputs(tmp: Path, annotations: pl.DataFrame, ctx: StageContext) -> dict[str, str]:
-    """Write the annotations and the stage artifacts beside the records `write_records` wrote; return
-    the sha256 of every output."""
+    """Write the annotations `write_records` returned and the stage artifacts beside the records it
+    wrote; return the sha256 of every output."""
     with _naming(tmp / "annotations.parquet"):
-        redact_annotations(annotations, ctx.config).write_parquet(tmp / "annotations.parquet")
+        annotations.write_parquet(tmp / "annotations.parquet")
     with _naming(tmp / "dataset_info.json"):
         text = json.dumps(llamafactory_dataset_info(), indent=2) + "\n"
         (tmp / "dataset_info.json").write_text(text, encoding="utf-8")
@@ -473,6 +479,7 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     try:
         with _machine_errors_said(out, tmp):
             result = _run_staged(files, found.skipped, tmp, out, ctx, engine, chosen_by)
+            _write_reports(tmp)
             out_dir.checkpoint("staged")
             out_dir.put_in_place(tmp, out)
     except BaseException:
@@ -481,10 +488,30 @@ def _run_locked(raw: Path, out: Path, config: CurateConfig, progress: bool) -> R
     return result
 
 
+def _tally(annotations: pl.DataFrame, n_read: int, ctx: StageContext) -> tuple[dict[str, int], list[Gate]]:
+    """(counts, gates) of the run from its annotations, once every line is checked to be accounted for."""
+    kept = annotations.filter(_alive_mask(annotations))
+    n_kept, n_rejected = kept.height, annotations.height - kept.height
+    if annotations.height != n_read or n_kept + n_rejected != n_read or annotations.get_column(C.ROW).n_unique() != n_read:
+        raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
+    gates = kept_gate(annotations, n_kept) + evaluate_gates(kept, ctx)
+    n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
+    counts = {
+        "read": n_read,
+        "kept": n_kept,
+        "rejected": n_rejected,
+        "train": n_kept - n_val,
+        "val": n_val,
+        "with_warnings": int((annotations.get_column(C.WARNINGS).list.len() > 0).sum()),
+    }
+    return counts, gates
+
+
 def _run_staged(
     files: list[Path], skipped: list[tuple[str, str]], tmp: Path, out: Path, ctx: StageContext, engine: str, chosen_by: str
 ) -> RunResult:
-    """Read, run the stages under `engine` and write every output into `tmp`."""
+    """Read, run the stages under `engine` and write every output but the reports into `tmp`. The
+    frames of every record go when it returns, before the reports read annotations.parquet back."""
     config = ctx.config
     shards = E.open_shards(engine, tmp)
     try:
@@ -499,29 +526,13 @@ def _run_staged(
         funnel.insert(0, {"stage": "read", "alive_after": n_read})
         timings.insert(0, ("read + validate", read_time))
         n_shards = len(shards)
-        frame = write_records(tmp, (shards.finished(i) for i in range(n_shards)), ctx)
+        annotations = write_records(tmp, (shards.finished(i) for i in range(n_shards)), ctx)
     finally:
         shards.close()
 
-    alive = _alive_mask(frame)
-    kept = frame.filter(alive)
-    n_kept, n_rejected = kept.height, frame.height - kept.height
-    if frame.height != n_read or n_kept + n_rejected != n_read or frame.get_column(C.ROW).n_unique() != n_read:
-        raise RuntimeError(f"accounting error: read {n_read}, kept {n_kept}, rejected {n_rejected}; nothing written")
-
-    gates = kept_gate(frame, n_kept) + evaluate_gates(kept, ctx)
+    counts, gates = _tally(annotations, n_read, ctx)
     registry.check_summaries(ctx.summaries)
-    n_val = int((kept.get_column(C.SPLIT) == "val").sum()) if n_kept else 0
-    counts = {
-        "read": n_read,
-        "kept": n_kept,
-        "rejected": n_rejected,
-        "train": n_kept - n_val,
-        "val": n_val,
-        "with_warnings": int((frame.get_column(C.WARNINGS).list.len() > 0).sum()),
-    }
-
-    outputs = write_outputs(tmp, frame, ctx)
+    outputs = write_outputs(tmp, annotations, ctx)
     manifest = Manifest.model_validate(
         {
             "manifest_version": MANIFEST_VERSION,
@@ -540,8 +551,12 @@ def _run_staged(
     )
     with _naming(tmp / "manifest.json"):
         (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    return RunResult(out, counts, gates, timings, skipped, engine)
+
+
+def _write_reports(tmp: Path) -> None:
+    """report.json, report.md and report.html of the run staged in `tmp`, from its files alone."""
     from curator.report import write_reports
 
     with _naming(tmp / "report.{json,md,html}"):
         write_reports(tmp)
-    return RunResult(out, counts, gates, timings, skipped, engine)

@@ -264,3 +264,44 @@ def test_every_row_stage_with_a_summary_can_merge_it_from_shards():
     for stage in registry.STAGES:
         if stage.kind == "row" and not stage.on_read and stage.summary is not None:
             assert hasattr(stage.implementation(), "merge_summary"), stage.name
+
+
+def test_the_annotations_are_freed_before_the_reports_read_them_back(tmp_path, monkeypatch):
+    """The reports load annotations.parquet themselves: the pipeline's frame of every record must be
+    gone by then, or the run holds two."""
+    import weakref
+
+    from curator import pipeline, report
+
+    held, seen = [], []
+    write_records, write_reports = pipeline.write_records, report.write_reports
+
+    def remembered(*args, **kwargs):
+        annotations = write_records(*args, **kwargs)
+        held.append(weakref.ref(annotations))
+        return annotations
+
+    def checked(out_dir, *args, **kwargs):
+        seen.append([ref() is None for ref in held])
+        return write_reports(out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_records", remembered)
+    monkeypatch.setattr(report, "write_reports", checked)
+    raw = write_lines(tmp_path / "raw" / "a.jsonl", [chat(("user", f"q{i}"), ("assistant", f"a{i}")) for i in range(5)])
+    run(raw.parent, tmp_path / "out", load_config(None, ["engine.name=stream", "engine.batch_rows=2",
+                                                         "gates.min_examples=null", f"skip_stages={HEAVY_STAGES}"]))
+    assert seen == [[True]]
+
+
+def test_batches_are_put_in_one_chunk_per_column_as_one_frame_built_whole():
+    import polars as pl
+
+    from curator import columns as C
+
+    whole = pl.DataFrame({"row": [0, 1, 2, 3, 4], "lang": ["en", None, "de", "fr", None], "score": [0.5, 1.0, None, 0.25, 0.0]})
+    batches = [whole.slice(0, 2), whole.slice(2, 1).drop("lang"), whole.slice(3, 2)]
+    got = C.concat_in_one_chunk(batches)
+    assert batches == []  # emptied: the batches' chunks are not held beside the copy
+    assert got.n_chunks("all") == [1, 1, 1]
+    assert got.select(whole.columns).to_dict(as_series=False) == {
+        "row": [0, 1, 2, 3, 4], "lang": ["en", None, None, "fr", None], "score": [0.5, 1.0, None, 0.25, 0.0]}

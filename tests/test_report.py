@@ -235,6 +235,31 @@ def test_edited_split_file_is_detected(run_dir):
         build_report(run_dir)
 
 
+
+def test_rejects_are_read_in_chunks_and_only_the_asked_refs_kept(run_dir, monkeypatch):
+    from curator.report import load
+
+    lines = [json.loads(x) for x in (run_dir / "rejects.jsonl").read_text().splitlines()]
+    refs = {lines[0]["ref"], lines[-1]["ref"]}
+    whole, whole_report = load.load_run(run_dir).rejects_of(refs), build_report(run_dir)
+    monkeypatch.setattr(load, "REJECTS_CHUNK_BYTES", 1)  # a line per chunk
+    chunked = load.load_run(run_dir).rejects_of(refs)
+    assert chunked.schema == load.REJECTS_SCHEMA
+    assert chunked.to_dicts() == [{"raw_b64": None, **r} for r in (lines[0], lines[-1])]
+    assert chunked.equals(whole)
+    assert build_report(run_dir) == whole_report
+
+
+def test_a_bad_rejects_line_past_the_first_chunk_is_a_one_line_error(run_dir, monkeypatch):
+    from curator.report import load
+
+    path = run_dir / "rejects.jsonl"
+    path.write_text(path.read_text() + '{"ref": "x",\n')
+    monkeypatch.setattr(load, "REJECTS_CHUNK_BYTES", 1)
+    with pytest.raises(CurateError, match=r"rejects.jsonl: not valid JSON lines: error parsing line: Syntax at "):
+        build_report(run_dir)
+
+
 # --- figures the reviewer found wrong (each test fails on the code before its fix) ---------------
 
 def _edit(run_dir, manifest=None, columns=None):

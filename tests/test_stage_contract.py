@@ -113,6 +113,32 @@ def test_stage_needs_only_the_columns_it_declares_reading(stage, stage_inputs):
     assert_frame_equal(narrow.select(wrote), returned.select(wrote))
 
 
+SUMMARIZING = [s for s in ROW_STAGES if s.summary is not None]
+
+
+@pytest.mark.parametrize("stage", SUMMARIZING, ids=lambda s: s.name)
+def test_summary_reads_names_only_columns_the_stage_returns_without_text(stage):
+    assert stage.summary_reads, "a frame of no column has no rows: merge_summary could not count them"
+    assert set(stage.summary_reads) <= set(stage.writes) | set(BOOKKEEPING)
+    assert not set(stage.summary_reads) & {C.RAW, C.RAW_B64, C.MESSAGES, C.TOOLS}
+
+
+@pytest.mark.parametrize("stage", SUMMARIZING, ids=lambda s: s.name)
+def test_merge_summary_needs_only_the_columns_of_summary_reads(stage, stage_inputs):
+    """Merged from shards narrowed to `summary_reads` (what the engines keep), the summary is the one
+    merged from every column; reading another column raises ColumnNotFoundError."""
+    given, _ = stage_inputs[stage.name]
+    cuts = [0, given.height // 3, given.height // 2, given.height]
+    outs, partials = [], []
+    for a, b in zip(cuts, cuts[1:]):
+        ctx = _context()
+        outs.append(stage.run(given.slice(a, b - a), ctx))
+        partials.append(ctx.summaries.get(stage.name) or {})
+    out = pl.concat(outs, how="vertical_relaxed")
+    narrow = stage.merge_summary(out.select(stage.summary_reads), partials, _context())
+    assert narrow == stage.merge_summary(out, partials, _context())
+
+
 def test_reading_the_config_imports_no_stage_implementation():
     code = (
         "import sys\n"

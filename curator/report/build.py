@@ -68,11 +68,17 @@ def _first_number(d: Any, keys: tuple[str, ...]) -> float | None:
 KEPT = pl.col(C.REJECT_REASONS).list.len() == 0
 
 
+def _columns(run: Run, *names: str) -> pl.DataFrame:
+    """The annotations narrowed to those of `names` the run has, and the verdict: what a section
+    filters, so that a filter copies these columns, not every column of every row."""
+    return run.ann.select([c for c in dict.fromkeys((*names, C.REJECT_REASONS)) if run.has(c)])
+
+
 # --- sections ------------------------------------------------------------------------------
 
 def _counts(run: Run) -> dict:
     ann = run.ann
-    kept = ann.filter(KEPT)
+    kept = _columns(run, "split").filter(KEPT)
     figures = {
         "read": ann.height,
         "kept": kept.height,
@@ -139,11 +145,11 @@ def _funnel(run: Run, counts: dict) -> list[dict]:
 
 def _reasons(run: Run, counts: dict) -> dict:
     ann = run.ann
-    rejected = ann.filter(~KEPT).select("row", "ref", C.REJECT_REASONS,
-                                        pl.col(C.REJECT_DETAILS) if run.has(C.REJECT_DETAILS) else
-                                        pl.lit(None, pl.List(pl.Utf8)).alias(C.REJECT_DETAILS),
-                                        *[(pl.col(c) if run.has(c) else pl.lit(None, t)).alias(c)
-                                          for c, t in ((C.NEAR_DUP_OF, pl.Utf8), (C.NEAR_DUP_JACCARD, pl.Float64))])
+    rejected = ann.select("row", "ref", C.REJECT_REASONS,
+                          pl.col(C.REJECT_DETAILS) if run.has(C.REJECT_DETAILS) else
+                          pl.lit(None, pl.List(pl.Utf8)).alias(C.REJECT_DETAILS),
+                          *[(pl.col(c) if run.has(c) else pl.lit(None, t)).alias(c)
+                            for c, t in ((C.NEAR_DUP_OF, pl.Utf8), (C.NEAR_DUP_JACCARD, pl.Float64))]).filter(~KEPT)
     long = (
         rejected.with_columns(pl.int_ranges(pl.col(C.REJECT_REASONS).list.len()).alias("i"))
         .explode(C.REJECT_REASONS, "i")
@@ -282,7 +288,7 @@ def _histogram(values: pl.Series, edges: list[float]) -> list[int]:
 def _quality(run: Run) -> dict:
     if not run.has(C.QUALITY_SCORE):
         return {"measured": False}
-    ann = run.ann.with_columns(KEPT.alias("_kept"))
+    ann = _columns(run, "row", C.QUALITY_SCORE, C.HIGH_QUALITY, C.QUALITY_FLAGS).with_columns(KEPT.alias("_kept"))
     scored = ann.filter(pl.col(C.QUALITY_SCORE).is_not_null())
     kept = scored.filter(pl.col("_kept"))
     edges = [_r(i / QUALITY_BINS) for i in range(QUALITY_BINS + 1)]
@@ -343,7 +349,7 @@ def _distribution(values: pl.Series, total: int) -> list[dict]:
 
 
 def _languages(run: Run, texts: bool = True) -> dict:
-    kept = run.ann.filter(KEPT)
+    kept = _columns(run, "row", "ref", "lang", C.CODE_LANGS, C.CODE_BLOCKS).filter(KEPT)
     natural: dict[str, Any] = {"measured": run.has("lang")}
     if natural["measured"]:
         natural["items"] = _distribution(kept["lang"].fill_null("und"), kept.height)
@@ -440,7 +446,7 @@ def _token_stats(df: pl.DataFrame) -> dict:
 def _tokens(run: Run) -> dict:
     if not run.has(C.N_TOKENS):
         return {"measured": False}
-    ann = run.ann.with_columns(KEPT.alias("_kept"))
+    ann = _columns(run, "split", C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TRUNCATED_TURNS).with_columns(KEPT.alias("_kept"))
     measured = ann.filter(pl.col(C.N_TOKENS).is_not_null())
     kept = ann.filter(pl.col("_kept"))
     budget = _token_budget(run)
@@ -498,7 +504,8 @@ def _member_text(record: dict | None, raw: str) -> dict:
 def _clusters(run: Run, key: str, top: int, with_text: bool) -> tuple[int, list[dict]]:
     """Groups of rows sharing `key` (content_hash or near_dup_cluster), largest first; with `with_text`,
     each removed member shown beside the copy it was removed for (`pairs`)."""
-    ann = run.ann.filter(pl.col(key).is_not_null()).with_columns(KEPT.alias("_kept"))
+    ann = (_columns(run, "row", "ref", key, "split", C.NEAR_DUP_JACCARD, C.NEAR_DUP_OF)
+           .filter(pl.col(key).is_not_null()).with_columns(KEPT.alias("_kept")))
     with_min = key == C.NEAR_DUP_CLUSTER and run.has(C.NEAR_DUP_JACCARD)
     lowest = [pl.col(C.NEAR_DUP_JACCARD).min().alias("min_jaccard")] if with_min else []
     sizes = ann.group_by(key).agg(pl.len().alias("size"), pl.col("row").min().alias("first"), *lowest)
@@ -607,7 +614,7 @@ def _duplicates(run: Run, reasons: dict, texts: bool = True) -> dict:
 def _split(run: Run, counts: dict, near_measured: bool) -> dict:
     if not run.has("split"):
         return {"measured": False}
-    kept = run.ann.filter(KEPT)
+    kept = _columns(run, "split", C.CONTENT_HASH, C.NEAR_DUP_CLUSTER, "lang").filter(KEPT)
     out: dict[str, Any] = {
         "measured": True,
         "train": counts["train"],

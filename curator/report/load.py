@@ -16,8 +16,9 @@ policy kept in the split): reports and the review sheet never show one.
 from __future__ import annotations
 
 import base64
+import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ REJECTS_SCHEMA = {
     "reasons": pl.List(pl.Utf8),
     "details": pl.List(pl.Utf8),
 }
+# How much of rejects.jsonl is parsed at once: memory stays this (times a few) however many rejects.
+REJECTS_CHUNK_BYTES = 2 << 20
 
 
 @dataclass
@@ -48,25 +51,26 @@ class Run:
     out_dir: Path
     manifest: dict[str, Any]
     ann: pl.DataFrame
-    _rejects: pl.DataFrame | None = field(default=None, repr=False)
 
     def has(self, column: str) -> bool:
         """True when a stage wrote `column` (a stage not built yet writes nothing)."""
         return column in self.ann.columns
 
-    @property
-    def rejects(self) -> pl.DataFrame:
-        """rejects.jsonl as a frame (read on first use: only samples need the raw lines)."""
-        if self._rejects is None:
-            path = self.out_dir / "rejects.jsonl"
-            if path.stat().st_size == 0:
-                self._rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
-            else:
+    def rejects_of(self, refs: set[str]) -> pl.DataFrame:
+        """The lines of rejects.jsonl whose ref is in `refs`, as a frame. The whole file is checked,
+        but read `REJECTS_CHUNK_BYTES` at a time: it holds the raw text of every reject, and reports
+        need a few samples of it."""
+        path = self.out_dir / "rejects.jsonl"
+        parts = [pl.DataFrame(schema=REJECTS_SCHEMA)]
+        wanted = pl.col("ref").is_in(list(refs))
+        with path.open("rb") as fh:
+            while chunk := fh.readlines(REJECTS_CHUNK_BYTES):  # whole lines: a chunk parses on its own
                 try:
-                    self._rejects = pl.read_ndjson(path, schema=REJECTS_SCHEMA)
+                    frame = pl.read_ndjson(io.BytesIO(b"".join(chunk)), schema=REJECTS_SCHEMA)
                 except Exception as exc:  # polars raises ComputeError with the offending line inside
                     raise CurateError(f"{path}: not valid JSON lines: {exc}") from exc
-        return self._rejects
+                parts.append(frame.filter(wanted))
+        return pl.concat(parts)
 
     def kept_records(self, refs: set[str]) -> dict[str, dict]:
         """The kept records (parsed train/val lines) of the given refs, read from train/val.jsonl.
@@ -102,7 +106,7 @@ class Run:
         """{ref: {"record": parsed JSON or None, "raw": original text, "source_file", "reasons", "details"}}."""
         if not refs:
             return {}
-        rows = self.rejects.filter(pl.col("ref").is_in(list(refs))).to_dicts()
+        rows = self.rejects_of(refs).to_dicts()
         out = {}
         for r in rows:
             raw = r["raw"]
@@ -169,11 +173,19 @@ def load_run(out_dir: str | Path) -> Run:
     if not isinstance(manifest, dict):
         raise CurateError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
     ann_path = out_dir / "annotations.parquet"
-    try:
-        ann = pl.read_parquet(ann_path)
-    except Exception as exc:
-        raise CurateError(f"{ann_path}: cannot read parquet: {exc}") from exc
+    ann = _read_annotations(ann_path)
     for col in ("row", "ref", C.REJECT_REASONS):
         if col not in ann.columns:
             raise CurateError(f"{ann_path}: column {col!r} missing (columns: {', '.join(ann.columns)})")
-    return Run(out_dir=out_dir, manifest=manifest, ann=ann.sort("row"))
+    # the pipeline writes the rows in order: sorting them again would hold two copies of every column
+    return Run(out_dir=out_dir, manifest=manifest, ann=ann if ann.get_column("row").is_sorted() else ann.sort("row"))
+
+
+def _read_annotations(path: Path) -> pl.DataFrame:
+    """annotations.parquet with each column in one chunk (a float sum depends on the chunks), read a
+    column at a time: read whole, then put in one chunk, every column would be held twice."""
+    try:
+        names = list(pl.read_parquet_schema(path))
+        return pl.DataFrame([pl.read_parquet(path, columns=[name]).to_series().rechunk() for name in names])
+    except Exception as exc:
+        raise CurateError(f"{path}: cannot read parquet: {exc}") from exc

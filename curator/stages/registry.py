@@ -50,6 +50,9 @@ class Stage:
     reasons: tuple[str, ...]  # reject codes it may add (`<kind>` stands for a family)
     doc: str  # one line: what it does
     summary: type[BaseModel] | None = None  # the shape of what it leaves in ctx.summaries[name]
+    # the columns a row stage's `merge_summary` reads: an engine keeps these, of every row the stage
+    # saw, until the stage has run on every shard (tests/test_stage_contract.py checks they suffice)
+    summary_reads: tuple[C.Column, ...] = ()
     skippable: bool = True
     # validate runs while the frame is built from the input lines, not as a step over the frame
     on_read: bool = False
@@ -74,9 +77,9 @@ class Stage:
     def merge_summary(
         self, out: "pl.DataFrame", partials: list[dict[str, Any]], ctx: "StageContext"
     ) -> dict[str, Any] | None:
-        """A row stage's summary of the whole run from its batches: `out`, the columns it returned for
-        every row it saw (text left out), and `partials`, the summary each batch left; None when the
-        module has no `merge_summary`."""
+        """A row stage's summary of the whole run from its batches: `out`, the columns `summary_reads`
+        of every row it saw, and `partials`, the summary each batch left; None when the module has no
+        `merge_summary`."""
         merge = getattr(self.implementation(), "merge_summary", None)
         return None if merge is None else merge(out, partials, ctx)
 
@@ -130,6 +133,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=("secrets.<kind>", "secrets.redaction_incomplete"),
         doc="find keys, tokens and personal data; reject, redact or flag each kind by policy",
         summary=R.SecretsSummary,
+        summary_reads=(C.SECRET_FINDINGS,),
     ),
     Stage(
         "language",
@@ -140,6 +144,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=(),
         doc="natural language of the prose (by script for CJK, langdetect otherwise)",
         summary=R.LanguageSummary,
+        summary_reads=(C.LANG, C.USER_LANG, C.ASSISTANT_LANG, C.LANG_REASON),
     ),
     Stage(
         "code_language",
@@ -150,6 +155,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=("code.label_mismatch",),
         doc="programming language of each code block, fenced or not, by tree-sitter grammars",
         summary=R.CodeLanguageSummary,
+        summary_reads=(C.CODE_BLOCKS, C.CODE_LANGS, C.HAS_CODE),
     ),
     Stage(
         "tokens",
@@ -160,6 +166,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=("tokens.over_budget", "tokens.no_trainable", "tokens.template_error"),
         doc="render with the model's chat template and count tokens against the context budget",
         summary=R.TokensSummary,
+        summary_reads=(C.N_TOKENS, C.N_ASSISTANT_TOKENS, C.TRUNCATED_TURNS, C.REJECT_REASONS),
     ),
     Stage(
         "quality",
@@ -171,6 +178,7 @@ STAGES: tuple[Stage, ...] = (
         reasons=("quality.<rule>",),
         doc="score each example against the declarative rules (rules/default.yaml)",
         summary=R.QualitySummary,
+        summary_reads=(C.QUALITY_SCORE, C.HIGH_QUALITY),
     ),
     Stage(
         "dedup_minhash",
