@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from curator import columns as C
 from curator import engine as E
 from curator.cli import cli
 from curator.config import load_config
@@ -305,3 +306,33 @@ def test_batches_are_put_in_one_chunk_per_column_as_one_frame_built_whole():
     assert got.n_chunks("all") == [1, 1, 1]
     assert got.select(whole.columns).to_dict(as_series=False) == {
         "row": [0, 1, 2, 3, 4], "lang": ["en", None, None, "fr", None], "score": [0.5, 1.0, None, 0.25, 0.0]}
+
+
+def test_near_dup_reads_the_text_shard_by_shard_under_stream_and_keeps_it_on_files(tmp_path, monkeypatch):
+    from curator.stages import dedup_minhash
+
+    answer = " ".join(f"word{i}" for i in range(80))
+    lines = [chat(("user", f"q{i} of the set"), ("assistant", answer.replace(f" word{i} ", " changed ") if i % 3 == 0
+                                                    else f"a{i} of the set")) for i in range(12)]
+    raw = write_lines(tmp_path / "raw" / "a.jsonl", lines).parent
+    seen = {}
+    real = dedup_minhash.find_near_duplicates
+
+    def watched(df, cfg, advance=lambda n: None, source=None, store=None):
+        seen["columns"] = df.columns
+        read = source.read if source is not None else None
+        seen["chunks"] = [read(k).len() for k in range(source.n_chunks)] if read else None
+        result = real(df, cfg, advance, source, store)
+        seen["files"] = sorted({p.name.split(".", 1)[1] for p in store.folder.glob("*.npy")}) if store else None
+        seen["scratch"] = store.folder if store else None
+        return result
+
+    monkeypatch.setattr(dedup_minhash, "find_near_duplicates", watched)
+    outs = run_both(raw, tmp_path, 4, "gates.min_examples=null")
+    assert_same_outputs(outs)
+    # the last run was stream's: 3 shards of 4 records, no text in the frame, the kept arrays on files
+    assert C.MESSAGES not in seen["columns"]
+    assert seen["chunks"] == [4, 4, 4]
+    assert seen["files"] == ["bands.npy", "matrix.npy", "offsets.npy", "values.npy"]
+    assert not seen["scratch"].exists()  # removed when the stage ends
+    assert manifest(outs["stream"])["summaries"]["dedup_minhash"]["near_duplicates_rejected"] == 3
