@@ -5,9 +5,10 @@ Near-duplicate detection needs, for every record, its shingle sets (to verify ca
 MinHash signatures (to band and prefilter them). Under the stream engine the records come shard by shard, so
 these arrays are built one chunk (a shard's live rows) at a time and, when a folder is given, written there as
 .npy files and dropped from memory. A question about pairs of records (their exact Jaccard, their signatures'
-agreement) is then answered block by block: chunks are grouped into blocks of at most `block_bytes`, and the
-pairs are visited grouped by the two blocks that hold their members, so at most two blocks are in memory at
-once. In memory (the local engine: one chunk) the whole collection is one block and nothing is copied.
+agreement) is then answered block by block: chunks are grouped into blocks of at most `BLOCK_BYTES`, and the
+pairs are visited grouped by the two blocks that hold their members, so two blocks and their joined copy are
+the most in memory at once. In memory (the local engine: one chunk) the whole collection is one block and
+nothing is copied.
 
 Every figure is computed per pair from the same arrays, so the answers do not depend on the chunking.
 """
@@ -23,7 +24,8 @@ import numpy as np
 
 from curator.shingles import SortedSets, jaccard_many
 
-# The most bytes of one block of chunks read back from files at a time (two are held for pairs across blocks).
+# The most bytes of one block of chunks read back from files at a time (pairs across two blocks are answered
+# on the two joined: at most four blocks' worth in memory).
 BLOCK_BYTES = 128 << 20
 
 class ChunkStore:
@@ -118,15 +120,12 @@ class Chunked(Generic[T]):
         order = np.lexsort((hi, lo))
         for a, a_positions in _runs(lo, order):
             data_a = self.block(blocks[a])
+            size_a = int(first_item[a + 1] - first_item[a])
             for b, positions in _runs(hi, a_positions):
-                if b == a:
-                    data, shift = data_a, {a: 0}
-                else:
-                    data = self._concat([data_a, self.block(blocks[b])])
-                    shift = {a: 0, b: int(first_item[a + 1] - first_item[a])}
-                pi, pj = i[positions], j[positions]
-                ai = pi - first_item[bi[positions]] + np.array([shift[x] for x in bi[positions].tolist()], np.int64)
-                aj = pj - first_item[bj[positions]] + np.array([shift[x] for x in bj[positions].tolist()], np.int64)
+                # pairs across two blocks are answered on the two joined, block a's items first
+                data = data_a if b == a else self._concat([data_a, self.block(blocks[b])])
+                ai = i[positions] - first_item[bi[positions]] + np.where(bi[positions] == a, 0, size_a)
+                aj = j[positions] - first_item[bj[positions]] + np.where(bj[positions] == a, 0, size_a)
                 out[positions] = compute(data, ai, aj)
         return out
 
