@@ -5,10 +5,11 @@ Near-duplicate detection needs, for every record, its shingle sets (to verify ca
 MinHash signatures (to band and prefilter them). Under the stream engine the records come shard by shard, so
 these arrays are built one chunk (a shard's live rows) at a time and, when a folder is given, written there as
 .npy files and dropped from memory. A question about pairs of records (their exact Jaccard, their signatures'
-agreement) is then answered block by block: chunks are grouped into blocks of at most `BLOCK_BYTES`, and the
-pairs are visited grouped by the two blocks that hold their members, so two blocks and their joined copy are
-the most in memory at once. In memory (the local engine: one chunk) the whole collection is one block and
-nothing is copied.
+agreement) is then answered from the items of those pairs only: they are read chunk by chunk, cut into
+groups of about `BLOCK_BYTES`, and the pairs are answered group pair by group pair, so two groups and their
+joined copy are the most in memory at once. When the items of the pairs fit one group (candidate pairs are
+usually a small share of the records) every chunk is read once per question. In memory (the local engine:
+one chunk) the whole collection is one group and nothing is copied.
 
 Every figure is computed per pair from the same arrays, so the answers do not depend on the chunking.
 """
@@ -24,8 +25,8 @@ import numpy as np
 
 from curator.shingles import SortedSets, jaccard_many
 
-# The most bytes of one block of chunks read back from files at a time (pairs across two blocks are answered
-# on the two joined: at most four blocks' worth in memory).
+# About the most bytes of the items one group holds, read back from files at a time (pairs across two groups
+# are answered on the two joined: about four groups' worth in memory at most).
 BLOCK_BYTES = 128 << 20
 
 class ChunkStore:
@@ -84,48 +85,74 @@ class Chunked(Generic[T]):
     def _concat(self, parts: list[T]) -> T:
         raise NotImplementedError
 
-    def blocks(self) -> list[list[int]]:
-        """Consecutive chunks grouped into blocks of at most BLOCK_BYTES each (a larger chunk is a block)."""
-        if self.store.in_memory:
-            return [list(range(len(self.keys)))]
-        out: list[list[int]] = []
-        size = 0
-        for k, nbytes in enumerate(self.nbytes):
-            if out and size + nbytes <= BLOCK_BYTES:
-                out[-1].append(k)
-                size += nbytes
-            else:
-                out.append([k])
-                size = nbytes
-        return out
+    def _take(self, data: T, items: np.ndarray) -> T:
+        """The arrays of `items` (positions in `data`), in that order."""
+        raise NotImplementedError
+
+    def item_bytes(self, items: np.ndarray) -> np.ndarray:
+        """The bytes each of `items` takes in memory."""
+        raise NotImplementedError
 
     def block(self, chunks: list[int]) -> T:
+        """The items of `chunks`, one after another."""
         parts = [self._load(k) for k in chunks]
         return parts[0] if len(parts) == 1 else self._concat(parts)
+
+    def gather(self, items: np.ndarray) -> T:
+        """The arrays of `items` (ascending), read chunk by chunk: only the chunks holding one are read, and
+        only the items asked for are kept of each."""
+        parts = []
+        for k in range(len(self.keys)):
+            lo, hi = np.searchsorted(items, (self.bounds[k], self.bounds[k + 1]))
+            if hi > lo:
+                parts.append(self._take(self._load(k), items[lo:hi] - self.bounds[k]))
+        return parts[0] if len(parts) == 1 else self._concat(parts)
+
+    def groups(self, items: np.ndarray) -> list[np.ndarray]:
+        """`items` (ascending) cut into consecutive groups of about BLOCK_BYTES: group g holds the items whose
+        bytes, counted from the first item on, end in (g * BLOCK_BYTES, (g + 1) * BLOCK_BYTES], so a group
+        takes at most BLOCK_BYTES plus its first item's bytes. In memory, one group."""
+        if self.store.in_memory or len(items) == 0:
+            return [items]
+        ends = np.cumsum(self.item_bytes(items))
+        group = (ends - 1) // BLOCK_BYTES
+        cut = np.flatnonzero(group[1:] != group[:-1]) + 1
+        return np.split(items, cut)
 
     def pairwise(self, i: np.ndarray, j: np.ndarray, compute: Callable[[T, np.ndarray, np.ndarray], np.ndarray],
                  dtype: type) -> np.ndarray:
         """`compute(data, a, b)` for each pair of items (i[p], j[p]), where `data` holds both items' arrays and
-        a, b are their positions in it; evaluated block pair by block pair."""
+        a, b are their positions in it.
+
+        In memory `data` is every item. On files only the items of the pairs are read, in groups of at most
+        BLOCK_BYTES (`groups`), and the pairs are answered group pair by group pair: a pair within one group on
+        that group, a pair across two on the two joined. Items in few pairs (the usual case: candidate pairs
+        are a small share of all pairs) make one group, and every chunk is read once.
+        """
         i = np.asarray(i, dtype=np.int64)
         j = np.asarray(j, dtype=np.int64)
         out = np.zeros(len(i), dtype=dtype)
         if len(i) == 0:
             return out
-        blocks = self.blocks()
-        first_item = np.array([self.bounds[b[0]] for b in blocks] + [self.bounds[-1]], dtype=np.int64)
-        bi = np.searchsorted(first_item, i, side="right") - 1
-        bj = np.searchsorted(first_item, j, side="right") - 1
-        lo, hi = np.minimum(bi, bj), np.maximum(bi, bj)
+        if self.store.in_memory:
+            out[:] = compute(self.block(list(range(len(self.keys)))), i, j)
+            return out
+        needed = np.unique(np.concatenate((i, j)))
+        groups = self.groups(needed)
+        starts = np.cumsum([0] + [len(g) for g in groups])
+        pi, pj = np.searchsorted(needed, i), np.searchsorted(needed, j)  # positions in `needed`
+        gi = np.searchsorted(starts, pi, side="right") - 1
+        gj = np.searchsorted(starts, pj, side="right") - 1
+        lo, hi = np.minimum(gi, gj), np.maximum(gi, gj)
         order = np.lexsort((hi, lo))
         for a, a_positions in _runs(lo, order):
-            data_a = self.block(blocks[a])
-            size_a = int(first_item[a + 1] - first_item[a])
+            data_a = self.gather(groups[a])
+            size_a = len(groups[a])
             for b, positions in _runs(hi, a_positions):
-                # pairs across two blocks are answered on the two joined, block a's items first
-                data = data_a if b == a else self._concat([data_a, self.block(blocks[b])])
-                ai = i[positions] - first_item[bi[positions]] + np.where(bi[positions] == a, 0, size_a)
-                aj = j[positions] - first_item[bj[positions]] + np.where(bj[positions] == a, 0, size_a)
+                # pairs across two groups are answered on the two joined, group a's items first
+                data = data_a if b == a else self._concat([data_a, self.gather(groups[b])])
+                ai = pi[positions] - starts[gi[positions]] + np.where(gi[positions] == a, 0, size_a)
+                aj = pj[positions] - starts[gj[positions]] + np.where(gj[positions] == a, 0, size_a)
                 out[positions] = compute(data, ai, aj)
         return out
 
@@ -137,6 +164,16 @@ def _runs(keys: np.ndarray, positions: np.ndarray) -> Iterator[tuple[int, np.nda
     for part in np.split(positions, cut):
         if len(part):
             yield int(keys[part[0]]), part
+
+
+def take_sets(sets: SortedSets, rows: np.ndarray) -> SortedSets:
+    """The sets of `rows`, in that order."""
+    starts = sets.offsets[rows]
+    lengths = sets.offsets[rows + 1] - starts
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
+    return SortedSets(values=sets.values[index], offsets=offsets)
 
 
 def concat_sets(parts: list[SortedSets]) -> SortedSets:
@@ -187,6 +224,7 @@ class ChunkedSets(Chunked[SortedSets]):
     def __init__(self, store: ChunkStore) -> None:
         super().__init__(store, [], np.zeros(1, dtype=np.int64), [])
         self._sizes: list[np.ndarray] = []
+        self._all_sizes: np.ndarray | None = None  # sizes(), kept while no chunk changes
 
     def append(self, sets: SortedSets) -> None:
         """Add the next chunk's records."""
@@ -198,12 +236,14 @@ class ChunkedSets(Chunked[SortedSets]):
         self.bounds = np.append(self.bounds, self.bounds[-1] + len(stored.sizes))
         self.nbytes.append(stored.nbytes)
         self._sizes.append(stored.sizes)
+        self._all_sizes = None
 
     def replace(self, k: int, sets: SortedSets) -> None:
         """Chunk `k`'s records with new sets."""
         self.store.drop(self.keys[k], self.NAMES)
         stored = StoredSets.put(self.store, sets)
         self.keys[k], self.nbytes[k], self._sizes[k] = stored.key, stored.nbytes, stored.sizes
+        self._all_sizes = None
 
     def chunk(self, k: int) -> SortedSets:
         return self._load(k)
@@ -214,6 +254,14 @@ class ChunkedSets(Chunked[SortedSets]):
 
     def _concat(self, parts: list[SortedSets]) -> SortedSets:
         return concat_sets(parts)
+
+    def _take(self, data: SortedSets, items: np.ndarray) -> SortedSets:
+        return take_sets(data, items)
+
+    def item_bytes(self, items: np.ndarray) -> np.ndarray:
+        if self._all_sizes is None or len(self._all_sizes) != self.n_records:
+            self._all_sizes = self.sizes()
+        return self._all_sizes[items] * 8 + 8
 
     @property
     def n_records(self) -> int:
@@ -266,6 +314,12 @@ class ChunkedSignatures(Chunked[np.ndarray]):
 
     def _concat(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=1)
+
+    def _take(self, data: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return data[:, items]
+
+    def item_bytes(self, items: np.ndarray) -> np.ndarray:
+        return np.full(len(items), 4 * self.num_perm, dtype=np.int64)
 
     def band_key(self, band: int) -> np.ndarray:
         """The key of band `band` of every signed record, by column (uint64)."""

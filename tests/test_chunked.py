@@ -1,5 +1,5 @@
 """Chunk arrays (curator/chunked.py) and the near-duplicate stage read chunk by chunk: every answer must be the one
-the whole collection gives, in memory or on files, however the pairs fall into blocks."""
+the whole collection gives, in memory or on files, however the pairs fall into groups."""
 
 from __future__ import annotations
 
@@ -98,15 +98,18 @@ def chunked_sets(store: ChunkStore, whole: SortedSets, counts: list[int]) -> Chu
 
 
 @pytest.mark.parametrize("kind", ["memory", "files"])
-def test_exact_jaccard_is_the_whole_collections_however_pairs_fall_into_blocks(kind, tmp_path, monkeypatch):
+def test_exact_jaccard_is_the_whole_collections_however_pairs_fall_into_groups(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(chunked, "BLOCK_BYTES", 2 * 168)
     whole = random_sets(np.random.default_rng(0), [s for sizes in CHUNK_SIZES for s in sizes])
     sets = chunked_sets(store_of(kind, tmp_path), whole, [len(s) for s in CHUNK_SIZES])
     assert sets.bounds.tolist() == [0, 5, 10, 25, 25, 30, 35]
     assert sets.nbytes == [168, 168, 1328, 8, 168, 168]
-    # on files: the first two chunks fill a block, the third is over the budget alone, the empty one joins the next
-    want_blocks = [[0, 1, 2, 3, 4, 5]] if kind == "memory" else [[0, 1], [2], [3, 4], [5]]
-    assert sets.blocks() == want_blocks
+    # on files: groups of about 336 bytes of items (8 per value, 8 per set), some across chunks
+    groups = sets.groups(np.arange(35))
+    want_groups = [35] if kind == "memory" else [10, 4, 3, 4, 6, 8]
+    assert [len(g) for g in groups] == want_groups
+    if kind == "files":
+        assert [int(sets.item_bytes(g).sum()) for g in groups] == [320, 352, 264, 352, 392, 280]
     i, j = all_pairs(35)
     want = jaccard_many(whole, i, j)
     assert 0.0 < want[i != j].max() < 1.0 and want[(i == j) & (whole.sizes()[i] > 0)].min() == 1.0
@@ -145,7 +148,7 @@ def test_an_empty_chunk_between_two_others_holds_no_record(kind, tmp_path):
     sets = ChunkedSets(store_of(kind, tmp_path))
     for values in ([1, 2], [], [2, 3]):
         sets.append(SortedSets(np.array(values, np.uint64), np.array([0, len(values)] if values else [0], np.int64)))
-    assert (sets.bounds.tolist(), sets.blocks(), sets.sizes().tolist()) == ([0, 1, 1, 2], [[0, 1, 2]], [2, 2])
+    assert (sets.bounds.tolist(), sets.sizes().tolist()) == ([0, 1, 1, 2], [2, 2])
     assert sets.exact(np.array([0, 1]), np.array([1, 1])).tolist() == [1 / 3, 1.0]
 
 
@@ -161,7 +164,7 @@ COLUMNS = [5, 5, 15, 0, 5, 5]
 
 
 @pytest.mark.parametrize("kind", ["memory", "files"])
-def test_agreements_are_the_whole_matrixs_however_pairs_fall_into_blocks(kind, tmp_path, monkeypatch):
+def test_agreements_are_the_whole_matrixs_however_pairs_fall_into_groups(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(chunked, "BLOCK_BYTES", 2 * 160)
     rng = np.random.default_rng(2)
     matrix = rng.integers(0, 3, size=(8, sum(COLUMNS))).astype(np.uint32)  # minima often agree, not always
@@ -173,8 +176,8 @@ def test_agreements_are_the_whole_matrixs_however_pairs_fall_into_blocks(kind, t
         signatures.append(matrix[:, cols], 2 * np.arange(lo, lo + count), keys[:, cols])  # even records signed
         lo += count
     signatures.close(71)
-    want_blocks = [[0, 1, 2, 3, 4, 5]] if kind == "memory" else [[0, 1], [2], [3, 4, 5]]
-    assert signatures.blocks() == want_blocks
+    want_groups = [35] if kind == "memory" else [10, 10, 10, 5]  # 10 columns of 32 bytes fill 320
+    assert [len(g) for g in signatures.groups(np.arange(35))] == want_groups
     assert signatures.records.tolist() == list(range(0, 70, 2))
     assert signatures.column.tolist() == [c for k in range(35) for c in (k, -1)] + [-1]
     assert np.array_equal(signatures.band_keys(), keys)
@@ -263,9 +266,9 @@ def test_shingle_records_chunk_by_chunk_equals_all_at_once(kind, tmp_path, monke
     assert state(by_chunk) == state(whole)
     long = by_chunk.long
     assert long.sets.bounds.tolist() == [0, 4, 4, 10]
-    # on files every chunk is a block of its own (the empty one too): pairs across chunks span two blocks
-    blocks = [[0, 1, 2]] if kind == "memory" else [[0], [1], [2]]
-    assert all(v.sets.blocks() == blocks and v.signatures.blocks() == blocks for v in by_chunk.views)
+    # on files the budget of a few bytes makes groups of one or two records: pairs span two groups
+    if kind == "files":
+        assert all(len(v.sets.groups(np.arange(10))) >= 5 for v in by_chunk.views if v.sets.sizes().any())
     i, j = all_pairs(10)
     for a, b in zip(by_chunk.views, whole.views):
         assert a.exact(i, j).tolist() == b.exact(i, j).tolist()
@@ -306,6 +309,17 @@ def test_find_near_duplicates_chunk_by_chunk_on_files_equals_all_at_once(tmp_pat
     # 3 views' sets (values, offsets) and signatures (matrix, band keys), 2 answer sets, 3 chunks each: the
     # replaced short sets dropped
     assert len(list((tmp_path / "store").glob("*.npy"))) == 3 * (3 * 2 + 3 * 2 + 2 * 2)
-    # the budget makes blocks of single chunks, so pairs across chunks span two blocks
+    # the budget cuts each view's 400 records into many groups, so pairs span two groups
     probe = dm.shingle_records(source, cfg, ChunkStore(tmp_path / "probe"))
-    assert [v.sets.blocks() for v in probe.views] == [[[0], [1, 2]], [[0], [1], [2]], [[0], [1], [2]]]
+    assert [len(v.sets.groups(np.arange(400))) for v in probe.views] == [3, 21, 6]
+
+
+def test_a_question_reads_only_the_chunks_holding_its_records(tmp_path):
+    whole = random_sets(np.random.default_rng(3), [4, 6, 2, 5, 3, 7])
+    sets = chunked_sets(ChunkStore(tmp_path / "store"), whole, [2, 2, 2])
+    for name in ("values", "offsets"):  # chunk 1 (records 2 and 3) can no longer be read
+        (tmp_path / "store" / f"{sets.keys[1]}.{name}.npy").unlink()
+    i, j = np.array([0, 4, 1]), np.array([5, 5, 4])
+    assert sets.exact(i, j).tolist() == jaccard_many(whole, i, j).tolist()
+    with pytest.raises(FileNotFoundError):
+        sets.exact(np.array([0]), np.array([2]))
