@@ -8,8 +8,11 @@ stages below) from this checkout, through PYTHONPATH.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +215,49 @@ def _near_dups(tmp_path: Path) -> Path:
         else:
             lines.append(chat(("user", f"q{i} of the set"), ("assistant", f"a{i} of the set")))
     return write_lines(tmp_path / "raw" / "a.jsonl", lines).parent
+
+
+@dataclass(frozen=True)
+class WaitsToBeKilled(registry.Stage):
+    """A row stage that, the first time it is called on the shard starting at `row`, leaves its worker's pid
+    in `pid_file` and waits (to be killed from outside); called again, it runs."""
+
+    log: str = ""
+    pid_file: str = ""
+    row: int = 0
+
+    def run(self, df, ctx):
+        first = _note(self.log, df)
+        if first == self.row and not os.path.exists(self.pid_file):
+            Path(self.pid_file).write_text(str(os.getpid()))
+            time.sleep(120)
+        return super().run(df, ctx)
+
+
+def test_a_worker_killed_by_its_pid_mid_run_is_run_again_and_the_output_is_unchanged(tmp_path, monkeypatch):
+    raw = _twelve(tmp_path)
+    run(raw, tmp_path / "local", load_config(None, ["engine.name=local", *QUICK]))
+    log, pid_file = tmp_path / "calls.log", tmp_path / "worker.pid"
+    tokens = registry.BY_NAME["tokens"]
+    _replacing(monkeypatch, "tokens", WaitsToBeKilled(**vars(tokens), log=str(log), pid_file=str(pid_file), row=4))
+    killed = []
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker never started the stage"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    run(raw, tmp_path / "ray", load_config(None, ["engine.name=ray", *QUICK]))
+    killer.join()
+    assert killed and killed[0] != os.getpid()
+    assert _calls(log) == [0, 4, 4, 8]  # the killed worker's shard, run again
+    assert_same_outputs({"local": tmp_path / "local", "ray": tmp_path / "ray"})
 
 
 def test_a_stage_that_raises_fails_the_run_and_leaves_no_shard(tmp_path, monkeypatch):
