@@ -316,16 +316,25 @@ def add_within_reach(
     source: TextSource, short: ChunkedSets, maybe: np.ndarray, cfg: Config, shared: pl.DataFrame | None
 ) -> None:
     """Add to the short view's sets those of the longer records `maybe` that may be within reach of a short
-    record, reading again only the chunks that hold one."""
+    record, reading again only the chunks that hold one and tokenising only those records."""
     for k in range(source.n_chunks):
         lo, hi = int(short.bounds[k]), int(short.bounds[k + 1])
-        local = maybe[lo:hi]
-        if not local.any():
+        local = np.flatnonzero(maybe[lo:hi])
+        if len(local) == 0:
             continue
-        turns = tokenize(source.read(k), cfg, shared)
+        turns = tokenize(source.read(k).gather(local), cfg, shared)
         near_turns = np.isin(turns.role, list(cfg.roles))
-        sets = shingle(turns, cfg.short_ngram, near_turns & local[turns.record])
-        short.replace(k, merge_sorted_sets(short.chunk(k), sorted_sets(sets)))
+        within = spread_sets(sorted_sets(shingle(turns, cfg.short_ngram, near_turns)), local, hi - lo)
+        short.replace(k, merge_sorted_sets(short.chunk(k), within))
+
+
+def spread_sets(sets: SortedSets, positions: np.ndarray, n: int) -> SortedSets:
+    """The sets of `n` records, those of `positions` (ascending) from `sets` in order, the others empty."""
+    sizes = np.zeros(n, dtype=np.int64)
+    sizes[positions] = np.diff(sets.offsets)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return SortedSets(values=sets.values, offsets=offsets)
 
 
 def shingle_records(
