@@ -17,6 +17,7 @@ Every figure is computed per pair from the same arrays, so the answers do not de
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Generic, Iterator, TypeVar
@@ -25,6 +26,8 @@ import numpy as np
 
 from curator.shingles import SortedSets, jaccard_many
 
+# The most bytes of arrays a store on files keeps after reading them.
+CACHE_BYTES = 128 << 20
 # About the most bytes of the items one group holds, read back from files at a time (pairs across two groups
 # are answered on the two joined: about four groups' worth in memory at most).
 BLOCK_BYTES = 128 << 20
@@ -35,6 +38,13 @@ class ChunkStore:
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
         self._held: dict[str, dict[str, np.ndarray]] = {}
+        # On files, the arrays read last, up to CACHE_BYTES: questions about pairs come one after another
+        # (each round of the near-duplicate checks), and small collections then stay read.
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached_bytes": 0}  # a worker starts without
 
     @property
     def in_memory(self) -> bool:
@@ -55,13 +65,29 @@ class ChunkStore:
     def get(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         if self.folder is None:
             return self._held[key]
-        return {name: np.load(self.folder / f"{key}.{name}.npy", allow_pickle=False) for name in names}
+        return {name: self._read(key, name) for name in names}
+
+    def _read(self, key: str, name: str) -> np.ndarray:
+        cached = self._cache.get((key, name))
+        if cached is not None:
+            self._cache.move_to_end((key, name))
+            return cached
+        array = np.load(self.folder / f"{key}.{name}.npy", allow_pickle=False)
+        if array.nbytes <= CACHE_BYTES:
+            self._cache[(key, name)] = array
+            self._cached_bytes += array.nbytes
+            while self._cached_bytes > CACHE_BYTES:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        return array
 
     def drop(self, key: str, names: tuple[str, ...]) -> None:
         if self.folder is None:
             self._held.pop(key, None)
             return
         for name in names:
+            old = self._cache.pop((key, name), None)
+            self._cached_bytes -= 0 if old is None else old.nbytes
             (self.folder / f"{key}.{name}.npy").unlink(missing_ok=True)
 
 
