@@ -29,7 +29,7 @@ from curator.shingles import SortedSets, jaccard_many
 # The most bytes of arrays a store on files keeps after reading them.
 CACHE_BYTES = 128 << 20
 # About the most bytes of the items one group holds, read back from files at a time (pairs across two groups
-# are answered on the two joined: about four groups' worth in memory at most).
+# are answered on the two joined: group a, group b and their join, four groups' worth, at most).
 BLOCK_BYTES = 128 << 20
 
 class ChunkStore:
@@ -180,6 +180,7 @@ class Chunked(Generic[T]):
                 ai = pi[positions] - starts[gi[positions]] + np.where(gi[positions] == a, 0, size_a)
                 aj = pj[positions] - starts[gj[positions]] + np.where(gj[positions] == a, 0, size_a)
                 out[positions] = compute(data, ai, aj)
+                del data  # before the next join is built: group a, the next group and their join at most
         return out
 
 

@@ -199,10 +199,11 @@ class ParquetShards(Shards):
         self.add_dead(i, dead)
 
     def live(self, i: int, columns: list[str] | None = None) -> pl.DataFrame:
-        return pl.read_parquet(self._path(i, "live"), columns=columns)
+        return pl.read_parquet(self._path(i, "live"), columns=columns, glob=False)  # OUT may hold [ ] * ?
 
     def live_columns(self, i: int) -> list[str]:
-        return list(pl.read_parquet_schema(self._path(i, "live")))
+        with self._path(i, "live").open("rb") as fh:  # a handle: a path is read as a glob pattern
+            return list(pl.read_parquet_schema(fh))
 
     def replace_live(self, i: int, live: pl.DataFrame) -> None:
         self._write(live, self._path(i, self._live_out))
@@ -212,7 +213,7 @@ class ParquetShards(Shards):
         self._n_dead[i] += 1
 
     def dead(self, i: int) -> list[pl.DataFrame]:
-        return [pl.read_parquet(self._path(i, f"dead-{k:03d}")) for k in range(self._n_dead[i])]
+        return [pl.read_parquet(self._path(i, f"dead-{k:03d}"), glob=False) for k in range(self._n_dead[i])]
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

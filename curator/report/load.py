@@ -185,7 +185,8 @@ def _read_annotations(path: Path) -> pl.DataFrame:
     """annotations.parquet with each column in one chunk (a float sum depends on the chunks), read a
     column at a time: read whole, then put in one chunk, every column would be held twice."""
     try:
-        names = list(pl.read_parquet_schema(path))
-        return pl.DataFrame([pl.read_parquet(path, columns=[name]).to_series().rechunk() for name in names])
+        with open(path, "rb") as fh:  # a handle: a path is read as a glob pattern, and OUT may hold [ ] * ?
+            names = list(pl.read_parquet_schema(fh))
+        return pl.DataFrame([pl.read_parquet(path, columns=[name], glob=False).to_series().rechunk() for name in names])
     except Exception as exc:
         raise CurateError(f"{path}: cannot read parquet: {exc}") from exc
