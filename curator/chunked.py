@@ -28,6 +28,8 @@ from curator.shingles import SortedSets, jaccard_many
 
 # The most bytes of arrays a store on files keeps after reading them.
 CACHE_BYTES = 128 << 20
+# Pairs asked about at once on files: each takes 8 index arrays (64 bytes) while its groups are found.
+PAIR_SLICE = 1 << 22
 # About the most bytes of the items one group holds, read back from files at a time (pairs across two groups
 # are answered on the two joined: group a, group b and their join, four groups' worth, at most).
 BLOCK_BYTES = 128 << 20
@@ -150,10 +152,10 @@ class Chunked(Generic[T]):
         """`compute(data, a, b)` for each pair of items (i[p], j[p]), where `data` holds both items' arrays and
         a, b are their positions in it.
 
-        In memory `data` is every item. On files only the items of the pairs are read, in groups of at most
-        BLOCK_BYTES (`groups`), and the pairs are answered group pair by group pair: a pair within one group on
-        that group, a pair across two on the two joined. Items in few pairs (the usual case: candidate pairs
-        are a small share of all pairs) make one group, and every chunk is read once.
+        In memory `data` is every item. On files, PAIR_SLICE pairs at a time, only the items of the pairs are
+        read, in groups of about BLOCK_BYTES (`groups`), and the pairs are answered group pair by group pair: a
+        pair within one group on that group, a pair across two on the two joined. Items in few pairs (the usual
+        case: candidate pairs are a small share of all pairs) make one group, and every chunk is read once.
         """
         i = np.asarray(i, dtype=np.int64)
         j = np.asarray(j, dtype=np.int64)
@@ -163,7 +165,16 @@ class Chunked(Generic[T]):
         if self.store.in_memory:
             out[:] = compute(self.block(list(range(len(self.keys)))), i, j)
             return out
-        needed = np.unique(np.concatenate((i, j)))
+        for lo in range(0, len(i), PAIR_SLICE):  # bounds the index arrays below (8 per pair)
+            hi = lo + PAIR_SLICE
+            out[lo:hi] = self._pairwise_on_files(i[lo:hi], j[lo:hi], compute, dtype)
+        return out
+
+    def _pairwise_on_files(self, i: np.ndarray, j: np.ndarray, compute: Callable[[T, np.ndarray, np.ndarray],
+                           np.ndarray], dtype: type) -> np.ndarray:
+        """`pairwise` of some pairs, on files."""
+        out = np.zeros(len(i), dtype=dtype)
+        needed = np.union1d(i, j)
         groups = self.groups(needed)
         starts = np.cumsum([0] + [len(g) for g in groups])
         pi, pj = np.searchsorted(needed, i), np.searchsorted(needed, j)  # positions in `needed`

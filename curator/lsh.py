@@ -187,8 +187,9 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 def pairs_of_band_keys(keys: Iterable[np.ndarray], n: int) -> np.ndarray:
     """Unique pairs (i < j, sorted) of the `n` columns sharing the key of at least one band (each of `keys` is
     one band's key of every column: a band at a time is enough)."""
-    codes = []
+    found = np.zeros(0, dtype=np.int64)  # pair codes lo * n + hi, unique and sorted, merged band after band
     for key in keys:
+        codes = []
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
@@ -205,10 +206,9 @@ def pairs_of_band_keys(keys: Iterable[np.ndarray], n: int) -> np.ndarray:
             j = order[starts[:, None] + y[None, :]].ravel()
             lo, hi = np.minimum(i, j), np.maximum(i, j)
             codes.append(lo.astype(np.int64) * n + hi)
-    if not codes:
-        return np.zeros((0, 2), dtype=np.int64)
-    unique = np.unique(np.concatenate(codes))
-    return np.stack((unique // n, unique % n), axis=1)
+        if codes:  # one band's pairs at a time: the pairs of every band at once would be bands x the unique
+            found = np.union1d(found, np.concatenate(codes))
+    return np.stack((found // n, found % n), axis=1)
 
 
 # Odd 64-bit multiplier folding a band's rows into one key (a collision only adds a candidate).

@@ -100,6 +100,7 @@ def chunked_sets(store: ChunkStore, whole: SortedSets, counts: list[int]) -> Chu
 @pytest.mark.parametrize("kind", ["memory", "files"])
 def test_exact_jaccard_is_the_whole_collections_however_pairs_fall_into_groups(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(chunked, "BLOCK_BYTES", 2 * 168)
+    monkeypatch.setattr(chunked, "PAIR_SLICE", 97)  # 1,225 pairs in 13 slices
     whole = random_sets(np.random.default_rng(0), [s for sizes in CHUNK_SIZES for s in sizes])
     sets = chunked_sets(store_of(kind, tmp_path), whole, [len(s) for s in CHUNK_SIZES])
     assert sets.bounds.tolist() == [0, 5, 10, 25, 25, 30, 35]
@@ -166,6 +167,7 @@ COLUMNS = [5, 5, 15, 0, 5, 5]
 @pytest.mark.parametrize("kind", ["memory", "files"])
 def test_agreements_are_the_whole_matrixs_however_pairs_fall_into_groups(kind, tmp_path, monkeypatch):
     monkeypatch.setattr(chunked, "BLOCK_BYTES", 2 * 160)
+    monkeypatch.setattr(chunked, "PAIR_SLICE", 97)
     rng = np.random.default_rng(2)
     matrix = rng.integers(0, 3, size=(8, sum(COLUMNS))).astype(np.uint32)  # minima often agree, not always
     keys = rng.integers(0, 1 << 62, size=(4, sum(COLUMNS))).astype(np.uint64)

@@ -497,14 +497,19 @@ def verify(
     uf = UnionFind(view.n_records)
     edges = []
     verified = 0
-    for (i, j), score, ok in zip(pairs.tolist(), scores.tolist(), good.tolist()):
-        if uf.find(i) == uf.find(j):
-            continue
-        verified += 1
-        if ok:
-            uf.union(i, j)
-            edges.append((i, j, score))
+    for lo in range(0, len(pairs), _WALK_SLICE):  # Python objects for a slice of the pairs at a time
+        part = slice(lo, lo + _WALK_SLICE)
+        for (i, j), score, ok in zip(pairs[part].tolist(), scores[part].tolist(), good[part].tolist()):
+            if uf.find(i) == uf.find(j):
+                continue
+            verified += 1
+            if ok:
+                uf.union(i, j)
+                edges.append((i, j, score))
     return Edges(edges, candidates.found, verified, dropped)
+
+
+_WALK_SLICE = 1 << 20
 
 
 # ------------------------------------------------------------------------------------------------- cluster
