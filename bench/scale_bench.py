@@ -6,7 +6,8 @@
 Each run is `curate run CORPUS OUT --engine E` (every stage on, --no-gate) in a process of its own. `rayN` starts
 a local Ray of N CPUs in that process first (`ray.init(num_cpus=N)`), which `curate run` then uses. Corpora are
 bench/corpus/corpus{N//1000}k.jsonl, built by bench/corpus.py when missing (the real records of
-../shared/data/chat, then edited repeats: beyond about 8 repeats of a record, repeats are exact duplicates).
+../shared/data/chat, about 20,400, then repeats whose first user turn gains a lead-in naming the pass: at
+1,000,000 records every real record has about 48 near-duplicate copies, the densest near-dup load there is).
 
 Reported per run: wall seconds; the driver's peak RSS (its VmHWM, read as it exits: the process that holds
 what the engines differ in); the largest peak RSS of the driver and the children it waited for (`os.wait4`:
