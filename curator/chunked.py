@@ -157,17 +157,17 @@ class Chunked(Generic[T]):
         pair within one group on that group, a pair across two on the two joined. Items in few pairs (the usual
         case: candidate pairs are a small share of all pairs) make one group, and every chunk is read once.
         """
-        i = np.asarray(i, dtype=np.int64)
-        j = np.asarray(j, dtype=np.int64)
         out = np.zeros(len(i), dtype=dtype)
         if len(i) == 0:
             return out
         if self.store.in_memory:
+            i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
             out[:] = compute(self.block(list(range(len(self.keys)))), i, j)
             return out
         for lo in range(0, len(i), PAIR_SLICE):  # bounds the index arrays below (8 per pair)
             hi = lo + PAIR_SLICE
-            out[lo:hi] = self._pairwise_on_files(i[lo:hi], j[lo:hi], compute, dtype)
+            part_i, part_j = np.asarray(i[lo:hi], dtype=np.int64), np.asarray(j[lo:hi], dtype=np.int64)
+            out[lo:hi] = self._pairwise_on_files(part_i, part_j, compute, dtype)
         return out
 
     def _pairwise_on_files(self, i: np.ndarray, j: np.ndarray, compute: Callable[[T, np.ndarray, np.ndarray],
@@ -382,7 +382,7 @@ class ChunkedSignatures(Chunked[np.ndarray]):
         def count(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return agreements(matrix, np.stack((a, b), axis=1))
 
-        return self.pairwise(cols[:, 0], cols[:, 1], count, np.int64)
+        return self.pairwise(cols[:, 0], cols[:, 1], count, np.int32)
 
     def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
         """MinHash Jaccard estimates of record pairs: the share of permutations whose minima agree (None when one

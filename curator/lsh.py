@@ -207,8 +207,20 @@ def pairs_of_band_keys(keys: Iterable[np.ndarray], n: int) -> np.ndarray:
             lo, hi = np.minimum(i, j), np.maximum(i, j)
             codes.append(lo.astype(np.int64) * n + hi)
         if codes:  # one band's pairs at a time: the pairs of every band at once would be bands x the unique
-            found = np.union1d(found, np.concatenate(codes))
-    return np.stack((found // n, found % n), axis=1)
+            found = _merge_codes(found, np.unique(np.concatenate(codes)))
+    # int32 halves the pairs' memory (a corpus of near-copies has dozens of candidates per record)
+    kind = np.int32 if n < 2**31 else np.int64
+    return np.stack(((found // n).astype(kind), (found % n).astype(kind)), axis=1)
+
+
+def _merge_codes(found: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The union of two sorted unique code arrays, sorted: only the codes `found` lacks are inserted (the union
+    of the two at once would sort a copy of both)."""
+    if len(found) == 0:
+        return new
+    at = np.searchsorted(found, new)
+    missing = found[np.minimum(at, len(found) - 1)] != new
+    return np.insert(found, at[missing], new[missing])
 
 
 # Odd 64-bit multiplier folding a band's rows into one key (a collision only adds a candidate).

@@ -429,8 +429,9 @@ def band(view: View, accept: np.ndarray | None = None) -> Candidates:
     if accept is not None:
         cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
     cols = cols[sig.agreements(cols) >= min_agreement(sig.num_perm, view.threshold)]
-    # `members` is ascending and pairs_of_band_keys sorts (lo, hi), so record pairs come out as i < j, sorted.
-    return Candidates(view.members[cols], found)
+    # `members` is ascending and pairs_of_band_keys sorts (lo, hi), so record pairs come out as i < j, sorted;
+    # record numbers fit the columns' type
+    return Candidates(view.members.astype(cols.dtype)[cols], found)
 
 
 # -------------------------------------------------------------------------------------------------- verify
