@@ -87,6 +87,8 @@ members may change side; when new data bridges two groups, the merged group foll
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import math
 import os
@@ -876,9 +878,13 @@ def duplicates_jsonl(
     refs: list[str], clusters: Clusters, estimates: dict[int, Estimate], groups: list[PromptGroup], policy: str
 ) -> bytes:
     """duplicates.jsonl: one line per near-duplicate cluster, then one per same-prompt group."""
-    lines = [cluster_line(cid, clusters, estimates, refs) for cid in range(len(clusters.members))]
-    lines += [group_line(gid, group, refs, policy) for gid, group in enumerate(groups)]
-    return "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines).encode("utf-8")
+    out = io.BytesIO()  # a line at a time: a corpus of near-copies has a member entry for most of its records
+    for line in itertools.chain(
+        (cluster_line(cid, clusters, estimates, refs) for cid in range(len(clusters.members))),
+        (group_line(gid, group, refs, policy) for gid, group in enumerate(groups)),
+    ):
+        out.write((json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+    return out.getvalue()
 
 
 def size_histogram(sizes: list[int]) -> dict[str, int]:
