@@ -1,7 +1,7 @@
 """Scaling benchmark: wall time, peak memory and per-stage cost of `curate run` under every engine and size.
 
     python bench/scale_bench.py [--sizes 50000 200000 1000000] [--engines local stream ray1 ray2]
-                                [--batch-rows 25000] [--json bench/scale_bench.json]
+                                [--batch-rows 25000] [--json bench/scale_bench.json] [--keep DIR]
 
 Each run is `curate run CORPUS OUT --engine E` (every stage on, --no-gate) in a process of its own. `rayN` starts
 a local Ray of N CPUs in that process first (`ray.init(num_cpus=N)`), which `curate run` then uses. Corpora are
@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local", "stream", "ray1", "ray2"])
     parser.add_argument("--batch-rows", type=int, default=25_000)
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write each run's OUT under this folder and keep it (to compare bytes across invocations)")
     opts = parser.parse_args()
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp_name:
@@ -126,7 +128,7 @@ def main() -> None:
             raw = corpus(n)
             outs: dict[str, Path] = {}
             for engine in opts.engines:
-                outs[engine] = tmp / f"{engine}-{n}"
+                outs[engine] = (opts.keep or tmp) / f"{engine}-{n}"
                 run = {"n": n, **measured_run(raw, outs[engine], engine, opts.batch_rows, tmp)}
                 run["same"] = same_outputs(outs[opts.engines[0]], outs[engine])
                 runs.append(run)
@@ -134,7 +136,7 @@ def main() -> None:
                       f"same {run['same']}", file=sys.stderr, flush=True)
                 if opts.json:
                     opts.json.write_text(json.dumps(runs, indent=1))
-            for path in outs.values():  # the 1M outputs take GBs
+            for path in outs.values() if opts.keep is None else ():  # the 1M outputs take GBs
                 subprocess.run(["rm", "-rf", str(path)], check=True)
     print(f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}; batch_rows {opts.batch_rows:,}\n")
     print(tables(runs, opts.sizes, opts.engines))
