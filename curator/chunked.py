@@ -16,6 +16,7 @@ Every figure is computed per pair from the same arrays, so the answers do not de
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ class ChunkStore:
                 _, old = self._cache.popitem(last=False)
                 self._cached_bytes -= old.nbytes
         return array
+
+    def forget(self) -> None:
+        """Empty the cache of arrays read (what is on files stays there)."""
+        self._cache.clear()
+        self._cached_bytes = 0
 
     def drop(self, key: str, names: tuple[str, ...]) -> None:
         if self.folder is None:
@@ -384,13 +390,15 @@ class ChunkedSignatures(Chunked[np.ndarray]):
 
         return self.pairwise(cols[:, 0], cols[:, 1], count, np.int32)
 
-    def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
-        """MinHash Jaccard estimates of record pairs: the share of permutations whose minima agree (None when one
+    def estimates(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """MinHash Jaccard estimates of record pairs: the share of permutations whose minima agree (NaN when one
         is not signed)."""
         a, b = self.column[i], self.column[j]
         ok = (a >= 0) & (b >= 0)
-        est = self.agreements(np.stack((a[ok], b[ok]), axis=1)) / self.num_perm
-        out: list[float | None] = [None] * len(i)
-        for k, e in zip(np.flatnonzero(ok).tolist(), est.tolist()):
-            out[k] = e
+        out = np.full(len(a), np.nan)
+        out[ok] = self.agreements(np.stack((a[ok], b[ok]), axis=1)) / self.num_perm
         return out
+
+    def estimate(self, i: np.ndarray, j: np.ndarray) -> list[float | None]:
+        """`estimates` as a list, None when a record of the pair is not signed."""
+        return [None if math.isnan(e) else e for e in self.estimates(i, j).tolist()]

@@ -255,17 +255,63 @@ class UnionFind:
         return True
 
 
+@dataclass(frozen=True, eq=False)
+class Components:
+    """Connected components with more than one member, as arrays: `records` grouped by component, ascending
+    within one, and `label`, each record's component; components are numbered 0.. by their first record."""
+
+    records: np.ndarray  # int64
+    label: np.ndarray  # int64, ascending
+
+    @classmethod
+    def of(cls, groups: list[list[int]]) -> "Components":
+        """From lists that are already components (each ascending, ordered by their first record)."""
+        records = np.array([i for g in groups for i in g], dtype=np.int64)
+        return cls(records, np.repeat(np.arange(len(groups), dtype=np.int64), [len(g) for g in groups]))
+
+    def __len__(self) -> int:
+        return 0 if len(self.label) == 0 else int(self.label[-1]) + 1
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Where each component begins in `records`, then len(records)."""
+        return np.searchsorted(self.label, np.arange(len(self) + 1))
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def as_lists(self) -> list[list[int]]:
+        starts = self.starts.tolist()
+        records = self.records.tolist()
+        return [records[a:b] for a, b in zip(starts, starts[1:])]
+
+
+def components_of(n: int, pairs: np.ndarray) -> Components:
+    """The components of the edges `pairs` ((m, 2) record indices) over records 0..n-1 (records without an edge
+    are in none)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    uf = UnionFind(n)
+    for lo in range(0, len(pairs), _UNION_SLICE):  # Python ints for a slice of the edges at a time
+        for i, j in pairs[lo : lo + _UNION_SLICE].tolist():
+            uf.union(i, j)
+    nodes = np.unique(pairs)  # ascending
+    find = uf.find
+    roots = np.fromiter((find(x) for x in nodes.tolist()), dtype=np.int64, count=len(nodes))
+    _, first, of_root = np.unique(roots, return_index=True, return_inverse=True)
+    number = np.empty(len(first), dtype=np.int64)
+    number[np.argsort(first, kind="stable")] = np.arange(len(first))  # by first (lowest) record
+    label = number[of_root.reshape(-1)]
+    order = np.lexsort((nodes, label))
+    return Components(nodes[order], label[order])
+
+
+_UNION_SLICE = 1 << 20
+
+
 def connected_components(n: int, edges: list[tuple[int, int, float]]) -> list[list[int]]:
     """The components of the (i, j, score) edges over records 0..n-1 with more than one member, each ascending,
     ordered by their first record (records without an edge are in none)."""
-    uf = UnionFind(n)
-    for i, j, _ in edges:
-        uf.union(i, j)
-    groups: dict[int, list[int]] = {}
-    for i, j, _ in edges:
-        for x in (i, j):
-            groups.setdefault(uf.find(x), []).append(x)
-    return sorted((sorted(set(g)) for g in groups.values()), key=lambda g: g[0])
+    return components_of(n, np.array([(i, j) for i, j, _ in edges], dtype=np.int64)).as_lists()
 
 
 # --------------------------------------------------------------------------------------------- prefilter

@@ -325,3 +325,18 @@ def test_a_question_reads_only_the_chunks_holding_its_records(tmp_path):
     assert sets.exact(i, j).tolist() == jaccard_many(whole, i, j).tolist()
     with pytest.raises(FileNotFoundError):
         sets.exact(np.array([0]), np.array([2]))
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_find_near_duplicates_is_the_same_whatever_its_slices(tmp_path, monkeypatch, size):
+    """The check, the walk and the describe step each take a slice of pairs or records at a time."""
+    df = real_frame(tmp_path)
+    cfg = dm.Config(prompt_conflict="keep_best")
+    whole = dm.find_near_duplicates(df, cfg)
+    assert whole.summary["clusters"] > 3 and whole.summary["near_duplicates_rejected"] > size
+    for name in ("_CHECK_SLICE", "_WALK_SLICE", "_DESCRIBE_SLICE"):
+        monkeypatch.setattr(dm, name, size)
+    sliced = dm.find_near_duplicates(df, cfg)
+    assert sliced.rows.equals(whole.rows)
+    assert sliced.artifact == whole.artifact
+    assert sliced.summary == whole.summary

@@ -23,10 +23,13 @@ from curator.stages.dedup_minhash import (
     Config,
     Edges,
     Estimate,
+    Estimates,
     GroupMember,
     PromptGroup,
     Removal,
+    Removed,
 )
+from curator.lsh import Components
 from tests.conftest import chat
 from tests.test_dedup_minhash import stage_frame, text
 
@@ -182,7 +185,7 @@ def test_verify_keeps_pairs_at_the_threshold_and_skips_pairs_already_connected()
     candidates = Candidates(np.array([[0, 1], [0, 2], [0, 3], [1, 2]]), found=4)
     edges = dm.verify(view, candidates, shingled.answers, cfg.answer_threshold)
     # (1, 2) is not verified: 0 ~ 1 and 0 ~ 2 already joined them
-    assert edges == Edges([(0, 1, 1.0), (0, 2, 1.0)], candidates=4, verified=3, answer_dropped=0)
+    assert edges == Edges.of([(0, 1, 1.0), (0, 2, 1.0)], candidates=4, verified=3, answer_dropped=0)
 
 
 def test_verify_drops_pairs_whose_answers_differ():
@@ -201,20 +204,20 @@ def test_verify_drops_pairs_whose_answers_differ():
     assert answers.jaccard(np.array([0, 0, 1]), np.array([1, 2, 2])).tolist() == [0.0, 7 / 11, 0.0]
     candidates = Candidates(np.array([[0, 1], [0, 2], [1, 2]]), found=3)
     # the shared document alone puts every pair above 0.8: 196 / 208 and 197 / 207
-    assert dm.verify(shingled.long, candidates, answers, 0.3) == Edges([(0, 2, 197 / 207)], 3, 3, 2)
-    assert dm.verify(shingled.long, candidates) == Edges([(0, 1, 196 / 208), (0, 2, 197 / 207)], 3, 2, 0)
+    assert dm.verify(shingled.long, candidates, answers, 0.3) == Edges.of([(0, 2, 197 / 207)], 3, 3, 2)
+    assert dm.verify(shingled.long, candidates) == Edges.of([(0, 1, 196 / 208), (0, 2, 197 / 207)], 3, 2, 0)
 
 
 # ------------------------------------------------------------------------------------------------- cluster
 
 
 def test_cluster_joins_the_edges_of_every_view():
-    long = Edges([(0, 3, 0.9), (3, 5, 0.85)], candidates=2, verified=2, answer_dropped=0)
-    short = Edges([(1, 2, 0.8)], candidates=1, verified=1, answer_dropped=0)
-    assert dm.cluster(7, long, short) == [[0, 3, 5], [1, 2]]
-    bridge = Edges([(1, 2, 0.8), (2, 5, 0.95)], candidates=2, verified=2, answer_dropped=0)
-    assert dm.cluster(7, long, bridge) == [[0, 1, 2, 3, 5]]
-    assert dm.cluster(7, Edges([], 0, 0, 0)) == []
+    long = Edges.of([(0, 3, 0.9), (3, 5, 0.85)], candidates=2, verified=2, answer_dropped=0)
+    short = Edges.of([(1, 2, 0.8)], candidates=1, verified=1, answer_dropped=0)
+    assert dm.cluster(7, long, short).as_lists() == [[0, 3, 5], [1, 2]]
+    bridge = Edges.of([(1, 2, 0.8), (2, 5, 0.95)], candidates=2, verified=2, answer_dropped=0)
+    assert dm.cluster(7, long, bridge).as_lists() == [[0, 1, 2, 3, 5]]
+    assert dm.cluster(7, Edges.of([], 0, 0, 0)).as_lists() == []
 
 
 # -------------------------------------------------------------------------------------------------- choose
@@ -244,20 +247,22 @@ CHAIN = {(0, 1): 0.85, (1, 2): 0.82, (2, 3): 0.9, (0, 2): 0.6, (0, 3): 0.5, (1, 
 
 def test_a_chain_keeps_its_far_end_and_removes_only_against_kept_copies():
     # 0 is best: it removes 1; 2 and 3 are too far from it, so 2 is kept and removes 3
-    assert dm.remove_against_kept([[0, 1, 2, 3]], np.arange(4), pair_check(CHAIN)) == {
+    chain = Components.of([[0, 1, 2, 3]])
+    assert dm.remove_against_kept(chain, np.arange(4), pair_check(CHAIN)).as_dict() == {
         1: Removal(0, 0.85), 3: Removal(2, 0.9)}
     # 1 is best: it removes both neighbours; 3 is left alone, so kept
-    assert dm.remove_against_kept([[0, 1, 2, 3]], np.array([1, 0, 2, 3]), pair_check(CHAIN)) == {
+    assert dm.remove_against_kept(chain, np.array([1, 0, 2, 3]), pair_check(CHAIN)).as_dict() == {
         0: Removal(1, 0.85), 2: Removal(1, 0.82)}
 
 
 def test_choose_keeps_each_clusters_best_copy():
     rank = np.array([1, 0, 2, 3, 5, 4, 6])
-    clusters = dm.choose([[0, 1, 2, 3], [4, 5]], rank, pair_check({**CHAIN, (4, 5): 0.95}))
-    assert clusters == Clusters([[0, 1, 2, 3], [4, 5]], best=[1, 5],
-                                removed={0: Removal(1, 0.85), 2: Removal(1, 0.82), 4: Removal(5, 0.95)})
-    assert clusters.cluster_of(7) == [0, 0, 0, 0, 1, 1, None]
-    assert clusters.best_of(7) == [1, 1, 1, 1, 5, 5, 6]
+    clusters = dm.choose(Components.of([[0, 1, 2, 3], [4, 5]]), rank, pair_check({**CHAIN, (4, 5): 0.95}))
+    assert clusters.members.as_lists() == [[0, 1, 2, 3], [4, 5]]
+    assert clusters.best.tolist() == [1, 5]
+    assert clusters.removed.as_dict() == {0: Removal(1, 0.85), 2: Removal(1, 0.82), 4: Removal(5, 0.95)}
+    assert clusters.cluster_of(7).tolist() == [0, 0, 0, 0, 1, 1, -1]
+    assert clusters.best_of(7).tolist() == [1, 1, 1, 1, 5, 5, 6]
 
 
 def test_kept_check_judges_a_pair_at_its_shorter_members_ngram_and_checks_answers():
@@ -279,8 +284,8 @@ def test_kept_check_judges_a_pair_at_its_shorter_members_ngram_and_checks_answer
     # 5-grams: 92 of 102; bigrams: 18 of 22 (17 user bigrams and "ok"); 19 of 21, but the answers differ
     assert jac.tolist() == [92 / 102, 18 / 22, 19 / 21]
     assert near.tolist() == [True, True, False]
-    removed = {1: Removal(0, 92 / 102), 3: Removal(2, 18 / 22)}
-    estimates = dm.removal_estimates(removed, check)
+    removed = removals({1: Removal(0, 92 / 102), 3: Removal(2, 18 / 22)})
+    estimates = dm.removal_estimates(removed, check).as_dict(removed)
     assert estimates == {  # each pair's estimate comes from the view that judges it
         1: Estimate(long.estimate(np.array([1]), np.array([0]))[0], 5),
         3: Estimate(short_view.estimate(np.array([3]), np.array([2]))[0], 2),
@@ -289,9 +294,9 @@ def test_kept_check_judges_a_pair_at_its_shorter_members_ngram_and_checks_answer
 
 
 def test_same_prompt_groups_join_best_copies_not_cluster_members():
-    prompt = Edges([(0, 1, 1.0), (1, 2, 0.95), (3, 4, 0.9)], candidates=3, verified=3, answer_dropped=0)
-    best_of = [0, 0, 2, 3, 4]  # 0 and 1 are one near-duplicate cluster, 0 its best copy
-    assert dm.same_prompt_groups(5, prompt, best_of) == [[0, 2], [3, 4]]
+    prompt = Edges.of([(0, 1, 1.0), (1, 2, 0.95), (3, 4, 0.9)], candidates=3, verified=3, answer_dropped=0)
+    best_of = np.array([0, 0, 2, 3, 4])  # 0 and 1 are one near-duplicate cluster, 0 its best copy
+    assert dm.same_prompt_groups(5, prompt, best_of).as_lists() == [[0, 2], [3, 4]]
 
 
 @pytest.mark.parametrize(
@@ -312,7 +317,7 @@ def test_judge_prompt_groups_compares_each_member_with_the_best_copy(policy, kep
         cfg,
     )
     rank = np.array([1, 2, 0, 3, 4])  # record 2 is the first group's best copy
-    groups = dm.judge_prompt_groups([[0, 1, 2], [3, 4]], rank, shingled.prompt, shingled.answers, cfg)
+    groups = dm.judge_prompt_groups(Components.of([[0, 1, 2], [3, 4]]), rank, shingled.prompt, shingled.answers, cfg)
     assert groups == [
         PromptGroup(2, [GroupMember(0, 1.0, 1.0, True, kept[0]), GroupMember(1, 1.0, 0.0, False, kept[1]),
                         GroupMember(2, None, None, True, kept[2])]),
@@ -324,11 +329,22 @@ def test_judge_prompt_groups_compares_each_member_with_the_best_copy(policy, kep
 
 # ------------------------------------------------------------------------------------------------ describe
 
+
+def removals(removed: dict[int, Removal]) -> Removed:
+    at = sorted(removed)
+    return Removed(np.array(at, dtype=np.int64), np.array([removed[i].kept for i in at], dtype=np.int64),
+                   np.array([removed[i].jaccard for i in at], dtype=np.float64))
+
+
+def clusters_of(members: list[list[int]], best: list[int], removed: dict[int, Removal]) -> Clusters:
+    return Clusters(Components.of(members), np.array(best, dtype=np.int64), removals(removed))
+
+
 REFS = ["a:1", "a:2", "a:3", "a:4", "a:5"]
 HASHES = ["h1", "h2", "h3", "h4", "h5"]
 # 1 removed against 0; 2 and 3 ask the same, 3 answers differently, and the policy rejects the group
-CLUSTERS = Clusters([[0, 1]], best=[0], removed={1: Removal(0, 0.9)})
-ESTIMATES = {1: Estimate(0.875, 5)}
+CLUSTERS = clusters_of([[0, 1]], best=[0], removed={1: Removal(0, 0.9)})
+ESTIMATES = Estimates(np.array([0.875]), np.array([5]))
 CONFLICT = PromptGroup(2, [GroupMember(2, None, None, True, False), GroupMember(3, 1.0, 0.0, False, False)])
 
 
@@ -352,12 +368,12 @@ def test_conflict_detail_says_how_each_member_compares_with_the_best_copy():
 
 
 def test_split_keys_follow_the_cluster_then_the_group_best_copy():
-    clusters = Clusters([[0, 1, 2]], best=[1], removed={0: Removal(1, 0.9)})
+    clusters = clusters_of([[0, 1, 2]], best=[1], removed={0: Removal(1, 0.9)})
     group = PromptGroup(4, [GroupMember(1, 1.0, 0.9, True, True), GroupMember(4, None, None, True, True)])
     hashes = ["h0", "h1", "h2", "h3", "h4", "h5"]
-    assert dm.split_keys(hashes, clusters, []) == ["h1", "h1", "h1", None, None, None]
+    assert dm.split_keys(hashes, clusters, []).to_list() == ["h1", "h1", "h1", None, None, None]
     # the cluster's best copy is in a group whose best copy is 4: the whole cluster follows 4
-    assert dm.split_keys(hashes, clusters, [group]) == ["h4", "h4", "h4", None, "h4", None]
+    assert dm.split_keys(hashes, clusters, [group]).to_list() == ["h4", "h4", "h4", None, "h4", None]
 
 
 def test_row_columns_carry_every_decision():

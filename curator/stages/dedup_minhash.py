@@ -96,7 +96,7 @@ import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -107,10 +107,11 @@ from curator.columns import with_reject
 from curator.lsh import (
     SCHEME,
     Bands,
+    Components,
     UnionFind,
     band_keys,
     choose_bands,
-    connected_components,
+    components_of,
     min_agreement,
     pairs_of_band_keys,
 )
@@ -467,14 +468,27 @@ class AnswerSets:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Edges:
     """A view's verified pairs, and the counts the summary reports."""
 
-    edges: list[tuple[int, int, float]]  # (i, j, exact Jaccard >= threshold), i < j record indices
+    pairs: np.ndarray  # (m, 2) int64 record indices, i < j: exact Jaccard >= threshold
+    scores: np.ndarray  # (m,) float64: each pair's exact Jaccard
     candidates: int  # pairs sharing a band
     verified: int  # candidates whose exact Jaccard decided something (their records were not yet connected)
     answer_dropped: int  # pairs at or above the threshold whose answers differ
+
+    @classmethod
+    def of(cls, edges: list[tuple[int, int, float]], candidates: int, verified: int, answer_dropped: int) -> "Edges":
+        pairs = np.array([(i, j) for i, j, _ in edges], dtype=np.int64).reshape(-1, 2)
+        return cls(pairs, np.array([x for _, _, x in edges], dtype=np.float64), candidates, verified, answer_dropped)
+
+    def as_list(self) -> list[tuple[int, int, float]]:
+        return [(i, j, x) for (i, j), x in zip(self.pairs.tolist(), self.scores.tolist())]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Edges) and (self.as_list(), self.candidates, self.verified, self.answer_dropped) == (
+            other.as_list(), other.candidates, other.verified, other.answer_dropped)
 
 
 def verify(
@@ -487,41 +501,52 @@ def verify(
     and gives no edge.
     """
     pairs = candidates.pairs
-    # Exact Jaccard (and the answer check) of every candidate in one batch; the walk below then keeps only
-    # those whose records were not connected yet.
-    scores = view.exact(pairs[:, 0], pairs[:, 1])
-    good = scores >= view.threshold
+    # Exact Jaccard (and the answer check) of every candidate, a slice of pairs at a time (the answer check's
+    # index arrays cost ~50 bytes a pair); the walk below then keeps only those whose records were not
+    # connected yet.
+    scores = np.empty(len(pairs), dtype=np.float64)
+    good = np.empty(len(pairs), dtype=bool)
     dropped = 0
-    if answers is not None:
-        at = np.flatnonzero(good)
-        differ = at[answers.jaccard(pairs[at, 0], pairs[at, 1]) < answer_threshold]
-        good[differ] = False
-        dropped = len(differ)
+    for lo in range(0, len(pairs), _CHECK_SLICE):
+        part = pairs[lo : lo + _CHECK_SLICE]
+        score = view.exact(part[:, 0], part[:, 1])
+        ok = score >= view.threshold
+        if answers is not None:
+            at = np.flatnonzero(ok)
+            differ = at[answers.jaccard(part[at, 0], part[at, 1]) < answer_threshold]
+            ok[differ] = False
+            dropped += len(differ)
+        scores[lo : lo + len(part)], good[lo : lo + len(part)] = score, ok
     uf = UnionFind(view.n_records)
-    edges = []
+    kept: list[np.ndarray] = []
     verified = 0
     for lo in range(0, len(pairs), _WALK_SLICE):  # Python objects for a slice of the pairs at a time
         part = slice(lo, lo + _WALK_SLICE)
-        for (i, j), score, ok in zip(pairs[part].tolist(), scores[part].tolist(), good[part].tolist()):
+        edges = []
+        for k, ((i, j), ok) in enumerate(zip(pairs[part].tolist(), good[part].tolist())):
             if uf.find(i) == uf.find(j):
                 continue
             verified += 1
             if ok:
                 uf.union(i, j)
-                edges.append((i, j, score))
-    return Edges(edges, candidates.found, verified, dropped)
+                edges.append(k)
+        kept.append(np.array(edges, dtype=np.int64) + lo)
+    at = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return Edges(pairs[at].astype(np.int64).reshape(-1, 2), scores[at].astype(np.float64), candidates.found,
+                 verified, dropped)
 
 
 _WALK_SLICE = 1 << 20
+_CHECK_SLICE = 1 << 22
 
 
 # ------------------------------------------------------------------------------------------------- cluster
 
 
-def cluster(n: int, *views: Edges) -> list[list[int]]:
+def cluster(n: int, *views: Edges) -> Components:
     """Near-duplicate clusters: connected components of the views' edges over records 0..n-1, each ascending,
     numbered by their first record. Candidates only: a component can be a chain (see `remove_against_kept`)."""
-    return connected_components(n, [edge for edges in views for edge in edges.edges])
+    return components_of(n, np.concatenate([edges.pairs for edges in views]) if views else np.zeros((0, 2)))
 
 
 # -------------------------------------------------------------------------------------------------- choose
@@ -588,7 +613,26 @@ class Removal:
     jaccard: float
 
 
-def remove_against_kept(components: list[list[int]], rank: np.ndarray, check: KeptCheck) -> dict[int, Removal]:
+@dataclass(frozen=True, eq=False)
+class Removed:
+    """The records removed as near duplicates (ascending), the copy kept for each and the exact Jaccard to it."""
+
+    records: np.ndarray  # int64
+    kept: np.ndarray  # int64
+    jaccard: np.ndarray  # float64
+
+    def as_dict(self) -> dict[int, Removal]:
+        return {i: Removal(k, j) for i, k, j in zip(self.records.tolist(), self.kept.tolist(), self.jaccard.tolist())}
+
+
+def _run_starts(label: np.ndarray) -> np.ndarray:
+    """Whether each position of a grouped `label` begins its group."""
+    first = np.ones(len(label), dtype=bool)
+    first[1:] = label[1:] != label[:-1]
+    return first
+
+
+def remove_against_kept(components: Components, rank: np.ndarray, check: KeptCheck) -> Removed:
     """The records to remove, each verified against the copy kept for it.
 
     Union-find components join A~B and B~C however far A is from C, so they are candidates only: each keeps
@@ -597,69 +641,70 @@ def remove_against_kept(components: list[list[int]], rank: np.ndarray, check: Ke
     or within the threshold of a kept copy. One `check` batch per round for all components; deterministic,
     since `rank` is a total order.
     """
-    pending = [sorted(m, key=lambda i: rank[i]) for m in components]
-    removed: dict[int, Removal] = {}
-    while pending:
-        others = np.array([i for m in pending for i in m[1:]], dtype=np.int64)
-        kept = np.repeat([m[0] for m in pending], [len(m) - 1 for m in pending]).astype(np.int64)
-        near, jac = (x.tolist() for x in check(others, kept))
-        pos, rest_of = 0, []
-        for m in pending:
-            rest = []
-            for i, ok, j in zip(m[1:], near[pos : pos + len(m) - 1], jac[pos : pos + len(m) - 1]):
-                if ok:
-                    removed[i] = Removal(m[0], j)
-                else:
-                    rest.append(i)
-            pos += len(m) - 1
-            if len(rest) > 1:
-                rest_of.append(rest)
-        pending = rest_of
-    return removed
+    order = np.lexsort((rank[components.records], components.label))  # by component, best first
+    label, records = components.label[order], components.records[order]
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while len(records):
+        first = _run_starts(label)
+        kept = records[first][np.cumsum(first) - 1]  # each record's component's best remaining member
+        others = np.flatnonzero(~first)
+        near, jac = check(records[others], kept[others])
+        found.append((records[others[near]], kept[others[near]], jac[near]))
+        rest = others[~near]
+        label, records = label[rest], records[rest]
+        first = _run_starts(label)
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.append(starts, len(label)))
+        left = np.repeat(sizes > 1, sizes)  # a component needs two members left to remove anything
+        label, records = label[left], records[left]
+    if not found:
+        return Removed(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+    gone, kept_for, jaccard = (np.concatenate(x) for x in zip(*found))
+    order = np.argsort(gone, kind="stable")
+    return Removed(gone[order].astype(np.int64), kept_for[order].astype(np.int64), jaccard[order].astype(np.float64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Clusters:
     """Near-duplicate clusters, each cluster's best copy, and the records removed."""
 
-    members: list[list[int]]  # cluster k's records, ascending
-    best: list[int]  # cluster k's best copy (kept)
-    removed: dict[int, Removal]  # removed record -> the copy kept for it
+    members: Components  # cluster k's records, ascending
+    best: np.ndarray  # cluster k's best copy (kept)
+    removed: Removed
 
-    def cluster_of(self, n: int) -> list[int | None]:
-        out: list[int | None] = [None] * n
-        for cid, members in enumerate(self.members):
-            for i in members:
-                out[i] = cid
+    def cluster_of(self, n: int) -> np.ndarray:
+        """Each record's cluster, -1 when in none."""
+        out = np.full(n, -1, dtype=np.int64)
+        out[self.members.records] = self.members.label
         return out
 
-    def best_of(self, n: int) -> list[int]:
+    def best_of(self, n: int) -> np.ndarray:
         """Each record's cluster's best copy, itself when in no cluster: the split and the prompt view follow it."""
-        out = list(range(n))
-        for best, members in zip(self.best, self.members):
-            for i in members:
-                out[i] = best
+        out = np.arange(n, dtype=np.int64)
+        out[self.members.records] = self.best[self.members.label]
         return out
 
 
-def choose(components: list[list[int]], rank: np.ndarray, check: KeptCheck) -> Clusters:
+def best_members(components: Components, rank: np.ndarray) -> np.ndarray:
+    """Each component's member of lowest `rank`."""
+    order = np.lexsort((rank[components.records], components.label))
+    return components.records[order][_run_starts(components.label[order])]
+
+
+def choose(components: Components, rank: np.ndarray, check: KeptCheck) -> Clusters:
     """Each cluster's best copy (lowest `rank`) and the records removed against kept copies."""
-    best = [min(members, key=lambda i: rank[i]) for members in components]
-    return Clusters(components, best, remove_against_kept(components, rank, check))
+    return Clusters(components, best_members(components, rank), remove_against_kept(components, rank, check))
 
 
-def same_prompt_groups(n: int, prompt: Edges, best_of: list[int]) -> list[list[int]]:
+def same_prompt_groups(n: int, prompt: Edges, best_of: np.ndarray) -> Components:
     """Records with near-identical user turns that are not one near-duplicate cluster, as components.
 
     A cluster takes part through its best copy (`best_of`), so a group holds best copies and records in no
     cluster; a pair inside one cluster is no group.
     """
-    edges = [
-        (min(best_of[i], best_of[j]), max(best_of[i], best_of[j]), score)
-        for i, j, score in prompt.edges
-        if best_of[i] != best_of[j]
-    ]
-    return connected_components(n, edges)
+    a, b = best_of[prompt.pairs[:, 0]], best_of[prompt.pairs[:, 1]]
+    apart = a != b
+    return components_of(n, np.stack((np.minimum(a, b)[apart], np.maximum(a, b)[apart]), axis=1))
 
 
 @dataclass(frozen=True)
@@ -697,17 +742,16 @@ def kept_in_group(conflict: bool, same_answer: bool, policy: str) -> bool:
 
 
 def judge_prompt_groups(
-    groups: list[list[int]], rank: np.ndarray, prompt: View, answers: AnswerSets, cfg: Config
+    groups: Components, rank: np.ndarray, prompt: View, answers: AnswerSets, cfg: Config
 ) -> list[PromptGroup]:
     """Each group's best copy (lowest `rank`), each member's prompt and answer Jaccard to it, whether it gives the
     same answer (answer Jaccard >= `answer_threshold`) and whether the `prompt_conflict` policy keeps it."""
-    bests = [min(members, key=lambda i: rank[i]) for members in groups]
-    flat = np.array([i for members in groups for i in members], dtype=np.int64)
-    flat_best = np.array([b for b, members in zip(bests, groups) for _ in members], dtype=np.int64)
+    bests = best_members(groups, rank)
+    flat, flat_best = groups.records, bests[groups.label]
     prompt_j = iter(prompt.exact(flat, flat_best).tolist())
     answer_j = iter(answers.jaccard(flat, flat_best).tolist())
     out = []
-    for best, members in zip(bests, groups):
+    for best, members in zip(bests.tolist(), groups.as_lists()):
         scores = [(i, next(prompt_j), next(answer_j)) for i in members]
         same = [i == best or aj >= cfg.answer_threshold for i, _, aj in scores]
         conflict = not all(same)
@@ -739,16 +783,27 @@ class Estimate(NamedTuple):
     ngram: int
 
 
-def removal_estimates(removed: dict[int, Removal], check: KeptCheck) -> dict[int, Estimate]:
+@dataclass(frozen=True, eq=False)
+class Estimates:
+    """`Estimate`s of the removed records, in the order of `Removed.records`."""
+
+    value: np.ndarray  # float64, NaN when a member of the pair was not signed
+    ngram: np.ndarray  # int64
+
+    def as_dict(self, removed: Removed) -> dict[int, Estimate]:
+        return {i: Estimate(None if math.isnan(v) else v, g)
+                for i, v, g in zip(removed.records.tolist(), self.value.tolist(), self.ngram.tolist())}
+
+
+def removal_estimates(removed: Removed, check: KeptCheck) -> Estimates:
     """The MinHash estimate of each removed record's pair with its kept copy, from the view that judges the pair."""
-    dups = np.array(sorted(removed), dtype=np.int64)
-    kept = np.array([removed[i].kept for i in dups.tolist()], dtype=np.int64)
-    short = check.short_pair(dups, kept)
-    out = {}
+    short = check.short_pair(removed.records, removed.kept)
+    value = np.full(len(short), np.nan)
+    ngram = np.zeros(len(short), dtype=np.int64)
     for view, sel in ((check.short, short), (check.long, ~short)):
-        for i, value in zip(dups[sel].tolist(), view.estimate(dups[sel], kept[sel])):
-            out[i] = Estimate(value, view.ngram)
-    return out
+        value[sel] = view.signatures.estimates(removed.records[sel], removed.kept[sel])
+        ngram[sel] = view.ngram
+    return Estimates(value, ngram)
 
 
 def near_dup_detail(kept_ref: str, removal: Removal, estimate: Estimate, cid: int) -> str:
@@ -772,85 +827,154 @@ def conflict_detail(member: GroupMember, group: PromptGroup, refs: list[str], po
     return f"{prompt}, different answer (answer jaccard {_fmt(member.answer_jaccard)}); policy {policy}"
 
 
-def split_keys(hashes: list[str], clusters: Clusters, groups: list[PromptGroup]) -> list[str | None]:
+class Refs:
+    """Records' refs (or any strings) by index, read from a Series a slice at a time: a Python list of a million
+    refs costs ~100 MB."""
+
+    def __init__(self, values: pl.Series | list[str]) -> None:
+        self.series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=pl.Utf8)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def take(self, at: np.ndarray) -> list[str]:
+        return self.series.gather(np.asarray(at, dtype=np.int64)).to_list()
+
+    def __getitem__(self, i: int) -> str:
+        return self.series[int(i)]
+
+
+def _nulls_below_zero(name: str, index: np.ndarray) -> pl.Series:
+    s = pl.Series(name, index, dtype=pl.Int64)
+    return pl.select(pl.when(s >= 0).then(s).alias(name)).to_series()
+
+
+def _spread(name: str, values: pl.Series, at: np.ndarray, n: int) -> pl.Series:
+    """A column of n rows: `values[k]` at row `at[k]` (distinct rows), null elsewhere."""
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[at] = np.arange(len(at))
+    return values.gather(_nulls_below_zero("_pos", pos)).alias(name)
+
+
+def near_dup_details(refs: Refs, clusters: Clusters, estimates: Estimates, n: int) -> pl.Series:
+    """The reject detail of every removed record (`near_dup_detail`), a slice of records at a time."""
+    removed, cluster_of = clusters.removed, clusters.cluster_of(n)
+    parts = []
+    for lo in range(0, len(removed.records), _DESCRIBE_SLICE):
+        part = slice(lo, lo + _DESCRIBE_SLICE)
+        parts.append(pl.Series([
+            near_dup_detail(ref, Removal(kept, j), Estimate(None if math.isnan(e) else e, g), cid)
+            for ref, kept, j, e, g, cid in zip(
+                refs.take(removed.kept[part]), removed.kept[part].tolist(), removed.jaccard[part].tolist(),
+                estimates.value[part].tolist(), estimates.ngram[part].tolist(),
+                cluster_of[removed.records[part]].tolist())
+        ], dtype=pl.Utf8))
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.Utf8)
+
+
+_DESCRIBE_SLICE = 1 << 16
+
+
+def split_keys(hashes: pl.Series | list[str], clusters: Clusters, groups: list[PromptGroup]) -> pl.Series:
     """The split key of each record in a cluster or a same-prompt group: the content hash of its cluster's best
-    copy, or of the best copy of the group that copy is in; None for the others."""
+    copy, or of the best copy of the group that copy is in; null for the others."""
+    hashes = Refs(hashes).series
     n = len(hashes)
-    group_best = {m.record: g.best for g in groups for m in g.members}
-    cluster_of = clusters.cluster_of(n)
-    best_of = clusters.best_of(n)
-    keys: list[str | None] = [None] * n
-    for i in range(n):
-        if cluster_of[i] is not None or i in group_best:
-            keys[i] = hashes[group_best.get(best_of[i], best_of[i])]
-    return keys
+    group_best = np.arange(n, dtype=np.int64)
+    grouped = np.zeros(n, dtype=bool)
+    for g in groups:
+        for m in g.members:
+            group_best[m.record], grouped[m.record] = g.best, True
+    key = group_best[clusters.best_of(n)]
+    key[~((clusters.cluster_of(n) >= 0) | grouped)] = -1
+    return hashes.gather(_nulls_below_zero("_key", key)).alias(C.SPLIT_KEY)
 
 
 def row_columns(
-    refs: list[str],
-    hashes: list[str],
+    refs: pl.Series | list[str],
+    hashes: pl.Series | list[str],
     clusters: Clusters,
-    estimates: dict[int, Estimate],
+    estimates: Estimates,
     groups: list[PromptGroup],
     policy: str,
 ) -> pl.DataFrame:
     """The stage's columns, one row per record: cluster, kept copy and Jaccard of a removed record, conflict flag,
     split key, and the reject reason and detail (`_reason`, `_detail`)."""
+    refs = Refs(refs)
     n = len(refs)
-    cluster_of = clusters.cluster_of(n)
-    dup_of: list[str | None] = [None] * n
-    dup_jaccard: list[float | None] = [None] * n
-    reason: list[str | None] = [None] * n
-    detail: list[str | None] = [None] * n
-    for i, removal in clusters.removed.items():
-        dup_of[i], dup_jaccard[i], reason[i] = refs[removal.kept], removal.jaccard, "dup.near"
-        detail[i] = near_dup_detail(refs[removal.kept], removal, estimates[i], cluster_of[i])
-    conflict = [False] * n
+    removed = clusters.removed
+    conflict = np.zeros(n, dtype=bool)
+    rejected: list[int] = []  # conflict group members the policy rejects, with their details
+    details: list[str] = []
     for group in groups:
         for member in group.members:
             conflict[member.record] = group.conflict
             if not member.kept:
-                reason[member.record] = "dup.prompt_conflict"
-                detail[member.record] = conflict_detail(member, group, refs, policy)
+                rejected.append(member.record)
+                details.append(conflict_detail(member, group, refs, policy))
+    # A removed record is in a cluster and not its best copy, so in no group: the two sets of rows are disjoint.
+    at = np.concatenate((removed.records, np.array(rejected, dtype=np.int64)))
+    reasons = pl.Series(["dup.near", "dup.prompt_conflict"], dtype=pl.Utf8).gather(
+        np.repeat([0, 1], [len(removed.records), len(rejected)]))
+    detail = pl.concat([near_dup_details(refs, clusters, estimates, n), pl.Series(details, dtype=pl.Utf8)])
+    kept_of = np.full(n, -1, dtype=np.int64)
+    kept_of[removed.records] = removed.kept
     return pl.DataFrame(
         [
-            pl.Series(C.NEAR_DUP_CLUSTER, cluster_of, dtype=pl.Int64),
-            pl.Series(C.NEAR_DUP_OF, dup_of, dtype=pl.Utf8),
-            pl.Series(C.NEAR_DUP_JACCARD, dup_jaccard, dtype=pl.Float64),
+            _nulls_below_zero(C.NEAR_DUP_CLUSTER, clusters.cluster_of(n)),
+            refs.series.gather(_nulls_below_zero("_of", kept_of)).alias(C.NEAR_DUP_OF),
+            _spread(C.NEAR_DUP_JACCARD, pl.Series(removed.jaccard, dtype=pl.Float64), removed.records, n),
             pl.Series(C.PROMPT_CONFLICT, conflict, dtype=pl.Boolean),
-            pl.Series(C.SPLIT_KEY, split_keys(hashes, clusters, groups), dtype=pl.Utf8),
-            pl.Series("_reason", reason, dtype=pl.Utf8),
-            pl.Series("_detail", detail, dtype=pl.Utf8),
+            split_keys(hashes, clusters, groups),
+            _spread("_reason", reasons, at, n),
+            _spread("_detail", detail, at, n),
         ]
     )
 
 
-def cluster_line(
-    cid: int, clusters: Clusters, estimates: dict[int, Estimate], refs: list[str]
-) -> dict[str, Any]:
-    """The duplicates.jsonl line of one near-duplicate cluster (a candidate component)."""
-    members, removed = clusters.members[cid], clusters.removed
-    gone = [removed[i] for i in members if i in removed]
-    return {
-        "kind": "near_dup",
-        "cluster": cid,
-        "kept": refs[clusters.best[cid]],
-        "size": len(members),
-        "min_jaccard": _r4(min((r.jaccard for r in gone), default=None)),
-        "members": [
-            {
-                "ref": refs[i],
-                "kept": i not in removed,
-                "of": refs[removed[i].kept] if i in removed else None,
-                "jaccard": _r4(removed[i].jaccard) if i in removed else None,
-                "jaccard_estimate": _r4(estimates[i].value) if i in removed else None,
-            }
-            for i in members
-        ],
-    }
+def cluster_lines(clusters: Clusters, estimates: Estimates, refs: Refs) -> Iterator[dict[str, Any]]:
+    """The duplicates.jsonl line of each near-duplicate cluster (a candidate component), reading the refs of a
+    slice of clusters at a time."""
+    members, removed = clusters.members, clusters.removed
+    n = len(refs)
+    at = np.full(n, -1, dtype=np.int64)  # each removed record's place in `removed`
+    at[removed.records] = np.arange(len(removed.records))
+    starts = members.starts.tolist()
+    cid = 0
+    while cid < len(starts) - 1:
+        end = cid + 1  # whole clusters, at least one, up to a slice of records
+        while end < len(starts) - 1 and starts[end + 1] - starts[cid] <= _DESCRIBE_SLICE:
+            end += 1
+        records = members.records[starts[cid] : starts[end]]
+        place = at[records]
+        gone = place >= 0
+        refs_of = refs.take(records)
+        of = np.full(len(records), -1, dtype=np.int64)
+        of[gone] = removed.kept[place[gone]]
+        of_refs = refs.take(of[gone])
+        best_refs = refs.take(clusters.best[cid:end])
+        raw = removed.jaccard[place[gone]].tolist()
+        jac = [_r4(x) for x in raw]
+        est = [None if math.isnan(x) else _r4(x) for x in estimates.value[place[gone]].tolist()]
+        k = 0
+        for c in range(cid, end):
+            lo, hi = starts[c] - starts[cid], starts[c + 1] - starts[cid]
+            entries, min_jac = [], None
+            for p in range(lo, hi):
+                if gone[p]:
+                    entries.append({"ref": refs_of[p], "kept": False, "of": of_refs[k], "jaccard": jac[k],
+                                    "jaccard_estimate": est[k]})
+                    min_jac = raw[k] if min_jac is None or raw[k] < min_jac else min_jac
+                    k += 1
+                else:
+                    entries.append({"ref": refs_of[p], "kept": True, "of": None, "jaccard": None,
+                                    "jaccard_estimate": None})
+            yield {"kind": "near_dup", "cluster": c, "kept": best_refs[c - cid], "size": hi - lo,
+                   "min_jaccard": _r4(min_jac), "members": entries}
+        cid = end
 
 
-def group_line(gid: int, group: PromptGroup, refs: list[str], policy: str) -> dict[str, Any]:
+def group_line(gid: int, group: PromptGroup, refs: Refs | list[str], policy: str) -> dict[str, Any]:
     """The duplicates.jsonl line of one same-prompt group (`prompt_conflict` or `same_answer`)."""
     line: dict[str, Any] = {
         "kind": C.PROMPT_CONFLICT if group.conflict else "same_answer",
@@ -875,12 +999,13 @@ def group_line(gid: int, group: PromptGroup, refs: list[str], policy: str) -> di
 
 
 def duplicates_jsonl(
-    refs: list[str], clusters: Clusters, estimates: dict[int, Estimate], groups: list[PromptGroup], policy: str
+    refs: pl.Series | list[str], clusters: Clusters, estimates: Estimates, groups: list[PromptGroup], policy: str
 ) -> bytes:
     """duplicates.jsonl: one line per near-duplicate cluster, then one per same-prompt group."""
+    refs = Refs(refs)
     out = io.BytesIO()  # a line at a time: a corpus of near-copies has a member entry for most of its records
     for line in itertools.chain(
-        (cluster_line(cid, clusters, estimates, refs) for cid in range(len(clusters.members))),
+        cluster_lines(clusters, estimates, refs),
         (group_line(gid, group, refs, policy) for gid, group in enumerate(groups)),
     ):
         out.write((json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
@@ -909,23 +1034,24 @@ def summarize(
 
     `edges` holds each view's edges, in the order of `views` (long, short, prompt).
     """
-    sizes = [len(m) for m in clusters.members]
-    reasons = rows.get_column("_reason").to_list()
+    sizes = clusters.members.sizes().tolist()
+    reasons = rows.get_column("_reason")
     conflict_groups = sum(g.conflict for g in groups)
     grouped = sum(len(g.members) for g in groups)
     in_conflict = sum(len(g.members) for g in groups if g.conflict)
+    removed = clusters.removed
     return {
         "records": rows.height,
         "clusters": len(sizes),
         "records_in_clusters": sum(sizes),
-        "near_duplicates_rejected": reasons.count("dup.near"),
+        "near_duplicates_rejected": int((reasons == "dup.near").sum()),
         "largest_cluster": max(sizes, default=0),
         "cluster_sizes": size_histogram(sizes),
-        "min_jaccard_to_kept": _r4(min((r.jaccard for r in clusters.removed.values()), default=None)),
-        "kept_apart_from_chains": sum(sizes) - len(clusters.removed) - len(sizes),
+        "min_jaccard_to_kept": _r4(float(removed.jaccard.min()) if len(removed.records) else None),
+        "kept_apart_from_chains": sum(sizes) - len(removed.records) - len(sizes),
         "prompt_conflict_groups": conflict_groups,
         "prompt_conflict_records": in_conflict,
-        "prompt_conflict_rejected": reasons.count("dup.prompt_conflict"),
+        "prompt_conflict_rejected": int((reasons == "dup.prompt_conflict").sum()),
         "prompt_conflict_policy": policy,
         "same_answer_groups": len(groups) - conflict_groups,
         "same_answer_records": grouped - in_conflict,
@@ -1050,9 +1176,11 @@ def find_near_duplicates(
     groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
     advance(n)
 
-    refs = df.get_column(C.REF).to_list()
     estimates = removal_estimates(clusters.removed, check)
-    rows = row_columns(refs, df.get_column(C.CONTENT_HASH).to_list(), clusters, estimates, groups, cfg.prompt_conflict)
+    if store is not None:
+        store.forget()  # nothing more is read: the cache's arrays would sit beside the columns built next
+    refs = df.get_column(C.REF)
+    rows = row_columns(refs, df.get_column(C.CONTENT_HASH), clusters, estimates, groups, cfg.prompt_conflict)
     return Result(
         rows=rows,
         artifact=duplicates_jsonl(refs, clusters, estimates, groups, cfg.prompt_conflict),
