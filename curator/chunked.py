@@ -20,8 +20,9 @@ import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, ClassVar, Generic, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -38,8 +39,11 @@ BLOCK_BYTES = 128 << 20
 class ChunkStore:
     """Where chunk arrays live: in memory (`folder` None), or as .npy files in `folder` (created on first use)."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, map: ChunkMap | None = None) -> None:
         self.folder = folder
+        # Where questions about pairs on files may run group pair by group pair (the ray engine: as tasks on
+        # its workers, which read the groups from `folder`); None: in this process.
+        self.map = map
         self._held: dict[str, dict[str, np.ndarray]] = {}
         # On files, the arrays read last, up to CACHE_BYTES: questions about pairs come one after another
         # (each round of the near-duplicate checks), and small collections then stay read.
@@ -47,7 +51,8 @@ class ChunkStore:
         self._cached_bytes = 0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": OrderedDict(), "_cached_bytes": 0}  # a worker starts without
+        # a worker starts without a cache, and answers its pairs itself
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached_bytes": 0, "map": None}
 
     @property
     def in_memory(self) -> bool:
@@ -100,6 +105,7 @@ class ChunkStore:
 
 
 T = TypeVar("T")
+ChunkMap = Callable[[Callable[[int], Any], int], Iterable[Any]]  # fn(0) .. fn(n - 1), in order
 
 
 @dataclass
@@ -188,17 +194,41 @@ class Chunked(Generic[T]):
         gj = np.searchsorted(starts, pj, side="right") - 1
         lo, hi = np.minimum(gi, gj), np.maximum(gi, gj)
         order = np.lexsort((hi, lo))
-        for a, a_positions in _runs(lo, order):
-            data_a = self.gather(groups[a])
+        jobs = [(a, b, positions) for a, a_positions in _runs(lo, order) for b, positions in _runs(hi, a_positions)]
+
+        def positions_in_data(a: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # pairs across two groups are answered on the two joined, group a's items first
             size_a = len(groups[a])
-            for b, positions in _runs(hi, a_positions):
-                # pairs across two groups are answered on the two joined, group a's items first
-                data = data_a if b == a else self._concat([data_a, self.gather(groups[b])])
-                ai = pi[positions] - starts[gi[positions]] + np.where(gi[positions] == a, 0, size_a)
-                aj = pj[positions] - starts[gj[positions]] + np.where(gj[positions] == a, 0, size_a)
-                out[positions] = compute(data, ai, aj)
-                del data  # before the next join is built: group a, the next group and their join at most
+            ai = pi[positions] - starts[gi[positions]] + np.where(gi[positions] == a, 0, size_a)
+            aj = pj[positions] - starts[gj[positions]] + np.where(gj[positions] == a, 0, size_a)
+            return ai, aj
+
+        if self.store.map is not None and len(jobs) > 1:  # each group pair in a task that reads its groups
+            work = [(groups[a], None if b == a else groups[b], *positions_in_data(a, positions))
+                    for a, b, positions in jobs]
+            answers = self.store.map(partial(_answer_group_pair, self, compute, work), len(work))
+            for (_, _, positions), answer in zip(jobs, answers):
+                out[positions] = answer
+            return out
+        data_a, read_a = None, -1
+        for a, b, positions in jobs:
+            if read_a != a:
+                data_a, read_a = None, a  # the last group a dropped before the next is read
+                data_a = self.gather(groups[a])
+            data = data_a if b == a else self._concat([data_a, self.gather(groups[b])])
+            out[positions] = compute(data, *positions_in_data(a, positions))
+            del data  # before the next join is built: group a, the next group and their join at most
         return out
+
+
+def _answer_group_pair(chunked: Chunked, compute: Callable, work: list, k: int) -> np.ndarray:
+    """The answers of group pair `k` of `work` ((items of group a, of group b or None, positions of the pairs'
+    members in the two joined)), reading the groups from the store."""
+    items_a, items_b, ai, aj = work[k]
+    data = chunked.gather(items_a)
+    if items_b is not None:
+        data = chunked._concat([data, chunked.gather(items_b)])
+    return compute(data, ai, aj)
 
 
 def _runs(keys: np.ndarray, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import polars as pl
 
 from curator import columns as C
+from curator.chunked import ChunkMap
 from curator.stages import registry, validate
 from curator.stages.base import Progress, StageContext, StreamedColumns
 
@@ -328,12 +329,12 @@ def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, aliv
 
 
 RowRunner = Callable[[registry.Stage, Shards, StageContext, int], int]
-ChunkMap = Callable[[Callable[[int], Any], int], Iterable[Any]]
 
 
 def chunk_map(engine: str) -> ChunkMap | None:
-    """Where a global stage runs its work on each shard (near-dup's shingles and signatures): as Ray tasks
-    under ray (while `row_runner` is open), else in this process (None)."""
+    """Where a global stage runs its work on each shard (near-dup's shingles and signatures) and its questions
+    about pairs group pair by group pair: as Ray tasks under ray (while `row_runner` is open), else in this
+    process (None)."""
     if engine != "ray":
         return None
     from curator import ray_engine

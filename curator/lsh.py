@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -189,38 +189,61 @@ def pairs_of_band_keys(keys: Iterable[np.ndarray], n: int) -> np.ndarray:
     one band's key of every column: a band at a time is enough)."""
     found = np.zeros(0, dtype=np.int64)  # pair codes lo * n + hi, unique and sorted, merged band after band
     for key in keys:
-        codes = []
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
-        run_start = np.concatenate(([0], cut))
-        run_len = np.diff(np.concatenate((run_start, [n])))
-        for size in np.unique(run_len[run_len > 1]):
-            starts = run_start[run_len == size]
-            if size <= _MAX_BUCKET_PAIRS:
-                x, y = np.triu_indices(int(size), 1)
-            else:  # star on the first member plus the chain of neighbours
-                x = np.concatenate((np.zeros(size - 1, np.int64), np.arange(1, size - 1)))
-                y = np.concatenate((np.arange(1, size), np.arange(2, size)))
+        new = [_not_in(found, np.unique(codes)) for codes in _band_codes(key, n)]
+        if new:  # one insertion per band: each copies every pair found so far
+            found = _merge_codes(found, np.unique(np.concatenate(new)))
+    # int32 halves the pairs' memory (a corpus of near-copies has dozens of candidates per record); converted a
+    # slice at a time, so that no int64 copy of all pairs is made
+    pairs = np.empty((len(found), 2), dtype=np.int32 if n < 2**31 else np.int64)
+    for lo in range(0, len(found), _PAIR_CODES_SLICE):
+        part = found[lo : lo + _PAIR_CODES_SLICE]
+        pairs[lo : lo + len(part), 0] = part // n
+        pairs[lo : lo + len(part), 1] = part % n
+    return pairs
+
+
+def _band_codes(key: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    """The pair codes (lo * n + hi) of the columns sharing one band's `key`, about _PAIR_CODES_SLICE at a time: a
+    corpus of near-copies puts dozens of pairs per record in one band, and their index arrays cost 40 bytes a
+    pair."""
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    cut = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
+    run_start = np.concatenate(([0], cut))
+    run_len = np.diff(np.concatenate((run_start, [n])))
+    for size in np.unique(run_len[run_len > 1]):
+        if size <= _MAX_BUCKET_PAIRS:
+            x, y = np.triu_indices(int(size), 1)
+        else:  # star on the first member plus the chain of neighbours
+            x = np.concatenate((np.zeros(size - 1, np.int64), np.arange(1, size - 1)))
+            y = np.concatenate((np.arange(1, size), np.arange(2, size)))
+        all_starts = run_start[run_len == size]
+        per_slice = max(1, _PAIR_CODES_SLICE // len(x))
+        for at in range(0, len(all_starts), per_slice):
+            starts = all_starts[at : at + per_slice]
             i = order[starts[:, None] + x[None, :]].ravel()
             j = order[starts[:, None] + y[None, :]].ravel()
-            lo, hi = np.minimum(i, j), np.maximum(i, j)
-            codes.append(lo.astype(np.int64) * n + hi)
-        if codes:  # one band's pairs at a time: the pairs of every band at once would be bands x the unique
-            found = _merge_codes(found, np.unique(np.concatenate(codes)))
-    # int32 halves the pairs' memory (a corpus of near-copies has dozens of candidates per record)
-    kind = np.int32 if n < 2**31 else np.int64
-    return np.stack(((found // n).astype(kind), (found % n).astype(kind)), axis=1)
+            yield np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
+
+
+_PAIR_CODES_SLICE = 1 << 21
+
+
+def _not_in(found: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The `codes` that sorted `found` lacks."""
+    if len(found) == 0:
+        return codes
+    at = np.minimum(np.searchsorted(found, codes), len(found) - 1)
+    return codes[found[at] != codes]
 
 
 def _merge_codes(found: np.ndarray, new: np.ndarray) -> np.ndarray:
     """The union of two sorted unique code arrays, sorted: only the codes `found` lacks are inserted (the union
     of the two at once would sort a copy of both)."""
-    if len(found) == 0:
-        return new
-    at = np.searchsorted(found, new)
-    missing = found[np.minimum(at, len(found) - 1)] != new
-    return np.insert(found, at[missing], new[missing])
+    new = _not_in(found, new)
+    if len(found) == 0 or len(new) == 0:
+        return new if len(found) == 0 else found
+    return np.insert(found, np.searchsorted(found, new), new)
 
 
 # Odd 64-bit multiplier folding a band's rows into one key (a collision only adds a candidate).

@@ -204,6 +204,30 @@ def test_near_dup_shingles_each_shard_in_a_ray_task_and_a_dead_one_is_run_again(
     assert len(dups) == 3  # the copies in shards 1-3 of the record in shard 0
 
 
+def test_near_dup_answers_pairs_group_pair_by_group_pair_in_ray_tasks(tmp_path, monkeypatch):
+    """With groups of one record (BLOCK_BYTES 1, set in the driver, which cuts the groups), every pair question
+    on files becomes tasks, one per group pair; the decisions are local's."""
+    from curator import chunked, ray_engine
+
+    raw = _near_dups(tmp_path)
+    run(raw, tmp_path / "local", load_config(None, ["engine.name=local", *QUICK]))
+    log = tmp_path / "chunks.log"
+
+    def logging_map(engine):
+        return lambda fn, n: ray_engine.map_chunks(ChunkWorkDiesOnce(fn, str(log), str(tmp_path / "none"), -1), n)
+
+    monkeypatch.setattr(E, "chunk_map", logging_map)
+    monkeypatch.setattr(chunked, "BLOCK_BYTES", 1)
+    run(raw, tmp_path / "ray", load_config(None, ["engine.name=ray", *QUICK]))
+    calls = [line.split() for line in log.read_text().splitlines()]
+    pair_tasks = [pid for work, _, pid in calls if work == "_answer_group_pair"]
+    # the copies' pairs, asked about in turn (agreements, Jaccard, answers, the kept copy, the estimate): one
+    # task per group pair of each question that spans more than one
+    assert len(pair_tasks) == 39
+    assert str(os.getpid()) not in pair_tasks  # in Ray's workers, not in the driver
+    assert_same_outputs({"local": tmp_path / "local", "ray": tmp_path / "ray"})
+
+
 def _near_dups(tmp_path: Path) -> Path:
     """16 records in 4 shards of 4: one long answer in shard 0, and an edited copy of it in each later shard."""
     answer = " ".join(f"word{i}" for i in range(80))

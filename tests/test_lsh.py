@@ -95,6 +95,38 @@ def test_band_pairs_need_a_whole_band_in_common():
 # ----------------------------------------------------------------------------------------------- components
 
 
+def test_band_pairs_are_the_same_whatever_the_slice_of_codes(monkeypatch):
+    """Pairs are made and merged a slice of buckets at a time; every slice size gives every band's pairs once:
+    buckets of 2 and 5, of 40 (all pairs) and of 300 (a star and a chain)."""
+    rng = np.random.default_rng(7)
+    n = 700
+    keys = []
+    for _ in range(3):
+        key = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+        shuffled = rng.permutation(n)
+        key[shuffled[:300]] = 1  # one bucket of 300
+        key[shuffled[300:340]] = 2  # one of 40
+        for b in range(20):  # twenty of 5 and ten of 2: several buckets to a slice
+            key[shuffled[340 + 5 * b : 345 + 5 * b]] = 3 + b
+        for b in range(10):
+            key[shuffled[440 + 2 * b : 442 + 2 * b]] = 23 + b
+        keys.append(key)
+    expected = set()
+    buckets = [(1, 300), (2, 40)] + [(3 + b, 5) for b in range(20)] + [(23 + b, 2) for b in range(10)]
+    for key in keys:
+        for value, size in buckets:
+            members = np.flatnonzero(key == value).tolist()
+            if size <= 256:
+                expected |= {(a, b) for k, a in enumerate(members) for b in members[k + 1 :]}
+            else:
+                expected |= {(members[0], b) for b in members[1:]} | set(zip(members[1:], members[2:]))
+    whole = lsh.pairs_of_band_keys(keys, n)
+    assert [tuple(p) for p in whole.tolist()] == sorted(expected)
+    for size in (1, 3, 25, 1000):
+        monkeypatch.setattr(lsh, "_PAIR_CODES_SLICE", size)
+        assert np.array_equal(lsh.pairs_of_band_keys(keys, n), whole)
+
+
 def test_union_find_joins_and_reports_new_unions():
     uf = lsh.UnionFind(4)
     assert uf.union(0, 1) and uf.union(2, 3) and uf.union(1, 3)

@@ -433,8 +433,11 @@ def band(view: View, accept: np.ndarray | None = None) -> Candidates:
         cols = cols[accept[view.members[cols[:, 0]]] | accept[view.members[cols[:, 1]]]]
     cols = cols[sig.agreements(cols) >= min_agreement(sig.num_perm, view.threshold)]
     # `members` is ascending and pairs_of_band_keys sorts (lo, hi), so record pairs come out as i < j, sorted;
-    # record numbers fit the columns' type
-    return Candidates(view.members.astype(cols.dtype)[cols], found)
+    # record numbers fit the columns' type. In place, a slice at a time: the pairs are the stage's largest array.
+    members = view.members.astype(cols.dtype)
+    for lo in range(0, len(cols), _CHECK_SLICE):
+        cols[lo : lo + _CHECK_SLICE] = members[cols[lo : lo + _CHECK_SLICE]]
+    return Candidates(cols, found)
 
 
 # -------------------------------------------------------------------------------------------------- verify
@@ -536,7 +539,7 @@ def verify(
                  verified, dropped)
 
 
-_WALK_SLICE = 1 << 20
+_WALK_SLICE = 1 << 18
 _CHECK_SLICE = 1 << 22
 
 
@@ -845,6 +848,7 @@ class Refs:
 
 
 def _nulls_below_zero(name: str, index: np.ndarray) -> pl.Series:
+    """`index` as an Int64 column, null where negative (an index that gathers null)."""
     s = pl.Series(name, index, dtype=pl.Int64)
     return pl.select(pl.when(s >= 0).then(s).alias(name)).to_series()
 
@@ -1218,7 +1222,7 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     if C.MESSAGES not in df.columns and ctx.streamed is not None:  # the engine keeps the text in shards
         streamed = ctx.streamed
         source = TextSource(streamed.n_chunks, partial(_messages_of, streamed.read), streamed.map or _in_order)
-        store = ChunkStore(streamed.scratch / NAME)
+        store = ChunkStore(streamed.scratch / NAME, map=streamed.map)
     try:
         with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
             result = find_near_duplicates(df, cfg, advance, source, store)
