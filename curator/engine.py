@@ -30,6 +30,7 @@ import polars as pl
 
 from curator import columns as C
 from curator.chunked import ChunkMap
+from curator.memory import give_back_freed_memory
 from curator.stages import registry, validate
 from curator.stages.base import Progress, StageContext, StreamedColumns
 
@@ -399,6 +400,8 @@ def run_global_stage(
         live = live.with_columns(out.slice(offset, size).get_columns())
         offset += size
         alive += _keep_live(shards, i, live)
+    if isinstance(shards, ParquetShards):  # the stage's arrays are gone: so are the pages they took
+        give_back_freed_memory()
     return alive
 
 

@@ -30,6 +30,7 @@ from curator.errors import CurateError, machine_error, os_errno
 from curator.gates import Gate
 from curator.io.readers import RawLine, ReadDigest, discover, display_name, iter_file
 from curator.manifest import MANIFEST_VERSION, Manifest
+from curator.memory import give_back_freed_memory
 from curator.stages import registry
 from curator.stages.base import Progress, StageContext
 
@@ -532,6 +533,7 @@ def _run_staged(
 
     counts, gates = _tally(annotations, n_read, ctx)
     registry.check_summaries(ctx.summaries)
+    give_back_freed_memory()  # the shards' batches are written and gone; Parquet's encoder comes next
     outputs = write_outputs(tmp, annotations, ctx)
     manifest = Manifest.model_validate(
         {

@@ -104,6 +104,7 @@ import polars as pl
 from curator import columns as C
 from curator.chunked import ChunkedSets, ChunkedSignatures, ChunkStore, StoredSets, StoredSignatures
 from curator.columns import with_reject
+from curator.memory import give_back_freed_memory
 from curator.lsh import (
     SCHEME,
     Bands,
@@ -1183,6 +1184,7 @@ def find_near_duplicates(
     estimates = removal_estimates(clusters.removed, check)
     if store is not None:
         store.forget()  # nothing more is read: the cache's arrays would sit beside the columns built next
+        give_back_freed_memory()  # and the pairs' arrays are gone
     refs = df.get_column(C.REF)
     rows = row_columns(refs, df.get_column(C.CONTENT_HASH), clusters, estimates, groups, cfg.prompt_conflict)
     return Result(
