@@ -296,10 +296,22 @@ def compile_decoder_layers(peft_model, backend="inductor") -> None:
     The embeddings' output is made to require grad, so the first layer's input is like every other layer's (a
     requires_grad guard would otherwise give it graphs of its own). Evaluation and generation run eager
     (finetune.evaluate). `backend`: tests count compilations with a cheap one.
+
+    Under gradient checkpointing the layer's forward runs inside torch.utils.checkpoint, which dynamo traces only
+    when the forward mutates no Python state; else it runs the whole layer eager and compiles nothing. Models
+    of transformers >= 5.25 (which installs the `kernels` package) wrap attention's forward in kernels'
+    `use_kernelized_func`, which sets and then resets a module-level variable on every call. That leaves nothing
+    behind, so not replaying it in the backward's recomputation is harmless: dynamo is told so, while the
+    layers compile only (a config patch around each compiled call, not a process-wide setting).
     """
     causal_lm(peft_model).enable_input_require_grads()
+    dynamo_config = torch._dynamo.config
+    skip_replay = hasattr(dynamo_config, "skip_fwd_side_effects_in_bwd_under_checkpoint")  # older torch: no such flag
     for layer in peft_model.get_base_model().model.layers:
         layer.compile(backend=backend, dynamic=True)
+        if skip_replay:
+            patch = dynamo_config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True)
+            layer._compiled_call_impl = patch(layer._compiled_call_impl)
 
 
 def causal_lm(model):
