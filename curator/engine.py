@@ -326,6 +326,8 @@ def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, aliv
             results.append(run_row_shard(stage, shards, i, _quiet(ctx) if many else ctx))
             advance(results[-1].rows)
     merge_row_summary(stage, results, ctx)
+    if isinstance(shards, ParquetShards):  # what the stage's libraries freed (the tokenizer's batches)
+        give_back_freed_memory()
     return sum(r.alive for r in results)
 
 
