@@ -30,8 +30,9 @@ from curator.shingles import SortedSets, jaccard_many
 
 # The most bytes of arrays a store on files keeps after reading them.
 CACHE_BYTES = 128 << 20
-# Pairs asked about at once on files: each takes 8 index arrays (64 bytes) while its groups are found.
-PAIR_SLICE = 1 << 22
+# Pairs asked about at once on files: each takes 8 index arrays (64 bytes) while its groups are found, and as
+# much again while a group pair is answered (2M: about 250 MiB, a tenth of the stream engine's 2.5 GiB).
+PAIR_SLICE = 1 << 21
 # About the most bytes of the items one group holds, read back from files at a time (pairs across two groups
 # are answered on the two joined: group a, group b and their join, four groups' worth, at most).
 BLOCK_BYTES = 128 << 20
