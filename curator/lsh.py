@@ -331,12 +331,6 @@ def components_of(n: int, pairs: np.ndarray) -> Components:
 _UNION_SLICE = 1 << 20
 
 
-def connected_components(n: int, edges: list[tuple[int, int, float]]) -> list[list[int]]:
-    """The components of the (i, j, score) edges over records 0..n-1 with more than one member, each ascending,
-    ordered by their first record (records without an edge are in none)."""
-    return components_of(n, np.array([(i, j) for i, j, _ in edges], dtype=np.int64)).as_lists()
-
-
 # --------------------------------------------------------------------------------------------- prefilter
 
 

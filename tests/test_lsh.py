@@ -136,5 +136,6 @@ def test_union_find_joins_and_reports_new_unions():
 
 def test_connected_components_are_ascending_and_ordered_by_first_record():
     edges = [(1, 5, 0.8), (4, 6, 0.9), (0, 6, 0.85), (1, 2, 1.0)]  # the later component's edge first
-    assert lsh.connected_components(8, edges) == [[0, 4, 6], [1, 2, 5]]
-    assert lsh.connected_components(3, []) == []
+    pairs = np.array([(i, j) for i, j, _ in edges])
+    assert lsh.components_of(8, pairs).as_lists() == [[0, 4, 6], [1, 2, 5]]
+    assert lsh.components_of(3, np.zeros((0, 2))).as_lists() == []

@@ -645,8 +645,7 @@ def remove_against_kept(components: Components, rank: np.ndarray, check: KeptChe
     or within the threshold of a kept copy. One `check` batch per round for all components; deterministic,
     since `rank` is a total order.
     """
-    order = np.lexsort((rank[components.records], components.label))  # by component, best first
-    label, records = components.label[order], components.records[order]
+    label, records = by_rank(components, rank)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     while len(records):
         first = _run_starts(label)
@@ -689,10 +688,16 @@ class Clusters:
         return out
 
 
+def by_rank(components: Components, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, records) of `components`, each component's members from the lowest `rank` on."""
+    order = np.lexsort((rank[components.records], components.label))
+    return components.label[order], components.records[order]
+
+
 def best_members(components: Components, rank: np.ndarray) -> np.ndarray:
     """Each component's member of lowest `rank`."""
-    order = np.lexsort((rank[components.records], components.label))
-    return components.records[order][_run_starts(components.label[order])]
+    label, records = by_rank(components, rank)
+    return records[_run_starts(label)]
 
 
 def choose(components: Components, rank: np.ndarray, check: KeptCheck) -> Clusters:
