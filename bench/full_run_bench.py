@@ -8,7 +8,7 @@ peak RSS (of the largest process) come from `wait4`. The stage times are those `
 prints. After the last round the outputs are compared: train/val/rejects/duplicates byte for
 byte, annotations.parquet as frames.
 
-    python bench/full_run_bench.py --repeat 3 [--base main] [--new REF] [--variant "pool:code_language.workers=2"]
+    python bench/full_run_bench.py --repeat 3 [--base main] [--new REF] [--variant "pool:code_language.workers=2"] [--input PATH]
 
 `--new REF` measures a checkout of REF instead of this working tree (so edits made while it runs
 do not leak into it); `--variant LABEL:KEY=VALUE,...` adds the new tree run with `-s KEY=VALUE`
@@ -135,18 +135,20 @@ def main() -> None:
     ap.add_argument("--new", default=None, help="git revision to measure instead of this working tree")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--input", type=Path, default=None, help="a file or folder to run instead of the bench corpus")
     ap.add_argument("--variant", action="append", default=[], help="LABEL:KEY=VALUE,... this checkout with overrides")
     ap.add_argument("--out", type=Path, default=Path("/tmp/curator-full-run-bench"))
     args = ap.parse_args()
 
-    corpus = ensure_corpus(args.n)
+    corpus = args.input.resolve() if args.input else ensure_corpus(args.n)
     new = ROOT if args.new is None else worktree(args.new)
     variants = [Variant(f"base ({args.base})", worktree(args.base)), Variant(args.new or "this checkout", new)]
     for spec in args.variant:
         label, _, sets = spec.partition(":")
         variants.append(Variant(label, new, [s for s in sets.split(",") if s]))
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"corpus {corpus} ({corpus.stat().st_size / 1e6:.1f} MB), {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    size = sum(p.stat().st_size for p in ([corpus] if corpus.is_file() else corpus.rglob("*") if corpus.is_dir() else []) if p.is_file())
+    print(f"corpus {corpus} ({size / 1e6:.1f} MB), {os.cpu_count()} CPUs, load average {os.getloadavg()}")
     print("| round | variant | wall s | CPU s | peak RSS GiB | load (1 min) after |")
     print("|---|---|---:|---:|---:|---:|")
     for round_no in range(args.repeat):

@@ -70,6 +70,9 @@ class GateConfig(BaseModel):
 # The input size at which `engine.name: auto` picks the stream engine: below it, the whole frame fits
 # comfortably in memory on a laptop (see docs/scaling.md for memory per record).
 AUTO_STREAM_BYTES = 1_000_000_000
+# The input size from which local starts worker processes for its row stages (about 5,000 records of
+# the bench corpus; a worker takes a second or two to start, a record 0.3 ms per core).
+POOL_MIN_BYTES = 5_000_000
 
 
 class EngineConfig(BaseModel):
@@ -93,6 +96,18 @@ class EngineConfig(BaseModel):
         AUTO_STREAM_BYTES,
         ge=0,
         description="input size (bytes on disk, .gz counted 4 times) from which auto picks stream",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes that run the row stages under local, each on a slice of the records; unset: "
+        "the CPUs this process may use; 1: in this process",
+    )
+    pool_min_bytes: int = Field(
+        POOL_MIN_BYTES,
+        ge=0,
+        description="input size (as auto_stream_bytes counts it) from which local runs its row stages in "
+        "`workers` processes; below it, starting them costs more than they save",
     )
 
 

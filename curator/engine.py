@@ -129,6 +129,13 @@ class MemoryShards(Shards):
         self._live: list[pl.DataFrame] = []
         self._dead: list[list[pl.DataFrame]] = []
 
+    @classmethod
+    def holding(cls, live: pl.DataFrame) -> "MemoryShards":
+        """One shard of the live rows `live`, none of them rejected yet."""
+        shards = cls()
+        shards._live, shards._dead = [live], [[]]
+        return shards
+
     def __len__(self) -> int:
         return len(self._live)
 
@@ -270,8 +277,8 @@ def _keep_live(shards: Shards, i: int, out: pl.DataFrame) -> int:
 
 def _summary_columns(stage: registry.Stage) -> list[str]:
     """What a row stage's summary is merged from: the columns its `merge_summary` reads, and no more,
-    since they are kept for every row until the last shard is done."""
-    return list(stage.summary_reads)
+    since they are kept for every row until the last shard is done; and the row, to put them in row order."""
+    return [C.ROW, *stage.summary_reads]
 
 
 @dataclass
@@ -303,7 +310,9 @@ def merge_row_summary(stage: registry.Stage, results: list[ShardResult], ctx: St
     if stage.summary is None:
         return
     returned = pl.concat([r.returned for r in results], how="vertical_relaxed")
-    summary = stage.merge_summary(returned, [r.partial for r in results], ctx)
+    if not returned.get_column(C.ROW).is_sorted():  # slices that interleave (row_pool): sums in row order
+        returned = returned.sort(C.ROW)
+    summary = stage.merge_summary(returned.drop(C.ROW), [r.partial for r in results], ctx)
     if summary is not None:
         ctx.summaries[stage.name] = summary
 
@@ -334,6 +343,33 @@ def run_row_stage(stage: registry.Stage, shards: Shards, ctx: StageContext, aliv
 RowRunner = Callable[[registry.Stage, Shards, StageContext, int], int]
 
 
+@dataclass
+class StageRun:
+    """What a stage did: the rows alive after it, and its seconds."""
+
+    name: str
+    alive: int
+    seconds: float
+
+
+# Runs consecutive row stages (a segment) over the shards; what each did, in order.
+SegmentRunner = Callable[[list[registry.Stage], Shards, StageContext, int], list[StageRun]]
+
+
+def stage_by_stage(run_row: RowRunner) -> SegmentRunner:
+    """A segment run as each of its stages over every shard in turn, by `run_row`."""
+
+    def run(stages: list[registry.Stage], shards: Shards, ctx: StageContext, alive: int) -> list[StageRun]:
+        runs = []
+        for stage in stages:
+            started = time.perf_counter()
+            alive = run_row(stage, shards, ctx, alive)
+            runs.append(StageRun(stage.name, alive, time.perf_counter() - started))
+        return runs
+
+    return run
+
+
 def chunk_map(engine: str) -> ChunkMap | None:
     """Where a global stage runs its work on each shard (near-dup's shingles and signatures) and its questions
     about pairs group pair by group pair: as Ray tasks under ray (while `row_runner` is open), else in this
@@ -345,17 +381,37 @@ def chunk_map(engine: str) -> ChunkMap | None:
     return ray_engine.map_chunks
 
 
-@contextmanager
-def row_runner(engine: str, config: Any) -> Iterator[RowRunner]:
-    """How `engine` runs a row stage over the shards: one after another here, or (ray) as Ray tasks
-    for the time the context is open."""
-    if engine != "ray":
-        yield run_row_stage
-        return
-    from curator import ray_engine  # ray is an optional extra: imported by this engine alone
+def row_workers(engine: str, config: Any, files: list[Path]) -> int:
+    """How many processes run the row stages on this machine: under local, `row_pool.pool_size` of the
+    input; under stream and ray, one (ray's tasks run where Ray puts them)."""
+    if engine != "local":
+        return 1
+    from curator import row_pool
 
-    with ray_engine.connected(config.engine.ray_address) as run:
-        yield run
+    return row_pool.pool_size(config, input_bytes(files))
+
+
+@contextmanager
+def row_runner(engine: str, config: Any, workers: int = 1) -> Iterator[SegmentRunner]:
+    """How `engine` runs the row stages over the shards, for the time the context is open: one stage after
+    another here; under local with `workers` above 1, each segment on slices in that many processes
+    (curator/row_pool.py); under ray, each stage as Ray tasks."""
+    if engine == "ray":
+        from curator import ray_engine  # ray is an optional extra: imported by this engine alone
+
+        with ray_engine.connected(config.engine.ray_address) as run:
+            yield stage_by_stage(run)
+        return
+    if workers <= 1:
+        yield stage_by_stage(run_row_stage)
+        return
+    from curator import row_pool
+
+    pool = row_pool.RowPool(config, workers)
+    try:
+        yield pool.run_segment
+    finally:
+        pool.close()
 
 
 def _in_row_order(out: pl.DataFrame, given: pl.DataFrame, stage: registry.Stage) -> pl.DataFrame:
@@ -424,22 +480,42 @@ def _declared(stage: Any) -> registry.Stage:
     return registry.BY_NAME[stage.__name__.rsplit(".", 1)[-1]]
 
 
+def segments(stages: Iterable[registry.Stage]) -> Iterator[list[registry.Stage]]:
+    """The stages in order, consecutive row stages together, each global stage alone."""
+    run: list[registry.Stage] = []
+    for stage in stages:
+        if stage.kind == "row":
+            run.append(stage)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [stage]
+    if run:
+        yield run
+
+
 def run_segments(
     shards: Shards, ctx: StageContext, stages: Iterable[registry.Stage] | None = None,
-    run_row: RowRunner = run_row_stage, map_chunks: ChunkMap | None = None,
+    run_rows: SegmentRunner | None = None, map_chunks: ChunkMap | None = None,
 ) -> tuple[list[dict], list[tuple[str, float]]]:
-    """Run each stage (default: those the config keeps) over the shards, row stages by `run_row`;
-    return (the funnel from validate on, the time per stage, over all shards)."""
+    """Run each stage (default: those the config keeps) over the shards, row stages by `run_rows`
+    (default: one stage after another, here); return (the funnel from validate on, the time per stage,
+    over all shards)."""
     stages = registry.active(ctx.config.skip_stages) if stages is None else stages
+    run_rows = run_rows or stage_by_stage(run_row_stage)
     alive = sum(shards.live(i, [C.ROW]).height for i in range(len(shards)))
     funnel = [{"stage": "validate", "alive_after": alive}]
     timings = []
-    for stage in map(_declared, stages):
-        started = time.perf_counter()
-        if stage.kind == "row":
-            alive = run_row(stage, shards, ctx, alive)
+    for segment in segments(map(_declared, stages)):
+        if segment[0].kind == "row":
+            runs = run_rows(segment, shards, ctx, alive)
         else:
-            alive = run_global_stage(stage, shards, ctx, alive, map_chunks)
-        timings.append((stage.name, time.perf_counter() - started))
-        funnel.append({"stage": stage.name, "alive_after": alive})
+            started = time.perf_counter()
+            alive = run_global_stage(segment[0], shards, ctx, alive, map_chunks)
+            runs = [StageRun(segment[0].name, alive, time.perf_counter() - started)]
+        for run in runs:
+            timings.append((run.name, run.seconds))
+            funnel.append({"stage": run.name, "alive_after": run.alive})
+        alive = runs[-1].alive
     return funnel, timings

@@ -78,7 +78,8 @@ class Manifest(BaseModel):
 
     manifest_version: int
     config: dict[str, Any]
-    # the engine that ran the stages: name, why it was chosen, batch_rows, shards (outputs do not depend on it)
+    # the engine that ran the stages: name, why it was chosen, batch_rows, shards, the processes that ran the
+    # row stages here (outputs do not depend on it)
     engine: dict[str, Any] | None = None
     versions: dict[str, str]
     inputs: dict[str, str | None]  # display path -> sha256 of the bytes the run read (null: the file could not be read)

@@ -519,11 +519,12 @@ def _run_staged(
         started = time.perf_counter()
         digests: dict[Path, ReadDigest] = {}  # the manifest hashes the bytes read, not the files as they are later
         batch_rows = config.engine.batch_rows if engine in E.SHARDED else None
-        n_read = E.read_into(shards, read_lines(files, config, ctx.progress, digests), ctx, batch_rows)
-        read_time = time.perf_counter() - started
-
-        with E.row_runner(engine, config) as run_row:
-            funnel, timings = E.run_segments(shards, ctx, run_row=run_row, map_chunks=E.chunk_map(engine))
+        workers = E.row_workers(engine, config, files)
+        # the runner opens first: a pool's processes start while the input is read
+        with E.row_runner(engine, config, workers) as run_rows:
+            n_read = E.read_into(shards, read_lines(files, config, ctx.progress, digests), ctx, batch_rows)
+            read_time = time.perf_counter() - started
+            funnel, timings = E.run_segments(shards, ctx, run_rows=run_rows, map_chunks=E.chunk_map(engine))
         funnel.insert(0, {"stage": "read", "alive_after": n_read})
         timings.insert(0, ("read + validate", read_time))
         n_shards = len(shards)
@@ -539,7 +540,8 @@ def _run_staged(
         {
             "manifest_version": MANIFEST_VERSION,
             "config": config.resolved(),
-            "engine": {"name": engine, "chosen_by": chosen_by, "batch_rows": batch_rows, "shards": n_shards},
+            "engine": {"name": engine, "chosen_by": chosen_by, "batch_rows": batch_rows, "shards": n_shards,
+                       "workers": workers},
             "versions": _versions(),
             "inputs": {display_name(p): digests[p].hexdigest() for p in files},
             "inputs_skipped": [{"path": display_name(Path(p)), "why": why} for p, why in skipped],

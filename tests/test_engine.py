@@ -86,8 +86,8 @@ def test_the_golden_sample_gives_the_same_bytes_under_both_engines(golden_runs):
     assert_same_outputs(golden_runs)
     engines = {name: manifest(out)["engine"] for name, out in golden_runs.items()}
     assert engines == {
-        "local": {"name": "local", "chosen_by": "engine.name", "batch_rows": None, "shards": 1},
-        "stream": {"name": "stream", "chosen_by": "engine.name", "batch_rows": 37, "shards": 9},
+        "local": {"name": "local", "chosen_by": "engine.name", "batch_rows": None, "shards": 1, "workers": 1},
+        "stream": {"name": "stream", "chosen_by": "engine.name", "batch_rows": 37, "shards": 9, "workers": 1},
     }
 
 
@@ -235,7 +235,7 @@ def test_curate_run_takes_the_engine_as_an_option(tmp_path):
     args = ["run", str(raw), str(tmp_path / "o1"), "--quiet", "--engine", "stream", "-s", "engine.batch_rows=2"]
     result = CliRunner().invoke(cli, [*args, *(x for o in quick for x in ("-s", o))])
     assert result.exit_code == 0, result.output
-    assert manifest(tmp_path / "o1")["engine"] == {"name": "stream", "chosen_by": "engine.name", "batch_rows": 2, "shards": 3}
+    assert manifest(tmp_path / "o1")["engine"] == {"name": "stream", "chosen_by": "engine.name", "batch_rows": 2, "shards": 3, "workers": 1}
     args = ["run", str(raw), str(tmp_path / "o2"), "--quiet", "-s", "engine.auto_stream_bytes=1"]
     result = CliRunner().invoke(cli, [*args, *(x for o in quick for x in ("-s", o))])
     assert result.exit_code == 0, result.output

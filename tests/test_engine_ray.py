@@ -53,7 +53,7 @@ def golden_runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_the_golden_sample_gives_the_same_bytes_under_ray(golden_runs):
     assert_same_outputs(golden_runs)
-    assert manifest(golden_runs["ray"])["engine"] == {"name": "ray", "chosen_by": "engine.name", "batch_rows": 37, "shards": 9}
+    assert manifest(golden_runs["ray"])["engine"] == {"name": "ray", "chosen_by": "engine.name", "batch_rows": 37, "shards": 9, "workers": 1}
 
 
 def test_the_ray_manifest_is_the_stream_manifest(golden_runs):

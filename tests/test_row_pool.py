@@ -1,0 +1,156 @@
+"""The local engine's row stages over several processes (curator/row_pool.py): the same bytes as one.
+
+The pool's slices interleave rows, so each holds rows of every input file; rejects land in every slice,
+and near-dup (after the pool) sees rows whose columns came from different processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator import columns as C
+from curator import engine as E
+from curator import row_pool
+from curator.config import load_config
+from curator.errors import CurateError
+from curator.pipeline import run
+from curator.stages import registry
+from curator.stages.base import StageContext
+from tests.conftest import CHAT_DATA, NATIVE_DATA, ROOT
+from tests.test_engine import COMPARED, comparable, manifest
+
+SHARED_INPUTS = (
+    CHAT_DATA / "llamafactory_glaive_toolcall_en_demo.jsonl",  # tool calls
+    CHAT_DATA / "exercism_rust.chat.jsonl",  # code
+    NATIVE_DATA / "alpaca_zh_sample.json",  # Alpaca, Chinese
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_input(tmp_path_factory) -> Path:
+    """The golden sample (rejects of every kind, duplicates) and shared files of other shapes, in one folder."""
+    raw = tmp_path_factory.mktemp("pool") / "raw"
+    shutil.copytree(ROOT / "data_samples" / "raw", raw)
+    for path in SHARED_INPUTS:
+        if path.exists():
+            shutil.copy(path, raw / path.name)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def pool_runs(mixed_input, tmp_path_factory) -> dict[int, Path]:
+    tmp = tmp_path_factory.mktemp("pool-out")
+    outs = {}
+    for workers in (1, 2, 3):
+        outs[workers] = tmp / f"w{workers}"
+        cfg = load_config(None, ["engine.name=local", f"engine.workers={workers}", "engine.pool_min_bytes=0",
+                                 "gates.min_examples=null"])
+        run(mixed_input, outs[workers], cfg)
+    return outs
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_pool_writes_the_bytes_one_process_writes(pool_runs, workers):
+    one, pooled = pool_runs[1], pool_runs[workers]
+    for name in COMPARED:
+        assert (one / name).read_bytes() == (pooled / name).read_bytes(), name
+    assert comparable(manifest(one)) == comparable(manifest(pooled))
+    assert manifest(pooled)["engine"]["workers"] == workers
+    assert manifest(one)["engine"]["workers"] == 1
+
+
+def test_the_pooled_runs_reject_and_keep_rows_of_every_kind(pool_runs):
+    """The input is one that exercises the merge: rows rejected by several row stages, kept rows of every file."""
+    rejects = [json.loads(line) for line in (pool_runs[2] / "rejects.jsonl").open(encoding="utf-8")]
+    stages = {reason.split(".")[0] for r in rejects for reason in r["reasons"]}
+    assert {"tokens", "quality", "dup"} <= stages, stages
+    annotations = pl.read_parquet(pool_runs[2] / "annotations.parquet")
+    assert annotations.get_column(C.SECRET_FINDINGS).list.len().sum() > 0  # redacted, kept
+    kept = annotations.filter(pl.col(C.SPLIT).is_not_null())
+    assert kept.get_column(C.SOURCE_FILE).n_unique() >= 5
+
+
+def _frame(n: int) -> pl.DataFrame:
+    """`n` valid conversations, as validate builds them."""
+    from curator.io.readers import RawLine
+    from curator.stages import validate
+
+    lines = []
+    for i in range(n):
+        record = {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+        lines.append(RawLine("x.jsonl", i + 1, json.dumps(record), obj=record, parsed=True))
+    return validate.build_frame(lines, StageContext(config=load_config(None, [])))
+
+
+def test_a_stage_error_in_a_worker_is_raised_in_the_driver():
+    pool = row_pool.RowPool(load_config(None, []), 2)
+    try:
+        process, conn = pool.workers[0]
+        conn.send((["no_such_stage"], pl.DataFrame({C.ROW: [0]})))
+        with pytest.raises(KeyError, match="no_such_stage"):
+            row_pool._receive(process, conn)
+        conn.send((["normalize"], _frame(3)))  # the worker stays for the next job
+        assert row_pool._receive(process, conn).live.height == 3
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_fails_the_run_with_a_clear_error():
+    cfg = load_config(None, [])
+    pool = row_pool.RowPool(cfg, 2)
+    try:
+        process = pool.workers[0][0]
+        os.kill(process.pid, 9)
+        process.join(timeout=30)
+        shards = E.MemoryShards()
+        shards.add(_frame(10))
+        with pytest.raises(CurateError, match=r"worker process died \(exit code -9\)"):
+            pool.run_segment([registry.BY_NAME["normalize"]], shards, StageContext(config=cfg), 10)
+    finally:
+        pool.close()
+
+
+def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch):
+    """The whole run fails, and OUT keeps the previous run's files."""
+    out = tmp_path / "out"
+    cfg = load_config(None, ["engine.name=local", "engine.workers=1", "skip_stages=[dedup_minhash]", "gates.min_examples=null"])
+    run(mixed_input, out, cfg)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    real_segment = row_pool.RowPool.run_segment
+
+    def kill_then_run(self, *args):
+        os.kill(self.workers[0][0].pid, 9)
+        self.workers[0][0].join(timeout=30)
+        return real_segment(self, *args)
+
+    monkeypatch.setattr(row_pool.RowPool, "run_segment", kill_then_run)
+    pooled = load_config(None, ["engine.name=local", "engine.workers=2", "engine.pool_min_bytes=0",
+                                "skip_stages=[dedup_minhash]", "gates.min_examples=null"])
+    with pytest.raises(CurateError, match="worker process died"):
+        run(mixed_input, out, pooled, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no staging folder left beside it
+
+
+@pytest.mark.parametrize(
+    "workers, min_bytes, size, expected",
+    [(None, 100, 100, len(os.sched_getaffinity(0))), (3, 100, 100, 3), (3, 100, 99, 1), (1, 0, 10**9, 1)],
+)
+def test_the_pool_size_follows_workers_and_the_input_size(workers, min_bytes, size, expected):
+    over = [f"engine.pool_min_bytes={min_bytes}"] + ([f"engine.workers={workers}"] if workers else [])
+    assert row_pool.pool_size(load_config(None, over), size) == expected
+
+
+def test_only_the_local_engine_starts_a_pool(tmp_path):
+    cfg = load_config(None, ["engine.workers=2", "engine.pool_min_bytes=0"])
+    path = tmp_path / "a.jsonl"
+    path.write_text("{}\n")
+    assert E.row_workers("local", cfg, [path]) == 2
+    assert E.row_workers("stream", cfg, [path]) == 1
