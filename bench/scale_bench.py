@@ -11,7 +11,9 @@ bench/corpus/corpus{N//1000}k.jsonl, built by bench/corpus.py when missing (the 
 
 Reported per run: wall seconds; the driver's peak RSS (its VmHWM, read as it exits: the process that holds
 what the engines differ in); the largest peak RSS of the driver and the children it waited for (`os.wait4`:
-the language and code pools; Ray's workers are not its children and are not counted); and each stage's
+local's row-stage workers, the language and code pools; Ray's workers are not its children and are not
+counted); the peak of the sum of the RSS of the driver and all its descendants, sampled every 0.2 s (local's
+workers, and a local Ray's own processes and workers); and each stage's
 seconds (the pipeline's own timings). Every engine's train/val/rejects/duplicates/annotations are compared
 byte for byte with local's at the same size.
 """
@@ -70,13 +72,49 @@ def measured_run(raw: Path, out: Path, engine: str, batch_rows: int, tmp: Path) 
             "--force", "--engine", name, "-s", f"engine.batch_rows={batch_rows}"]
     started = time.perf_counter()
     child = subprocess.Popen(args)
+    tree = TreePeak(child.pid)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
+    tree.stop()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"curate run --engine {engine} on {raw} failed")
     seen = json.loads(report.read_text())
     return {"engine": engine, "seconds": seconds, "driver_peak": seen["driver_peak"],
-            "largest_peak": usage.ru_maxrss * 1024, "timings": dict(seen["timings"]), "counts": seen["counts"]}
+            "largest_peak": usage.ru_maxrss * 1024, "tree_peak": tree.peak, "timings": dict(seen["timings"]),
+            "counts": seen["counts"]}
+
+
+class TreePeak:
+    """The largest sum of the RSS of a process and all its descendants (local's row-stage workers, a local
+    Ray's processes), sampled every 0.2 s in a thread until stop()."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        import psutil
+
+        self.peak, self._root, self._done = 0, psutil.Process(pid), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._done.wait(0.2):
+            total = 0
+            try:
+                for proc in [self._root, *self._root.children(recursive=True)]:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:  # ended between the listing and the reading
+                        pass
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def same_outputs(a: Path, b: Path) -> bool:
@@ -89,11 +127,11 @@ def mib(n: float) -> str:
 
 def tables(runs: list[dict], sizes: list[int], engines: list[str]) -> str:
     """The markdown tables of RESULTS.md: runs, growth per record, cost per stage."""
-    out = ["| records | engine | wall s | driver peak MiB | largest process MiB | same bytes as local |",
-           "|---:|---|---:|---:|---:|---|"]
+    out = ["| records | engine | wall s | driver peak MiB | largest process MiB | all processes MiB | same bytes as local |",
+           "|---:|---|---:|---:|---:|---:|---|"]
     for r in runs:
         out.append(f"| {r['n']:,} | {r['engine']} | {r['seconds']:.1f} | {mib(r['driver_peak'])} | "
-                   f"{mib(r['largest_peak'])} | {'yes' if r['same'] else 'NO'} |")
+                   f"{mib(r['largest_peak'])} | {mib(r['tree_peak'])} | {'yes' if r['same'] else 'NO'} |")
     small, large = min(sizes), max(sizes)
     if small != large:
         out += ["", f"Driver peak RSS growth per record read, {small:,} to {large:,} records:", ""]

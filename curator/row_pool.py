@@ -1,12 +1,15 @@
 """Row stages on every core under the local engine: a run of row stages over slices of the frame, in processes.
 
 The local engine holds every record in one frame. When `engine.workers` is above 1 and the input is at
-least `engine.pool_min_bytes`, each run of consecutive row stages (a segment: secrets, language,
-code_language, tokens, quality) runs on `workers` contiguous slices of the live rows at once: the first
-slice here, the others in worker processes started when the run starts (so their imports overlap the
-reading). Each slice runs the segment's stages in order exactly as one shard does under stream
-(`engine.run_row_shard`), and the driver merges each stage's summary from the slices' parts as stream
-does, so the outputs are the same bytes (tests/test_row_pool.py).
+least `engine.pool_min_bytes`, each run of consecutive row stages (a segment) that holds a Python-bound
+stage (`Stage.python_bound`: language, code_language; the segment secrets .. quality) runs on `workers`
+slices of the live rows at once: one slice here, the others in worker processes started when the run
+starts (so their imports overlap the reading). A row goes to the slice a hash of its last message picks,
+so copies of one conversation meet in one process, where the stages' caches of distinct texts serve
+them once. Only the columns the segment reads and writes travel (not the raw line). Each slice runs the
+segment's stages in order exactly as one shard does under stream (`engine.run_row_shard`); the driver
+puts the rows back in row order with the columns it kept, and merges each stage's summary from the
+slices' parts as stream does, so the outputs are the same bytes (tests/test_row_pool.py).
 
 A slice runs the whole segment before it reports back: a row stage reads no other stage's summary, so a
 stage need not wait for the previous one's merged summary. Processes are spawned, not forked: the parent
@@ -116,16 +119,22 @@ class RowPool:
 
     def run_segment(self, stages: list[registry.Stage], shards: E.Shards, ctx: StageContext, alive_in: int) -> list[E.StageRun]:
         """Run `stages` on the one shard of the local engine, slice by slice over the processes; return
-        what each stage did (rows alive after it, seconds: the slowest slice's)."""
+        what each stage did (rows alive after it, seconds: the slowest slice's). A segment with no
+        Python-bound stage (normalize alone) runs here: its stages use every core themselves, and the
+        round trip of its rows would cost more than it saves."""
+        if not any(stage.python_bound for stage in stages):
+            return E.stage_by_stage(E.run_row_stage)(stages, shards, ctx, alive_in)
         if not isinstance(shards, E.MemoryShards) or len(shards) != 1:
             raise TypeError("the row pool works on the local engine's one shard")
         live = shards.live(0)
+        narrow = Narrowed(live, stages)
         k = len(self.workers) + 1
         names = [stage.name for stage in stages]
         with ctx.progress.task(f"{names[0]} … {names[-1]} ({k} processes)", total=alive_in) as advance:
+            slice_of = slice_numbers(live, k)
             for w, (process, conn) in enumerate(self.workers, start=1):
-                _send(process, conn, (names, live.gather_every(k, offset=w)))
-            mine = run_slice(stages, live.gather_every(k), E._quiet(ctx))
+                _send(process, conn, (names, narrow.frame.filter(slice_of == w)))
+            mine = run_slice(stages, narrow.frame.filter(slice_of == 0), E._quiet(ctx))
             advance(mine.results[0].rows)
             parts = [mine]
             for process, conn in self.workers:
@@ -134,17 +143,44 @@ class RowPool:
                 parts.append(part)
                 advance(part.results[0].rows)
         del live
-        # the slices interleave: row order is restored (rows are numbered uniquely)
-        shards.replace_live(0, pl.concat([p.live for p in parts], how="vertical_relaxed").sort(C.ROW))
+        # the slices are not contiguous: row order is restored (rows are numbered uniquely)
+        shards.replace_live(0, narrow.widen(pl.concat([p.live for p in parts], how="vertical_relaxed").sort(C.ROW)))
         for part in parts:
             for dead in part.dead:
-                shards.add_dead(0, dead)
+                shards.add_dead(0, narrow.widen(dead))
         runs = []
         for n, stage in enumerate(stages):
             results = [p.results[n] for p in parts]
             E.merge_row_summary(stage, results, ctx)
             runs.append(E.StageRun(stage.name, sum(r.alive for r in results), max(p.seconds[n] for p in parts)))
         return runs
+
+
+class Narrowed:
+    """The live rows narrowed to what a segment's stages read and write (and the bookkeeping columns): what
+    goes to the processes. The other columns (the raw line, its base64) stay here and are put back."""
+
+    def __init__(self, live: pl.DataFrame, stages: list[registry.Stage]) -> None:
+        used = set(E.BOOKKEEPING).union(*(set(s.reads) | set(s.writes) for s in stages))
+        self.columns = live.columns
+        self.frame = live.select([c for c in live.columns if c in used])
+        self.rest = live.select([C.ROW, *(c for c in live.columns if c not in used)])
+
+    def widen(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` (rows of the live rows, in row order) with the columns left here back, every column where
+        one process would have put it: the live rows' columns in their order, then those the stages added."""
+        if self.rest.width == 1:
+            return frame
+        rest = self.rest.filter(pl.col(C.ROW).is_in(frame.get_column(C.ROW).implode()))
+        added = [c for c in frame.columns if c not in self.columns]
+        return frame.hstack(rest.drop(C.ROW).get_columns()).select([*self.columns, *added])
+
+
+def slice_numbers(live: pl.DataFrame, k: int) -> pl.Series:
+    """Which of `k` slices each row goes to: by a hash of its last message, so the copies of a conversation
+    collected twice, or edited, meet in one slice, where the stages' caches of distinct texts (samples,
+    code blocks, token units) serve them once; and rows of every file and length spread over all slices."""
+    return live.select((pl.col(C.MESSAGES).list.last().hash(seed=0) % k).alias("slice")).to_series()
 
 
 def _died(process) -> CurateError:

@@ -1,7 +1,8 @@
 """The local engine's row stages over several processes (curator/row_pool.py): the same bytes as one.
 
-The pool's slices interleave rows, so each holds rows of every input file; rejects land in every slice,
-and near-dup (after the pool) sees rows whose columns came from different processes.
+The pool's slices are drawn by a hash of the last message, so each holds rows of every input file;
+rejects land in every slice, and near-dup (after the pool) sees rows whose columns came from different
+processes and the raw columns the driver kept.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_a_worker_that_dies_fails_the_run_with_a_clear_error():
         shards = E.MemoryShards()
         shards.add(_frame(10))
         with pytest.raises(CurateError, match=r"worker process died \(exit code -9\)"):
-            pool.run_segment([registry.BY_NAME["normalize"]], shards, StageContext(config=cfg), 10)
+            pool.run_segment([registry.BY_NAME["language"]], shards, StageContext(config=cfg), 10)
     finally:
         pool.close()
 
@@ -126,8 +127,10 @@ def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch
     real_segment = row_pool.RowPool.run_segment
 
     def kill_then_run(self, *args):
-        os.kill(self.workers[0][0].pid, 9)
-        self.workers[0][0].join(timeout=30)
+        worker = self.workers[0][0]
+        if worker.is_alive():
+            os.kill(worker.pid, 9)
+            worker.join(timeout=30)
         return real_segment(self, *args)
 
     monkeypatch.setattr(row_pool.RowPool, "run_segment", kill_then_run)
@@ -146,6 +149,36 @@ def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch
 def test_the_pool_size_follows_workers_and_the_input_size(workers, min_bytes, size, expected):
     over = [f"engine.pool_min_bytes={min_bytes}"] + ([f"engine.workers={workers}"] if workers else [])
     assert row_pool.pool_size(load_config(None, over), size) == expected
+
+
+def test_a_segment_without_a_python_bound_stage_runs_in_the_driver():
+    """normalize alone (before dedup_exact) uses Polars' threads: sending its rows away would cost more."""
+    cfg = load_config(None, [])
+    pool = row_pool.RowPool(cfg, 2)
+    try:
+        os.kill(pool.workers[0][0].pid, 9)  # a segment that went to the worker would fail
+        pool.workers[0][0].join(timeout=30)
+        shards = E.MemoryShards()
+        shards.add(_frame(10))
+        runs = pool.run_segment([registry.BY_NAME["normalize"]], shards, StageContext(config=cfg), 10)
+        assert [(r.name, r.alive) for r in runs] == [("normalize", 10)]
+        assert C.CONTENT_HASH in shards.live(0).columns
+    finally:
+        pool.close()
+
+
+def test_the_rows_go_to_slices_by_their_last_message():
+    """Copies of a conversation that differ before the last message meet in one slice."""
+    frame = pl.DataFrame({C.MESSAGES: [
+        [{"role": "user", "content": f"lead-in {i}: sort a list"}, {"role": "assistant", "content": f"answer {i % 7}"}]
+        for i in range(70)
+    ]})
+    slices = row_pool.slice_numbers(frame, 3)
+    by_answer = {}
+    for i, s in enumerate(slices.to_list()):
+        by_answer.setdefault(i % 7, set()).add(s)
+    assert all(len(v) == 1 for v in by_answer.values())
+    assert set(slices.to_list()) <= {0, 1, 2}
 
 
 def test_only_the_local_engine_starts_a_pool(tmp_path):

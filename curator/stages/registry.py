@@ -59,6 +59,9 @@ class Stage:
     # columns of `reads` a global stage reads shard by shard (ctx.streamed) when the engine keeps shards,
     # instead of in the frame it is given: its text, so the text of every record is never in memory at once
     streams: tuple[C.Column, ...] = ()
+    # a row stage whose work is a Python loop over the rows (not Polars' or a Rust library's threads): what
+    # local's process pool is for (curator/row_pool.py runs a segment holding one on every core)
+    python_bound: bool = False
 
     @property
     def module(self) -> str:
@@ -145,6 +148,7 @@ STAGES: tuple[Stage, ...] = (
         doc="natural language of the prose (by script for CJK, langdetect otherwise)",
         summary=R.LanguageSummary,
         summary_reads=(C.LANG, C.USER_LANG, C.ASSISTANT_LANG, C.LANG_REASON),
+        python_bound=True,
     ),
     Stage(
         "code_language",
@@ -156,6 +160,7 @@ STAGES: tuple[Stage, ...] = (
         doc="programming language of each code block, fenced or not, by tree-sitter grammars",
         summary=R.CodeLanguageSummary,
         summary_reads=(C.CODE_BLOCKS, C.CODE_LANGS, C.HAS_CODE),
+        python_bound=True,
     ),
     Stage(
         "tokens",
