@@ -100,14 +100,14 @@ class EngineConfig(BaseModel):
     workers: int | None = Field(
         None,
         ge=1,
-        description="processes that run the row stages under local, each on a slice of the records; unset: "
-        "the CPUs this process may use; 1: in this process",
+        description="processes that run the row stages under local (each on a slice of the records) and stream "
+        "(each on whole shards); unset: the CPUs this process may use; 1: in this process",
     )
     pool_min_bytes: int = Field(
         POOL_MIN_BYTES,
         ge=0,
-        description="input size (as auto_stream_bytes counts it) from which local runs its row stages in "
-        "`workers` processes; below it, starting them costs more than they save",
+        description="input size (as auto_stream_bytes counts it) from which local and stream run their row "
+        "stages in `workers` processes; below it, starting them costs more than they save",
     )
 
 

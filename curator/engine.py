@@ -382,9 +382,9 @@ def chunk_map(engine: str) -> ChunkMap | None:
 
 
 def row_workers(engine: str, config: Any, files: list[Path]) -> int:
-    """How many processes run the row stages on this machine: under local, `row_pool.pool_size` of the
-    input; under stream and ray, one (ray's tasks run where Ray puts them)."""
-    if engine != "local":
+    """How many processes run the row stages on this machine: under local and stream, `row_pool.pool_size`
+    of the input; under ray, one (ray's tasks run where Ray puts them)."""
+    if engine == "ray":
         return 1
     from curator import row_pool
 
@@ -394,8 +394,8 @@ def row_workers(engine: str, config: Any, files: list[Path]) -> int:
 @contextmanager
 def row_runner(engine: str, config: Any, workers: int = 1) -> Iterator[SegmentRunner]:
     """How `engine` runs the row stages over the shards, for the time the context is open: one stage after
-    another here; under local with `workers` above 1, each segment on slices in that many processes
-    (curator/row_pool.py); under ray, each stage as Ray tasks."""
+    another here; with `workers` above 1, each segment in that many processes, on slices of local's frame or
+    on stream's shards (curator/row_pool.py); under ray, each stage as Ray tasks."""
     if engine == "ray":
         from curator import ray_engine  # ray is an optional extra: imported by this engine alone
 
@@ -409,7 +409,7 @@ def row_runner(engine: str, config: Any, workers: int = 1) -> Iterator[SegmentRu
 
     pool = row_pool.RowPool(config, workers)
     try:
-        yield pool.run_segment
+        yield pool
     finally:
         pool.close()
 
@@ -507,9 +507,12 @@ def run_segments(
     alive = sum(shards.live(i, [C.ROW]).height for i in range(len(shards)))
     funnel = [{"stage": "validate", "alive_after": alive}]
     timings = []
-    for segment in segments(map(_declared, stages)):
+    planned = list(segments(map(_declared, stages)))
+    for at, segment in enumerate(planned):
         if segment[0].kind == "row":
             runs = run_rows(segment, shards, ctx, alive)
+            if not any(later[0].kind == "row" for later in planned[at + 1:]) and hasattr(run_rows, "finish"):
+                run_rows.finish()  # a pool's workers: none is needed again, so none holds memory from here on
         else:
             started = time.perf_counter()
             alive = run_global_stage(segment[0], shards, ctx, alive, map_chunks)

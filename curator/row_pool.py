@@ -22,7 +22,8 @@ import multiprocessing as mp
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -30,20 +31,32 @@ import polars as pl
 from curator import columns as C
 from curator import engine as E
 from curator.errors import CurateError
+from curator.memory import give_back_freed_memory
 from curator.stages import registry
-from curator.stages.base import StageContext
+from curator.stages.base import Progress, StageContext
 
 
 @dataclass
 class SliceResult:
-    """What a segment did to one slice: each stage's ShardResult and seconds, the rows still alive,
-    the frames of rows each stage rejected, and the side outputs the stages left."""
+    """What a segment did to one slice or shard: each stage's ShardResult and seconds, the rows still alive
+    and the frames of rows each stage rejected (None and [] for a shard on files, which holds them), and
+    the side outputs the stages left."""
 
     results: list[E.ShardResult]
     seconds: list[float]
-    live: pl.DataFrame
+    live: pl.DataFrame | None
     dead: list[pl.DataFrame]
     side: tuple[dict, dict, dict]
+    n_dead: int = 0  # a shard on files: its frames of rejected rows now
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """Shard `i` of stream's shards in `folder`, holding `n_dead` frames of rejected rows."""
+
+    folder: str
+    i: int
+    n_dead: int
 
 
 def run_slice(stages: list[registry.Stage], frame: pl.DataFrame, ctx: StageContext) -> SliceResult:
@@ -57,8 +70,30 @@ def run_slice(stages: list[registry.Stage], frame: pl.DataFrame, ctx: StageConte
     return SliceResult(results, seconds, shards.live(0), shards.dead(0), (ctx.manifest, ctx.artifacts, ctx.summaries))
 
 
+def run_shard_file(stages: list[registry.Stage], shard: ShardFile, ctx: StageContext) -> SliceResult:
+    """Run `stages` on a stream shard read once: its rejected rows go to new dead files and its live rows to
+    NEXT_LIVE, which the driver makes the live file once every shard is done (a failed run changed no file a
+    rerun reads)."""
+    disk = E.ParquetShards.attach(Path(shard.folder), [0] * shard.i + [shard.n_dead], live_out=E.NEXT_LIVE)
+    done = run_slice(stages, disk.live(shard.i), ctx)
+    for dead in done.dead:
+        disk.add_dead(shard.i, dead)
+    disk.replace_live(shard.i, done.live)
+    give_back_freed_memory()  # this process's share of the run's memory is one shard at a time
+    return replace(done, live=None, dead=[], n_dead=disk.n_dead(shard.i))
+
+
+def run_job(names: list[str], payload: pl.DataFrame | ShardFile, config: Any) -> SliceResult:
+    """One job of the pool, here or in a worker: a slice of local's frame, or one of stream's shards."""
+    ctx = StageContext(config=config, progress=Progress(False))
+    stages = [registry.BY_NAME[n] for n in names]
+    if isinstance(payload, ShardFile):
+        return run_shard_file(stages, payload, ctx)
+    return run_slice(stages, payload, ctx)
+
+
 def _serve(conn, config: dict[str, Any], cwd: str) -> None:
-    """A worker: run each (stage names, frame) it is sent as a slice, until it is sent None."""
+    """A worker: run each (stage names, slice or shard) it is sent, until it is sent None."""
     from curator.config import CurateConfig
 
     os.chdir(cwd)  # relative paths of the config (a rule file, a tokenizer folder) as the driver sees them
@@ -67,10 +102,8 @@ def _serve(conn, config: dict[str, Any], cwd: str) -> None:
         job = conn.recv()
         if job is None:
             return
-        names, frame = job
-        ctx = StageContext(config=config_model)
         try:
-            conn.send(("ok", run_slice([registry.BY_NAME[n] for n in names], frame, ctx)))
+            conn.send(("ok", run_job(*job, config_model)))
         except BaseException as exc:  # the driver raises it; the worker stays for the next job
             conn.send(("error", _sendable(exc)))
 
@@ -87,15 +120,18 @@ def _sendable(exc: BaseException) -> BaseException:
 
 
 class RowPool:
-    """`workers - 1` worker processes; with this process, each segment runs on `workers` slices."""
+    """`workers - 1` worker processes; with this process, a segment runs in `workers` places at once.
+
+    Called as a SegmentRunner (`engine.run_segments`); `finish()` ends the workers once no row stage is
+    left, so they hold no memory while the global stages run."""
 
     def __init__(self, config: Any, workers: int) -> None:
         spawn = mp.get_context("spawn")
         # The workers' own stages run in one process each: a pool inside a pool only adds processes.
-        plain = config.model_copy(deep=True)
-        plain.language.workers = 1
-        plain.code_language.workers = 1
-        sent = plain.model_dump(mode="json", by_alias=True)
+        self.config = config.model_copy(deep=True)
+        self.config.language.workers = 1
+        self.config.code_language.workers = 1
+        sent = self.config.model_dump(mode="json", by_alias=True)
         self.workers: list[tuple[Any, Any]] = []
         for _ in range(workers - 1):
             ours, theirs = spawn.Pipe()
@@ -103,6 +139,10 @@ class RowPool:
             process.start()
             theirs.close()  # so a worker that dies reads as EOF here, not as a wait forever
             self.workers.append((process, ours))
+
+    def finish(self) -> None:
+        """End the workers (they are not needed again); later segments run here."""
+        self.close()
 
     def close(self) -> None:
         for process, conn in self.workers:
@@ -117,43 +157,92 @@ class RowPool:
             conn.close()
         self.workers = []
 
-    def run_segment(self, stages: list[registry.Stage], shards: E.Shards, ctx: StageContext, alive_in: int) -> list[E.StageRun]:
-        """Run `stages` on the one shard of the local engine, slice by slice over the processes; return
-        what each stage did (rows alive after it, seconds: the slowest slice's). A segment with no
-        Python-bound stage (normalize alone) runs here: its stages use every core themselves, and the
-        round trip of its rows would cost more than it saves."""
-        if not any(stage.python_bound for stage in stages):
+    def __call__(self, stages: list[registry.Stage], shards: E.Shards, ctx: StageContext, alive_in: int) -> list[E.StageRun]:
+        """Run a segment: under local on slices of the one shard, under stream shard by shard, over the
+        processes; return what each stage did (rows alive after it; seconds: the segment's wall time shared
+        among its stages as their time in the processes). A segment with no Python-bound stage (normalize
+        alone) runs here stage by stage: its stages use every core themselves, and the round trip of its rows
+        would cost more than it saves."""
+        if not self.workers or not any(stage.python_bound for stage in stages):
             return E.stage_by_stage(E.run_row_stage)(stages, shards, ctx, alive_in)
+        started = time.perf_counter()
+        names = [stage.name for stage in stages]
+        label = f"{names[0]} … {names[-1]} ({len(self.workers) + 1} processes)"
+        with ctx.progress.task(label, total=alive_in) as advance:
+            if isinstance(shards, E.ParquetShards):
+                parts = self._run_shards(names, shards, advance)
+            else:
+                parts = self._run_slices(names, stages, shards, advance)
+        for part in parts:  # in order: what stream leaves, the last shard's
+            _apply_side_outputs(ctx, *part.side)
+        wall = time.perf_counter() - started
+        spent = [sum(p.seconds[n] for p in parts) for n in range(len(stages))]
+        runs = []
+        for n, stage in enumerate(stages):
+            results = [p.results[n] for p in parts]
+            E.merge_row_summary(stage, results, ctx)
+            share = spent[n] / sum(spent) if sum(spent) else 1 / len(stages)
+            runs.append(E.StageRun(stage.name, sum(r.alive for r in results), wall * share))
+        return runs
+
+    def _run_slices(self, names: list[str], stages: list[registry.Stage], shards: E.Shards, advance) -> list[SliceResult]:
+        """The local engine's one shard, cut into one slice per process, narrowed, and put back together."""
         if not isinstance(shards, E.MemoryShards) or len(shards) != 1:
-            raise TypeError("the row pool works on the local engine's one shard")
+            raise TypeError("the row pool works on the local engine's one shard or on stream's shards")
         live = shards.live(0)
         narrow = Narrowed(live, stages)
-        k = len(self.workers) + 1
-        names = [stage.name for stage in stages]
-        with ctx.progress.task(f"{names[0]} … {names[-1]} ({k} processes)", total=alive_in) as advance:
-            slice_of = slice_numbers(live, k)
-            for w, (process, conn) in enumerate(self.workers, start=1):
-                _send(process, conn, (names, narrow.frame.filter(slice_of == w)))
-            mine = run_slice(stages, narrow.frame.filter(slice_of == 0), E._quiet(ctx))
-            advance(mine.results[0].rows)
-            parts = [mine]
-            for process, conn in self.workers:
-                part = _receive(process, conn)
-                _apply_side_outputs(ctx, *part.side)
-                parts.append(part)
-                advance(part.results[0].rows)
+        slice_of = slice_numbers(live, len(self.workers) + 1)
         del live
+        jobs = [(names, narrow.frame.filter(slice_of == k)) for k in range(len(self.workers) + 1)]
+        parts = self._run_jobs(jobs, advance)
         # the slices are not contiguous: row order is restored (rows are numbered uniquely)
         shards.replace_live(0, narrow.widen(pl.concat([p.live for p in parts], how="vertical_relaxed").sort(C.ROW)))
         for part in parts:
             for dead in part.dead:
                 shards.add_dead(0, narrow.widen(dead))
-        runs = []
-        for n, stage in enumerate(stages):
-            results = [p.results[n] for p in parts]
-            E.merge_row_summary(stage, results, ctx)
-            runs.append(E.StageRun(stage.name, sum(r.alive for r in results), max(p.seconds[n] for p in parts)))
-        return runs
+        return parts
+
+    def _run_shards(self, names: list[str], shards: E.ParquetShards, advance) -> list[SliceResult]:
+        """Stream's shards, each read once for the whole segment by one process, then committed in order."""
+        jobs = [(names, ShardFile(str(shards.folder), i, shards.n_dead(i))) for i in range(len(shards))]
+        parts = self._run_jobs(jobs, advance)
+        for i, part in enumerate(parts):
+            shards.commit_live(i)
+            shards.set_n_dead(i, part.n_dead)
+        return parts
+
+    def _run_jobs(self, jobs: list[tuple], advance) -> list[SliceResult]:
+        """Every job's result, in order: a job to each idle worker, the next to this process, until none is left."""
+        from multiprocessing.connection import wait
+
+        results: list[SliceResult | None] = [None] * len(jobs)
+        todo, busy = list(range(len(jobs)))[::-1], {}  # busy: worker -> its job
+
+        def take(w: int) -> None:
+            process, conn = self.workers[w]
+            k = busy.pop(w)
+            results[k] = _receive(process, conn)
+            advance(results[k].results[0].rows)
+
+        def dispatch() -> None:
+            for w, (process, conn) in enumerate(self.workers):
+                if w not in busy and todo:
+                    busy[w] = todo.pop()
+                    _send(process, conn, jobs[busy[w]])
+
+        dispatch()
+        while todo:
+            k = todo.pop()
+            results[k] = run_job(*jobs[k], self.config)
+            advance(results[k].results[0].rows)
+            for w in [w for w in busy if self.workers[w][1].poll()]:
+                take(w)
+            dispatch()
+        while busy:
+            ready = wait([self.workers[w][1] for w in busy] + [self.workers[w][0].sentinel for w in busy])
+            for w in [w for w in busy if self.workers[w][1] in ready or self.workers[w][0].sentinel in ready]:
+                take(w)
+        return results  # type: ignore[return-value]
 
 
 class Narrowed:

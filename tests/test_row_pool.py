@@ -56,6 +56,29 @@ def pool_runs(mixed_input, tmp_path_factory) -> dict[int, Path]:
     return outs
 
 
+@pytest.fixture(scope="module")
+def stream_pool_runs(mixed_input, tmp_path_factory) -> dict[int, Path]:
+    """Stream with small shards (19 of them) over 1 and 2 processes."""
+    tmp = tmp_path_factory.mktemp("stream-pool-out")
+    outs = {}
+    for workers in (1, 2):
+        outs[workers] = tmp / f"w{workers}"
+        cfg = load_config(None, ["engine.name=stream", "engine.batch_rows=150", f"engine.workers={workers}",
+                                 "engine.pool_min_bytes=0", "gates.min_examples=null"])
+        run(mixed_input, outs[workers], cfg)
+    return outs
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_over_processes_writes_the_bytes_local_writes(pool_runs, stream_pool_runs, workers):
+    local, streamed = pool_runs[1], stream_pool_runs[workers]
+    for name in COMPARED:
+        assert (local / name).read_bytes() == (streamed / name).read_bytes(), name
+    assert comparable(manifest(stream_pool_runs[1])) == comparable(manifest(stream_pool_runs[2]))
+    engine = manifest(streamed)["engine"]
+    assert (engine["name"], engine["workers"], engine["shards"]) == ("stream", workers, 19)
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_the_pool_writes_the_bytes_one_process_writes(pool_runs, workers):
     one, pooled = pool_runs[1], pool_runs[workers]
@@ -112,19 +135,20 @@ def test_a_worker_that_dies_fails_the_run_with_a_clear_error():
         shards = E.MemoryShards()
         shards.add(_frame(10))
         with pytest.raises(CurateError, match=r"worker process died \(exit code -9\)"):
-            pool.run_segment([registry.BY_NAME["language"]], shards, StageContext(config=cfg), 10)
+            pool([registry.BY_NAME["language"]], shards, StageContext(config=cfg), 10)
     finally:
         pool.close()
 
 
-def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch):
-    """The whole run fails, and OUT keeps the previous run's files."""
+@pytest.mark.parametrize("engine", ["local", "stream"])
+def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch, engine):
+    """The whole run fails, OUT keeps the previous run's files, and no shard or staging folder is left."""
     out = tmp_path / "out"
     cfg = load_config(None, ["engine.name=local", "engine.workers=1", "skip_stages=[dedup_minhash]", "gates.min_examples=null"])
     run(mixed_input, out, cfg)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
-    real_segment = row_pool.RowPool.run_segment
+    real_segment = row_pool.RowPool.__call__
 
     def kill_then_run(self, *args):
         worker = self.workers[0][0]
@@ -133,9 +157,9 @@ def test_a_killed_worker_leaves_out_as_it_was(mixed_input, tmp_path, monkeypatch
             worker.join(timeout=30)
         return real_segment(self, *args)
 
-    monkeypatch.setattr(row_pool.RowPool, "run_segment", kill_then_run)
-    pooled = load_config(None, ["engine.name=local", "engine.workers=2", "engine.pool_min_bytes=0",
-                                "skip_stages=[dedup_minhash]", "gates.min_examples=null"])
+    monkeypatch.setattr(row_pool.RowPool, "__call__", kill_then_run)
+    pooled = load_config(None, [f"engine.name={engine}", "engine.batch_rows=300", "engine.workers=2",
+                                "engine.pool_min_bytes=0", "skip_stages=[dedup_minhash]", "gates.min_examples=null"])
     with pytest.raises(CurateError, match="worker process died"):
         run(mixed_input, out, pooled, force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
@@ -160,7 +184,7 @@ def test_a_segment_without_a_python_bound_stage_runs_in_the_driver():
         pool.workers[0][0].join(timeout=30)
         shards = E.MemoryShards()
         shards.add(_frame(10))
-        runs = pool.run_segment([registry.BY_NAME["normalize"]], shards, StageContext(config=cfg), 10)
+        runs = pool([registry.BY_NAME["normalize"]], shards, StageContext(config=cfg), 10)
         assert [(r.name, r.alive) for r in runs] == [("normalize", 10)]
         assert C.CONTENT_HASH in shards.live(0).columns
     finally:
@@ -181,9 +205,27 @@ def test_the_rows_go_to_slices_by_their_last_message():
     assert set(slices.to_list()) <= {0, 1, 2}
 
 
-def test_only_the_local_engine_starts_a_pool(tmp_path):
+def test_ray_starts_no_pool(tmp_path):
     cfg = load_config(None, ["engine.workers=2", "engine.pool_min_bytes=0"])
     path = tmp_path / "a.jsonl"
     path.write_text("{}\n")
-    assert E.row_workers("local", cfg, [path]) == 2
-    assert E.row_workers("stream", cfg, [path]) == 1
+    assert [E.row_workers(e, cfg, [path]) for e in ("local", "stream", "ray")] == [2, 2, 1]
+
+
+def test_the_workers_end_before_the_global_stages_that_follow_the_last_row_stage(mixed_input, tmp_path, monkeypatch):
+    """So that near-dup, which holds the run's largest arrays, has the memory the workers held."""
+    events = []
+    real_finish = row_pool.RowPool.finish
+
+    def finish(self):
+        events.append(("finish", len(self.workers)))
+        real_finish(self)
+
+    from curator.stages import dedup_minhash
+
+    real_near_dup = dedup_minhash.run
+    monkeypatch.setattr(row_pool.RowPool, "finish", finish)
+    monkeypatch.setattr(dedup_minhash, "run", lambda df, ctx: events.append(("dedup_minhash",)) or real_near_dup(df, ctx))
+    cfg = load_config(None, ["engine.name=local", "engine.workers=2", "engine.pool_min_bytes=0", "gates.min_examples=null"])
+    run(mixed_input, tmp_path / "out", cfg)
+    assert events == [("finish", 1), ("dedup_minhash",)]
