@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -96,10 +97,15 @@ def _serve(conn, config: dict[str, Any], cwd: str) -> None:
     """A worker: run each (stage names, slice or shard) it is sent, until it is sent None."""
     from curator.config import CurateConfig
 
+    # Ctrl-C reaches the whole process group: the driver stops the run, and ends its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.chdir(cwd)  # relative paths of the config (a rule file, a tokenizer folder) as the driver sees them
     config_model = CurateConfig.model_validate(config)
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except EOFError:  # the driver is gone (killed): nothing more will come
+            return
         if job is None:
             return
         try:
