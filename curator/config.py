@@ -73,6 +73,8 @@ AUTO_STREAM_BYTES = 1_000_000_000
 # The input size from which local starts worker processes for its row stages (about 5,000 records of
 # the bench corpus; a worker takes a second or two to start, a record 0.3 ms per core).
 POOL_MIN_BYTES = 5_000_000
+# More processes than this is a typo, not a machine: each one is a Python process with the stages' libraries.
+MAX_WORKERS = 256
 
 
 class EngineConfig(BaseModel):
@@ -100,6 +102,7 @@ class EngineConfig(BaseModel):
     workers: int | None = Field(
         None,
         ge=1,
+        le=MAX_WORKERS,
         description="processes that run the row stages under local (each on a slice of the records) and stream "
         "(each on whole shards); unset: the CPUs this process may use; 1: in this process",
     )

@@ -37,6 +37,11 @@ from curator.stages import registry
 from curator.stages.base import Progress, StageContext
 
 
+# Seconds close() waits, for all workers together, before it terminates those still busy. An idle worker
+# ends at once; a busy one is only busy when the run failed, and its work is lost anyway.
+CLOSE_WAIT = 2.0
+
+
 @dataclass
 class SliceResult:
     """What a segment did to one slice or shard: each stage's ShardResult and seconds, the rows still alive
@@ -109,20 +114,25 @@ def _serve(conn, config: dict[str, Any], cwd: str) -> None:
         if job is None:
             return
         try:
-            conn.send(("ok", run_job(*job, config_model)))
-        except BaseException as exc:  # the driver raises it; the worker stays for the next job
-            conn.send(("error", _sendable(exc)))
+            try:
+                answer = ("ok", run_job(*job, config_model))
+            except BaseException as exc:  # the driver raises it; the worker stays for the next job
+                answer = ("error", _sendable(exc))
+            conn.send(answer)
+        except (BrokenPipeError, EOFError, ConnectionResetError):  # the driver is gone: no one to answer
+            return
 
 
 def _sendable(exc: BaseException) -> BaseException:
-    """`exc` if it survives pickling (a CurateError does), else a RuntimeError carrying its traceback."""
+    """`exc` if it survives pickling (a CurateError does), else a RuntimeError that says what it was first
+    (the CLI shows an error's first line) and carries its traceback after."""
     import pickle
 
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
-        return RuntimeError("".join(traceback.format_exception(exc)))
+        return RuntimeError(f"{type(exc).__name__}: {exc} (in a row-stage worker)\n" + "".join(traceback.format_exception(exc)))
 
 
 class RowPool:
@@ -151,15 +161,19 @@ class RowPool:
         self.close()
 
     def close(self) -> None:
+        """Ask every worker to end; one still busy after CLOSE_WAIT seconds (the run failed while it worked,
+        and it may be blocked sending an answer no one reads) is terminated."""
         for process, conn in self.workers:
             try:
                 conn.send(None)
             except OSError:
                 pass
+        deadline = time.monotonic() + CLOSE_WAIT
         for process, conn in self.workers:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.terminate()
+                process.join(timeout=5)
             conn.close()
         self.workers = []
 

@@ -229,3 +229,36 @@ def test_the_workers_end_before_the_global_stages_that_follow_the_last_row_stage
     cfg = load_config(None, ["engine.name=local", "engine.workers=2", "engine.pool_min_bytes=0", "gates.min_examples=null"])
     run(mixed_input, tmp_path / "out", cfg)
     assert events == [("finish", 1), ("dedup_minhash",)]
+
+
+def test_closing_ends_a_busy_worker_within_close_wait(tmp_path):
+    """When the run fails while a worker works (here: blocked reading a shard that never comes), closing
+    does not wait for it: it is terminated after CLOSE_WAIT seconds."""
+    import time
+
+    os.mkfifo(tmp_path / "000000.live.parquet")  # opening it blocks until a writer comes: never
+    pool = row_pool.RowPool(load_config(None, []), 2)
+    process, conn = pool.workers[0]
+    conn.send((["language"], row_pool.ShardFile(str(tmp_path), 0, 0)))
+    time.sleep(1.0)
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < row_pool.CLOSE_WAIT + 5
+    assert not process.is_alive()
+
+
+class _TwoArguments(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+
+
+def test_an_error_that_cannot_travel_is_sent_with_its_name_and_message_first():
+    sent = row_pool._sendable(_TwoArguments("the tokenizer folder is empty", 2))
+    assert isinstance(sent, RuntimeError)
+    assert str(sent).splitlines()[0] == "_TwoArguments: the tokenizer folder is empty (in a row-stage worker)"
+    assert "Traceback" in str(sent) or "_TwoArguments" in str(sent).splitlines()[-1]
+
+
+def test_the_number_of_workers_is_bounded():
+    with pytest.raises(Exception, match="256"):
+        load_config(None, ["engine.workers=100000"])
