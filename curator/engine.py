@@ -14,6 +14,8 @@ gives the same result under any batching (tests/test_stage_contract.py), both en
 bytes. A row stage's summary is merged from what every shard returned (`merge_summary` in its module).
 `ray` keeps stream's shards and runs each row stage on them in parallel, as Ray tasks
 (curator/ray_engine.py, imported only by that engine); global stages run here, as under stream.
+Under local and stream, consecutive row stages (a segment) may run in several processes of this
+machine instead (`engine.workers`, curator/row_pool.py), on slices of local's shard or on stream's shards.
 """
 
 from __future__ import annotations
@@ -310,7 +312,7 @@ def merge_row_summary(stage: registry.Stage, results: list[ShardResult], ctx: St
     if stage.summary is None:
         return
     returned = pl.concat([r.returned for r in results], how="vertical_relaxed")
-    if not returned.get_column(C.ROW).is_sorted():  # slices that interleave (row_pool): sums in row order
+    if not returned.get_column(C.ROW).is_sorted():  # row_pool's slices are not in row order: sums in row order
         returned = returned.sort(C.ROW)
     summary = stage.merge_summary(returned.drop(C.ROW), [r.partial for r in results], ctx)
     if summary is not None:
