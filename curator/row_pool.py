@@ -321,8 +321,15 @@ def _apply_side_outputs(ctx: StageContext, manifest: dict, artifacts: dict, summ
     ctx.summaries.update(summaries)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system has one, as on Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def pool_size(config: Any, input_size: int) -> int:
-    """How many processes run the local engine's row stages: `engine.workers` (unset: the CPUs this
-    process may use) when the input is at least `engine.pool_min_bytes`, else 1."""
-    wanted = config.engine.workers or len(os.sched_getaffinity(0))
+    """How many processes run the row stages under local and stream: `engine.workers` (unset: the CPUs
+    this process may use) when the input is at least `engine.pool_min_bytes`, else 1."""
+    wanted = config.engine.workers or usable_cpus()
     return wanted if wanted > 1 and input_size >= config.engine.pool_min_bytes else 1

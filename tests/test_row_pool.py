@@ -205,6 +205,13 @@ def test_the_rows_go_to_slices_by_their_last_message():
     assert set(slices.to_list()) <= {0, 1, 2}
 
 
+def test_the_cpus_are_counted_without_an_affinity_call_where_the_system_has_none(monkeypatch):
+    """macOS has no os.sched_getaffinity."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert row_pool.usable_cpus() == 7
+
+
 def test_ray_starts_no_pool(tmp_path):
     cfg = load_config(None, ["engine.workers=2", "engine.pool_min_bytes=0"])
     path = tmp_path / "a.jsonl"
