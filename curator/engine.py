@@ -307,6 +307,14 @@ def run_row_shard(stage: registry.Stage, shards: Shards, i: int, ctx: StageConte
     return ShardResult(live.height, _keep_live(shards, i, out), partial, returned)
 
 
+def apply_side_outputs(ctx: StageContext, manifest: dict, artifacts: dict, summaries: dict) -> None:
+    """What a row stage left in another process's context (a Ray task, a pool worker), into `ctx`; applied
+    shard by shard in order, the last shard's value wins, as under stream."""
+    ctx.manifest.update(manifest)
+    ctx.artifacts.update(artifacts)
+    ctx.summaries.update(summaries)
+
+
 def merge_row_summary(stage: registry.Stage, results: list[ShardResult], ctx: StageContext) -> None:
     """Leave the stage's summary of the whole run, merged from every shard's, in ctx.summaries."""
     if stage.summary is None:

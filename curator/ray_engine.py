@@ -87,7 +87,7 @@ def run_row_stage(stage: registry.Stage, shards: E.Shards, ctx: StageContext, al
     for i, (result, dead, side) in enumerate(done):
         shards.commit_live(i)
         shards.set_n_dead(i, dead)
-        _apply_side_outputs(ctx, *side)  # in shard order: what stream leaves, the last shard's
+        E.apply_side_outputs(ctx, *side)  # in shard order: what stream leaves, the last shard's
         results.append(result)
     E.merge_row_summary(stage, results, ctx)
     return sum(r.alive for r in results)
@@ -141,9 +141,3 @@ def _cancel(refs: list) -> None:
             ray.get(ref)
         except Exception:  # cancelled, or failed on its own: either way it no longer runs
             pass
-
-
-def _apply_side_outputs(ctx: StageContext, manifest: dict, artifacts: dict, summaries: dict) -> None:
-    ctx.manifest.update(manifest)
-    ctx.artifacts.update(artifacts)
-    ctx.summaries.update(summaries)

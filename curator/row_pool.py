@@ -194,7 +194,7 @@ class RowPool:
             else:
                 parts = self._run_slices(names, stages, shards, advance)
         for part in parts:  # in order: what stream leaves, the last shard's
-            _apply_side_outputs(ctx, *part.side)
+            E.apply_side_outputs(ctx, *part.side)
         wall = time.perf_counter() - started
         spent = [sum(p.seconds[n] for p in parts) for n in range(len(stages))]
         runs = []
@@ -313,12 +313,6 @@ def _receive(process, conn) -> SliceResult:
     if status == "error":
         raise payload
     return payload
-
-
-def _apply_side_outputs(ctx: StageContext, manifest: dict, artifacts: dict, summaries: dict) -> None:
-    ctx.manifest.update(manifest)
-    ctx.artifacts.update(artifacts)
-    ctx.summaries.update(summaries)
 
 
 def usable_cpus() -> int:
