@@ -70,7 +70,7 @@ class GateConfig(BaseModel):
 # The input size at which `engine.name: auto` picks the stream engine: below it, the whole frame fits
 # comfortably in memory on a laptop (see docs/scaling.md for memory per record).
 AUTO_STREAM_BYTES = 1_000_000_000
-# The input size from which local starts worker processes for its row stages (about 5,000 records of
+# The input size from which local and stream start worker processes for their row stages (about 5,000 records of
 # the bench corpus; a worker takes a second or two to start, a record 0.3 ms per core).
 POOL_MIN_BYTES = 5_000_000
 # More processes than this is a typo, not a machine: each one is a Python process with the stages' libraries.

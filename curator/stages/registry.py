@@ -60,7 +60,7 @@ class Stage:
     # instead of in the frame it is given: its text, so the text of every record is never in memory at once
     streams: tuple[C.Column, ...] = ()
     # a row stage whose work is a Python loop over the rows (not Polars' or a Rust library's threads): what
-    # local's process pool is for (curator/row_pool.py runs a segment holding one on every core)
+    # the row pool of local and stream is for (curator/row_pool.py runs a segment holding one on every core)
     python_bound: bool = False
 
     @property
