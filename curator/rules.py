@@ -31,6 +31,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from curator import columns as C
 from curator.errors import CurateError
 from curator.yaml_io import load_yaml, yaml_key_lines
 from curator.signals import SIGNALS, TURN_SCOPES, Scope
@@ -277,21 +278,39 @@ class CompiledRules:
                 score = score * pl.when(pl.col(self.fired_col(r))).then(1.0 - r.weight).otherwise(1.0)
         return score.clip(0.0, 1.0).round(9)
 
-    def flags_expr(self) -> pl.Expr:
-        """List of {rule, value, action} for every fired rule, in rule order."""
-        items = [
-            pl.when(pl.col(self.fired_col(r))).then(
+    def flags(self, frame: pl.DataFrame) -> pl.Series:
+        """List of {rule, value, action} for every fired rule, in rule order: one per row of `frame`, which
+        holds the fired and value columns.
+
+        Built long (the rows each rule fired on, grouped by row): a list of one when/then struct per rule
+        costs Polars about 100x more (2 s against 0.02 s for 50k rows and 25 rules)."""
+        n = frame.height
+        if not self.rules:
+            return pl.Series(C.QUALITY_FLAGS, [[]] * n, dtype=pl.List(FLAG))
+        row = pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row")
+        fired = pl.concat(
+            frame.lazy()
+            .select(
+                row,
+                pl.lit(k, dtype=pl.UInt32).alias("_rule"),
+                pl.col(self.fired_col(r)).alias("_fired"),
                 pl.struct(
                     pl.lit(r.id).alias("rule"),
                     pl.col(self.value_col(r)).alias("value"),
                     pl.lit(r.action).alias("action"),
-                )
+                ).alias(C.QUALITY_FLAGS),
             )
-            for r in self.rules
-        ]
-        if not items:
-            return pl.lit([], dtype=pl.List(FLAG))
-        return pl.concat_list(items).list.drop_nulls().cast(pl.List(FLAG))
+            .filter(pl.col("_fired"))
+            for k, r in enumerate(self.rules)
+        )
+        per_row = fired.sort("_row", "_rule").group_by("_row", maintain_order=True).agg(C.QUALITY_FLAGS)
+        return (
+            pl.LazyFrame({"_row": pl.int_range(n, dtype=pl.UInt32, eager=True)})
+            .join(per_row, on="_row", how="left", maintain_order="left")
+            .select(pl.col(C.QUALITY_FLAGS).fill_null(pl.lit([], dtype=pl.List(FLAG))).cast(pl.List(FLAG)))
+            .collect()
+            .to_series()
+        )
 
 
 def compile_rules(rules: RuleSet | tuple[Rule, ...] | list[Rule]) -> CompiledRules:

@@ -327,3 +327,29 @@ def test_a_looping_turn_is_judged_alone_not_diluted_by_the_others():
     got = flags(out.row(0, named=True))
     assert got["top_2gram"] == (1.0, "score")
     assert set(got) == {"top_2gram", "top_3gram", "top_4gram"}
+
+
+def test_flags_list_every_fired_rule_in_rule_order_with_its_value_and_action():
+    compiled = quality.compile_rules(quality.load_rules())
+    df = frame(
+        [("user", "Tell me about Paris, please."), ("assistant", "As an AI language model, I think Paris is the capital and")],
+        [("user", "Tell me about Paris, please."), ("assistant", CLEAN)],
+        [("system", "You are {{name}}."), ("user", "Hi?"), ("assistant", "As an AI language model, I can't help with that")],
+        [("user", "Tell me about Paris, please."), ("assistant", "TODO")],
+    )
+    out = quality.evaluate(df, compiled, keep_signals=True)
+    expected = [
+        [
+            {"rule": r.id, "value": row[compiled.value_col(r)], "action": r.action}
+            for r in compiled.rules
+            if row[compiled.fired_col(r)]
+        ]
+        for row in out.iter_rows(named=True)
+    ]
+    assert out["quality_flags"].to_list() == expected
+    assert [[f["rule"] for f in row] for row in expected][0] == ["ai_disclaimer", "ends_mid_sentence"]
+    assert expected[1] == [] and sum(len(row) for row in expected) >= 6
+    assert quality.evaluate(df.head(0), compiled)["quality_flags"].to_list() == []
+    none = quality.compile_rules([])
+    assert quality.evaluate(df, none)["quality_flags"].to_list() == [[], [], [], []]
+    assert quality.evaluate(df, none).schema["quality_flags"] == pl.List(pl.Struct({"rule": pl.Utf8, "value": pl.Float64, "action": pl.Utf8}))

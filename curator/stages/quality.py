@@ -65,10 +65,8 @@ def evaluate(df: pl.DataFrame, rules: RuleSet | CompiledRules, *, keep_signals: 
         out = out.with_columns(**compiled.scope.derived)
     out = out.with_columns(**compiled.values)
     out = out.with_columns(compiled.fired_exprs())
-    out = out.with_columns(
-        compiled.score_expr().alias(C.QUALITY_SCORE),
-        compiled.flags_expr().alias(C.QUALITY_FLAGS),
-    )
+    out = out.with_columns(compiled.score_expr().alias(C.QUALITY_SCORE))
+    out = out.with_columns(compiled.flags(out))
     if keep_signals:
         return out.drop([c for c in out.columns if c.startswith("__") and not c.startswith(("__value_", "__fired_"))])
     return out.drop([c for c in out.columns if c.startswith("__")])
