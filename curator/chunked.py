@@ -8,8 +8,8 @@ these arrays are built one chunk (a shard's live rows) at a time and, when a fol
 agreement) is then answered from the items of those pairs only: they are read chunk by chunk, cut into
 groups of about `BLOCK_BYTES`, and the pairs are answered group pair by group pair, so two groups and their
 joined copy are the most in memory at once. When the items of the pairs fit one group (candidate pairs are
-usually a small share of the records) every chunk is read once per question. In memory (the local engine:
-one chunk) the whole collection is one group and nothing is copied.
+usually a small share of the records) every chunk is read once per question. In memory (the local engine) the
+chunks are joined into one once built (`consolidate`), the whole collection is one group and nothing is copied.
 
 Every figure is computed per pair from the same arrays, so the answers do not depend on the chunking.
 """
@@ -132,6 +132,22 @@ class Chunked(Generic[T]):
 
     def item_bytes(self, items: np.ndarray) -> np.ndarray:
         """The bytes each of `items` takes in memory."""
+        raise NotImplementedError
+
+    def consolidate(self) -> None:
+        """In memory, make the chunks one: questions about pairs then read it as it is, not a copy of the chunks
+        joined each time. On files, nothing changes."""
+        if not self.store.in_memory or len(self.keys) < 2:
+            return
+        arrays = self._joined_arrays()
+        for key in self.keys:
+            self.store.drop(key, self.NAMES)
+        self.keys = [self.store.put(arrays)]
+        self.bounds = self.bounds[[0, -1]]
+        self.nbytes = [sum(self.nbytes)]
+
+    def _joined_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of every chunk joined, as one chunk's."""
         raise NotImplementedError
 
     def block(self, chunks: list[int]) -> T:
@@ -330,6 +346,11 @@ class ChunkedSets(Chunked[SortedSets]):
     def _concat(self, parts: list[SortedSets]) -> SortedSets:
         return concat_sets(parts)
 
+    def _joined_arrays(self) -> dict[str, np.ndarray]:
+        joined = concat_sets([self._load(k) for k in range(len(self.keys))])
+        self._sizes = [self.sizes()]
+        return {"values": joined.values, "offsets": joined.offsets}
+
     def _take(self, data: SortedSets, items: np.ndarray) -> SortedSets:
         return take_sets(data, items)
 
@@ -389,6 +410,10 @@ class ChunkedSignatures(Chunked[np.ndarray]):
 
     def _concat(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=1)
+
+    def _joined_arrays(self) -> dict[str, np.ndarray]:
+        chunks = [self.store.get(key, self.NAMES) for key in self.keys]
+        return {name: np.concatenate([c[name] for c in chunks], axis=1) for name in self.NAMES}
 
     def _take(self, data: np.ndarray, items: np.ndarray) -> np.ndarray:
         return data[:, items]

@@ -349,7 +349,10 @@ class DedupMinhashConfig(BaseModel):
         "while answers that differ share far less (the corpus's pairs at J >= 0.8: none between 0.12 and 0.5; "
         "python and javascript solutions of one exercism exercise: 0.079)",
     )
-    workers: int = Field(2, ge=1, description="threads computing signatures (the reference box has 2 cores)")
+    workers: int = Field(
+        2, ge=1, description="threads shingling and signing (chunks of the column under local; a chunk's signatures "
+        "under stream and ray); the reference box has 2 cores",
+    )
 
     @model_validator(mode="after")
     def _short_below_ngram(self) -> "DedupMinhashConfig":

@@ -267,7 +267,8 @@ def test_shingle_records_chunk_by_chunk_equals_all_at_once(kind, tmp_path, monke
     assert whole.prompt.members.tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 9]
     assert state(by_chunk) == state(whole)
     long = by_chunk.long
-    assert long.sets.bounds.tolist() == [0, 4, 4, 10]
+    # in memory the chunks are joined once built; on files they stay apart
+    assert long.sets.bounds.tolist() == ([0, 10] if kind == "memory" else [0, 4, 4, 10])
     # on files the budget of a few bytes makes groups of one or two records: pairs span two groups
     if kind == "files":
         assert all(len(v.sets.groups(np.arange(10))) >= 5 for v in by_chunk.views if v.sets.sizes().any())
@@ -314,6 +315,24 @@ def test_find_near_duplicates_chunk_by_chunk_on_files_equals_all_at_once(tmp_pat
     # the budget cuts each view's 400 records into many groups, so pairs span two groups
     probe = dm.shingle_records(source, cfg, ChunkStore(tmp_path / "probe"))
     assert [len(v.sets.groups(np.arange(400))) for v in probe.views] == [3, 21, 6]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_column_in_memory_cut_into_chunks_on_threads_decides_as_one_block(tmp_path, monkeypatch, workers):
+    df = real_frame(tmp_path)
+    one_block = dm.find_near_duplicates(df, dm.Config(workers=1))  # 400 records: one chunk of MEMORY_CHUNK_ROWS
+    monkeypatch.setattr(dm, "MEMORY_CHUNK_ROWS", 7)
+    source = dm.TextSource.of(df.get_column(C.MESSAGES), workers)
+    assert source.n_chunks == 58 and (source.map is dm._in_order) == (workers == 1)
+    assert pl.concat([source.read(k) for k in range(58)]).equals(df.get_column(C.MESSAGES))
+    cut = dm.find_near_duplicates(df, dm.Config(workers=workers))
+    assert cut.rows.equals(one_block.rows)
+    assert cut.artifact == one_block.artifact
+    assert (cut.summary, cut.manifest) == (one_block.summary, one_block.manifest)
+    assert one_block.summary["near_duplicates_rejected"] == 318
+    shingled = dm.shingle_records(source, dm.Config(workers=workers))
+    assert [v.sets.bounds.tolist() for v in shingled.views] == [[0, 400]] * 3  # joined once built
+    assert [len(v.signatures.keys) for v in shingled.views] == [1, 1, 1]
 
 
 def test_a_question_reads_only_the_chunks_holding_its_records(tmp_path):

@@ -47,8 +47,8 @@ per step, composed by `find_near_duplicates`:
 7. describe (`row_columns`, `duplicates_jsonl`, `summarize`, `manifest_of`): the columns, the artifact, the
    summary and the manifest.
 
-Chunks: steps 1 and 2 read the text chunk by chunk (`TextSource`: the whole column under the local engine, a
-shard's live rows at a time under stream and ray) and keep only sets and signatures, in memory or as files
+Chunks: steps 1 and 2 read the text chunk by chunk (`TextSource`: under the local engine, the column in chunks
+of MEMORY_CHUNK_ROWS records on `workers` threads; a shard's live rows at a time under stream and ray) and keep only sets and signatures, in memory or as files
 (curator/chunked.py); the later steps ask about pairs, answered block by block from those. Everything but the
 short view depends on a record alone; the short view's reach needs every record, so the records it adds are
 read again once it is known. Shared system prompts are counted over all chunks first. The decisions do not
@@ -93,6 +93,7 @@ import json
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -192,6 +193,22 @@ def _in_order(fn: Callable[[int], Any], n: int) -> Iterable[Any]:
     return map(fn, range(n))
 
 
+def _on_threads(threads: int) -> Callable[[Callable[[int], Any], int], Iterable[Any]]:
+    """A `TextSource.map` giving fn(0) .. fn(n - 1) in order, computed on `threads` threads."""
+
+    def map_(fn: Callable[[int], Any], n: int) -> Iterator[Any]:
+        with ThreadPoolExecutor(threads) as pool:
+            yield from pool.map(fn, range(n))
+
+    return map_
+
+
+# Records per chunk when the whole column is in memory (the local engine). The chunks are shingled and signed
+# on the stage's threads: Polars' tokenising and numpy's sorts release the GIL, so 2 threads take 0.6 of one
+# on 50k records; and chunks of this size are faster than one block even on one thread (caches).
+MEMORY_CHUNK_ROWS = 5_000
+
+
 @dataclass(frozen=True)
 class TextSource:
     """The records' `messages`, chunk by chunk in record order; `read(k)` may be called again for a later pass.
@@ -205,8 +222,15 @@ class TextSource:
     map: Callable[[Callable[[int], Any], int], Iterable[Any]] = _in_order
 
     @classmethod
-    def of(cls, messages: pl.Series) -> "TextSource":
-        return cls(1, lambda k: messages)
+    def of(cls, messages: pl.Series, threads: int = 1) -> "TextSource":
+        """The column in chunks of MEMORY_CHUNK_ROWS records, shingled on `threads` threads."""
+        n_chunks = max(1, math.ceil(len(messages) / MEMORY_CHUNK_ROWS))
+        bounds = [len(messages) * k // n_chunks for k in range(n_chunks + 1)]
+
+        def read(k: int) -> pl.Series:
+            return messages.slice(bounds[k], bounds[k + 1] - bounds[k])
+
+        return cls(n_chunks, read, _on_threads(threads) if threads > 1 and n_chunks > 1 else _in_order)
 
 
 def tokenize(messages: pl.Series, cfg: Config, shared: pl.DataFrame | None = None) -> Turns:
@@ -354,6 +378,8 @@ def shingle_records(
     if isinstance(source, pl.Series):
         source = TextSource.of(source)
     store = store or ChunkStore()
+    # chunks shingled on threads of their own sign on one thread each
+    sign_threads = 1 if source.map is not _in_order else workers
     shared = shared_prompts(source, cfg)
     near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
@@ -362,7 +388,7 @@ def shingle_records(
     long_sig, short_sig, prompt_sig = (ChunkedSignatures(store, cfg.num_perm) for _ in range(3))
     words, at_least, answer_words = [], [], []
     offset = 0
-    run = partial(shingle_and_sign, source.read, cfg, shared, store, workers)
+    run = partial(shingle_and_sign, source.read, cfg, shared, store, sign_threads)
     for done in source.map(run, source.n_chunks):
         long.add(done.long)
         long_sig.add(done.long_signatures, offset)
@@ -397,6 +423,8 @@ def shingle_records(
 
     for signatures in (long_sig, short_sig, prompt_sig):
         signatures.close(n)
+    for chunked in (long, short, prompt, *answer_sets.values(), long_sig, short_sig, prompt_sig):
+        chunked.consolidate()  # in memory, the later questions then read one block as it is
     return Shingled(
         words=words_all,
         short_words=cfg.short_words(),
@@ -1166,7 +1194,8 @@ def find_near_duplicates(
     shingling and signing, then len(df) after near-duplicate clustering and after prompt groups."""
     n = df.height
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
-    shingled = shingle_records(source or TextSource.of(df.get_column(C.MESSAGES)), cfg, store, advance, workers)
+    source = source or TextSource.of(df.get_column(C.MESSAGES), workers)
+    shingled = shingle_records(source, cfg, store, advance, workers)
     long, short, prompt = shingled.views
 
     # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
