@@ -18,12 +18,14 @@ holds Polars' and the tokenizer's thread pools, which fork can leave locked.
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import signal
 import time
 import traceback
 from dataclasses import dataclass, replace
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,23 @@ from curator.errors import CurateError
 from curator.memory import give_back_freed_memory
 from curator.stages import registry
 from curator.stages.base import Progress, StageContext
+
+
+def _frame_from_ipc(data: bytes) -> pl.DataFrame:
+    return pl.read_ipc(io.BytesIO(data))
+
+
+def _frame_as_ipc(frame: pl.DataFrame) -> tuple:
+    """How a frame crosses a pipe to or from a worker: as Arrow IPC bytes, which Polars writes and reads about
+    4x faster than it pickles (a slice of the 50k bench corpus: 0.06 + 0.03 s against 0.22 + 0.10 s)."""
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compression="uncompressed")
+    return _frame_from_ipc, (buffer.getvalue(),)
+
+
+# multiprocessing's own pickler only (what its connections send), in the driver and in every worker, which
+# imports this module
+ForkingPickler.register(pl.DataFrame, _frame_as_ipc)
 
 
 # Seconds close() waits, for all workers together, before it terminates those still busy. An idle worker

@@ -269,3 +269,16 @@ def test_an_error_that_cannot_travel_is_sent_with_its_name_and_message_first():
 def test_the_number_of_workers_is_bounded():
     with pytest.raises(Exception, match="256"):
         load_config(None, ["engine.workers=100000"])
+
+
+def test_frames_cross_the_pipe_as_arrow_ipc_and_come_back_the_same(pool_runs):
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    annotations = pl.read_parquet(pool_runs[2] / "annotations.parquet")  # lists of structs, structs, nulls
+    assert {"quality_flags", "code_blocks"} <= set(annotations.columns)
+    for frame in (annotations, annotations.head(0), _frame(3)):
+        data = bytes(ForkingPickler.dumps(frame))
+        assert b"ARROW1" in data[:200]
+        back = pickle.loads(data)
+        assert back.schema == frame.schema and back.equals(frame)
