@@ -344,16 +344,21 @@ def add_within_reach(
     source: TextSource, short: ChunkedSets, maybe: np.ndarray, cfg: Config, shared: pl.DataFrame | None
 ) -> None:
     """Add to the short view's sets those of the longer records `maybe` that may be within reach of a short
-    record, reading again only the chunks that hold one and tokenising only those records."""
-    for k in range(source.n_chunks):
-        lo, hi = int(short.bounds[k]), int(short.bounds[k + 1])
-        local = np.flatnonzero(maybe[lo:hi])
-        if len(local) == 0:
-            continue
+    record, reading again only the chunks that hold one and tokenising only those records (in memory, on the
+    source's threads; on files, one chunk after another here)."""
+    bounds = short.bounds.tolist()
+    todo = [k for k in range(source.n_chunks) if maybe[bounds[k] : bounds[k + 1]].any()]
+
+    def within(t: int) -> SortedSets:
+        k = todo[t]
+        local = np.flatnonzero(maybe[bounds[k] : bounds[k + 1]])
         turns = tokenize(source.read(k).gather(local), cfg, shared)
         near_turns = np.isin(turns.role, list(cfg.roles))
-        within = spread_sets(sorted_sets(shingle(turns, cfg.short_ngram, near_turns)), local, hi - lo)
-        short.replace(k, merge_sorted_sets(short.chunk(k), within))
+        return spread_sets(sorted_sets(shingle(turns, cfg.short_ngram, near_turns)), local, bounds[k + 1] - bounds[k])
+
+    in_chunks = source.map if short.store.in_memory else _in_order
+    for k, sets in zip(todo, in_chunks(within, len(todo))):
+        short.replace(k, merge_sorted_sets(short.chunk(k), sets))
 
 
 def spread_sets(sets: SortedSets, positions: np.ndarray, n: int) -> SortedSets:
@@ -381,8 +386,6 @@ def shingle_records(
     # chunks shingled on threads of their own sign on one thread each
     sign_threads = 1 if source.map is not _in_order else workers
     shared = shared_prompts(source, cfg)
-    near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
-    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     long, short, prompt = ChunkedSets(store), ChunkedSets(store), ChunkedSets(store)
     answer_sets = {n: ChunkedSets(store) for n in sorted({cfg.short_ngram, cfg.ngram})}
     long_sig, short_sig, prompt_sig = (ChunkedSignatures(store, cfg.num_perm) for _ in range(3))
@@ -403,6 +406,10 @@ def shingle_records(
         offset += len(done.words)
         advance(len(done.words))
     n = offset
+    # chosen in each chunk too: here, datasketch (0.5 s to import) is imported while the first chunks are
+    # tokenised on the other threads
+    near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
+    prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     words_all = np.concatenate(words)
     is_short = words_all < cfg.short_words()
 
@@ -521,6 +528,12 @@ class Edges:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Edges) and (self.as_list(), self.candidates, self.verified, self.answer_dropped) == (
             other.as_list(), other.candidates, other.verified, other.answer_dropped)
+
+
+def view_edges(view: View, accept: np.ndarray | None = None, answers: AnswerSets | None = None,
+               answer_threshold: float = 0.0) -> Edges:
+    """A view's edges: its candidate pairs (`band`), verified (`verify`)."""
+    return verify(view, band(view, accept=accept), answers, answer_threshold)
 
 
 def verify(
@@ -1198,20 +1211,29 @@ def find_near_duplicates(
     shingled = shingle_records(source, cfg, store, advance, workers)
     long, short, prompt = shingled.views
 
-    # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
-    # with a short record
-    answers = shingled.answers
-    near_edges = (
-        verify(long, band(long), answers, cfg.answer_threshold),
-        verify(short, band(short, accept=shingled.is_short), answers, cfg.answer_threshold),
-    )
-    check = KeptCheck(long, short, answers, shingled.words, shingled.short_words, cfg.threshold, cfg.answer_threshold)
-    rank = keep_order(df)
-    clusters = choose(cluster(n, *near_edges), rank, check)
-    advance(n)
+    # In memory the three views are banded and verified on the stage's threads at once (numpy's sorts and
+    # gathers release the GIL), the prompt view's while the near-duplicate clusters are chosen; on files one
+    # after another, so that one view's pairs are in memory at a time.
+    pool = ThreadPoolExecutor(workers) if workers > 1 and (store is None or store.in_memory) else None
+    try:
+        prompt_later = pool.submit(view_edges, prompt) if pool else None
+        # near duplicates: a pair is judged at the n of its shorter member, so the short view counts only pairs
+        # with a short record
+        answers = shingled.answers
+        near = (partial(view_edges, long, None, answers, cfg.answer_threshold),
+                partial(view_edges, short, shingled.is_short, answers, cfg.answer_threshold))
+        near_edges = tuple(pool.map(lambda edges: edges(), near) if pool else (edges() for edges in near))
+        check = KeptCheck(long, short, answers, shingled.words, shingled.short_words, cfg.threshold,
+                          cfg.answer_threshold)
+        rank = keep_order(df)
+        clusters = choose(cluster(n, *near_edges), rank, check)
+        advance(n)
 
-    # same prompt, between the clusters' best copies and the records in no cluster
-    prompt_edges = verify(prompt, band(prompt))
+        # same prompt, between the clusters' best copies and the records in no cluster
+        prompt_edges = prompt_later.result() if prompt_later else view_edges(prompt)
+    finally:
+        if pool:
+            pool.shutdown()
     groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
     advance(n)
 
