@@ -48,11 +48,12 @@ per step, composed by `find_near_duplicates`:
    summary and the manifest.
 
 Chunks: steps 1 and 2 read the text chunk by chunk (`TextSource`: under the local engine, the column in chunks
-of MEMORY_CHUNK_ROWS records on `workers` threads; a shard's live rows at a time under stream and ray) and keep only sets and signatures, in memory or as files
-(curator/chunked.py); the later steps ask about pairs, answered block by block from those. Everything but the
-short view depends on a record alone; the short view's reach needs every record, so the records it adds are
-read again once it is known. Shared system prompts are counted over all chunks first. The decisions do not
-depend on the chunking (tests/test_chunked.py).
+of MEMORY_CHUNK_ROWS records on `workers` threads; a shard's live rows at a time under stream and ray) and keep
+only sets and signatures, in memory or as files (curator/chunked.py); the later steps ask about pairs, answered
+block by block from those (in memory, the three views at once on the threads). Everything but the short view
+depends on a record alone; the short view's reach needs every record, so the records it adds are read again once
+it is known. Shared system prompts are counted over all chunks first. The decisions do not depend on the
+chunking or the threads (tests/test_chunked.py).
 
 Short records: with n-grams, one changed word removes n shingles, so a text of L tokens drops below
 threshold t after a single substitution once L < 2n / (1 - t) - 1 (49 tokens for n=5, t=0.8). Records shorter
@@ -383,7 +384,7 @@ def shingle_records(
     if isinstance(source, pl.Series):
         source = TextSource.of(source)
     store = store or ChunkStore()
-    # chunks shingled on threads of their own sign on one thread each
+    # chunks that run on threads sign on one thread each: the threads already take the cores
     sign_threads = 1 if source.map is not _in_order else workers
     shared = shared_prompts(source, cfg)
     long, short, prompt = ChunkedSets(store), ChunkedSets(store), ChunkedSets(store)
@@ -406,8 +407,8 @@ def shingle_records(
         offset += len(done.words)
         advance(len(done.words))
     n = offset
-    # chosen in each chunk too: here, datasketch (0.5 s to import) is imported while the first chunks are
-    # tokenised on the other threads
+    # each chunk chooses them too, once tokenised: so datasketch (0.5 s to import) is first imported on a
+    # chunk's thread while the other threads tokenise
     near_bands = choose_bands(cfg.threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     prompt_bands = choose_bands(cfg.prompt_threshold, cfg.num_perm, cfg.min_recall_at_threshold)
     words_all = np.concatenate(words)
@@ -1233,7 +1234,7 @@ def find_near_duplicates(
         prompt_edges = prompt_later.result() if prompt_later else view_edges(prompt)
     finally:
         if pool:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     groups = judge_prompt_groups(same_prompt_groups(n, prompt_edges, clusters.best_of(n)), rank, prompt, answers, cfg)
     advance(n)
 
