@@ -77,11 +77,14 @@ class ChunkStore:
         return {name: self._read(key, name) for name in names}
 
     def _read(self, key: str, name: str) -> np.ndarray:
+        """The array, memory-mapped (read-only): a question about a few records of a chunk reads only their
+        pages, not the whole chunk (near-dup's rounds against the kept copies ask about a few pairs at a time).
+        The cache holds the maps; the pages a map has read count in this process's memory until it is dropped."""
         cached = self._cache.get((key, name))
         if cached is not None:
             self._cache.move_to_end((key, name))
             return cached
-        array = np.load(self.folder / f"{key}.{name}.npy", allow_pickle=False)
+        array = np.load(self.folder / f"{key}.{name}.npy", mmap_mode="r", allow_pickle=False)
         if array.nbytes <= CACHE_BYTES:
             self._cache[(key, name)] = array
             self._cached_bytes += array.nbytes
