@@ -293,13 +293,14 @@ def real_frame(tmp_path) -> pl.DataFrame:
     return stage_frame(tmp_path, records)
 
 
-def test_find_near_duplicates_chunk_by_chunk_on_files_equals_all_at_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])  # stream's shards one after another, or on the stage's threads
+def test_find_near_duplicates_chunk_by_chunk_on_files_equals_all_at_once(tmp_path, monkeypatch, threads):
     monkeypatch.setattr(chunked, "BLOCK_BYTES", 4096)
     df = real_frame(tmp_path)
     cfg = dm.Config()
     whole = dm.find_near_duplicates(df, cfg)
     text_of = df.get_column(C.MESSAGES)
-    source = dm.TextSource(3, lambda k: text_of[CUTS[k] : CUTS[k + 1]])
+    source = dm.TextSource(3, lambda k: text_of[CUTS[k] : CUTS[k + 1]], dm._on_threads(threads))
     store = ChunkStore(tmp_path / "store")
     by_chunk = dm.find_near_duplicates(df.drop(C.MESSAGES), cfg, source=source, store=store)
     summary = whole.summary

@@ -214,13 +214,15 @@ MEMORY_CHUNK_ROWS = 5_000
 class TextSource:
     """The records' `messages`, chunk by chunk in record order; `read(k)` may be called again for a later pass.
 
-    `map(fn, n)` gives fn(0) .. fn(n - 1) in order: here, one after another; under the ray engine, as tasks on
-    the cluster's workers (`fn` then runs in another process: it writes what it keeps into a store on files).
+    `map(fn, n)` gives fn(0) .. fn(n - 1) in order: here, one after another or on the stage's threads
+    (`in_process`: `fn` may be a closure); under the ray engine, as tasks on the cluster's workers (`fn` then runs
+    in another process: it writes what it keeps into a store on files).
     """
 
     n_chunks: int
     read: Callable[[int], pl.Series]
     map: Callable[[Callable[[int], Any], int], Iterable[Any]] = _in_order
+    in_process: bool = True
 
     @classmethod
     def of(cls, messages: pl.Series, threads: int = 1) -> "TextSource":
@@ -345,8 +347,8 @@ def add_within_reach(
     source: TextSource, short: ChunkedSets, maybe: np.ndarray, cfg: Config, shared: pl.DataFrame | None
 ) -> None:
     """Add to the short view's sets those of the longer records `maybe` that may be within reach of a short
-    record, reading again only the chunks that hold one and tokenising only those records (in memory, on the
-    source's threads; on files, one chunk after another here)."""
+    record, reading again only the chunks that hold one and tokenising only those records (on the source's
+    threads, or one after another here when its map runs elsewhere)."""
     bounds = short.bounds.tolist()
     todo = [k for k in range(source.n_chunks) if maybe[bounds[k] : bounds[k + 1]].any()]
 
@@ -357,7 +359,7 @@ def add_within_reach(
         near_turns = np.isin(turns.role, list(cfg.roles))
         return spread_sets(sorted_sets(shingle(turns, cfg.short_ngram, near_turns)), local, bounds[k + 1] - bounds[k])
 
-    in_chunks = source.map if short.store.in_memory else _in_order
+    in_chunks = source.map if source.in_process else _in_order
     for k, sets in zip(todo, in_chunks(within, len(todo))):
         short.replace(k, merge_sorted_sets(short.chunk(k), sets))
 
@@ -1207,7 +1209,7 @@ def find_near_duplicates(
     it (sets, signatures) lives in `store` (default: memory). `advance` counts records: 2 x len(df) while
     shingling and signing, then len(df) after near-duplicate clustering and after prompt groups."""
     n = df.height
-    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
+    workers = _threads(cfg)
     source = source or TextSource.of(df.get_column(C.MESSAGES), workers)
     shingled = shingle_records(source, cfg, store, advance, workers)
     long, short, prompt = shingled.views
@@ -1266,6 +1268,10 @@ def _null_columns(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(cols)
 
 
+def _threads(cfg: Config) -> int:
+    return max(1, min(cfg.workers, os.cpu_count() or 1))
+
+
 def _messages_of(read: Callable[[int, list[str]], pl.DataFrame], k: int) -> pl.Series:
     return read(k, [C.MESSAGES]).get_column(C.MESSAGES)
 
@@ -1280,7 +1286,11 @@ def run(df: pl.DataFrame, ctx: StageContext) -> pl.DataFrame:
     source, store = None, None
     if C.MESSAGES not in df.columns and ctx.streamed is not None:  # the engine keeps the text in shards
         streamed = ctx.streamed
-        source = TextSource(streamed.n_chunks, partial(_messages_of, streamed.read), streamed.map or _in_order)
+        # stream's shards are shingled `workers` at a time on threads (their text and sets at once); ray's as tasks
+        threads = _threads(cfg)
+        here = _on_threads(threads) if threads > 1 and streamed.n_chunks > 1 else _in_order
+        source = TextSource(streamed.n_chunks, partial(_messages_of, streamed.read), streamed.map or here,
+                            in_process=streamed.map is None)
         store = ChunkStore(streamed.scratch / NAME, map=streamed.map)
     try:
         with ctx.progress.task("near duplicates", total=PROGRESS_STEPS * df.height) as advance:
