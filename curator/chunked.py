@@ -30,6 +30,11 @@ from curator.shingles import SortedSets, jaccard_many
 
 # The most bytes of arrays a store on files keeps after reading them.
 CACHE_BYTES = 128 << 20
+# Arrays on files at least this large are memory-mapped; smaller ones are read whole. A map holds an open file
+# (Python's mmap keeps a dup of the descriptor) and the cache is bounded in bytes only: with many small chunks
+# (a small engine.batch_rows) thousands of cached maps ran past the usual limit of 1,024 open files. Maps of
+# at least this size number at most CACHE_BYTES / MMAP_MIN_BYTES (128) in the cache.
+MMAP_MIN_BYTES = 1 << 20
 # Pairs asked about at once on files: each takes 8 index arrays (64 bytes) while its groups are found, and as
 # much again while a group pair is answered (2M: about 250 MiB, a tenth of the stream engine's 2.5 GiB).
 PAIR_SLICE = 1 << 21
@@ -85,6 +90,9 @@ class ChunkStore:
             self._cache.move_to_end((key, name))
             return cached
         array = np.load(self.folder / f"{key}.{name}.npy", mmap_mode="r", allow_pickle=False)
+        if array.nbytes < MMAP_MIN_BYTES:  # read whole (the map and its open file are dropped), read-only alike
+            array = np.array(array)
+            array.flags.writeable = False
         if array.nbytes <= CACHE_BYTES:
             self._cache[(key, name)] = array
             self._cached_bytes += array.nbytes
@@ -431,9 +439,11 @@ class ChunkedSignatures(Chunked[np.ndarray]):
         if self.store.in_memory:
             return np.concatenate([self.store.get(k, ("bands",))["bands"][band] for k in self.keys])
         assert self.store.folder is not None
-        # a memory map reads one row of each chunk's keys, not the chunk's every band
+        # a memory map reads one row of each chunk's keys, not the chunk's every band; the row is copied at once,
+        # so that one map (one open file) is held at a time, not one per chunk
         return np.concatenate(
-            [np.load(self.store.folder / f"{k}.bands.npy", mmap_mode="r", allow_pickle=False)[band] for k in self.keys]
+            [np.array(np.load(self.store.folder / f"{k}.bands.npy", mmap_mode="r", allow_pickle=False)[band])
+             for k in self.keys]
         )
 
     def band_keys(self) -> np.ndarray:

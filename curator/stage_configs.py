@@ -350,8 +350,8 @@ class DedupMinhashConfig(BaseModel):
         "python and javascript solutions of one exercism exercise: 0.079)",
     )
     workers: int = Field(
-        2, ge=1, description="threads shingling and signing (chunks of the column under local; a chunk's signatures "
-        "under stream and ray); the reference box has 2 cores",
+        2, ge=1, description="threads shingling, signing and verifying near-duplicates (chunks of the column under "
+        "local, shards under stream; ray's tasks sign on one thread each); the reference box has 2 cores",
     )
 
     @model_validator(mode="after")

@@ -84,6 +84,18 @@ def test_store_on_files_refuses_pickles(tmp_path):
         store.get(key, ("x",))
 
 
+def test_store_on_files_keeps_no_file_open_for_small_arrays(tmp_path):
+    # a memory map holds an open file: thousands of small chunks (a small engine.batch_rows) cached as maps ran
+    # past the usual limit of 1,024 open files (OSError: Too many open files)
+    store = ChunkStore(tmp_path)
+    small = store.put({"x": np.arange(3, dtype=np.int64)})
+    large = store.put({"x": np.arange(chunked.MMAP_MIN_BYTES // 8, dtype=np.int64)})
+    got_small, got_large = store.get(small, ("x",))["x"], store.get(large, ("x",))["x"]
+    assert not isinstance(got_small, np.memmap) and isinstance(got_large, np.memmap)
+    assert not got_small.flags.writeable and not got_large.flags.writeable  # read-only either way
+    assert got_small.tolist() == [0, 1, 2] and int(got_large[-1]) == chunked.MMAP_MIN_BYTES // 8 - 1
+
+
 # ---------------------------------------------------------------------------------------------- ChunkedSets
 
 
