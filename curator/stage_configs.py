@@ -351,7 +351,7 @@ class DedupMinhashConfig(BaseModel):
     )
     workers: int = Field(
         2, ge=1, description="threads shingling, signing and verifying near-duplicates (chunks of the column under "
-        "local, shards under stream; ray's tasks sign on one thread each); the reference box has 2 cores",
+        "local; a shard's signatures under stream; ray's tasks sign on one thread each); the reference box has 2 cores",
     )
 
     @model_validator(mode="after")
