@@ -1209,7 +1209,7 @@ def find_near_duplicates(
     it (sets, signatures) lives in `store` (default: memory). `advance` counts records: 2 x len(df) while
     shingling and signing, then len(df) after near-duplicate clustering and after prompt groups."""
     n = df.height
-    workers = _threads(cfg)
+    workers = max(1, min(cfg.workers, os.cpu_count() or 1))
     source = source or TextSource.of(df.get_column(C.MESSAGES), workers)
     shingled = shingle_records(source, cfg, store, advance, workers)
     long, short, prompt = shingled.views
@@ -1266,10 +1266,6 @@ def _null_columns(df: pl.DataFrame) -> pl.DataFrame:
     if C.SPLIT_KEY not in df.columns:
         cols.append(pl.lit(None, dtype=pl.Utf8).alias(C.SPLIT_KEY))
     return df.with_columns(cols)
-
-
-def _threads(cfg: Config) -> int:
-    return max(1, min(cfg.workers, os.cpu_count() or 1))
 
 
 def _messages_of(read: Callable[[int, list[str]], pl.DataFrame], k: int) -> pl.Series:
